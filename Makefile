@@ -1,0 +1,62 @@
+# blocking-proxy: build, run the pair on loopback, test.
+#
+#   make          release build
+#   make run      server on 127.0.0.1:9012 + local on 127.0.0.1:1081 (test certificates)
+#   make test     every test (installs the Debian packages the tests need)
+#   make lint     rustfmt --check + clippy -D warnings
+#   make certs    regenerate the test CA and server certificate in certs/
+
+CARGO      ?= cargo
+BIN        := target/release
+RUN_SERVER ?= 127.0.0.1:9012
+RUN_LOCAL  ?= 127.0.0.1:1081
+# Commands the tests run, and the Debian package that provides each.
+TEST_TOOLS := curl:curl openssl:openssl python3:python3
+
+.PHONY: all build run test deps certs lint clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Both in the foreground: Ctrl-C reaches the local directly and the trap stops the server.
+run: build
+	@echo "blocking-server on $(RUN_SERVER), SOCKS5 on $(RUN_LOCAL); Ctrl-C stops both"
+	@$(BIN)/blocking-server --listen $(RUN_SERVER) --cert certs/server.pem --key certs/server.key & srv=$$!; \
+	trap 'kill $$srv 2>/dev/null; wait $$srv 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem
+
+test: deps
+	$(CARGO) test --release
+	bash tests/make_run.sh
+
+# Install whatever the tests need that this machine lacks (apt-get, as root or through sudo).
+deps:
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# A test CA and a certificate for localhost, 127.0.0.1 and ::1 signed by it, valid 20 years.
+certs:
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	  -keyout certs/ca.key -out certs/ca.pem -days 7300 -subj "/CN=blocking-proxy test CA" \
+	  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	  -keyout certs/server.key -out certs/server.csr -subj "/CN=localhost"
+	openssl x509 -req -in certs/server.csr -CA certs/ca.pem -CAkey certs/ca.key -CAcreateserial \
+	  -days 7300 -out certs/server.crt -extfile certs/openssl.cnf -extensions server_ext
+	cat certs/server.crt certs/ca.pem > certs/server.pem
+	rm -f certs/server.csr certs/server.crt certs/ca.srl
+
+clean:
+	$(CARGO) clean

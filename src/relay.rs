@@ -1,0 +1,530 @@
+//! Moving bytes: one TLS connection shared by two threads, the two copy
+//! threads of a connection, half-close and every timeout.
+//!
+//! rustls has no split API, so a connection is split here by hand
+//! ([`Half::tls`]): the `rustls::Connection` sits behind a mutex that no thread
+//! holds while it blocks on the socket.
+//!
+//! - The reader reads raw bytes from the socket *without* the lock, then locks
+//!   to feed them to rustls and to drain the plaintext.
+//! - The writer locks to encrypt into a buffer of its own, then writes that
+//!   buffer to the socket after unlocking.
+//! - TLS bytes must reach the socket in the order rustls produced them, so
+//!   whoever has bytes to send takes the socket's write lock (`order`) before
+//!   it lets go of the connection lock, always in that order. TLS output that
+//!   reading produces (alerts, KeyUpdate replies) goes out the same way.
+//!
+//! [`relay`] then runs `std::io::copy` in each direction on its own thread.
+//! A direction that reaches EOF half-closes its destination (close_notify and
+//! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
+//! for the linger time it is closed too. An error in either direction closes
+//! both at once. No byte in either direction for the idle time ends both.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::{Connection, ConnectionCommon, SideData};
+
+use crate::{Error, Timeouts, THREAD_STACK};
+
+/// Room for one whole TLS record as it arrives off the wire (16 KiB + header + tag).
+const RAW_BUF: usize = 16 * 1024 + 512;
+
+/// A socket wrapper whose reads and writes fail once `until` has passed.
+///
+/// Each call sets the socket timeout to what is left, so a peer that trickles
+/// one byte at a time cannot stretch a handshake past its deadline.
+pub struct Deadline<'a> {
+    sock: &'a TcpStream,
+    until: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// Wraps `sock` with a deadline at `until`.
+    pub fn new(sock: &'a TcpStream, until: Instant) -> Self {
+        Deadline { sock, until }
+    }
+
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.set_read_timeout(Some(self.left()?))?;
+        self.sock.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.set_write_timeout(Some(self.left()?))?;
+        self.sock.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A socket timeout shows up as EAGAIN; call it what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+    } else {
+        e
+    }
+}
+
+/// Runs a TLS handshake on `sock` to completion, or fails at `until`.
+pub fn handshake<S: SideData>(
+    conn: &mut ConnectionCommon<S>,
+    sock: &TcpStream,
+    until: Instant,
+) -> Result<(), Error> {
+    let mut io = Deadline::new(sock, until);
+    while conn.is_handshaking() {
+        conn.complete_io(&mut io)?;
+    }
+    // A TLS 1.3 server queues its session tickets after the client's Finished.
+    while conn.wants_write() {
+        conn.write_tls(&mut io)?;
+    }
+    Ok(())
+}
+
+/// Closes a connection that failed before the relay without resetting it:
+/// stop writing, then discard what the peer still sends for a moment, so a
+/// reply already written is not lost to a RST.
+pub fn close_gently(sock: &TcpStream) {
+    let _ = sock.shutdown(Shutdown::Write);
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 512];
+    let mut io = Deadline::new(sock, until);
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match io.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
+    m.lock().map_err(|_| io::Error::other("tls state poisoned by a panic"))
+}
+
+/// What the two halves of one TLS connection share.
+struct TlsShared {
+    conn: Mutex<Connection>,
+    /// Held from encryption until the bytes are on the socket, so records keep their order.
+    order: Mutex<()>,
+    sock: Arc<TcpStream>,
+}
+
+impl TlsShared {
+    /// Sends whatever TLS output `conn` has queued. The connection lock is
+    /// released before the socket write, after the order lock is taken.
+    fn send(&self, mut conn: MutexGuard<'_, Connection>, out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        while conn.wants_write() {
+            conn.write_tls(out)?;
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let _order = lock(&self.order)?;
+        drop(conn);
+        (&*self.sock).write_all(out)
+    }
+}
+
+/// The reading half of a TLS connection.
+pub struct TlsReader {
+    sh: Arc<TlsShared>,
+    raw: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The socket reached EOF; rustls has to be told once.
+    eof: bool,
+    eof_told: bool,
+    out: Vec<u8>,
+}
+
+impl Read for TlsReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let mut conn = lock(&self.sh.conn)?;
+            let mut processed = false;
+            let got = loop {
+                match conn.reader().read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Ok(0) is close_notify; UnexpectedEof is a TCP EOF without it.
+                    done => break Some(done),
+                }
+                if self.start < self.end {
+                    let mut pending = &self.raw[self.start..self.end];
+                    match conn.read_tls(&mut pending) {
+                        Ok(0) => self.start = self.end, // after close_notify: nothing more counts
+                        Ok(n) => self.start += n,
+                        Err(e) => break Some(Err(e)),
+                    }
+                } else if self.eof && !self.eof_told {
+                    self.eof_told = true;
+                    conn.read_tls(&mut io::empty())?;
+                } else if processed {
+                    break None; // need bytes from the socket
+                }
+                processed = true;
+                if let Err(e) = conn.process_new_packets() {
+                    // rustls has queued an alert for the peer: send it, then fail.
+                    let _ = self.sh.send(conn, &mut self.out);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            if conn.wants_write() {
+                self.sh.send(conn, &mut self.out)?;
+            } else {
+                drop(conn);
+            }
+            if let Some(done) = got {
+                return done;
+            }
+            // No lock is held while blocking on the socket.
+            let n = (&*self.sh.sock).read(&mut self.raw)?;
+            self.start = 0;
+            self.end = n;
+            self.eof = n == 0;
+        }
+    }
+}
+
+/// The writing half of a TLS connection.
+pub struct TlsWriter {
+    sh: Arc<TlsShared>,
+    out: Vec<u8>,
+}
+
+impl Write for TlsWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut conn = lock(&self.sh.conn)?;
+        let n = conn.writer().write(data)?;
+        self.sh.send(conn, &mut self.out)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // every write is on the socket before it returns
+    }
+}
+
+/// The source side of one direction.
+pub enum Reader {
+    /// A plain TCP socket.
+    Tcp(Arc<TcpStream>),
+    /// The reading half of a TLS connection.
+    Tls(TlsReader),
+}
+
+/// The destination side of one direction.
+pub enum Writer {
+    /// A plain TCP socket.
+    Tcp(Arc<TcpStream>),
+    /// The writing half of a TLS connection.
+    Tls(TlsWriter),
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Reader::Tcp(s) => (&**s).read(buf),
+            Reader::Tls(r) => r.read(buf),
+        }
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Writer::Tcp(s) => (&**s).write(buf),
+            Writer::Tls(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Ends this direction: close_notify for TLS, then `shutdown(Write)`.
+    pub fn close_write(&mut self) -> io::Result<()> {
+        match self {
+            Writer::Tcp(s) => s.shutdown(Shutdown::Write),
+            Writer::Tls(w) => {
+                let mut conn = lock(&w.sh.conn)?;
+                conn.send_close_notify();
+                w.sh.send(conn, &mut w.out)?;
+                w.sh.sock.shutdown(Shutdown::Write)
+            }
+        }
+    }
+}
+
+/// One end of a relayed connection: a reader, a writer and the socket under both.
+pub struct Half {
+    /// Where bytes from this end come from.
+    pub reader: Reader,
+    /// Where bytes for this end go.
+    pub writer: Writer,
+    sock: Arc<TcpStream>,
+}
+
+impl Half {
+    /// A plain TCP end.
+    pub fn tcp(sock: TcpStream) -> Half {
+        let sock = Arc::new(sock);
+        Half { reader: Reader::Tcp(Arc::clone(&sock)), writer: Writer::Tcp(Arc::clone(&sock)), sock }
+    }
+
+    /// A TLS end whose handshake is complete.
+    pub fn tls(sock: TcpStream, conn: impl Into<Connection>) -> Half {
+        let sock = Arc::new(sock);
+        let sh = Arc::new(TlsShared {
+            conn: Mutex::new(conn.into()),
+            order: Mutex::new(()),
+            sock: Arc::clone(&sock),
+        });
+        Half {
+            reader: Reader::Tls(TlsReader {
+                sh: Arc::clone(&sh),
+                raw: vec![0; RAW_BUF].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                eof: false,
+                eof_told: false,
+                out: Vec::new(),
+            }),
+            writer: Writer::Tls(TlsWriter { sh, out: Vec::new() }),
+            sock,
+        }
+    }
+}
+
+/// How a relayed connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Both directions reached EOF.
+    Eof,
+    /// No byte in either direction for the idle time.
+    Idle,
+    /// One direction ended and the other stayed quiet for the linger time.
+    Linger,
+    /// An error in one direction; the text says where.
+    Error(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Eof => f.write_str("eof"),
+            End::Idle => f.write_str("idle timeout"),
+            End::Linger => f.write_str("linger timeout"),
+            End::Error(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What a relay moved and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Bytes read from the first end and sent to the second.
+    pub up: u64,
+    /// Bytes read from the second end and sent to the first.
+    pub down: u64,
+    /// How it ended.
+    pub end: End,
+}
+
+/// What the two copy threads of one connection share.
+struct Shared {
+    socks: [Arc<TcpStream>; 2],
+    timeouts: Timeouts,
+    start: Instant,
+    /// Milliseconds from `start` to the last byte read in either direction.
+    last: AtomicU64,
+    finished: Mutex<u8>,
+    wake: Condvar,
+    aborted: AtomicBool,
+    end: Mutex<Option<End>>,
+}
+
+impl Shared {
+    fn touch(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Closes both sockets at once; the first reason given is the one reported.
+    fn abort(&self, why: End) {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+        self.aborted.store(true, Ordering::Relaxed);
+        for s in &self.socks {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.wake.notify_all();
+    }
+
+    /// Called by each direction when it ends. The first to end waits while
+    /// the other still moves bytes, and closes it once it has been quiet for
+    /// the linger time.
+    fn finish(&self) {
+        let mut done = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        *done += 1;
+        if *done == 2 {
+            self.wake.notify_all();
+            return;
+        }
+        self.touch();
+        let linger = self.timeouts.linger;
+        while *done < 2 && !self.aborted.load(Ordering::Relaxed) {
+            let quiet = self.quiet_for();
+            if quiet >= linger {
+                drop(done);
+                self.abort(End::Linger);
+                return;
+            }
+            done = self.wake.wait_timeout(done, linger - quiet).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+/// A reader that counts bytes, records activity and applies the idle timeout.
+struct Tracked<'a> {
+    inner: Reader,
+    sock: &'a TcpStream,
+    sh: &'a Shared,
+    bytes: u64,
+    read_failed: bool,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.bytes += n as u64;
+                        self.sh.touch();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    // The socket timeout only says this direction was quiet; check both.
+                    let quiet = self.sh.quiet_for();
+                    let idle = self.sh.timeouts.idle;
+                    if quiet >= idle {
+                        self.sh.abort(End::Idle);
+                        return Err(e);
+                    }
+                    self.sock.set_read_timeout(Some(idle - quiet))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.read_failed = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Copies one direction until EOF or error; returns the bytes read.
+fn pump(reader: Reader, mut writer: Writer, sh: &Shared, from: usize, names: [&str; 2]) -> u64 {
+    let mut src = Tracked { inner: reader, sock: &sh.socks[from], sh, bytes: 0, read_failed: false };
+    match io::copy(&mut src, &mut writer) {
+        Ok(_) => {
+            if let Err(e) = writer.close_write() {
+                sh.abort(End::Error(format!("closing {}: {e}", names[1 - from])));
+            }
+        }
+        Err(e) => {
+            let side = if src.read_failed { names[from] } else { names[1 - from] };
+            sh.abort(End::Error(describe(side, &e)));
+        }
+    }
+    sh.finish();
+    src.bytes
+}
+
+fn describe(side: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => format!("{side} closed without close_notify"),
+        io::ErrorKind::ConnectionReset => format!("{side} reset"),
+        io::ErrorKind::BrokenPipe => format!("{side} gone"),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("{side} write timed out"),
+        _ => format!("{side}: {e}"),
+    }
+}
+
+/// Relays between `a` and `b` until both directions end; `names` label the
+/// two ends in the outcome ("client", "target"). The calling thread copies
+/// a → b and one new thread copies b → a.
+pub fn relay(a: Half, b: Half, names: [&'static str; 2], timeouts: &Timeouts) -> Outcome {
+    for s in [&a.sock, &b.sock] {
+        let _ = s.set_read_timeout(Some(timeouts.idle));
+        let _ = s.set_write_timeout(Some(timeouts.idle));
+    }
+    let sh = Arc::new(Shared {
+        socks: [a.sock, b.sock],
+        timeouts: *timeouts,
+        start: Instant::now(),
+        last: AtomicU64::new(0),
+        finished: Mutex::new(0),
+        wake: Condvar::new(),
+        aborted: AtomicBool::new(false),
+        end: Mutex::new(None),
+    });
+    let name = match thread::current().name() {
+        Some(n) => format!("{n}-down"),
+        None => "relay-down".to_owned(),
+    };
+    let sh2 = Arc::clone(&sh);
+    let (b_reader, a_writer) = (b.reader, a.writer);
+    let spawned = thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK)
+        .spawn(move || pump(b_reader, a_writer, &sh2, 1, names));
+    match spawned {
+        Ok(handle) => {
+            let up = pump(a.reader, b.writer, &sh, 0, names);
+            let down = handle.join().unwrap_or(0);
+            Outcome { up, down, end: take_end(&sh) }
+        }
+        Err(e) => {
+            sh.abort(End::Error(format!("cannot start copy thread: {e}")));
+            Outcome { up: 0, down: 0, end: take_end(&sh) }
+        }
+    }
+}
+
+fn take_end(sh: &Shared) -> End {
+    sh.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof)
+}

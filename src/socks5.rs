@@ -1,0 +1,306 @@
+//! SOCKS5 as blocking-local speaks it to applications (RFC 1928).
+//!
+//! Pure over `Read + Write` so it can be tested without a socket. Every field
+//! is read with `read_exact`: a request split over many reads works, and bytes
+//! the application sends right after its request stay unread for the relay.
+//!
+//! Only "no authentication" and CONNECT are served. Anything else gets the
+//! reply the RFC names for it before the caller closes the connection.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::wire::{read_domain, read_port, Target};
+use crate::Error;
+
+/// Protocol version, first byte of every SOCKS5 message.
+pub const SOCKS_VERSION: u8 = 0x05;
+
+/// Method: no authentication required.
+pub const METHOD_NO_AUTH: u8 = 0x00;
+/// Method: username/password (RFC 1929).
+pub const METHOD_USERPASS: u8 = 0x02;
+/// Method reply: none of the offered methods is acceptable.
+pub const METHOD_NO_ACCEPTABLE: u8 = 0xFF;
+
+/// Command: CONNECT.
+pub const CMD_CONNECT: u8 = 0x01;
+/// Command: BIND.
+pub const CMD_BIND: u8 = 0x02;
+/// Command: UDP ASSOCIATE.
+pub const CMD_UDP_ASSOCIATE: u8 = 0x03;
+
+/// Address type: IPv4.
+pub const ATYP_IPV4: u8 = 0x01;
+/// Address type: domain name.
+pub const ATYP_DOMAINNAME: u8 = 0x03;
+/// Address type: IPv6.
+pub const ATYP_IPV6: u8 = 0x04;
+
+/// Reply: succeeded.
+pub const REP_SUCCEEDED: u8 = 0x00;
+/// Reply: general SOCKS server failure.
+pub const REP_GENERAL_FAILURE: u8 = 0x01;
+/// Reply: connection not allowed by ruleset.
+pub const REP_NOT_ALLOWED: u8 = 0x02;
+/// Reply: network unreachable.
+pub const REP_NETWORK_UNREACHABLE: u8 = 0x03;
+/// Reply: host unreachable.
+pub const REP_HOST_UNREACHABLE: u8 = 0x04;
+/// Reply: connection refused.
+pub const REP_CONNECTION_REFUSED: u8 = 0x05;
+/// Reply: TTL expired (also used for a connect that timed out, as microsocks does).
+pub const REP_TTL_EXPIRED: u8 = 0x06;
+/// Reply: command not supported.
+pub const REP_COMMAND_NOT_SUPPORTED: u8 = 0x07;
+/// Reply: address type not supported.
+pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
+
+const ENETUNREACH: i32 = 101;
+const EHOSTUNREACH: i32 = 113;
+const ETIMEDOUT: i32 = 110;
+
+/// Reads the greeting and the request and returns the CONNECT target.
+///
+/// Bad input that the RFC has a reply for gets that reply here (0xFF for no
+/// acceptable method, 0x07 for BIND or UDP ASSOCIATE, 0x08 for an unknown
+/// address type); a wrong version or a malformed message gets none. Either
+/// way the caller closes. On success nothing is written: the caller replies
+/// with [`reply`] once it knows whether the server could be reached.
+pub fn accept<S: Read + Write>(s: &mut S) -> Result<Target, Error> {
+    // Greeting: VER NMETHODS METHODS...
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)?;
+    if head[0] != SOCKS_VERSION {
+        return Err(Error::Protocol("not socks5"));
+    }
+    let mut methods = [0u8; 255];
+    let methods = &mut methods[..usize::from(head[1])];
+    s.read_exact(methods)?;
+    if !methods.contains(&METHOD_NO_AUTH) {
+        s.write_all(&[SOCKS_VERSION, METHOD_NO_ACCEPTABLE])?;
+        return Err(Error::Protocol("no acceptable auth method"));
+    }
+    s.write_all(&[SOCKS_VERSION, METHOD_NO_AUTH])?;
+
+    // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req)?;
+    let [ver, cmd, _rsv, atyp] = req;
+    if ver != SOCKS_VERSION {
+        return Err(Error::Protocol("not socks5"));
+    }
+    let target = match atyp {
+        ATYP_IPV4 => {
+            let mut a = [0u8; 4];
+            s.read_exact(&mut a)?;
+            Target::Ip(SocketAddr::from((Ipv4Addr::from(a), read_port(s)?)))
+        }
+        ATYP_IPV6 => {
+            let mut a = [0u8; 16];
+            s.read_exact(&mut a)?;
+            Target::Ip(SocketAddr::from((Ipv6Addr::from(a), read_port(s)?)))
+        }
+        ATYP_DOMAINNAME => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len)?;
+            match read_domain(s, len[0]) {
+                Ok(name) => Target::Domain(name, read_port(s)?),
+                Err(e @ Error::Protocol(_)) => {
+                    reply(s, REP_GENERAL_FAILURE)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => {
+            reply(s, REP_ADDRESS_TYPE_NOT_SUPPORTED)?;
+            return Err(Error::Protocol("unknown address type"));
+        }
+    };
+    if cmd != CMD_CONNECT {
+        reply(s, REP_COMMAND_NOT_SUPPORTED)?;
+        return Err(Error::Protocol(match cmd {
+            CMD_BIND => "bind is not supported",
+            CMD_UDP_ASSOCIATE => "udp associate is not supported",
+            _ => "unknown command",
+        }));
+    }
+    Ok(target)
+}
+
+/// Writes a reply with code `rep` and an unspecified bound address (0.0.0.0:0):
+/// the real one is on the server's side of the tunnel.
+pub fn reply<W: Write + ?Sized>(w: &mut W, rep: u8) -> io::Result<()> {
+    w.write_all(&[SOCKS_VERSION, rep, 0, ATYP_IPV4, 0, 0, 0, 0, 0, 0])
+}
+
+/// The one place that turns a failure to reach the next hop into a reply code.
+pub fn reply_code(err: &Error) -> u8 {
+    let Error::Io(e) = err else {
+        return REP_GENERAL_FAILURE;
+    };
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => return REP_CONNECTION_REFUSED,
+        io::ErrorKind::NetworkUnreachable => return REP_NETWORK_UNREACHABLE,
+        io::ErrorKind::HostUnreachable => return REP_HOST_UNREACHABLE,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return REP_TTL_EXPIRED,
+        _ => {}
+    }
+    match e.raw_os_error() {
+        Some(ENETUNREACH) => REP_NETWORK_UNREACHABLE,
+        Some(EHOSTUNREACH) => REP_HOST_UNREACHABLE,
+        Some(ETIMEDOUT) => REP_TTL_EXPIRED,
+        _ => REP_GENERAL_FAILURE,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A reader that hands out one byte per call, the worst split TCP can make.
+    pub(crate) struct OneByte<R>(pub R);
+
+    impl<R: Read> Read for OneByte<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    /// Input served one byte at a time; output collected.
+    struct Duplex<'a> {
+        input: OneByte<&'a [u8]>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Duplex<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Duplex<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run(input: &[u8]) -> (Result<Target, Error>, Vec<u8>, Vec<u8>) {
+        let mut d = Duplex { input: OneByte(input), output: Vec::new() };
+        let res = accept(&mut d);
+        let mut rest = Vec::new();
+        d.input.0.read_to_end(&mut rest).unwrap();
+        (res, d.output, rest)
+    }
+
+    const GREETING: &[u8] = &[5, 1, 0];
+
+    fn request(cmd: u8, addr: &[u8]) -> Vec<u8> {
+        let mut v = GREETING.to_vec();
+        v.extend_from_slice(&[5, cmd, 0]);
+        v.extend_from_slice(addr);
+        v
+    }
+
+    #[test]
+    fn connect_ipv4_one_byte_at_a_time_with_coalesced_payload() {
+        let mut input = request(CMD_CONNECT, &[ATYP_IPV4, 127, 0, 0, 1, 0x1f, 0x90]);
+        input.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+        let (res, out, rest) = run(&input);
+        assert_eq!(res.unwrap(), Target::Ip("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(out, [5, 0], "only the method choice is written");
+        assert_eq!(rest, b"GET / HTTP/1.0\r\n\r\n", "payload after the request is not consumed");
+    }
+
+    #[test]
+    fn connect_ipv6_and_domain() {
+        let mut v6 = vec![ATYP_IPV6];
+        v6.extend_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0, 80]);
+        let (res, _, _) = run(&request(CMD_CONNECT, &v6));
+        assert_eq!(res.unwrap(), Target::Ip("[::1]:80".parse().unwrap()));
+
+        let (res, _, rest) = run(&request(CMD_CONNECT, b"\x03\x0bexample.com\x01\xbbX"));
+        assert_eq!(res.unwrap(), Target::Domain("example.com".into(), 443));
+        assert_eq!(rest, b"X");
+    }
+
+    #[test]
+    fn greeting_may_offer_many_methods() {
+        let mut input = vec![5, 3, 2, 1, 0];
+        input.extend_from_slice(&[5, 1, 0, 1, 1, 2, 3, 4, 0, 1]);
+        let (res, out, _) = run(&input);
+        assert!(res.is_ok());
+        assert_eq!(out, [5, 0]);
+    }
+
+    #[test]
+    fn no_acceptable_method_gets_ff() {
+        let (res, out, _) = run(&[5, 1, METHOD_USERPASS]);
+        assert!(matches!(res, Err(Error::Protocol(_))));
+        assert_eq!(out, [5, 0xFF]);
+        let (res, out, _) = run(&[5, 0]);
+        assert!(res.is_err());
+        assert_eq!(out, [5, 0xFF]);
+    }
+
+    #[test]
+    fn bind_and_udp_get_07() {
+        for cmd in [CMD_BIND, CMD_UDP_ASSOCIATE, 9] {
+            let (res, out, rest) = run(&request(cmd, &[ATYP_IPV4, 1, 2, 3, 4, 0, 80]));
+            assert!(res.is_err());
+            assert_eq!(out, [5, 0, 5, REP_COMMAND_NOT_SUPPORTED, 0, 1, 0, 0, 0, 0, 0, 0]);
+            assert!(rest.is_empty(), "the whole request is read before the reply");
+        }
+    }
+
+    #[test]
+    fn unknown_address_type_gets_08() {
+        let (res, out, _) = run(&request(CMD_CONNECT, &[2, 1, 2, 3, 4, 0, 80]));
+        assert!(res.is_err());
+        assert_eq!(&out[2..4], [5, REP_ADDRESS_TYPE_NOT_SUPPORTED]);
+    }
+
+    #[test]
+    fn empty_domain_gets_general_failure() {
+        let (res, out, _) = run(&request(CMD_CONNECT, &[3, 0, 0, 80]));
+        assert!(res.is_err());
+        assert_eq!(&out[2..4], [5, REP_GENERAL_FAILURE]);
+    }
+
+    #[test]
+    fn wrong_version_is_closed_without_reply() {
+        let (res, out, _) = run(&[4, 1, 0, 80, 127, 0, 0, 1, 0]);
+        assert!(matches!(res, Err(Error::Protocol(_))));
+        assert!(out.is_empty());
+        let (res, out, _) = run(&[5, 1, 0, 4, 1, 0, 1, 1, 2, 3, 4, 0, 80]);
+        assert!(res.is_err());
+        assert_eq!(out, [5, 0], "a request with the wrong version gets no reply");
+    }
+
+    #[test]
+    fn truncated_input_is_an_io_error() {
+        let full = request(CMD_CONNECT, b"\x03\x0bexample.com\x01\xbb");
+        for cut in 0..full.len() {
+            let (res, _, _) = run(&full[..cut]);
+            assert!(matches!(res, Err(Error::Io(_))), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn errno_maps_to_reply_codes() {
+        let code = |e: io::Error| reply_code(&Error::Io(e));
+        assert_eq!(code(io::ErrorKind::ConnectionRefused.into()), REP_CONNECTION_REFUSED);
+        assert_eq!(code(io::Error::from_raw_os_error(ENETUNREACH)), REP_NETWORK_UNREACHABLE);
+        assert_eq!(code(io::Error::from_raw_os_error(EHOSTUNREACH)), REP_HOST_UNREACHABLE);
+        assert_eq!(code(io::Error::from_raw_os_error(ETIMEDOUT)), REP_TTL_EXPIRED);
+        assert_eq!(code(io::ErrorKind::TimedOut.into()), REP_TTL_EXPIRED);
+        assert_eq!(code(io::ErrorKind::PermissionDenied.into()), REP_GENERAL_FAILURE);
+        assert_eq!(reply_code(&Error::Protocol("x")), REP_GENERAL_FAILURE);
+    }
+}
