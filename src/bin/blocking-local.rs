@@ -41,10 +41,10 @@ fn run(args: &[String]) -> Result<(), Exit> {
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
 
     let tls = tls::client_config(&trust)?;
+    let local = Local::bind(&listen, Config { server: server.clone(), server_name, tls, timeouts })?;
     if let Trust::Insecure = trust {
         log::warn!("--insecure: the server's certificate is not verified; anyone on the path can read and change the traffic");
     }
-    let local = Local::bind(&listen, Config { server: server.clone(), server_name, tls, timeouts })?;
     log::info!(
         "listening on {} for socks5, server {server} as {name}",
         local.local_addr().map_err(blocking_proxy::Error::Io)?

@@ -32,10 +32,10 @@ fn run(args: &[String]) -> Result<(), Exit> {
     let listen = m.opt_str("listen").unwrap_or_else(|| "0.0.0.0:9012".into());
 
     let tls = tls::server_config(&identity)?;
+    let server = Server::bind(&listen, Config { tls, timeouts })?;
     if let Identity::TestCertificate = identity {
         log::warn!("no --cert/--key: using the built-in test certificate for localhost; its key is public, for tests and demos only");
     }
-    let server = Server::bind(&listen, Config { tls, timeouts })?;
     log::info!("listening on {} for tls", server.local_addr().map_err(blocking_proxy::Error::Io)?);
     server.run();
     Ok(())

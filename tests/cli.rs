@@ -1,0 +1,187 @@
+//! Command lines: usage errors exit 2, failures exit 1, each with one line
+//! naming what is wrong; every key format the README promises loads.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::*;
+
+const LOCAL: &str = env!("CARGO_BIN_EXE_blocking-local");
+const SERVER: &str = env!("CARGO_BIN_EXE_blocking-server");
+
+/// Runs a binary that is expected to exit at once (every case here fails before listening).
+fn run(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let Output { status, stderr, .. } = Command::new(bin).args(args).output().unwrap();
+    (status.code(), String::from_utf8(stderr).unwrap())
+}
+
+fn one_line(stderr: &str) -> &str {
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    stderr.trim_end()
+}
+
+/// A fresh directory for files a test makes.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("blocking-proxy-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for (bin, args, says) in [
+        (LOCAL, &[][..], "--server is required"),
+        (LOCAL, &["--server", "nowhere"][..], "--server wants HOST:PORT"),
+        (LOCAL, &["--server", "h:1", "--bogus"][..], "bogus"),
+        (LOCAL, &["--server", "h:1", "--idle-timeout", "0"][..], "--idle-timeout"),
+        (LOCAL, &["--server", "h:1", "--ca", "x", "--insecure"][..], "exclude"),
+        (LOCAL, &["--server", "h:1", "stray"][..], "unexpected argument"),
+        (SERVER, &["--cert", "only.pem"][..], "--cert and --key go together"),
+        (SERVER, &["--linger", "soon"][..], "--linger"),
+    ] {
+        let (code, err) = run(bin, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(one_line(&err).contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for bin in [LOCAL, SERVER] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("--listen") && help.contains("--idle-timeout"), "{help}");
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8(out.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn unreadable_files_exit_1_naming_the_file() {
+    let key = cert("server.key");
+    let (code, err) = run(SERVER, &["--cert", "/nonexistent/fullchain.pem", "--key", &key]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains("/nonexistent/fullchain.pem"), "{err}");
+
+    let pem = cert("server.pem");
+    let (code, err) = run(SERVER, &["--cert", &pem, "--key", "/nonexistent/privkey.pem"]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains("/nonexistent/privkey.pem"), "{err}");
+
+    // A certificate file given as the key: no key in it.
+    let (code, err) = run(SERVER, &["--cert", &pem, "--key", &pem]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains(&pem), "{err}");
+
+    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem"]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains("/nonexistent/ca.pem"), "{err}");
+
+    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--ca", &key]);
+    assert_eq!(code, Some(1), "a key file is not a CA file");
+    assert!(one_line(&err).contains(&key), "{err}");
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
+    let dir = scratch("mismatch");
+    let other = dir.join("other.key").display().to_string();
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &other]);
+    let (code, err) = run(SERVER, &["--cert", &cert("server.pem"), "--key", &other]);
+    assert_eq!(code, Some(1));
+    let line = one_line(&err);
+    assert!(line.contains(&other) && line.contains("server.pem"), "{line}");
+}
+
+#[test]
+fn bind_failure_exits_1_naming_the_address() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    // Without SO_REUSEPORT a second listener on the same port is refused.
+    let (code, err) = run(SERVER, &["--listen", &addr]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains(&addr), "{err}");
+    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--listen", &addr]);
+    assert_eq!(code, Some(1));
+    assert!(one_line(&err).contains(&addr), "{err}");
+}
+
+/// PKCS#8 (certs/server.key), SEC1 and PKCS#1 keys all load and serve.
+#[test]
+fn pkcs8_sec1_and_pkcs1_keys_all_work() {
+    let dir = scratch("keys");
+    let p = |f: &str| dir.join(f).display().to_string();
+
+    let sec1 = p("sec1.key");
+    openssl(&["ec", "-in", &cert("server.key"), "-out", &sec1]);
+    assert!(std::fs::read_to_string(&sec1).unwrap().contains("BEGIN EC PRIVATE KEY"));
+
+    // An RSA certificate for localhost signed by the test CA, its key in PKCS#1.
+    let (rsa, csr, crt) = (p("rsa.key"), p("rsa.csr"), p("rsa.pem"));
+    openssl(&["genrsa", "-traditional", "-out", &rsa, "2048"]);
+    assert!(std::fs::read_to_string(&rsa).unwrap().contains("BEGIN RSA PRIVATE KEY"));
+    openssl(&["req", "-new", "-key", &rsa, "-subj", "/CN=localhost", "-out", &csr]);
+    let ext = cert("openssl.cnf");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &cert("ca.pem"),
+        "-CAkey",
+        &cert("ca.key"),
+        "-CAcreateserial",
+        "-CAserial",
+        &p("ca.srl"),
+        "-days",
+        "2",
+        "-out",
+        &crt,
+        "-extfile",
+        &ext,
+        "-extensions",
+        "server_ext",
+    ]);
+
+    let web = http("127.0.0.1:0");
+    for (chain, key) in [(cert("server.pem"), cert("server.key")), (cert("server.pem"), sec1), (crt, rsa)] {
+        let server = Proc::server(&["--cert", &chain, "--key", &key]);
+        let local = Proc::local(server.addr, &[]);
+        let body = curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]);
+        assert_eq!(body, PAGE, "key {key}");
+    }
+}
+
+#[test]
+fn insecure_warns_at_start() {
+    let server = Proc::server(&[]);
+    let local = Proc::local(server.addr, &["--insecure"]);
+    local.wait_line(|l| l.contains("WARN") && l.contains("not verified"));
+    let web = http("127.0.0.1:0");
+    let body = curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]);
+    assert_eq!(body, PAGE);
+}
+
+#[test]
+fn sni_overrides_the_name_checked() {
+    let server = Proc::server(&[]);
+    let web = http("127.0.0.1:0");
+    // The certificate is for localhost, 127.0.0.1 and ::1; any other name fails.
+    let wrong = Proc::local(server.addr, &["--sni", "example.org"]);
+    let (_s, rep) = socks_request(wrong.addr, &web.to_string());
+    assert_eq!(rep, 1);
+    let right = Proc::local(server.addr, &["--sni", "localhost"]);
+    assert_eq!(curl(&["--socks5", &right.addr.to_string(), &format!("http://{web}/")]), PAGE);
+}

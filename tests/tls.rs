@@ -1,0 +1,184 @@
+//! blocking-server against hand-driven rustls clients: the original local's
+//! TLS 1.2 + seed header, and KeyUpdates in the middle of bulk both ways.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use blocking_proxy::wire::{encode_seed, Target};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use common::*;
+
+fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    let ca = std::fs::read(CA).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+fn tls_connect(
+    server: SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let sock = connect(server);
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(client_config(versions), name).unwrap();
+    StreamOwned::new(conn, sock)
+}
+
+fn seed(target: SocketAddr) -> Vec<u8> {
+    let mut h = Vec::new();
+    encode_seed(&Target::Ip(target), &mut h);
+    h
+}
+
+#[test]
+fn a_tls12_client_speaking_the_seed_header_gets_through() {
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let mut tls = tls_connect(server.addr, &[&rustls::version::TLS12]);
+    let mut first = seed(tgt);
+    first.extend_from_slice(b"hello over tls 1.2");
+    tls.write_all(&first).unwrap();
+    let mut back = [0u8; 18];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello over tls 1.2");
+    assert_eq!(tls.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+}
+
+#[test]
+fn the_header_may_arrive_one_byte_per_record() {
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let mut tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
+    for b in seed(tgt) {
+        tls.write_all(&[b]).unwrap();
+    }
+    tls.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+/// Bulk both ways through blocking-server while the client asks for a
+/// KeyUpdate every 256 KiB: the server's reader must answer with its own
+/// KeyUpdate while its writer is busy, without reordering records.
+#[test]
+fn key_updates_during_bulk_both_ways() {
+    const LEN: usize = 8 << 20;
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
+    let (mut conn, sock) = (tls.conn, tls.sock);
+    conn.complete_io(&mut &sock).unwrap();
+    // Short socket timeouts make each write and read a bounded wait, so one
+    // thread can both send and receive without deadlocking on full buffers.
+    sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    sock.set_write_timeout(Some(Duration::from_millis(5))).unwrap();
+
+    let mut out = Pattern::new(42);
+    let mut sent_digest = Digest::new();
+    let mut got_digest = Digest::new();
+    let (mut sent, mut got, mut closed) = (0usize, 0usize, false);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut plain = vec![0u8; 64 * 1024];
+    let header = seed(tgt);
+    conn.writer().write_all(&header).unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT * 3;
+    let mut updates = 0;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "stalled at sent={sent} got={got}");
+        if sent < LEN && !conn.wants_write() {
+            let n = chunk.len().min(LEN - sent);
+            out.fill(&mut chunk[..n]);
+            conn.writer().write_all(&chunk[..n]).unwrap();
+            sent_digest.update(&chunk[..n]);
+            sent += n;
+            if sent % (256 * 1024) == 0 {
+                conn.refresh_traffic_keys().unwrap();
+                updates += 1;
+            }
+        } else if sent == LEN && !closed {
+            conn.send_close_notify();
+            closed = true;
+        }
+        while conn.wants_write() {
+            match conn.write_tls(&mut &sock) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        match conn.read_tls(&mut &sock) {
+            Ok(0) => panic!("server closed early at got={got}"),
+            Ok(_) => {
+                conn.process_new_packets().unwrap();
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        loop {
+            match conn.reader().read(&mut plain) {
+                Ok(0) => {
+                    assert_eq!(got, LEN);
+                    assert_eq!(got_digest.hex(), sent_digest.hex());
+                    assert!(updates >= 30);
+                    let _ = sock.shutdown(Shutdown::Both);
+                    return;
+                }
+                Ok(n) => {
+                    got_digest.update(&plain[..n]);
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("plaintext: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn many_connections_with_key_updates_at_once() {
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            let addr = server.addr;
+            thread::spawn(move || {
+                let mut tls = tls_connect(addr, &[&rustls::version::TLS13]);
+                tls.write_all(&seed(tgt)).unwrap();
+                let mut p = Pattern::new(i);
+                let mut buf = vec![0u8; 8 * 1024];
+                let mut back = vec![0u8; 8 * 1024];
+                for _ in 0..32 {
+                    p.fill(&mut buf);
+                    tls.write_all(&buf).unwrap();
+                    tls.conn.refresh_traffic_keys().unwrap();
+                    tls.read_exact(&mut back).unwrap();
+                    assert_eq!(back, buf);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
