@@ -254,3 +254,77 @@ fn threads_return_to_idle_once_connections_close() {
     pair.local.wait_threads(local_idle);
     pair.server.wait_threads(server_idle);
 }
+
+#[test]
+fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let pair = Pair::with_args(&["--idle-timeout", "0.4"], &["--idle-timeout", "60"]);
+    let tgt = echo("127.0.0.1:0");
+    let mut s = socks_connect(pair.local.addr, &tgt.to_string());
+    s.write_all(b"one").unwrap();
+    let mut b = [0u8; 3];
+    s.read_exact(&mut b).unwrap();
+    // Nothing more either way: the server's idle timeout ends it, and the close reaches the app.
+    let _ = read_until_closed(&mut s);
+    pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=idle timeout"));
+}
+
+#[test]
+fn activity_in_one_direction_keeps_the_other_open() {
+    let pair = Pair::with_args(&["--idle-timeout", "0.5"], &[]);
+    // The target streams for longer than the idle timeout and never reads.
+    let tgt = target("127.0.0.1:0", |mut s| {
+        for _ in 0..15 {
+            s.write_all(&[7u8; 1000]).unwrap();
+            thread::sleep(std::time::Duration::from_millis(100)); // the traffic pattern, not a wait
+        }
+    });
+    let mut s = socks_connect(pair.local.addr, &tgt.to_string());
+    let got = read_all(&mut s);
+    assert_eq!(got.len(), 15_000);
+    drop(s);
+    pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+}
+
+#[test]
+fn after_a_half_close_a_silent_peer_is_closed_at_the_linger_timeout() {
+    let pair = Pair::with_args(&["--linger", "0.3"], &[]);
+    let (tx, rx) = mpsc::channel();
+    // The target reads to EOF and then neither answers nor closes: the test keeps its socket.
+    let tx = std::sync::Mutex::new(tx);
+    let tgt = target("127.0.0.1:0", move |mut s| {
+        let _ = recv_digest(&mut s);
+        let _ = tx.lock().unwrap().send(s);
+    });
+    let mut s = socks_connect(pair.local.addr, &tgt.to_string());
+    s.write_all(b"request").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let _held = rx.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(read_until_closed(&mut s).unwrap(), b"");
+    pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=linger timeout"));
+}
+
+#[test]
+fn out_of_descriptors_the_local_backs_off_and_recovers() {
+    let pair = Pair::start();
+    let web = http("127.0.0.1:0");
+    let pid = pair.local.pid().to_string();
+    // Only the soft limit moves; the hard one stays, so it can be raised again.
+    let limit = |n: &str| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:")])
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(ok.success());
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    limit(&(fds + 4).to_string());
+    // Silent clients take the few descriptors left; the rest wait in the backlog.
+    let idle: Vec<TcpStream> = (0..12).map(|_| connect(pair.local.addr)).collect();
+    pair.local.wait_line(|l| l.contains("accept failed") && l.contains("backing off"));
+    let busy = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(!busy.is_empty(), "still alive");
+    drop(idle);
+    limit("4096");
+    let body = curl(&["--socks5-hostname", &pair.local.addr.to_string(), &format!("http://{web}/")]);
+    assert_eq!(body, PAGE);
+}
