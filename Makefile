@@ -20,10 +20,12 @@ all: build
 build:
 	$(CARGO) build --release
 
-# Both in the foreground: Ctrl-C reaches the local directly and the trap stops the server.
+# The server uses its built-in test certificate and, as it listens on loopback only,
+# may reach loopback and private targets. Both in the foreground: Ctrl-C reaches
+# the local directly and the trap stops the server.
 run: build
 	@echo "blocking-server on $(RUN_SERVER), SOCKS5 on $(RUN_LOCAL); Ctrl-C stops both"
-	@$(BIN)/blocking-server --listen $(RUN_SERVER) --cert certs/server.pem --key certs/server.key & srv=$$!; \
+	@$(BIN)/blocking-server --listen $(RUN_SERVER) --allow-private & srv=$$!; \
 	trap 'kill $$srv 2>/dev/null; wait $$srv 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem
 

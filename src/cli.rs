@@ -1,12 +1,17 @@
 //! What the two binaries share: common options, logging setup and the way a
 //! run ends (exit 0, 1 with one line for a failure, 2 with one line for bad usage).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
 
+use crate::socks5::User;
 use crate::{Error, Timeouts};
+
+/// The environment variable a password may come from (safe from `ps`).
+pub const PASSWORD_ENV: &str = "BLOCKING_PROXY_PASSWORD";
 
 /// Why a binary stops.
 pub enum Exit {
@@ -101,6 +106,71 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
         }
     }
     Ok(t)
+}
+
+/// Adds `--password` and `--password-file`.
+pub fn password_options(opts: &mut Options, what: &str) {
+    opts.optmulti(
+        "",
+        "password",
+        &format!("{what} (visible in ps: prefer the file or ${PASSWORD_ENV})"),
+        "SECRET",
+    );
+    opts.optopt("", "password-file", "read passwords from FILE, one per line", "FILE");
+}
+
+/// Every password given by `--password`, `--password-file` and the environment.
+pub fn passwords(m: &Matches) -> Result<Vec<String>, Exit> {
+    let mut all = m.opt_strs("password");
+    if let Some(path) = m.opt_str("password-file") {
+        let lines = read_lines(Path::new(&path), "password file")?;
+        if lines.is_empty() {
+            return Err(Exit::Failed(Error::Config(format!("no password in {path}"))));
+        }
+        all.extend(lines);
+    }
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        if !p.is_empty() {
+            all.push(p);
+        }
+    }
+    if all.iter().any(|p| p.is_empty()) {
+        return Err(Exit::Usage("a password cannot be empty".into()));
+    }
+    Ok(all)
+}
+
+/// Users from `--user NAME:PASS` and `--user-file FILE` (one NAME:PASS per line).
+pub fn users(m: &Matches) -> Result<Vec<User>, Exit> {
+    let mut lines = m.opt_strs("user");
+    let from_args = lines.len();
+    if let Some(path) = m.opt_str("user-file") {
+        lines.extend(read_lines(Path::new(&path), "user file")?);
+    }
+    let mut users = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let user = line.split_once(':').and_then(|(name, password)| {
+            let fits = |s: &str| !s.is_empty() && s.len() <= 255;
+            (fits(name) && fits(password)).then(|| User { name: name.into(), password: password.into() })
+        });
+        // Never echo the line: it holds a password.
+        let user = user.ok_or_else(|| match (i < from_args, m.opt_str("user-file")) {
+            (false, Some(file)) => Exit::Failed(Error::Config(format!(
+                "{file} line {}: want NAME:PASSWORD, each 1 to 255 bytes",
+                i - from_args + 1
+            ))),
+            _ => Exit::Usage("--user wants NAME:PASSWORD, each 1 to 255 bytes".into()),
+        })?;
+        users.push(user);
+    }
+    Ok(users)
+}
+
+/// The non-empty lines of a file, without their line endings.
+fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Exit::Failed(Error::Config(format!("cannot read {what} {}: {e}", path.display()))))?;
+    Ok(text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 fn parse_secs(v: &str) -> Option<Duration> {

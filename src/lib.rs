@@ -14,6 +14,7 @@
 //! - [`socks5`] parses and answers RFC 1928 on any `Read + Write`.
 //! - [`wire`] encodes and reads the header the local sends the server.
 //! - [`tls`] is the one place that builds rustls configurations and loads PEM.
+//! - [`egress`] decides which addresses the server may connect to.
 //! - [`relay`] splits one TLS connection between two threads, copies each
 //!   direction with `std::io::copy`, and handles half-close and timeouts.
 //! - [`cli`] holds what the two binaries share: options, logging, exit codes.
@@ -22,6 +23,7 @@
 //! the [`Timeouts`] of a connection and the accept loop ([`serve`]).
 
 pub mod cli;
+pub mod egress;
 pub mod local;
 pub mod relay;
 pub mod server;
@@ -52,6 +54,8 @@ pub enum Error {
     Protocol(&'static str),
     /// A configuration that cannot work, found at start: the text names the file or address.
     Config(String),
+    /// Refused by policy: a target the egress rule forbids, a failed login.
+    Denied(String),
 }
 
 impl fmt::Display for Error {
@@ -61,6 +65,7 @@ impl fmt::Display for Error {
             Error::Tls(e) => write!(f, "tls: {e}"),
             Error::Protocol(what) => write!(f, "protocol: {what}"),
             Error::Config(what) => f.write_str(what),
+            Error::Denied(what) => write!(f, "denied: {what}"),
         }
     }
 }
@@ -192,12 +197,20 @@ pub fn listen(addr: &str) -> Result<TcpListener, Error> {
 }
 
 /// Connects to `target`, trying each address it resolves to until one
-/// answers; all attempts together end at `until`.
-pub fn connect(target: &Target, until: Instant) -> Result<TcpStream, Error> {
-    let addrs: Vec<SocketAddr> = match target {
+/// answers; all attempts together end at `until`. With a `policy`, only the
+/// addresses it permits are tried, and none is a [`Error::Denied`].
+pub fn connect(target: &Target, until: Instant, policy: Option<&egress::Policy>) -> Result<TcpStream, Error> {
+    let mut addrs: Vec<SocketAddr> = match target {
         Target::Ip(a) => vec![*a],
         Target::Domain(name, port) => (name.as_str(), *port).to_socket_addrs()?.collect(),
     };
+    if let Some(policy) = policy {
+        let resolved = addrs.len();
+        addrs.retain(|a| policy.permits(a.ip()));
+        if addrs.is_empty() && resolved > 0 {
+            return Err(Error::Denied(format!("{target} is not a public address")));
+        }
+    }
     let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
     for addr in addrs {
         let left = until.saturating_duration_since(Instant::now());
@@ -221,8 +234,8 @@ pub struct Report {
     id: u64,
     peer: SocketAddr,
     start: Instant,
-    /// Where the client asked to go, once known.
-    pub target: Option<Target>,
+    /// Where the client asked to go (or was sent), once known.
+    pub target: Option<String>,
     /// Bytes from the client towards the target.
     pub up: u64,
     /// Bytes from the target towards the client.
@@ -240,10 +253,7 @@ impl Report {
 
 impl Drop for Report {
     fn drop(&mut self) {
-        let target = match &self.target {
-            Some(t) => t.to_string(),
-            None => "-".to_owned(),
-        };
+        let target = self.target.as_deref().unwrap_or("-");
         log::info!(
             "#{} closed client={} target={} up={} down={} time={:.3}s end={}",
             self.id,

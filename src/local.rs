@@ -1,8 +1,8 @@
 //! blocking-local: accepts SOCKS5 clients and carries each one over its own
 //! TLS connection to blocking-server.
 //!
-//! Per client, on its own thread: the SOCKS5 greeting and request under the
-//! handshake deadline; TCP and TLS to the server under the connect deadline
+//! Per client, on its own thread: the SOCKS5 greeting, login (when users are
+//! configured) and request under the handshake deadline; TCP and TLS to the server under the connect deadline
 //! (a failure becomes the SOCKS5 reply code for it); the success reply; then
 //! the header, in one TLS record with whatever the application has already
 //! sent, and the relay. The local never waits for the application to speak
@@ -17,11 +17,14 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::relay::{self, Deadline, Half};
-use crate::wire::{self, Target};
+use crate::socks5::User;
+use crate::wire::{self, Target, TrojanHash};
 use crate::{socks5, Error, Report, Timeouts};
 
+/// The longest header: a trojan hash line, a command and a 255-byte name.
+const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
 /// The most application bytes sent along with the header in its first record.
-const EARLY_DATA_MAX: usize = 16 * 1024 - 262;
+const EARLY_DATA_MAX: usize = 16 * 1024 - HEADER_MAX;
 
 /// Everything a client connection needs to reach the server.
 pub struct Config {
@@ -33,6 +36,10 @@ pub struct Config {
     pub tls: Arc<ClientConfig>,
     /// Deadlines of each connection.
     pub timeouts: Timeouts,
+    /// With a password, the trojan header; without, the seed header.
+    pub password: Option<TrojanHash>,
+    /// When not empty, SOCKS5 clients must log in as one of these (RFC 1929).
+    pub users: Vec<User>,
 }
 
 /// A bound blocking-local, ready to [`run`](Local::run).
@@ -66,8 +73,14 @@ impl Local {
 fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
     let _ = app.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
-    let target = match socks5::accept(&mut Deadline::new(&app, until)) {
+    let target = match socks5::accept(&mut Deadline::new(&app, until), &cfg.users) {
         Ok(t) => t,
+        Err(e @ Error::Denied(_)) => {
+            log::warn!("#{id} {e}");
+            report.end = format!("socks5: {e}");
+            relay::close_gently(&app);
+            return;
+        }
         Err(e) => {
             log::debug!("#{id} socks5 failed: {e}");
             report.end = format!("socks5: {e}");
@@ -76,7 +89,7 @@ fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
         }
     };
     log::debug!("#{id} connect {target}");
-    report.target = Some(target.clone());
+    report.target = Some(target.to_string());
 
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
     let (sock, conn) = match connect_server(cfg) {
@@ -94,8 +107,11 @@ fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
         return;
     }
 
-    let mut first = Vec::with_capacity(EARLY_DATA_MAX + 262);
-    wire::encode_seed(&target, &mut first);
+    let mut first = Vec::with_capacity(HEADER_MAX + EARLY_DATA_MAX);
+    match &cfg.password {
+        Some(hash) => wire::encode_trojan(hash, &target, &mut first),
+        None => wire::encode_seed(&target, &mut first),
+    }
     let header_len = first.len();
     read_ready(&app, &mut first, EARLY_DATA_MAX);
     let early = (first.len() - header_len) as u64;
@@ -115,7 +131,7 @@ fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
 /// Opens TCP and completes TLS to the server, both before the connect deadline.
 fn connect_server(cfg: &Config) -> Result<(TcpStream, ClientConnection), Error> {
     let until = Instant::now() + cfg.timeouts.connect;
-    let sock = crate::connect(&cfg.server, until)?;
+    let sock = crate::connect(&cfg.server, until, None)?;
     let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), cfg.server_name.clone())?;
     relay::handshake(&mut conn, &sock, until)?;
     Ok((sock, conn))

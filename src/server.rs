@@ -3,18 +3,26 @@
 //!
 //! Per connection, on its own thread: the TLS handshake and the header under
 //! the handshake deadline; the connect to the target (every address the name
-//! resolves to, in turn) under the connect deadline; then the relay. Bytes
-//! that arrived with the header stay in rustls's buffer and are the first the
-//! relay forwards.
+//! resolves to that the egress policy permits, in turn) under the connect
+//! deadline; then the relay. Bytes that arrived with the header stay in
+//! rustls's buffer and are the first the relay forwards.
+//!
+//! With passwords the header must be a trojan header with a known hash. A
+//! connection whose header is not valid (a wrong password, a seed header, a
+//! browser's `GET /`, a header cut short and then silence) is handed, with
+//! every byte read so far, to the fallback address if there is one, so that a
+//! prober sees an ordinary web site; otherwise it is closed.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::egress::Policy;
 use crate::relay::{self, Deadline, Half};
+use crate::wire::{Target, TrojanHash};
 use crate::{wire, Error, Report, Timeouts};
 
 /// Everything a connection from a local needs.
@@ -23,6 +31,12 @@ pub struct Config {
     pub tls: Arc<ServerConfig>,
     /// Deadlines of each connection.
     pub timeouts: Timeouts,
+    /// Known trojan password hashes; empty means the seed format, open to anyone.
+    pub passwords: Vec<TrojanHash>,
+    /// Where connections without a valid header are handed over.
+    pub fallback: Option<Target>,
+    /// Which target addresses may be reached.
+    pub egress: Policy,
 }
 
 /// A bound blocking-server, ready to [`run`](Server::run).
@@ -68,18 +82,28 @@ fn connection(id: u64, sock: TcpStream, cfg: &Config, report: &mut Report) {
         report.end = format!("tls handshake: {e}");
         return;
     }
-    let header = wire::read_seed(&mut rustls::Stream::new(&mut conn, &mut Deadline::new(&sock, until)));
-    let target = match header {
+    let mut io = Deadline::new(&sock, until);
+    let mut header = Recorder { inner: rustls::Stream::new(&mut conn, &mut io), seen: Vec::new() };
+    let parsed = if cfg.passwords.is_empty() {
+        wire::read_seed(&mut header)
+    } else {
+        wire::read_trojan(&mut header, &cfg.passwords)
+    };
+    let seen = header.seen;
+    let target = match parsed {
         Ok(t) => t,
         Err(e) => {
             log::debug!("#{id} bad header: {e}");
             report.end = format!("header: {e}");
+            if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e)) {
+                to_fallback(id, sock, conn, &seen, fallback, cfg, report);
+            }
             return;
         }
     };
     log::debug!("#{id} connect {target}");
-    report.target = Some(target.clone());
-    let out = match crate::connect(&target, Instant::now() + cfg.timeouts.connect) {
+    report.target = Some(target.to_string());
+    let out = match crate::connect(&target, Instant::now() + cfg.timeouts.connect, Some(&cfg.egress)) {
         Ok(s) => s,
         Err(e) => {
             log::debug!("#{id} cannot reach {target}: {e}");
@@ -91,4 +115,59 @@ fn connection(id: u64, sock: TcpStream, cfg: &Config, report: &mut Report) {
     report.up = out.up;
     report.down = out.down;
     report.end = out.end.to_string();
+}
+
+/// A header that is wrong, or cut short and then silent, goes to the
+/// fallback; a client that closed or broke TLS has nobody left to answer.
+fn worth_a_fallback(e: &Error) -> bool {
+    match e {
+        Error::Protocol(_) => true,
+        Error::Io(e) => matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock),
+        _ => false,
+    }
+}
+
+/// Relays a connection that did not present a valid header to the fallback,
+/// starting with every byte it sent.
+fn to_fallback(
+    id: u64,
+    sock: TcpStream,
+    conn: ServerConnection,
+    seen: &[u8],
+    fallback: &Target,
+    cfg: &Config,
+    report: &mut Report,
+) {
+    log::debug!("#{id} handing {} bytes to the fallback {fallback}", seen.len());
+    report.target = Some(format!("fallback/{fallback}"));
+    let until = Instant::now() + cfg.timeouts.connect;
+    let out = match crate::connect(fallback, until, None) {
+        Ok(s) => s,
+        Err(e) => {
+            report.end = format!("fallback: {e}");
+            return;
+        }
+    };
+    if let Err(e) = Deadline::new(&out, until).write_all(seen) {
+        report.end = format!("fallback: {e}");
+        return;
+    }
+    let out = relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "fallback"], &cfg.timeouts);
+    report.up = seen.len() as u64 + out.up;
+    report.down = out.down;
+    report.end = out.end.to_string();
+}
+
+/// A reader that keeps a copy of every byte it hands out.
+struct Recorder<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Recorder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }

@@ -4,13 +4,13 @@
 //! is read with `read_exact`: a request split over many reads works, and bytes
 //! the application sends right after its request stay unread for the relay.
 //!
-//! Only "no authentication" and CONNECT are served. Anything else gets the
-//! reply the RFC names for it before the caller closes the connection.
+//! Served: CONNECT, with "no authentication" or, when users are configured,
+//! only username/password (RFC 1929). Anything else gets the reply the RFC
+//! names for it before the caller closes the connection.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::wire::{read_domain, read_port, Target};
+use crate::wire::{constant_time_eq, read_socks_addr, Target};
 use crate::Error;
 
 /// Protocol version, first byte of every SOCKS5 message.
@@ -22,6 +22,28 @@ pub const METHOD_NO_AUTH: u8 = 0x00;
 pub const METHOD_USERPASS: u8 = 0x02;
 /// Method reply: none of the offered methods is acceptable.
 pub const METHOD_NO_ACCEPTABLE: u8 = 0xFF;
+
+/// RFC 1929 subnegotiation version.
+pub const USERPASS_VERSION: u8 = 0x01;
+/// RFC 1929 status: success.
+pub const USERPASS_SUCCESS: u8 = 0x00;
+/// RFC 1929 status: failure (any non-zero value; the connection is then closed).
+pub const USERPASS_FAILURE: u8 = 0x01;
+
+/// A username and password a SOCKS5 client may log in with.
+#[derive(Clone)]
+pub struct User {
+    /// The username.
+    pub name: String,
+    /// The password; never logged.
+    pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "User({:?}, ***)", self.name)
+    }
+}
 
 /// Command: CONNECT.
 pub const CMD_CONNECT: u8 = 0x01;
@@ -60,14 +82,16 @@ const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
 const ETIMEDOUT: i32 = 110;
 
-/// Reads the greeting and the request and returns the CONNECT target.
+/// Reads the greeting (and, with `users`, a login) and the request, and
+/// returns the CONNECT target.
 ///
 /// Bad input that the RFC has a reply for gets that reply here (0xFF for no
-/// acceptable method, 0x07 for BIND or UDP ASSOCIATE, 0x08 for an unknown
-/// address type); a wrong version or a malformed message gets none. Either
-/// way the caller closes. On success nothing is written: the caller replies
-/// with [`reply`] once it knows whether the server could be reached.
-pub fn accept<S: Read + Write>(s: &mut S) -> Result<Target, Error> {
+/// acceptable method, 0x01 status for a failed login, 0x07 for BIND or UDP
+/// ASSOCIATE, 0x08 for an unknown address type); a wrong version or a
+/// malformed message gets none. Either way the caller closes. On success
+/// nothing more is written: the caller replies with [`reply`] once it knows
+/// whether the server could be reached.
+pub fn accept<S: Read + Write>(s: &mut S, users: &[User]) -> Result<Target, Error> {
     // Greeting: VER NMETHODS METHODS...
     let mut head = [0u8; 2];
     s.read_exact(&mut head)?;
@@ -77,11 +101,15 @@ pub fn accept<S: Read + Write>(s: &mut S) -> Result<Target, Error> {
     let mut methods = [0u8; 255];
     let methods = &mut methods[..usize::from(head[1])];
     s.read_exact(methods)?;
-    if !methods.contains(&METHOD_NO_AUTH) {
+    let method = if users.is_empty() { METHOD_NO_AUTH } else { METHOD_USERPASS };
+    if !methods.contains(&method) {
         s.write_all(&[SOCKS_VERSION, METHOD_NO_ACCEPTABLE])?;
         return Err(Error::Protocol("no acceptable auth method"));
     }
-    s.write_all(&[SOCKS_VERSION, METHOD_NO_AUTH])?;
+    s.write_all(&[SOCKS_VERSION, method])?;
+    if method == METHOD_USERPASS {
+        login(s, users)?;
+    }
 
     // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
     let mut req = [0u8; 4];
@@ -90,33 +118,17 @@ pub fn accept<S: Read + Write>(s: &mut S) -> Result<Target, Error> {
     if ver != SOCKS_VERSION {
         return Err(Error::Protocol("not socks5"));
     }
-    let target = match atyp {
-        ATYP_IPV4 => {
-            let mut a = [0u8; 4];
-            s.read_exact(&mut a)?;
-            Target::Ip(SocketAddr::from((Ipv4Addr::from(a), read_port(s)?)))
-        }
-        ATYP_IPV6 => {
-            let mut a = [0u8; 16];
-            s.read_exact(&mut a)?;
-            Target::Ip(SocketAddr::from((Ipv6Addr::from(a), read_port(s)?)))
-        }
-        ATYP_DOMAINNAME => {
-            let mut len = [0u8; 1];
-            s.read_exact(&mut len)?;
-            match read_domain(s, len[0]) {
-                Ok(name) => Target::Domain(name, read_port(s)?),
-                Err(e @ Error::Protocol(_)) => {
-                    reply(s, REP_GENERAL_FAILURE)?;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        _ => {
+    let target = match read_socks_addr(s, atyp) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
             reply(s, REP_ADDRESS_TYPE_NOT_SUPPORTED)?;
             return Err(Error::Protocol("unknown address type"));
         }
+        Err(e @ Error::Protocol(_)) => {
+            reply(s, REP_GENERAL_FAILURE)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     };
     if cmd != CMD_CONNECT {
         reply(s, REP_COMMAND_NOT_SUPPORTED)?;
@@ -127,6 +139,35 @@ pub fn accept<S: Read + Write>(s: &mut S) -> Result<Target, Error> {
         }));
     }
     Ok(target)
+}
+
+/// RFC 1929: VER ULEN UNAME PLEN PASSWD, answered with VER STATUS.
+fn login<S: Read + Write>(s: &mut S, users: &[User]) -> Result<(), Error> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)?;
+    if head[0] != USERPASS_VERSION {
+        return Err(Error::Protocol("bad username/password version"));
+    }
+    let mut name = [0u8; 255];
+    let name = &mut name[..usize::from(head[1])];
+    s.read_exact(name)?;
+    let mut plen = [0u8; 1];
+    s.read_exact(&mut plen)?;
+    let mut password = [0u8; 255];
+    let password = &mut password[..usize::from(plen[0])];
+    s.read_exact(password)?;
+    // Every entry is compared, each in constant time.
+    let mut ok = false;
+    for u in users {
+        ok |= constant_time_eq(u.name.as_bytes(), name) & constant_time_eq(u.password.as_bytes(), password);
+    }
+    if ok {
+        s.write_all(&[USERPASS_VERSION, USERPASS_SUCCESS])?;
+        Ok(())
+    } else {
+        s.write_all(&[USERPASS_VERSION, USERPASS_FAILURE])?;
+        Err(Error::Denied(format!("login failed for user {:?}", String::from_utf8_lossy(name))))
+    }
 }
 
 /// Writes a reply with code `rep` and an unspecified bound address (0.0.0.0:0):
@@ -158,6 +199,7 @@ pub fn reply_code(err: &Error) -> u8 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     /// A reader that hands out one byte per call, the worst split TCP can make.
     pub(crate) struct OneByte<R>(pub R);
@@ -192,7 +234,7 @@ pub(crate) mod tests {
 
     fn run(input: &[u8]) -> (Result<Target, Error>, Vec<u8>, Vec<u8>) {
         let mut d = Duplex { input: OneByte(input), output: Vec::new() };
-        let res = accept(&mut d);
+        let res = accept(&mut d, &[]);
         let mut rest = Vec::new();
         d.input.0.read_to_end(&mut rest).unwrap();
         (res, d.output, rest)
@@ -290,6 +332,56 @@ pub(crate) mod tests {
             let (res, _, _) = run(&full[..cut]);
             assert!(matches!(res, Err(Error::Io(_))), "cut at {cut}");
         }
+    }
+
+    fn users() -> Vec<User> {
+        vec![
+            User { name: "alice".into(), password: "wonder".into() },
+            User { name: "bob".into(), password: "builder".into() },
+        ]
+    }
+
+    fn run_with_users(input: &[u8]) -> (Result<Target, Error>, Vec<u8>, Vec<u8>) {
+        let mut d = Duplex { input: OneByte(input), output: Vec::new() };
+        let res = accept(&mut d, &users());
+        let mut rest = Vec::new();
+        d.input.0.read_to_end(&mut rest).unwrap();
+        (res, d.output, rest)
+    }
+
+    fn login_bytes(name: &str, pass: &str) -> Vec<u8> {
+        let mut v = vec![5, 2, 0, 2, 1, name.len() as u8];
+        v.extend_from_slice(name.as_bytes());
+        v.push(pass.len() as u8);
+        v.extend_from_slice(pass.as_bytes());
+        v
+    }
+
+    #[test]
+    fn rfc1929_right_credentials_pass_one_byte_at_a_time() {
+        let mut input = login_bytes("bob", "builder");
+        input.extend_from_slice(&[5, 1, 0, 1, 1, 2, 3, 4, 0, 80, b'X']);
+        let (res, out, rest) = run_with_users(&input);
+        assert_eq!(res.unwrap(), Target::Ip("1.2.3.4:80".parse().unwrap()));
+        assert_eq!(out, [5, 2, 1, 0]);
+        assert_eq!(rest, b"X");
+    }
+
+    #[test]
+    fn rfc1929_wrong_credentials_get_status_1() {
+        for (name, pass) in [("bob", "wonder"), ("alice", "wonde"), ("carol", "x"), ("", "")] {
+            let (res, out, _) = run_with_users(&login_bytes(name, pass));
+            let Err(Error::Denied(why)) = res else { panic!("{name}: {res:?}") };
+            assert!(!why.contains(pass) || pass.is_empty(), "the password is not in {why:?}");
+            assert_eq!(out, [5, 2, 1, 1]);
+        }
+    }
+
+    #[test]
+    fn rfc1929_no_auth_only_gets_ff_when_users_are_required() {
+        let (res, out, _) = run_with_users(&[5, 1, 0]);
+        assert!(res.is_err());
+        assert_eq!(out, [5, 0xFF]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! rustls's default, aws-lc-rs; TLS 1.3 and 1.2 are both offered.
 //!
 //! The local verifies the server by default against the Mozilla roots in
-//! webpki-roots. Trusting a private CA is a choice ([`Trust::CaFile`]); not
+//! webpki-roots. Trusting a private CA ([`Trust::CaFile`]) or exactly one
+//! certificate ([`Trust::Pin`], for a self-signed server) is a choice; not
 //! verifying at all is a louder one ([`Trust::Insecure`]).
 
 use std::fmt;
@@ -32,6 +33,8 @@ pub enum Trust {
     WebPki,
     /// Only the CA certificates in this PEM file.
     CaFile(PathBuf),
+    /// Exactly the certificates with these SHA-256 fingerprints, whoever signed them.
+    Pin(Vec<Fingerprint>),
     /// Any certificate at all. Encrypts, but anyone on the path can pretend to be the server.
     Insecure,
 }
@@ -62,19 +65,52 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
+        Trust::Pin(pins) => {
+            let provider = Arc::clone(builder.crypto_provider());
+            let verifier = KeyOnly { provider, pins: Some(pins.clone()) };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
+        }
         Trust::Insecure => {
             let provider = Arc::clone(builder.crypto_provider());
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth()
+            let verifier = KeyOnly { provider, pins: None };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
         }
     };
     Ok(Arc::new(config))
 }
 
-/// Builds the server configuration; a key that does not match the certificate is an error here.
-pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, Error> {
+/// The SHA-256 of a certificate's DER encoding.
+pub type Fingerprint = [u8; 32];
+
+/// The fingerprint of `cert`.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> Fingerprint {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lowercase hex, as `--pin` takes it and the server logs it.
+pub fn fingerprint_hex(f: &Fingerprint) -> String {
+    f.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits; colons between bytes (as openssl prints them) are allowed.
+pub fn parse_fingerprint(s: &str) -> Option<Fingerprint> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Builds the server configuration; a key that does not match the certificate
+/// is an error here. Also returns the leaf certificate's fingerprint.
+pub fn server_config(identity: &Identity) -> Result<(Arc<ServerConfig>, Fingerprint), Error> {
     let (chain, key, what) = match identity {
         Identity::Files { cert, key: key_path } => {
             let chain = read_certs(cert, "certificate file")?;
@@ -92,11 +128,12 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, Error> {
             (chain, key, "the built-in test certificate".to_owned())
         }
     };
+    let leaf = fingerprint(&chain[0]);
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| Error::Config(format!("cannot use {what}: {e}")))?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 /// The name to verify the server as and send in SNI: a DNS name or an IP address.
@@ -127,26 +164,36 @@ fn pem_error(path: &Path, what: &str, e: rustls::pki_types::pem::Error) -> Error
     })
 }
 
-/// A verifier that accepts any certificate but still checks the handshake
-/// signature, so the connection is at least bound to the key it was shown.
-struct AnyCertificate(Arc<CryptoProvider>);
+/// A verifier that ignores chains and names: with `pins` it accepts exactly
+/// the pinned certificates, without them any certificate (`--insecure`).
+/// Either way the handshake signature is checked, so the connection is bound
+/// to the key of the certificate it was shown.
+struct KeyOnly {
+    provider: Arc<CryptoProvider>,
+    pins: Option<Vec<Fingerprint>>,
+}
 
-impl fmt::Debug for AnyCertificate {
+impl fmt::Debug for KeyOnly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AnyCertificate")
+        f.write_str(if self.pins.is_some() { "Pinned" } else { "AnyCertificate" })
     }
 }
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for KeyOnly {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.pins {
+            Some(pins) if !pins.contains(&fingerprint(end_entity)) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -155,7 +202,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -164,10 +211,27 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let f = [0xab; 32];
+        let hex = fingerprint_hex(&f);
+        assert_eq!(parse_fingerprint(&hex), Some(f));
+        let colons =
+            hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        assert_eq!(parse_fingerprint(&colons.to_uppercase()), Some(f));
+        assert_eq!(parse_fingerprint("abcd"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
     }
 }

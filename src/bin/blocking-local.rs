@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
 use blocking_proxy::tls::{self, Trust};
-use blocking_proxy::wire::Target;
+use blocking_proxy::wire::{trojan_hash, Target};
 
 const PROG: &str = "blocking-local";
 const ABOUT: &str = "SOCKS5 proxy that carries every connection over TLS to blocking-server.";
@@ -21,34 +21,55 @@ fn run(args: &[String]) -> Result<(), Exit> {
     opts.optopt("", "server", "blocking-server to connect to (required)", "HOST:PORT");
     opts.optopt("", "listen", "SOCKS5 address to listen on (default 127.0.0.1:1081)", "ADDR:PORT");
     opts.optopt("", "ca", "trust only the CA certificates in this PEM file", "FILE");
+    opts.optmulti("", "pin", "trust exactly the certificate with this SHA-256 fingerprint", "SHA256HEX");
     opts.optopt("", "sni", "name to verify and send as SNI (default: the host of --server)", "NAME");
     opts.optflag("", "insecure", "do not verify the server's certificate (warns)");
+    cli::password_options(&mut opts, "speak the trojan format with this password");
+    opts.optmulti("", "user", "require SOCKS5 login as NAME:PASSWORD (RFC 1929)", "NAME:PASS");
+    opts.optopt("", "user-file", "read NAME:PASSWORD lines for SOCKS5 login", "FILE");
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
     let server = m.opt_str("server").ok_or_else(|| Exit::Usage("--server is required".into()))?;
     let server = Target::parse(&server)
         .ok_or_else(|| Exit::Usage(format!("--server wants HOST:PORT, not {server:?}")))?;
-    let trust = match (m.opt_str("ca"), m.opt_present("insecure")) {
-        (Some(_), true) => return Err(Exit::Usage("--ca and --insecure exclude each other".into())),
-        (Some(ca), false) => Trust::CaFile(PathBuf::from(ca)),
-        (None, true) => Trust::Insecure,
-        (None, false) => Trust::WebPki,
+    let pins = m.opt_strs("pin");
+    let trust = match (m.opt_str("ca"), pins.is_empty(), m.opt_present("insecure")) {
+        (None, true, false) => Trust::WebPki,
+        (Some(ca), true, false) => Trust::CaFile(PathBuf::from(ca)),
+        (None, false, false) => Trust::Pin(
+            pins.iter()
+                .map(|p| tls::parse_fingerprint(p))
+                .collect::<Option<_>>()
+                .ok_or_else(|| Exit::Usage("--pin wants 64 hex digits (a SHA-256 fingerprint)".into()))?,
+        ),
+        (None, true, true) => Trust::Insecure,
+        _ => return Err(Exit::Usage("--ca, --pin and --insecure exclude each other".into())),
     };
     let name = m.opt_str("sni").unwrap_or_else(|| server.host());
     let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
+    let password = match cli::passwords(&m)?.as_slice() {
+        [] => None,
+        [one] => Some(trojan_hash(one)),
+        _ => return Err(Exit::Usage("blocking-local takes one password".into())),
+    };
+    let users = cli::users(&m)?;
 
     let tls = tls::client_config(&trust)?;
-    let local = Local::bind(&listen, Config { server: server.clone(), server_name, tls, timeouts })?;
+    let open = users.is_empty();
+    let format = if password.is_some() { "trojan" } else { "seed" };
+    let cfg = Config { server: server.clone(), server_name, tls, timeouts, password, users };
+    let local = Local::bind(&listen, cfg)?;
+    let addr = local.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Trust::Insecure = trust {
         log::warn!("--insecure: the server's certificate is not verified; anyone on the path can read and change the traffic");
     }
-    log::info!(
-        "listening on {} for socks5, server {server} as {name}",
-        local.local_addr().map_err(blocking_proxy::Error::Io)?
-    );
+    if open && !addr.ip().is_loopback() {
+        log::warn!("no --user: anyone who reaches {addr} can use this proxy");
+    }
+    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format");
     local.run();
     Ok(())
 }

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use blocking_proxy::cli::{self, Exit};
+use blocking_proxy::egress::Policy;
 use blocking_proxy::server::{Config, Server};
 use blocking_proxy::tls::{self, Identity};
+use blocking_proxy::wire::{trojan_hash, Target};
 
 const PROG: &str = "blocking-server";
 const ABOUT: &str = "TLS server for blocking-local: reads the target, connects to it and relays.";
@@ -20,6 +22,10 @@ fn run(args: &[String]) -> Result<(), Exit> {
     opts.optopt("", "cert", "certificate chain, PEM, leaf first (fullchain.pem)", "FILE");
     opts.optopt("", "key", "private key, PEM: PKCS#8, PKCS#1 or SEC1 (privkey.pem)", "FILE");
     opts.optopt("", "listen", "TLS address to listen on (default 0.0.0.0:9012)", "ADDR:PORT");
+    cli::password_options(&mut opts, "accept only trojan clients with this password (repeatable)");
+    opts.optopt("", "fallback", "hand connections without a valid header to this web server", "HOST:PORT");
+    opts.optflag("", "allow-private", "allow targets on loopback, private and link-local addresses");
+    opts.optmulti("", "deny", "never connect to this network (repeatable)", "CIDR");
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
@@ -30,13 +36,38 @@ fn run(args: &[String]) -> Result<(), Exit> {
     };
     let timeouts = cli::timeouts(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "0.0.0.0:9012".into());
+    let passwords: Vec<_> = cli::passwords(&m)?.iter().map(|p| trojan_hash(p)).collect();
+    let fallback = match m.opt_str("fallback") {
+        Some(f) => Some(
+            Target::parse(&f).ok_or_else(|| Exit::Usage(format!("--fallback wants HOST:PORT, not {f:?}")))?,
+        ),
+        None => None,
+    };
+    let deny = m
+        .opt_strs("deny")
+        .iter()
+        .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--deny: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let egress = Policy { allow_private: m.opt_present("allow-private"), deny };
 
-    let tls = tls::server_config(&identity)?;
-    let server = Server::bind(&listen, Config { tls, timeouts })?;
+    let (tls, fingerprint) = tls::server_config(&identity)?;
+    let open = passwords.is_empty();
+    let cfg = Config { tls, timeouts, passwords, fallback: fallback.clone(), egress };
+    let server = Server::bind(&listen, cfg)?;
+    let addr = server.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Identity::TestCertificate = identity {
         log::warn!("no --cert/--key: using the built-in test certificate for localhost; its key is public, for tests and demos only");
     }
-    log::info!("listening on {} for tls", server.local_addr().map_err(blocking_proxy::Error::Io)?);
+    if open && !addr.ip().is_loopback() {
+        log::warn!("no --password: anyone who reaches {addr} can use this server as an open proxy");
+    }
+    log::info!(
+        "certificate sha256 fingerprint {} (for blocking-local --pin)",
+        tls::fingerprint_hex(&fingerprint)
+    );
+    let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
+    let format = if open { "seed" } else { "trojan" };
+    log::info!("listening on {addr} for tls, {format} format, fallback {fallback}");
     server.run();
     Ok(())
 }

@@ -65,12 +65,17 @@ impl Proc {
         p
     }
 
+    /// A server on 127.0.0.1:0 whose targets may be on loopback (the test
+    /// targets are), unless `args` hold the marker `--default-egress`.
     pub fn server(args: &[&str]) -> Proc {
         let mut all = vec![];
         if !args.contains(&"--listen") {
             all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
         }
-        all.extend_from_slice(args);
+        if !args.contains(&"--default-egress") {
+            all.push("--allow-private");
+        }
+        all.extend(args.iter().filter(|a| **a != "--default-egress"));
         Proc::start(env!("CARGO_BIN_EXE_blocking-server"), &all)
     }
 
@@ -81,7 +86,7 @@ impl Proc {
         if !args.contains(&"--listen") {
             all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
         }
-        if !args.iter().any(|a| *a == "--ca" || *a == "--insecure" || *a == "--no-ca") {
+        if !args.iter().any(|a| ["--ca", "--insecure", "--pin", "--no-ca"].contains(a)) {
             all.extend_from_slice(&["--ca", CA]);
         }
         all.extend(args.iter().filter(|a| **a != "--no-ca"));
