@@ -11,7 +11,7 @@ BIN        := target/release
 RUN_SERVER ?= 127.0.0.1:9012
 RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
-TEST_TOOLS := curl:curl openssl:openssl python3:python3
+TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux
 
 .PHONY: all build run test deps certs lint clean
 

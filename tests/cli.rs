@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::*;
@@ -21,14 +20,6 @@ fn run(bin: &str, args: &[&str]) -> (Option<i32>, String) {
 fn one_line(stderr: &str) -> &str {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     stderr.trim_end()
-}
-
-/// A fresh directory for files a test makes.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("blocking-proxy-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn openssl(args: &[&str]) {

@@ -182,3 +182,30 @@ fn many_connections_with_key_updates_at_once() {
         w.join().unwrap();
     }
 }
+
+/// The seed header exactly as the original Python local writes it
+/// (`struct.pack('!BB', 3, len(host)) + host + struct.pack('!H', port)`),
+/// without this crate's encoder, over TLS 1.2 as that local speaks.
+#[test]
+fn the_original_python_locals_bytes_get_through() {
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let mut tls = tls_connect(server.addr, &[&rustls::version::TLS12]);
+    let mut header = vec![0x03, 0x09];
+    header.extend_from_slice(b"localhost");
+    header.extend_from_slice(&tgt.port().to_be_bytes());
+    header.extend_from_slice(b"payload in the same write");
+    tls.write_all(&header).unwrap();
+    let mut back = [0u8; 25];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"payload in the same write");
+    // And the IPv4 form, LEN 0 as the original writes it.
+    let mut tls = tls_connect(server.addr, &[&rustls::version::TLS12]);
+    let mut header = vec![0x01, 0x00, 127, 0, 0, 1];
+    header.extend_from_slice(&tgt.port().to_be_bytes());
+    header.extend_from_slice(b"v4");
+    tls.write_all(&header).unwrap();
+    let mut back = [0u8; 2];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"v4");
+}

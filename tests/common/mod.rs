@@ -31,8 +31,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args` and waits for its "listening on" line.
     pub fn start(bin: &str, args: &[&str]) -> Proc {
+        Proc::start_with_env(bin, args, &[])
+    }
+
+    /// Like [`Proc::start`], with extra environment variables.
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -288,7 +294,25 @@ pub const PAGE: &str = "<html><body>hello through the tunnel</body></html>\n";
 
 /// A minimal HTTP/1.x server answering every request with PAGE and closing.
 pub fn http(bind: &str) -> SocketAddr {
-    target(bind, |mut s| {
+    http_page(bind, PAGE)
+}
+
+/// A port that was free a moment ago, for peers that cannot listen on port 0 and report it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh directory for files a test makes.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("blocking-proxy-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A minimal HTTP/1.x server answering every request with `body` and closing.
+pub fn http_page(bind: &str, body: &'static str) -> SocketAddr {
+    target(bind, move |mut s| {
         let mut req = Vec::new();
         let mut b = [0u8; 1];
         while !req.ends_with(b"\r\n\r\n") {
@@ -298,8 +322,8 @@ pub fn http(bind: &str) -> SocketAddr {
             }
         }
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{PAGE}",
-            PAGE.len()
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         let _ = s.write_all(resp.as_bytes());
         let _ = s.shutdown(Shutdown::Write);

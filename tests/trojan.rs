@@ -1,0 +1,138 @@
+//! Interoperability with Debian's trojan (1.16, C++), the reference
+//! implementation of the trojan format, in both directions.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A trojan process; killed on drop.
+struct Trojan {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Trojan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Trojan {
+    fn start(dir: &Path, name: &str, config: String, port: u16) -> Trojan {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new("trojan")
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("trojan is installed (make deps)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // trojan cannot report a port it chose, so wait (bounded) until it accepts.
+        let until = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect_timeout(&addr, TIMEOUT).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "trojan did not start: {}",
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Trojan { child, addr }
+    }
+}
+
+#[test]
+fn curl_through_the_trojan_client_to_blocking_server() {
+    let dir = scratch("trojan-client");
+    let server = Proc::server(&["--password", "correct horse"]);
+    let web = http("127.0.0.1:0");
+    let port = free_port();
+    let config = format!(
+        r#"{{
+    "run_type": "client",
+    "local_addr": "127.0.0.1",
+    "local_port": {port},
+    "remote_addr": "127.0.0.1",
+    "remote_port": {server_port},
+    "password": ["correct horse"],
+    "log_level": 1,
+    "ssl": {{
+        "verify": true,
+        "verify_hostname": true,
+        "cert": "{ca}",
+        "sni": "localhost",
+        "alpn": ["http/1.1"],
+        "reuse_session": true,
+        "session_ticket": false,
+        "curves": ""
+    }},
+    "tcp": {{ "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }}
+}}"#,
+        server_port = server.addr.port(),
+        ca = CA,
+    );
+    let client = Trojan::start(&dir, "client", config, port);
+    let body =
+        curl(&["--socks5-hostname", &client.addr.to_string(), &format!("http://localhost:{}/", web.port())]);
+    assert_eq!(body, PAGE);
+    server.wait_line(|l| l.contains(&format!("target=localhost:{} ", web.port())) && l.ends_with("end=eof"));
+}
+
+#[test]
+fn curl_through_blocking_local_to_the_trojan_server() {
+    let dir = scratch("trojan-server");
+    let web = http("127.0.0.1:0");
+    let fallback = http_page("127.0.0.1:0", "fallback\n");
+    let port = free_port();
+    let config = format!(
+        r#"{{
+    "run_type": "server",
+    "local_addr": "127.0.0.1",
+    "local_port": {port},
+    "remote_addr": "127.0.0.1",
+    "remote_port": {fallback_port},
+    "password": ["correct horse"],
+    "log_level": 1,
+    "ssl": {{
+        "cert": "{cert}",
+        "key": "{key}",
+        "key_password": "",
+        "prefer_server_cipher": true,
+        "alpn": ["http/1.1"],
+        "reuse_session": true,
+        "session_ticket": false,
+        "session_timeout": 600,
+        "plain_http_response": "",
+        "curves": "",
+        "dhparam": ""
+    }},
+    "tcp": {{ "prefer_ipv4": false, "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }},
+    "mysql": {{ "enabled": false }}
+}}"#,
+        fallback_port = fallback.port(),
+        cert = cert("server.pem"),
+        key = cert("server.key"),
+    );
+    let server = Trojan::start(&dir, "server", config, port);
+    let local = Proc::local(server.addr, &["--password", "correct horse", "--sni", "localhost"]);
+    let proxy = local.addr.to_string();
+    let body = curl(&["--socks5-hostname", &proxy, &format!("http://localhost:{}/", web.port())]);
+    assert_eq!(body, PAGE);
+    let body = curl(&["--socks5", &proxy, &format!("http://127.0.0.1:{}/", web.port())]);
+    assert_eq!(body, PAGE);
+
+    // And the trojan server does not take a wrong password: its fallback answers.
+    let wrong = Proc::local(server.addr, &["--password", "wrong", "--sni", "localhost"]);
+    let body =
+        curl(&["--socks5-hostname", &wrong.addr.to_string(), &format!("http://localhost:{}/", web.port())]);
+    assert_eq!(body, "fallback\n");
+}
