@@ -58,6 +58,8 @@ pub fn common_options(opts: &mut Options) {
     opts.optopt("", "connect-timeout", "deadline of the onward connect", &secs(d.connect));
     opts.optopt("", "idle-timeout", "close after no traffic either way", &secs(d.idle));
     opts.optopt("", "linger", "after one direction ends, close the other once quiet", &secs(d.linger));
+    opts.optopt("", "drain-timeout", "on SIGTERM/SIGINT, let connections finish this long", &secs(d.drain));
+    opts.optopt("", "max-conns", "connections at once (default: from the descriptor limit)", "N");
     opts.optflagmulti("v", "verbose", "log more (debug, then trace)");
     opts.optflag("q", "quiet", "log only warnings and errors");
     opts.optflag("h", "help", "print this help");
@@ -98,6 +100,7 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
         ("connect-timeout", &mut t.connect),
         ("idle-timeout", &mut t.idle),
         ("linger", &mut t.linger),
+        ("drain-timeout", &mut t.drain),
     ] {
         if let Some(v) = m.opt_str(name) {
             *slot = parse_secs(&v).ok_or_else(|| {
@@ -106,6 +109,19 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
         }
     }
     Ok(t)
+}
+
+/// Raises the descriptor limit and returns `--max-conns`, or the cap the limit allows.
+pub fn max_conns(m: &Matches) -> Result<usize, Exit> {
+    let fds = crate::raise_fd_limit();
+    match m.opt_str("max-conns") {
+        None => Ok(crate::connection_cap(fds)),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Exit::Usage(format!("--max-conns wants a positive number, not {v:?}"))),
+    }
 }
 
 /// Adds `--password` and `--password-file`.

@@ -18,15 +18,18 @@
 //! - [`relay`] splits one TLS connection between two threads, copies each
 //!   direction with `std::io::copy`, and handles half-close and timeouts.
 //! - [`cli`] holds what the two binaries share: options, logging, exit codes.
+//! - [`signals`] turns SIGTERM and SIGINT into a graceful shutdown.
 //!
 //! This file holds what both processes share at run time: the [`Error`] type,
-//! the [`Timeouts`] of a connection and the accept loop ([`serve`]).
+//! the [`Timeouts`] of a connection, and the [`Acceptor`]: the accept loop with
+//! its admission control ([`Gate`]) and its way to stop ([`Stopper`]).
 
 pub mod cli;
 pub mod egress;
 pub mod local;
 pub mod relay;
 pub mod server;
+pub mod signals;
 pub mod socks5;
 pub mod tls;
 pub mod wire;
@@ -34,12 +37,12 @@ pub mod wire;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::wire::Target;
 
@@ -110,6 +113,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// After one direction has ended, the other is closed once it has been quiet this long.
     pub linger: Duration,
+    /// On shutdown, how long open connections may go on before the process exits.
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -119,6 +124,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             idle: Duration::from_secs(300),
             linger: Duration::from_secs(30),
+            drain: Duration::from_secs(5),
         }
     }
 }
@@ -132,42 +138,181 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts forever, running `handler(id, stream, peer)` on a new named thread
-/// for each client. Resource errors are logged (at most once a second) and
-/// backed off; the loop never spins and never panics.
-pub fn serve<F>(listener: &TcpListener, role: &str, handler: F)
-where
-    F: Fn(u64, TcpStream, SocketAddr) + Send + Sync + 'static,
-{
-    let handler = Arc::new(handler);
-    let mut last_warning: Option<Instant> = None;
-    let mut warn_limited = |what: String| {
-        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            log::warn!("{what}");
-            last_warning = Some(Instant::now());
+/// Descriptors a process keeps for itself (stdio, listener, logging, the odd file).
+const RESERVED_FDS: u64 = 64;
+/// Descriptors one connection holds: the client's socket and the onward one.
+const FDS_PER_CONNECTION: u64 = 2;
+
+/// Raises the soft descriptor limit to the hard one and returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// The connection cap that `fd_limit` descriptors allow.
+pub fn connection_cap(fd_limit: u64) -> usize {
+    let cap = fd_limit.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+    usize::try_from(cap).unwrap_or(usize::MAX).max(1)
+}
+
+/// Admission control: at most `cap` connections at once, and a way to wait
+/// until none is left.
+pub struct Gate {
+    active: Mutex<usize>,
+    changed: Condvar,
+    cap: usize,
+}
+
+/// One admitted connection; dropping it lets the next one in.
+pub struct Ticket(Arc<Gate>);
+
+impl Gate {
+    /// A gate for `cap` connections.
+    pub fn new(cap: usize) -> Arc<Gate> {
+        Arc::new(Gate { active: Mutex::new(0), changed: Condvar::new(), cap })
+    }
+
+    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits one more connection, unless the cap is reached.
+    pub fn enter(self: &Arc<Self>) -> Option<Ticket> {
+        let mut n = self.count();
+        if *n >= self.cap {
+            return None;
         }
-    };
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if is_transient_accept_error(&e) => continue,
-            Err(e) => {
-                warn_limited(format!("accept failed: {e}; backing off"));
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
+        *n += 1;
+        Some(Ticket(Arc::clone(self)))
+    }
+
+    /// Connections open now.
+    pub fn active(&self) -> usize {
+        *self.count()
+    }
+
+    /// Waits until no connection is open or `timeout` has passed; returns how many are left.
+    pub fn wait_idle(&self, timeout: Duration) -> usize {
+        let n = self.count();
+        let (n, _) =
+            self.changed.wait_timeout_while(n, timeout, |n| *n > 0).unwrap_or_else(PoisonError::into_inner);
+        *n
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        *self.0.count() -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Stops an [`Acceptor`] from another thread (the signal thread).
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    listener: TcpListener,
+}
+
+impl Stopper {
+    /// Makes the accept loop return; connections already accepted go on.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Shutting a listening socket down wakes a thread blocked in accept().
+        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+    }
+}
+
+/// A listening socket with its admission control.
+pub struct Acceptor {
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    /// Binds `addr` (the error names it) for at most `max_conns` connections at once.
+    pub fn bind(addr: &str, max_conns: usize) -> Result<Acceptor, Error> {
+        Ok(Acceptor {
+            listener: listen(addr)?,
+            gate: Gate::new(max_conns),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops [`run`](Acceptor::run) from another thread.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        Ok(Stopper { stop: Arc::clone(&self.stop), listener: self.listener.try_clone()? })
+    }
+
+    /// Accepts until stopped, running `handler(id, stream, peer)` on a new
+    /// named thread for each client. Over the cap, `refuse(stream)` answers
+    /// the client inline instead. Resource errors and refusals are logged at
+    /// most once a second and accept errors are backed off: the loop never
+    /// spins and never panics. Once stopped, the listener is closed (new
+    /// clients are refused) and open connections get up to `drain` to finish;
+    /// returns how many were still open.
+    pub fn run<F, R>(self, role: &str, drain: Duration, handler: F, refuse: R) -> usize
+    where
+        F: Fn(u64, TcpStream, SocketAddr) + Send + Sync + 'static,
+        R: Fn(TcpStream),
+    {
+        let handler = Arc::new(handler);
+        let mut last_warning: Option<Instant> = None;
+        let mut warn_limited = |what: String| {
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                log::warn!("{what}");
+                last_warning = Some(Instant::now());
             }
         };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::clone(&handler);
-        let spawned = thread::Builder::new()
-            .name(format!("{role}-{id}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || h(id, stream, peer));
-        if let Err(e) = spawned {
-            // The closure, and the client socket with it, is dropped: the client sees a close.
-            warn_limited(format!("#{id} cannot start a thread for {peer}: {e}; backing off"));
-            thread::sleep(ACCEPT_BACKOFF);
+        while !self.stop.load(Ordering::SeqCst) {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(_) if self.stop.load(Ordering::SeqCst) => break,
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    warn_limited(format!("accept failed: {e}; backing off"));
+                    thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            let Some(ticket) = self.gate.enter() else {
+                warn_limited(format!("at capacity ({} connections): refusing {peer}", self.gate.cap));
+                refuse(stream);
+                continue;
+            };
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let h = Arc::clone(&handler);
+            let spawned = thread::Builder::new().name(format!("{role}-{id}")).stack_size(THREAD_STACK).spawn(
+                move || {
+                    let _ticket = ticket;
+                    h(id, stream, peer)
+                },
+            );
+            if let Err(e) = spawned {
+                // The closure, and the client socket with it, is dropped: the client sees a close.
+                warn_limited(format!("#{id} cannot start a thread for {peer}: {e}; backing off"));
+                thread::sleep(ACCEPT_BACKOFF);
+            }
         }
+        drop(self.listener);
+        let open = self.gate.active();
+        if open > 0 {
+            log::info!("listener closed; waiting up to {:.1}s for {open} connections", drain.as_secs_f64());
+        }
+        let left = self.gate.wait_idle(drain);
+        if left > 0 {
+            log::warn!("drain timeout: exiting with {left} connections open");
+        }
+        left
     }
 }
 

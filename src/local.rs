@@ -9,7 +9,7 @@
 //! first, so server-first protocols (SMTP, FTP, MySQL) work.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use rustls::{ClientConfig, ClientConnection};
 use crate::relay::{self, Deadline, Half};
 use crate::socks5::User;
 use crate::wire::{self, Target, TrojanHash};
-use crate::{socks5, Error, Report, Timeouts};
+use crate::{socks5, Acceptor, Error, Report, Stopper, Timeouts};
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
 const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
@@ -40,32 +40,63 @@ pub struct Config {
     pub password: Option<TrojanHash>,
     /// When not empty, SOCKS5 clients must log in as one of these (RFC 1929).
     pub users: Vec<User>,
+    /// Connections served at once; more are answered with a general failure.
+    pub max_conns: usize,
 }
 
 /// A bound blocking-local, ready to [`run`](Local::run).
 pub struct Local {
-    listener: TcpListener,
+    acceptor: Acceptor,
     cfg: Arc<Config>,
 }
 
 impl Local {
     /// Binds the SOCKS5 listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
-        Ok(Local { listener: crate::listen(listen)?, cfg: Arc::new(cfg) })
+        Ok(Local { acceptor: Acceptor::bind(listen, cfg.max_conns)?, cfg: Arc::new(cfg) })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.acceptor.local_addr()
     }
 
-    /// Serves clients forever.
-    pub fn run(self) {
-        let cfg = self.cfg;
-        crate::serve(&self.listener, "local", move |id, app, peer| {
+    /// A handle that makes [`run`](Local::run) stop accepting and drain.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        self.acceptor.stopper()
+    }
+
+    /// Serves clients until stopped, then drains; returns the connections still open.
+    pub fn run(self) -> usize {
+        let cfg = Arc::clone(&self.cfg);
+        let handler = move |id, app, peer| {
             let mut report = Report::new(id, peer);
             client(id, app, &cfg, &mut report);
-        });
+        };
+        self.acceptor.run("local", self.cfg.timeouts.drain, handler, refuse)
+    }
+}
+
+/// Over the cap: a SOCKS5 general failure, written without reading the
+/// client's greeting (the replies are fixed), then a close.
+fn refuse(app: TcpStream) {
+    const FAILURE: [u8; 12] = [
+        socks5::SOCKS_VERSION,
+        socks5::METHOD_NO_AUTH,
+        socks5::SOCKS_VERSION,
+        socks5::REP_GENERAL_FAILURE,
+        0,
+        socks5::ATYP_IPV4,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    if app.set_nonblocking(true).is_ok() {
+        let _ = (&app).write(&FAILURE);
+        let _ = app.shutdown(std::net::Shutdown::Write);
     }
 }
 

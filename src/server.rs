@@ -14,7 +14,7 @@
 //! prober sees an ordinary web site; otherwise it is closed.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::egress::Policy;
 use crate::relay::{self, Deadline, Half};
 use crate::wire::{Target, TrojanHash};
-use crate::{wire, Error, Report, Timeouts};
+use crate::{wire, Acceptor, Error, Report, Stopper, Timeouts};
 
 /// Everything a connection from a local needs.
 pub struct Config {
@@ -37,32 +37,41 @@ pub struct Config {
     pub fallback: Option<Target>,
     /// Which target addresses may be reached.
     pub egress: Policy,
+    /// Connections served at once; more are closed right after accept.
+    pub max_conns: usize,
 }
 
 /// A bound blocking-server, ready to [`run`](Server::run).
 pub struct Server {
-    listener: TcpListener,
+    acceptor: Acceptor,
     cfg: Arc<Config>,
 }
 
 impl Server {
     /// Binds the TLS listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Server, Error> {
-        Ok(Server { listener: crate::listen(listen)?, cfg: Arc::new(cfg) })
+        Ok(Server { acceptor: Acceptor::bind(listen, cfg.max_conns)?, cfg: Arc::new(cfg) })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.acceptor.local_addr()
     }
 
-    /// Serves connections forever.
-    pub fn run(self) {
-        let cfg = self.cfg;
-        crate::serve(&self.listener, "server", move |id, sock, peer| {
+    /// A handle that makes [`run`](Server::run) stop accepting and drain.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        self.acceptor.stopper()
+    }
+
+    /// Serves connections until stopped, then drains; returns the connections still open.
+    pub fn run(self) -> usize {
+        let cfg = Arc::clone(&self.cfg);
+        let handler = move |id, sock, peer| {
             let mut report = Report::new(id, peer);
             connection(id, sock, &cfg, &mut report);
-        });
+        };
+        // Over the cap there is nothing to say before TLS: just close.
+        self.acceptor.run("server", self.cfg.timeouts.drain, handler, drop)
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
+use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
 use blocking_proxy::wire::{trojan_hash, Target};
 
@@ -17,6 +18,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), Exit> {
+    // Before any thread exists, so that every thread inherits the block.
+    let signals = signals::block()?;
     let mut opts = getopts::Options::new();
     opts.optopt("", "server", "blocking-server to connect to (required)", "HOST:PORT");
     opts.optopt("", "listen", "SOCKS5 address to listen on (default 127.0.0.1:1081)", "ADDR:PORT");
@@ -49,6 +52,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
     let name = m.opt_str("sni").unwrap_or_else(|| server.host());
     let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
+    let max_conns = cli::max_conns(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
     let password = match cli::passwords(&m)?.as_slice() {
         [] => None,
@@ -60,7 +64,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
     let tls = tls::client_config(&trust)?;
     let open = users.is_empty();
     let format = if password.is_some() { "trojan" } else { "seed" };
-    let cfg = Config { server: server.clone(), server_name, tls, timeouts, password, users };
+    let cfg = Config { server: server.clone(), server_name, tls, timeouts, password, users, max_conns };
     let local = Local::bind(&listen, cfg)?;
     let addr = local.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Trust::Insecure = trust {
@@ -69,7 +73,9 @@ fn run(args: &[String]) -> Result<(), Exit> {
     if open && !addr.ip().is_loopback() {
         log::warn!("no --user: anyone who reaches {addr} can use this proxy");
     }
-    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format");
+    let stopper = local.stopper().map_err(blocking_proxy::Error::Io)?;
+    signals::watch(signals, move || stopper.stop())?;
+    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections");
     local.run();
     Ok(())
 }

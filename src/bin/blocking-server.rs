@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::egress::Policy;
 use blocking_proxy::server::{Config, Server};
+use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
 use blocking_proxy::wire::{trojan_hash, Target};
 
@@ -18,6 +19,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), Exit> {
+    // Before any thread exists, so that every thread inherits the block.
+    let signals = signals::block()?;
     let mut opts = getopts::Options::new();
     opts.optopt("", "cert", "certificate chain, PEM, leaf first (fullchain.pem)", "FILE");
     opts.optopt("", "key", "private key, PEM: PKCS#8, PKCS#1 or SEC1 (privkey.pem)", "FILE");
@@ -35,6 +38,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
         _ => return Err(Exit::Usage("--cert and --key go together".into())),
     };
     let timeouts = cli::timeouts(&m)?;
+    let max_conns = cli::max_conns(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "0.0.0.0:9012".into());
     let passwords: Vec<_> = cli::passwords(&m)?.iter().map(|p| trojan_hash(p)).collect();
     let fallback = match m.opt_str("fallback") {
@@ -52,7 +56,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
 
     let (tls, fingerprint) = tls::server_config(&identity)?;
     let open = passwords.is_empty();
-    let cfg = Config { tls, timeouts, passwords, fallback: fallback.clone(), egress };
+    let cfg = Config { tls, timeouts, passwords, fallback: fallback.clone(), egress, max_conns };
     let server = Server::bind(&listen, cfg)?;
     let addr = server.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Identity::TestCertificate = identity {
@@ -67,7 +71,11 @@ fn run(args: &[String]) -> Result<(), Exit> {
     );
     let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
     let format = if open { "seed" } else { "trojan" };
-    log::info!("listening on {addr} for tls, {format} format, fallback {fallback}");
+    let stopper = server.stopper().map_err(blocking_proxy::Error::Io)?;
+    signals::watch(signals, move || stopper.stop())?;
+    log::info!(
+        "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections"
+    );
     server.run();
     Ok(())
 }

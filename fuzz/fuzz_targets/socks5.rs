@@ -1,0 +1,72 @@
+//! Fuzzes `socks5::accept`, the SOCKS5 greeting, RFC 1929 login and request parser of blocking-local.
+//!
+//! Input: one flag byte, then what the application sends. Bit 0 of the flag
+//! byte: with no users (no authentication) or with the one user alice /
+//! wonder; bit 1: hand the parser one byte per read. Replies are discarded.
+//! Checks: no panic; on success the parser consumed exactly the greeting, the
+//! login (with users: alice's, and no other) and a CONNECT request whose
+//! address re-encodes to the bytes read (never a byte of the payload after it).
+#![no_main]
+
+use std::io::{self, Read, Write};
+
+use blocking_proxy::socks5::{accept, User, CMD_CONNECT, SOCKS_VERSION};
+use blocking_proxy::wire::encode_socks_addr;
+use libfuzzer_sys::fuzz_target;
+
+/// Serves the fuzz input, in one read or one byte per read, counts what was
+/// taken, and discards what is written.
+struct Conn<'a> {
+    data: &'a [u8],
+    pos: usize,
+    one_byte: bool,
+}
+
+impl Read for Conn<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let mut n = buf.len().min(rest.len());
+        if self.one_byte {
+            n = n.min(1);
+        }
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Conn<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, wire)) = data.split_first() else { return };
+    let with_users = flags & 1 != 0;
+    let users = if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
+    let mut conn = Conn { data: wire, pos: 0, one_byte: flags & 2 != 0 };
+    let Ok(target) = accept(&mut conn, &users) else { return };
+
+    let consumed = &wire[..conn.pos];
+    // Greeting: VER NMETHODS METHODS...
+    let mut at = 2 + usize::from(consumed[1]);
+    if with_users {
+        // Login: VER ULEN UNAME PLEN PASSWD, which must be alice's.
+        let ulen = usize::from(consumed[at + 1]);
+        let name = &consumed[at + 2..at + 2 + ulen];
+        let plen = usize::from(consumed[at + 2 + ulen]);
+        let password = &consumed[at + 3 + ulen..at + 3 + ulen + plen];
+        assert_eq!((name, password), (&b"alice"[..], &b"wonder"[..]), "accepted a wrong login");
+        at += 3 + ulen + plen;
+    }
+    // Request: VER CMD RSV, then the address as SOCKS5 encodes it.
+    let mut addr = Vec::new();
+    encode_socks_addr(&target, &mut addr);
+    assert_eq!(consumed.len(), at + 3 + addr.len(), "read {consumed:02x?}, {target:?} needs {}", at + 3 + addr.len());
+    assert_eq!(consumed[at..at + 2], [SOCKS_VERSION, CMD_CONNECT]);
+    assert_eq!(consumed[at + 3..], addr[..], "the address re-encodes to the bytes read");
+});

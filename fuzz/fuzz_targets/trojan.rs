@@ -1,0 +1,52 @@
+//! Fuzzes `wire::read_trojan`, the trojan header blocking-server reads first, with one known password.
+//!
+//! Input: one flag byte (bit 0 set: hand the parser one byte per read), then
+//! the bytes on the wire. The only known hash is that of "secret". Checks: no
+//! panic; on success the parser consumed exactly the header `encode_trojan`
+//! writes for that hash and the returned target (never a byte of the payload
+//! after it), byte for byte.
+#![no_main]
+
+use std::io::{self, Read};
+use std::sync::OnceLock;
+
+use blocking_proxy::wire::{encode_trojan, read_trojan, trojan_hash, TrojanHash};
+use libfuzzer_sys::fuzz_target;
+
+/// Serves the fuzz input, in one read or one byte per read, and counts what was taken.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+    one_byte: bool,
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let mut n = buf.len().min(rest.len());
+        if self.one_byte {
+            n = n.min(1);
+        }
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn known() -> &'static [TrojanHash; 1] {
+    static KNOWN: OnceLock<[TrojanHash; 1]> = OnceLock::new();
+    KNOWN.get_or_init(|| [trojan_hash("secret")])
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, wire)) = data.split_first() else { return };
+    let known = known();
+    let mut input = Input { data: wire, pos: 0, one_byte: flags & 1 != 0 };
+    let Ok(target) = read_trojan(&mut input, known) else { return };
+
+    let consumed = &wire[..input.pos];
+    let mut enc = Vec::new();
+    encode_trojan(&known[0], &target, &mut enc);
+    assert_eq!(consumed.len(), enc.len(), "read {consumed:02x?}, header for {target:?} is {enc:02x?}");
+    assert_eq!(consumed, &enc[..], "the header re-encodes to the bytes read");
+});
