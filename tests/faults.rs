@@ -18,10 +18,6 @@ fn signal(p: &Proc, sig: &str) {
     assert!(ok.success());
 }
 
-fn fds(p: &Proc) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().count()
-}
-
 /// A target that sends `chunk` bytes, reports the connection, then streams until the client goes.
 fn streaming_target() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
     let (tx, rx) = mpsc::channel();
@@ -38,7 +34,7 @@ fn streaming_target() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
 #[test]
 fn server_killed_mid_transfer_closes_the_app_connection() {
     let mut pair = Pair::start();
-    let (local_threads, local_fds) = (pair.local.threads(), fds(&pair.local));
+    let (local_threads, local_fds) = (pair.local.threads(), pair.local.fds());
     let (tgt, started) = streaming_target();
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
     let mut first = [0u8; 1024];
@@ -50,13 +46,13 @@ fn server_killed_mid_transfer_closes_the_app_connection() {
     let _ = read_until_closed(&mut s);
     pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=server"));
     pair.local.wait_threads(local_threads);
-    assert_eq!(fds(&pair.local), local_fds, "no socket left behind");
+    pair.local.wait_fds(local_fds);
 }
 
 #[test]
 fn local_killed_mid_transfer_releases_the_server_side() {
     let mut pair = Pair::start();
-    let (server_threads, server_fds) = (pair.server.threads(), fds(&pair.server));
+    let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
     let (tgt, started) = streaming_target();
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
     let mut first = [0u8; 1024];
@@ -66,7 +62,7 @@ fn local_killed_mid_transfer_releases_the_server_side() {
     pair.local.wait_exit();
     pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=client"));
     pair.server.wait_threads(server_threads);
-    assert_eq!(fds(&pair.server), server_fds, "no socket left behind");
+    pair.server.wait_fds(server_fds);
     // The target's connection was closed too.
     let mut rest = Vec::new();
     let _ = target_side.read_to_end(&mut rest);

@@ -38,8 +38,8 @@ impl Proc {
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -134,6 +134,29 @@ impl Proc {
             assert!(!left.is_zero(), "{} of {n} matching lines; got {:#?}", found.len(), *lines);
             lines = self.log.1.wait_timeout(lines, left).unwrap().0;
         }
+    }
+
+    /// Open descriptors, from /proc.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
+    /// Waits until the descriptor count is `n`, polling /proc; fails after TIMEOUT.
+    pub fn wait_fds(&self, n: usize) {
+        let until = Instant::now() + TIMEOUT;
+        while self.fds() != n {
+            assert!(Instant::now() < until, "descriptors stay at {}, want {n}", self.fds());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// CPU time the main thread (the accept loop) has used, in clock ticks (1/100 s).
+    pub fn main_thread_cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{0}/task/{0}/stat", self.pid())).unwrap();
+        // Fields after the ")" of the command name; utime and stime are the 14th and 15th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     /// The process's thread count, from /proc.

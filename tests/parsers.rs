@@ -1,0 +1,220 @@
+//! A million generated inputs through the SOCKS5 and header parsers: random
+//! bytes, and valid messages truncated, mutated, extended. A fixed seed makes
+//! any failure reproducible. No input may panic, allocate more than a small
+//! bound, or make a parser read past the message it accepted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use blocking_proxy::socks5::{self, User};
+use blocking_proxy::wire::{self, Target};
+use blocking_proxy::Error;
+
+/// The largest single allocation made while this binary runs.
+struct Largest;
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Largest = Largest;
+
+const CASES: usize = 1_000_000;
+const SEED: u64 = 0x5EED_B10C_u64;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+}
+
+/// The input, served in reads of at most `chunk` bytes; writes are dropped.
+struct Input<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.chunk).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+impl Write for Input<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn random_target(r: &mut Rng) -> Target {
+    match r.below(3) {
+        0 => Target::Ip((std::net::Ipv4Addr::from(r.next() as u32), r.next() as u16).into()),
+        1 => Target::Ip(
+            (std::net::Ipv6Addr::from(u128::from(r.next()) << 64 | u128::from(r.next())), r.next() as u16)
+                .into(),
+        ),
+        _ => {
+            let len = 1 + r.below(255);
+            let name: String = (0..len).map(|_| (b'a' + (r.byte() % 26)) as char).collect();
+            Target::Domain(name, r.next() as u16)
+        }
+    }
+}
+
+/// A valid message of one of the five kinds the parsers take.
+fn valid(r: &mut Rng, kind: usize) -> Vec<u8> {
+    let t = random_target(r);
+    let mut v = Vec::new();
+    match kind {
+        0 => wire::encode_seed(&t, &mut v),
+        1 => wire::encode_trojan(&wire::trojan_hash("secret"), &t, &mut v),
+        2 => {
+            v.extend_from_slice(&[5, 1, 0, 5, 1, 0]);
+            wire::encode_socks_addr(&t, &mut v);
+        }
+        _ => {
+            v.extend_from_slice(&[5, 2, 0, 2, 1, 5]);
+            v.extend_from_slice(b"alice");
+            v.push(6);
+            v.extend_from_slice(b"wonder");
+            v.extend_from_slice(&[5, 1, 0]);
+            wire::encode_socks_addr(&t, &mut v);
+        }
+    }
+    v
+}
+
+fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    match r.below(5) {
+        0 => v.truncate(r.below(v.len() + 1)),
+        1 => {
+            for _ in 0..1 + r.below(3) {
+                let i = r.below(v.len().max(1));
+                if let Some(b) = v.get_mut(i) {
+                    *b = r.byte();
+                }
+            }
+        }
+        2 => {
+            let i = r.below(v.len() + 1);
+            let n = 1 + r.below(8);
+            let extra = r.bytes(n);
+            v.splice(i..i, extra);
+        }
+        3 => {
+            let n = r.below(64);
+            let tail = r.bytes(n);
+            v.extend(tail);
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Runs every parser on `data`; checks that an accepted message is exactly as
+/// long as it says. Returns how many parsers accepted it.
+fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) -> usize {
+    let mut accepted = 0;
+    let consumed = |left: usize| data.len() - left;
+
+    let mut inp = Input { data, chunk };
+    if let Ok(t) = wire::read_seed(&mut inp) {
+        let mut enc = Vec::new();
+        wire::encode_seed(&t, &mut enc);
+        assert_eq!(consumed(inp.data.len()), enc.len(), "seed {data:?}");
+        accepted += 1;
+    }
+
+    let mut inp = Input { data, chunk };
+    if let Ok(t) = wire::read_trojan(&mut inp, known) {
+        let mut enc = Vec::new();
+        wire::encode_trojan(&known[0], &t, &mut enc);
+        assert_eq!(consumed(inp.data.len()), enc.len(), "trojan {data:?}");
+        accepted += 1;
+    }
+
+    for users in [&[][..], users] {
+        let mut inp = Input { data, chunk };
+        match socks5::accept(&mut inp, users) {
+            Ok(t) => {
+                let mut addr = Vec::new();
+                wire::encode_socks_addr(&t, &mut addr);
+                let greeting = 2 + usize::from(data[1]);
+                let login = if users.is_empty() {
+                    0
+                } else {
+                    let ulen = usize::from(data[greeting + 1]);
+                    3 + ulen + usize::from(data[greeting + 2 + ulen])
+                };
+                assert_eq!(consumed(inp.data.len()), greeting + login + 3 + addr.len(), "socks5 {data:?}");
+                accepted += 1;
+            }
+            Err(Error::Io(_) | Error::Protocol(_) | Error::Denied(_)) => {}
+            Err(e) => panic!("unexpected error kind {e:?}"),
+        }
+    }
+    accepted
+}
+
+#[test]
+fn a_million_generated_inputs() {
+    let users = [User { name: "alice".into(), password: "wonder".into() }];
+    let known = [wire::trojan_hash("secret")];
+    let mut r = Rng(SEED);
+    let mut accepted = 0usize;
+    LARGEST.store(0, Ordering::Relaxed);
+    for case in 0..CASES {
+        let data = match r.below(8) {
+            0 => {
+                let n = r.below(600);
+                r.bytes(n)
+            }
+            k => {
+                let v = valid(&mut r, k % 4);
+                if r.below(4) == 0 {
+                    v
+                } else {
+                    mutate(&mut r, v)
+                }
+            }
+        };
+        // One case in eight is served one byte per read, the others in random chunks.
+        let chunk = if case % 8 == 0 { 1 } else { 1 + r.below(700) };
+        accepted += check(&data, chunk, &users, &known);
+    }
+    assert!(accepted > CASES / 4, "the generator makes enough valid messages: {accepted}");
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest <= 4096, "an allocation of {largest} bytes at once");
+}
