@@ -5,6 +5,7 @@
 #   make test     every test (installs the Debian packages the tests need)
 #   make lint     rustfmt --check + clippy -D warnings
 #   make certs    regenerate the test CA and server certificate in certs/
+#   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
 
 CARGO      ?= cargo
 BIN        := target/release
@@ -13,7 +14,7 @@ RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
 TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux
 
-.PHONY: all build run test deps certs lint clean
+.PHONY: all build run test deps certs lint fuzz clean
 
 all: build
 
@@ -59,6 +60,26 @@ certs:
 	  -days 7300 -out certs/server.crt -extfile certs/openssl.cnf -extensions server_ext
 	cat certs/server.crt certs/ca.pem > certs/server.pem
 	rm -f certs/server.csr certs/server.crt certs/ca.srl
+
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS := socks5 seed trojan
+CARGO_FUZZ   := target/tools/bin/cargo-fuzz
+
+# cargo-fuzz, built once and kept under target/ (make clean removes it).
+$(CARGO_FUZZ):
+	$(CARGO) install --locked cargo-fuzz --root target/tools
+
+# Each parser under libFuzzer for $(FUZZ_SECS) s, starting from fuzz/seeds/; stops at the
+# first crash, which lands in fuzz/artifacts/<target>/. RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain take the -Z flags cargo-fuzz passes (sanitizer, coverage).
+fuzz: $(CARGO_FUZZ)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECS)s"; \
+	  mkdir -p fuzz/corpus/$$t; \
+	  PATH="$(CURDIR)/target/tools/bin:$$PATH" RUSTC_BOOTSTRAP=1 \
+	    $(CARGO) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECS) \
+	    || { echo "fuzz: $$t found a crash, see fuzz/artifacts/$$t/"; exit 1; }; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -43,7 +43,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(consumed.len(), enc.len(), "read {consumed:02x?}, header for {target:?} is {enc:02x?}");
     match target {
         // LEN is written as 0 and ignored on read for addresses.
-        Target::Ip(_) => assert!(enc[0] == consumed[0] && enc[2..] == consumed[2..], "{consumed:02x?} vs {enc:02x?}"),
+        Target::Ip(_) => {
+            assert!(enc[0] == consumed[0] && enc[2..] == consumed[2..], "{consumed:02x?} vs {enc:02x?}")
+        }
         Target::Domain(..) => assert_eq!(consumed, &enc[..]),
     }
     assert_eq!(read_seed(&mut &enc[..]).ok(), Some(target), "the re-encoded header reads back");

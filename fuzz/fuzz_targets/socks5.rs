@@ -47,7 +47,8 @@ impl Write for Conn<'_> {
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };
     let with_users = flags & 1 != 0;
-    let users = if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
+    let users =
+        if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
     let mut conn = Conn { data: wire, pos: 0, one_byte: flags & 2 != 0 };
     let Ok(target) = accept(&mut conn, &users) else { return };
 
@@ -66,7 +67,8 @@ fuzz_target!(|data: &[u8]| {
     // Request: VER CMD RSV, then the address as SOCKS5 encodes it.
     let mut addr = Vec::new();
     encode_socks_addr(&target, &mut addr);
-    assert_eq!(consumed.len(), at + 3 + addr.len(), "read {consumed:02x?}, {target:?} needs {}", at + 3 + addr.len());
+    let want = at + 3 + addr.len();
+    assert_eq!(consumed.len(), want, "read {consumed:02x?}, greeting and request for {target:?} are {want}");
     assert_eq!(consumed[at..at + 2], [SOCKS_VERSION, CMD_CONNECT]);
     assert_eq!(consumed[at + 3..], addr[..], "the address re-encodes to the bytes read");
 });
