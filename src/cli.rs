@@ -189,7 +189,8 @@ fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
     Ok(text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
-fn parse_secs(v: &str) -> Option<Duration> {
+/// Seconds, fractional allowed, greater than zero.
+pub fn parse_secs(v: &str) -> Option<Duration> {
     let s: f64 = v.parse().ok()?;
     (s.is_finite() && s > 0.0 && s < 1e9).then(|| Duration::from_secs_f64(s))
 }

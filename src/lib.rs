@@ -129,9 +129,14 @@ impl Default for Timeouts {
     }
 }
 
-/// Stack of every connection and copy thread. Buffers live on the heap; this
-/// leaves room for getaddrinfo, a rustls handshake and logging.
-pub const THREAD_STACK: usize = 128 * 1024;
+/// Stack of a connection's setup thread: SOCKS5 or the TLS handshake, name
+/// resolution, connect, logging. Short-lived; more than four times
+/// [`COPY_STACK`], so glibc never hands one of these deep stacks to a copy thread.
+pub const SETUP_STACK: usize = 512 * 1024;
+
+/// Stack of the two copy threads of a connection, which live as long as it
+/// does. Their buffers are on the heap, so they stay shallow.
+pub const COPY_STACK: usize = 64 * 1024;
 
 /// How long the accept loop rests after a resource error (EMFILE, a failed spawn).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -253,8 +258,9 @@ impl Acceptor {
         Ok(Stopper { stop: Arc::clone(&self.stop), listener: self.listener.try_clone()? })
     }
 
-    /// Accepts until stopped, running `handler(id, stream, peer)` on a new
-    /// named thread for each client. Over the cap, `refuse(stream)` answers
+    /// Accepts until stopped, running `handler(stream, report)` on a new
+    /// named setup thread for each client; the [`Report`] holds the client's
+    /// place under the cap until it is dropped. Over the cap, `refuse(stream)` answers
     /// the client inline instead. Resource errors and refusals are logged at
     /// most once a second and accept errors are backed off: the loop never
     /// spins and never panics. Once stopped, the listener is closed (new
@@ -262,7 +268,7 @@ impl Acceptor {
     /// returns how many were still open.
     pub fn run<F, R>(self, role: &str, drain: Duration, handler: F, refuse: R) -> usize
     where
-        F: Fn(u64, TcpStream, SocketAddr) + Send + Sync + 'static,
+        F: Fn(TcpStream, Report) + Send + Sync + 'static,
         R: Fn(TcpStream),
     {
         let handler = Arc::new(handler);
@@ -291,12 +297,11 @@ impl Acceptor {
             };
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let h = Arc::clone(&handler);
-            let spawned = thread::Builder::new().name(format!("{role}-{id}")).stack_size(THREAD_STACK).spawn(
-                move || {
-                    let _ticket = ticket;
-                    h(id, stream, peer)
-                },
-            );
+            let report = Report::new(id, peer, ticket);
+            let spawned = thread::Builder::new()
+                .name(format!("{role}-{id}"))
+                .stack_size(SETUP_STACK)
+                .spawn(move || h(stream, report));
             if let Err(e) = spawned {
                 // The closure, and the client socket with it, is dropped: the client sees a close.
                 warn_limited(format!("#{id} cannot start a thread for {peer}: {e}; backing off"));
@@ -374,11 +379,14 @@ pub fn connect(target: &Target, until: Instant, policy: Option<&egress::Policy>)
     Err(Error::Io(last))
 }
 
-/// What one connection did, logged as a single `info` line when it closes.
+/// One connection's account: what it did, logged as a single `info` line
+/// when it is dropped, and its place under the cap, given back then.
 pub struct Report {
-    id: u64,
+    /// The connection's number in this process, the `#id` of its log lines.
+    pub id: u64,
     peer: SocketAddr,
     start: Instant,
+    _ticket: Ticket,
     /// Where the client asked to go (or was sent), once known.
     pub target: Option<String>,
     /// Bytes from the client towards the target.
@@ -390,9 +398,25 @@ pub struct Report {
 }
 
 impl Report {
-    /// Starts the report of connection `id` from `peer`.
-    pub fn new(id: u64, peer: SocketAddr) -> Report {
-        Report { id, peer, start: Instant::now(), target: None, up: 0, down: 0, end: "aborted".to_owned() }
+    /// Starts the report of connection `id` from `peer`, admitted with `ticket`.
+    pub fn new(id: u64, peer: SocketAddr, ticket: Ticket) -> Report {
+        Report {
+            id,
+            peer,
+            start: Instant::now(),
+            _ticket: ticket,
+            target: None,
+            up: 0,
+            down: 0,
+            end: "aborted".to_owned(),
+        }
+    }
+
+    /// Adds what a relay moved and how it ended.
+    pub fn relayed(&mut self, out: relay::Outcome) {
+        self.up += out.up;
+        self.down += out.down;
+        self.end = out.end.to_string();
     }
 }
 

@@ -2,16 +2,19 @@
 //! TLS connection to blocking-server.
 //!
 //! Per client, on its own thread: the SOCKS5 greeting, login (when users are
-//! configured) and request under the handshake deadline; TCP and TLS to the server under the connect deadline
+//! configured) and request under the handshake deadline; a TLS connection to
+//! the server, taken ready from the [`Pool`] when there is one; TCP and TLS to the server under the connect deadline
 //! (a failure becomes the SOCKS5 reply code for it); the success reply; then
 //! the header, in one TLS record with whatever the application has already
 //! sent, and the relay. The local never waits for the application to speak
 //! first, so server-first protocols (SMTP, FTP, MySQL) work.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -19,7 +22,7 @@ use rustls::{ClientConfig, ClientConnection};
 use crate::relay::{self, Deadline, Half};
 use crate::socks5::User;
 use crate::wire::{self, Target, TrojanHash};
-use crate::{socks5, Acceptor, Error, Report, Stopper, Timeouts};
+use crate::{socks5, Acceptor, Error, Report, Stopper, Timeouts, SETUP_STACK};
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
 const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
@@ -42,6 +45,11 @@ pub struct Config {
     pub users: Vec<User>,
     /// Connections served at once; more are answered with a general failure.
     pub max_conns: usize,
+    /// TLS connections to keep ready (0: none, each client waits for its own handshake).
+    pub pool: usize,
+    /// A ready connection older than this is replaced; keep it below the
+    /// server's handshake timeout, after which the server closes it.
+    pub pool_age: Duration,
 }
 
 /// A bound blocking-local, ready to [`run`](Local::run).
@@ -68,13 +76,104 @@ impl Local {
 
     /// Serves clients until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
+        let pool = Pool::start(&self.cfg);
         let cfg = Arc::clone(&self.cfg);
-        let handler = move |id, app, peer| {
-            let mut report = Report::new(id, peer);
-            client(id, app, &cfg, &mut report);
-        };
+        let handler = move |app, report| client(app, &cfg, pool.as_deref(), report);
         self.acceptor.run("local", self.cfg.timeouts.drain, handler, refuse)
     }
+}
+
+/// TLS connections to the server, handshaken ahead of time so that a new
+/// client does not wait for TCP and TLS. Filler threads keep `size` of them
+/// ready and replace any that reach `pool_age` unused.
+pub struct Pool {
+    ready: Mutex<VecDeque<Ready>>,
+    wake: Condvar,
+    cfg: Arc<Config>,
+}
+
+struct Ready {
+    sock: TcpStream,
+    conn: ClientConnection,
+    born: Instant,
+}
+
+/// How long a filler rests after it could not reach the server.
+const POOL_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Pool {
+    /// Starts the filler threads, if the configuration asks for a pool.
+    fn start(cfg: &Arc<Config>) -> Option<Arc<Pool>> {
+        if cfg.pool == 0 {
+            return None;
+        }
+        let pool =
+            Arc::new(Pool { ready: Mutex::new(VecDeque::new()), wake: Condvar::new(), cfg: Arc::clone(cfg) });
+        for i in 0..cfg.pool.min(2) {
+            let p = Arc::clone(&pool);
+            let spawned = thread::Builder::new()
+                .name(format!("pool-{i}"))
+                .stack_size(SETUP_STACK)
+                .spawn(move || p.fill());
+            if let Err(e) = spawned {
+                log::warn!("cannot start a pool thread: {e}");
+            }
+        }
+        Some(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A ready connection, if one is fresh and still open.
+    fn take(&self) -> Option<(TcpStream, ClientConnection)> {
+        let mut ready = self.lock();
+        let found = loop {
+            let r = ready.pop_front()?;
+            if r.born.elapsed() < self.cfg.pool_age && still_open(&r.sock) {
+                break Some((r.sock, r.conn));
+            }
+        };
+        drop(ready);
+        self.wake.notify_one();
+        found
+    }
+
+    /// A filler thread: keeps the pool full and fresh, forever.
+    fn fill(&self) {
+        let age = self.cfg.pool_age;
+        loop {
+            let mut ready = self.lock();
+            ready.retain(|r| r.born.elapsed() < age);
+            if ready.len() >= self.cfg.pool {
+                // Full: sleep until a connection is taken or the oldest gets too old.
+                let oldest = ready.front().map_or(age, |r| age.saturating_sub(r.born.elapsed()));
+                drop(self.wake.wait_timeout(ready, oldest).unwrap_or_else(PoisonError::into_inner));
+                continue;
+            }
+            drop(ready);
+            match connect_server(&self.cfg) {
+                Ok((sock, conn)) => self.lock().push_back(Ready { sock, conn, born: Instant::now() }),
+                Err(e) => {
+                    log::warn!("pool: cannot reach server {}: {e}", self.cfg.server);
+                    thread::sleep(POOL_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the server has not closed a connection while it waited in the pool.
+fn still_open(sock: &TcpStream) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = match sock.peek(&mut [0u8; 1]) {
+        Ok(n) => n > 0, // session tickets waiting to be read
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    open && sock.set_nonblocking(false).is_ok()
 }
 
 /// Over the cap: a SOCKS5 general failure, written without reading the
@@ -100,8 +199,9 @@ fn refuse(app: TcpStream) {
     }
 }
 
-/// The whole life of one SOCKS5 client.
-fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
+/// One SOCKS5 client, up to the start of its relay (which then owns `report`).
+fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report) {
+    let id = report.id;
     let _ = app.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
     let target = match socks5::accept(&mut Deadline::new(&app, until), &cfg.users) {
@@ -123,7 +223,8 @@ fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
     report.target = Some(target.to_string());
 
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
-    let (sock, conn) = match connect_server(cfg) {
+    let ready = pool.and_then(Pool::take);
+    let (sock, conn) = match ready.map_or_else(|| connect_server(cfg), Ok) {
         Ok(c) => c,
         Err(e) => {
             log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
@@ -153,10 +254,8 @@ fn client(id: u64, app: TcpStream, cfg: &Config, report: &mut Report) {
     }
     drop(first);
 
-    let out = relay::relay(Half::tcp(app), server, ["client", "server"], &cfg.timeouts);
-    report.up = early + out.up;
-    report.down = out.down;
-    report.end = out.end.to_string();
+    report.up = early;
+    relay::relay(Half::tcp(app), server, ["client", "server"], &cfg.timeouts, move |out| report.relayed(out));
 }
 
 /// Opens TCP and completes TLS to the server, both before the connect deadline.

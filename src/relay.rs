@@ -14,14 +14,17 @@
 //!   it lets go of the connection lock, always in that order. TLS output that
 //!   reading produces (alerts, KeyUpdate replies) goes out the same way.
 //!
-//! [`relay`] then runs `std::io::copy` in each direction on its own thread.
+//! [`relay`] then runs `std::io::copy` in each direction on a thread of its
+//! own, with a small stack: the copy buffer is a heap `BufReader` (which
+//! `io::copy` reads into directly), so only the pages data has touched cost
+//! memory, and a write carries up to [`COPY_BUF`] bytes at once.
 //! A direction that reaches EOF half-closes its destination (close_notify and
 //! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
 //! for the linger time it is closed too. An error in either direction closes
 //! both at once. No byte in either direction for the idle time ends both.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -30,45 +33,65 @@ use std::time::{Duration, Instant};
 
 use rustls::{Connection, ConnectionCommon, SideData};
 
-use crate::{Error, Timeouts, THREAD_STACK};
+use crate::{Error, Timeouts, COPY_STACK};
 
-/// Room for one whole TLS record as it arrives off the wire (16 KiB + header + tag).
-const RAW_BUF: usize = 16 * 1024 + 512;
+/// The copy buffer of each direction: four TLS records' worth per write.
+pub const COPY_BUF: usize = 64 * 1024;
+
+/// Raw TLS bytes read from the socket at once: two whole records.
+const RAW_BUF: usize = 2 * (16 * 1024 + 256);
 
 /// A socket wrapper whose reads and writes fail once `until` has passed.
 ///
-/// Each call sets the socket timeout to what is left, so a peer that trickles
-/// one byte at a time cannot stretch a handshake past its deadline.
+/// The socket timeout is set to what is left, so a peer that trickles one
+/// byte at a time cannot stretch a handshake past its deadline. It is set
+/// again only when [`REARM`] has passed since the last time, which bounds the
+/// overshoot by that much and spares a system call per read.
 pub struct Deadline<'a> {
     sock: &'a TcpStream,
     until: Instant,
+    read_armed: Option<Instant>,
+    write_armed: Option<Instant>,
 }
+
+/// How stale a deadline's socket timeout may get before it is set again.
+const REARM: Duration = Duration::from_millis(50);
 
 impl<'a> Deadline<'a> {
     /// Wraps `sock` with a deadline at `until`.
     pub fn new(sock: &'a TcpStream, until: Instant) -> Self {
-        Deadline { sock, until }
+        Deadline { sock, until, read_armed: None, write_armed: None }
     }
 
-    fn left(&self) -> io::Result<Duration> {
-        let left = self.until.saturating_duration_since(Instant::now());
+    /// Sets a socket timeout to what is left, unless it was set less than [`REARM`] ago.
+    fn arm(
+        &self,
+        armed: Option<Instant>,
+        set: impl Fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<Option<Instant>> {
+        let now = Instant::now();
+        let left = self.until.saturating_duration_since(now);
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
         }
-        Ok(left)
+        if armed.is_some_and(|at| now < at + REARM) {
+            return Ok(armed);
+        }
+        set(self.sock, Some(left))?;
+        Ok(Some(now))
     }
 }
 
 impl Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.set_read_timeout(Some(self.left()?))?;
+        self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
         self.sock.read(buf).map_err(timed_out)
     }
 }
 
 impl Write for Deadline<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.sock.set_write_timeout(Some(self.left()?))?;
+        self.write_armed = self.arm(self.write_armed, TcpStream::set_write_timeout)?;
         self.sock.write(buf).map_err(timed_out)
     }
 
@@ -125,7 +148,7 @@ fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
 }
 
 /// What the two halves of one TLS connection share.
-struct TlsShared {
+pub struct TlsShared {
     conn: Mutex<Connection>,
     /// Held from encryption until the bytes are on the socket, so records keep their order.
     order: Mutex<()>,
@@ -149,19 +172,19 @@ impl TlsShared {
     }
 }
 
-/// The reading half of a TLS connection.
-pub struct TlsReader {
+/// The reading half of a TLS connection, alive while its copy thread runs.
+struct TlsReader<'a> {
     sh: Arc<TlsShared>,
-    raw: Box<[u8]>,
-    start: usize,
-    end: usize,
+    /// Raw bytes off the socket not yet given to rustls. Over `&TcpStream`,
+    /// so the buffer is filled without being zeroed first.
+    raw: BufReader<&'a TcpStream>,
     /// The socket reached EOF; rustls has to be told once.
     eof: bool,
     eof_told: bool,
     out: Vec<u8>,
 }
 
-impl Read for TlsReader {
+impl Read for TlsReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -175,11 +198,16 @@ impl Read for TlsReader {
                     // Ok(0) is close_notify; UnexpectedEof is a TCP EOF without it.
                     done => break Some(done),
                 }
-                if self.start < self.end {
-                    let mut pending = &self.raw[self.start..self.end];
-                    match conn.read_tls(&mut pending) {
-                        Ok(0) => self.start = self.end, // after close_notify: nothing more counts
-                        Ok(n) => self.start += n,
+                let pending = self.raw.buffer();
+                if !pending.is_empty() {
+                    let mut rest = pending;
+                    match conn.read_tls(&mut rest) {
+                        // After close_notify nothing more counts.
+                        Ok(0) => {
+                            let all = pending.len();
+                            self.raw.consume(all);
+                        }
+                        Ok(n) => self.raw.consume(n),
                         Err(e) => break Some(Err(e)),
                     }
                 } else if self.eof && !self.eof_told {
@@ -204,10 +232,7 @@ impl Read for TlsReader {
                 return done;
             }
             // No lock is held while blocking on the socket.
-            let n = (&*self.sh.sock).read(&mut self.raw)?;
-            self.start = 0;
-            self.end = n;
-            self.eof = n == 0;
+            self.eof = self.raw.fill_buf()?.is_empty();
         }
     }
 }
@@ -236,7 +261,7 @@ pub enum Reader {
     /// A plain TCP socket.
     Tcp(Arc<TcpStream>),
     /// The reading half of a TLS connection.
-    Tls(TlsReader),
+    Tls(Arc<TlsShared>),
 }
 
 /// The destination side of one direction.
@@ -245,15 +270,6 @@ pub enum Writer {
     Tcp(Arc<TcpStream>),
     /// The writing half of a TLS connection.
     Tls(TlsWriter),
-}
-
-impl Read for Reader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Reader::Tcp(s) => (&**s).read(buf),
-            Reader::Tls(r) => r.read(buf),
-        }
-    }
 }
 
 impl Write for Writer {
@@ -309,15 +325,7 @@ impl Half {
             sock: Arc::clone(&sock),
         });
         Half {
-            reader: Reader::Tls(TlsReader {
-                sh: Arc::clone(&sh),
-                raw: vec![0; RAW_BUF].into_boxed_slice(),
-                start: 0,
-                end: 0,
-                eof: false,
-                eof_told: false,
-                out: Vec::new(),
-            }),
+            reader: Reader::Tls(Arc::clone(&sh)),
             writer: Writer::Tls(TlsWriter { sh, out: Vec::new() }),
             sock,
         }
@@ -359,17 +367,25 @@ pub struct Outcome {
     pub end: End,
 }
 
+/// What runs when a relay has ended.
+type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
 /// What the two copy threads of one connection share.
 struct Shared {
     socks: [Arc<TcpStream>; 2],
+    names: [&'static str; 2],
     timeouts: Timeouts,
     start: Instant,
     /// Milliseconds from `start` to the last byte read in either direction.
     last: AtomicU64,
+    /// Bytes read from each end.
+    bytes: [AtomicU64; 2],
     finished: Mutex<u8>,
     wake: Condvar,
     aborted: AtomicBool,
     end: Mutex<Option<End>>,
+    /// Called with the outcome by whichever direction ends last.
+    done: Mutex<Option<OnDone>>,
 }
 
 impl Shared {
@@ -394,12 +410,14 @@ impl Shared {
 
     /// Called by each direction when it ends. The first to end waits while
     /// the other still moves bytes, and closes it once it has been quiet for
-    /// the linger time.
+    /// the linger time; the last reports the outcome.
     fn finish(&self) {
         let mut done = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
         *done += 1;
         if *done == 2 {
             self.wake.notify_all();
+            drop(done);
+            self.report();
             return;
         }
         self.touch();
@@ -414,64 +432,94 @@ impl Shared {
             done = self.wake.wait_timeout(done, linger - quiet).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
-}
 
-/// A reader that counts bytes, records activity and applies the idle timeout.
-struct Tracked<'a> {
-    inner: Reader,
-    sock: &'a TcpStream,
-    sh: &'a Shared,
-    bytes: u64,
-    read_failed: bool,
-}
-
-impl Read for Tracked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.inner.read(buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.bytes += n as u64;
-                        self.sh.touch();
-                    }
-                    return Ok(n);
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    // The socket timeout only says this direction was quiet; check both.
-                    let quiet = self.sh.quiet_for();
-                    let idle = self.sh.timeouts.idle;
-                    if quiet >= idle {
-                        self.sh.abort(End::Idle);
-                        return Err(e);
-                    }
-                    self.sock.set_read_timeout(Some(idle - quiet))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.read_failed = true;
-                    return Err(e);
-                }
-            }
+    fn report(&self) {
+        let end = self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof);
+        let [up, down] = [0, 1].map(|i| self.bytes[i].load(Ordering::Relaxed));
+        if let Some(done) = self.done.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            done(Outcome { up, down, end });
         }
     }
 }
 
-/// Copies one direction until EOF or error; returns the bytes read.
-fn pump(reader: Reader, mut writer: Writer, sh: &Shared, from: usize, names: [&str; 2]) -> u64 {
-    let mut src = Tracked { inner: reader, sock: &sh.socks[from], sh, bytes: 0, read_failed: false };
-    match io::copy(&mut src, &mut writer) {
-        Ok(_) => {
-            if let Err(e) = writer.close_write() {
+/// A writer that counts the bytes it delivers and records the activity.
+struct Counted<'a> {
+    inner: Writer,
+    sh: &'a Shared,
+    from: usize,
+    failed: bool,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.sh.bytes[self.from].fetch_add(n as u64, Ordering::Relaxed);
+                self.sh.touch();
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies one direction, from end `from` to the other, until EOF or error.
+fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
+    let names = sh.names;
+    let sock = Arc::clone(&sh.socks[from]);
+    let mut dst = Counted { inner: writer, sh: &sh, from, failed: false };
+    let copied = match reader {
+        // io::copy reads straight into the BufReader's buffer, a heap buffer
+        // whose pages cost memory only once data has touched them.
+        Reader::Tcp(_) => copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), &mut dst),
+        Reader::Tls(tls) => {
+            let raw = BufReader::with_capacity(RAW_BUF, &*sock);
+            copy(&mut TlsReader { sh: tls, raw, eof: false, eof_told: false, out: Vec::new() }, &mut dst)
+        }
+    };
+    match copied {
+        Ok(()) => {
+            if let Err(e) = dst.inner.close_write() {
                 sh.abort(End::Error(format!("closing {}: {e}", names[1 - from])));
             }
         }
         Err(e) => {
-            let side = if src.read_failed { names[from] } else { names[1 - from] };
+            let side = if dst.failed { names[1 - from] } else { names[from] };
             sh.abort(End::Error(describe(side, &e)));
         }
     }
+    drop(dst);
     sh.finish();
-    src.bytes
+}
+
+/// `std::io::copy` until EOF. A read that times out only says this direction
+/// was quiet: the copy goes on unless both have been quiet for the idle time.
+fn copy<R: Read>(src: &mut R, dst: &mut Counted<'_>) -> io::Result<()> {
+    loop {
+        match io::copy(src, dst) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if !dst.failed && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                let quiet = dst.sh.quiet_for();
+                let idle = dst.sh.timeouts.idle;
+                if quiet >= idle {
+                    dst.sh.abort(End::Idle);
+                    return Err(e);
+                }
+                dst.sh.socks[dst.from].set_read_timeout(Some(idle - quiet))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn describe(side: &str, e: &io::Error) -> String {
@@ -484,47 +532,46 @@ fn describe(side: &str, e: &io::Error) -> String {
     }
 }
 
-/// Relays between `a` and `b` until both directions end; `names` label the
-/// two ends in the outcome ("client", "target"). The calling thread copies
-/// a → b and one new thread copies b → a.
-pub fn relay(a: Half, b: Half, names: [&'static str; 2], timeouts: &Timeouts) -> Outcome {
+/// Starts relaying between `a` and `b` and returns at once: one new thread
+/// copies a → b, another b → a, and whichever ends last calls `done` with
+/// the outcome. `names` label the two ends ("client", "target"). If a copy
+/// thread cannot be started, the connection is closed and `done` still runs.
+pub fn relay(
+    a: Half,
+    b: Half,
+    names: [&'static str; 2],
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
     for s in [&a.sock, &b.sock] {
         let _ = s.set_read_timeout(Some(timeouts.idle));
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
     let sh = Arc::new(Shared {
         socks: [a.sock, b.sock],
+        names,
         timeouts: *timeouts,
         start: Instant::now(),
         last: AtomicU64::new(0),
+        bytes: [AtomicU64::new(0), AtomicU64::new(0)],
         finished: Mutex::new(0),
         wake: Condvar::new(),
         aborted: AtomicBool::new(false),
         end: Mutex::new(None),
+        done: Mutex::new(Some(Box::new(done))),
     });
-    let name = match thread::current().name() {
-        Some(n) => format!("{n}-down"),
-        None => "relay-down".to_owned(),
-    };
-    let sh2 = Arc::clone(&sh);
-    let (b_reader, a_writer) = (b.reader, a.writer);
-    let spawned = thread::Builder::new()
-        .name(name)
-        .stack_size(THREAD_STACK)
-        .spawn(move || pump(b_reader, a_writer, &sh2, 1, names));
-    match spawned {
-        Ok(handle) => {
-            let up = pump(a.reader, b.writer, &sh, 0, names);
-            let down = handle.join().unwrap_or(0);
-            Outcome { up, down, end: take_end(&sh) }
-        }
-        Err(e) => {
+    let base = thread::current().name().unwrap_or("relay").to_owned();
+    for (from, (reader, writer), dir) in [(0, (a.reader, b.writer), "up"), (1, (b.reader, a.writer), "down")]
+    {
+        let sh2 = Arc::clone(&sh);
+        let spawned = thread::Builder::new()
+            .name(format!("{base}-{dir}"))
+            .stack_size(COPY_STACK)
+            .spawn(move || pump(reader, writer, sh2, from));
+        if let Err(e) = spawned {
+            // This direction never runs: close everything and count it as ended.
             sh.abort(End::Error(format!("cannot start copy thread: {e}")));
-            Outcome { up: 0, down: 0, end: take_end(&sh) }
+            sh.finish();
         }
     }
-}
-
-fn take_end(sh: &Shared) -> End {
-    sh.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof)
 }

@@ -66,17 +66,15 @@ impl Server {
     /// Serves connections until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
         let cfg = Arc::clone(&self.cfg);
-        let handler = move |id, sock, peer| {
-            let mut report = Report::new(id, peer);
-            connection(id, sock, &cfg, &mut report);
-        };
+        let handler = move |sock, report| connection(sock, &cfg, report);
         // Over the cap there is nothing to say before TLS: just close.
         self.acceptor.run("server", self.cfg.timeouts.drain, handler, drop)
     }
 }
 
-/// The whole life of one connection from a local.
-fn connection(id: u64, sock: TcpStream, cfg: &Config, report: &mut Report) {
+/// One connection from a local, up to the start of its relay (which then owns `report`).
+fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
+    let id = report.id;
     let _ = sock.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
     let mut conn = match ServerConnection::new(Arc::clone(&cfg.tls)) {
@@ -104,8 +102,8 @@ fn connection(id: u64, sock: TcpStream, cfg: &Config, report: &mut Report) {
         Err(e) => {
             log::debug!("#{id} bad header: {e}");
             report.end = format!("header: {e}");
-            if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e)) {
-                to_fallback(id, sock, conn, &seen, fallback, cfg, report);
+            if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
+                to_fallback(sock, conn, &seen, fallback, cfg, report);
             }
             return;
         }
@@ -120,18 +118,20 @@ fn connection(id: u64, sock: TcpStream, cfg: &Config, report: &mut Report) {
             return;
         }
     };
-    let out = relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "target"], &cfg.timeouts);
-    report.up = out.up;
-    report.down = out.down;
-    report.end = out.end.to_string();
+    relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "target"], &cfg.timeouts, move |out| {
+        report.relayed(out)
+    });
 }
 
 /// A header that is wrong, or cut short and then silent, goes to the
-/// fallback; a client that closed or broke TLS has nobody left to answer.
-fn worth_a_fallback(e: &Error) -> bool {
+/// fallback. A client that closed, broke TLS or never sent a byte has
+/// nothing to hand over: an idle connection is closed, as web servers do.
+fn worth_a_fallback(e: &Error, seen: &[u8]) -> bool {
     match e {
         Error::Protocol(_) => true,
-        Error::Io(e) => matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock),
+        Error::Io(e) => {
+            !seen.is_empty() && matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+        }
         _ => false,
     }
 }
@@ -139,15 +139,14 @@ fn worth_a_fallback(e: &Error) -> bool {
 /// Relays a connection that did not present a valid header to the fallback,
 /// starting with every byte it sent.
 fn to_fallback(
-    id: u64,
     sock: TcpStream,
     conn: ServerConnection,
     seen: &[u8],
     fallback: &Target,
     cfg: &Config,
-    report: &mut Report,
+    mut report: Report,
 ) {
-    log::debug!("#{id} handing {} bytes to the fallback {fallback}", seen.len());
+    log::debug!("#{} handing {} bytes to the fallback {fallback}", report.id, seen.len());
     report.target = Some(format!("fallback/{fallback}"));
     let until = Instant::now() + cfg.timeouts.connect;
     let out = match crate::connect(fallback, until, None) {
@@ -161,10 +160,10 @@ fn to_fallback(
         report.end = format!("fallback: {e}");
         return;
     }
-    let out = relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "fallback"], &cfg.timeouts);
-    report.up = seen.len() as u64 + out.up;
-    report.down = out.down;
-    report.end = out.end.to_string();
+    report.up = seen.len() as u64;
+    relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "fallback"], &cfg.timeouts, move |out| {
+        report.relayed(out)
+    });
 }
 
 /// A reader that keeps a copy of every byte it hands out.

@@ -30,7 +30,7 @@ pub fn watch(signals: Signals, first: impl FnOnce() + Send + 'static) -> Result<
     let set = signals.0;
     thread::Builder::new()
         .name("signals".into())
-        .stack_size(crate::THREAD_STACK)
+        .stack_size(crate::COPY_STACK)
         .spawn(move || {
             let Ok(sig) = set.wait() else { return };
             log::info!("{sig}: shutting down, draining open connections (again to exit at once)");

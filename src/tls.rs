@@ -129,10 +129,14 @@ pub fn server_config(identity: &Identity) -> Result<(Arc<ServerConfig>, Fingerpr
         }
     };
     let leaf = fingerprint(&chain[0]);
-    let config = ServerConfig::builder()
+    let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| Error::Config(format!("cannot use {what}: {e}")))?;
+    // Stateless session tickets (keys rotate every few hours), so a local's
+    // next connection resumes instead of repeating the full handshake.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| Error::Config(format!("cannot set up session tickets: {e}")))?;
     Ok((Arc::new(config), leaf))
 }
 

@@ -331,3 +331,19 @@ fn out_of_descriptors_the_local_backs_off_and_recovers() {
     let body = curl(&["--socks5-hostname", &pair.local.addr.to_string(), &format!("http://{web}/")]);
     assert_eq!(body, PAGE);
 }
+
+#[test]
+fn the_pool_serves_clients_and_replaces_stale_connections() {
+    let pair = Pair::with_args(&[], &["--pool", "2", "--pool-age", "0.3"]);
+    let web = http("127.0.0.1:0");
+    let proxy = pair.local.addr.to_string();
+    for _ in 0..5 {
+        assert_eq!(curl(&["--socks5-hostname", &proxy, &format!("http://localhost:{}/", web.port())]), PAGE);
+    }
+    // Ready connections that aged out unused were closed and replaced.
+    pair.server.wait_lines(2, |l| l.contains(" closed ") && l.contains("target=- "));
+    assert_eq!(curl(&["--socks5", &proxy, &format!("http://{web}/")]), PAGE);
+    pair.server.wait_lines(6, |l| {
+        l.contains(&format!("target=localhost:{} ", web.port())) || l.contains(&format!("target={web} "))
+    });
+}

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
@@ -30,6 +31,13 @@ fn run(args: &[String]) -> Result<(), Exit> {
     cli::password_options(&mut opts, "speak the trojan format with this password");
     opts.optmulti("", "user", "require SOCKS5 login as NAME:PASSWORD (RFC 1929)", "NAME:PASS");
     opts.optopt("", "user-file", "read NAME:PASSWORD lines for SOCKS5 login", "FILE");
+    opts.optopt("", "pool", "TLS connections to keep ready for new clients (default 0)", "N");
+    opts.optopt(
+        "",
+        "pool-age",
+        "replace a ready connection unused this long; below the server's --handshake-timeout (default 5)",
+        "SECS",
+    );
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
@@ -60,11 +68,33 @@ fn run(args: &[String]) -> Result<(), Exit> {
         _ => return Err(Exit::Usage("blocking-local takes one password".into())),
     };
     let users = cli::users(&m)?;
+    let pool = match m.opt_str("pool") {
+        None => 0,
+        Some(v) => {
+            v.parse().map_err(|_| Exit::Usage(format!("--pool wants a number of connections, not {v:?}")))?
+        }
+    };
+    let pool_age = match m.opt_str("pool-age") {
+        None => Duration::from_secs(5),
+        Some(v) => cli::parse_secs(&v).ok_or_else(|| {
+            Exit::Usage(format!("--pool-age wants a positive number of seconds, not {v:?}"))
+        })?,
+    };
 
     let tls = tls::client_config(&trust)?;
     let open = users.is_empty();
     let format = if password.is_some() { "trojan" } else { "seed" };
-    let cfg = Config { server: server.clone(), server_name, tls, timeouts, password, users, max_conns };
+    let cfg = Config {
+        server: server.clone(),
+        server_name,
+        tls,
+        timeouts,
+        password,
+        users,
+        max_conns,
+        pool,
+        pool_age,
+    };
     let local = Local::bind(&listen, cfg)?;
     let addr = local.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Trust::Insecure = trust {
