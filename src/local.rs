@@ -239,14 +239,16 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
         return;
     }
 
-    let mut first = Vec::with_capacity(HEADER_MAX + EARLY_DATA_MAX);
+    // On this short-lived thread's stack, not the heap: the connection keeps none of it.
+    let mut early = [0u8; EARLY_DATA_MAX];
+    let early_len = read_ready(&app, &mut early);
+    let mut first = Vec::with_capacity(HEADER_MAX + early_len);
     match &cfg.password {
         Some(hash) => wire::encode_trojan(hash, &target, &mut first),
         None => wire::encode_seed(&target, &mut first),
     }
-    let header_len = first.len();
-    read_ready(&app, &mut first, EARLY_DATA_MAX);
-    let early = (first.len() - header_len) as u64;
+    first.extend_from_slice(&early[..early_len]);
+    let early = early_len as u64;
     let mut server = Half::tls(sock, conn);
     if let Err(e) = server.writer.write_all(&first) {
         report.end = format!("server: {e}");
@@ -267,14 +269,12 @@ fn connect_server(cfg: &Config) -> Result<(TcpStream, ClientConnection), Error> 
     Ok((sock, conn))
 }
 
-/// Appends what `sock` has already received, up to `max` bytes, without waiting.
-fn read_ready(sock: &TcpStream, buf: &mut Vec<u8>, max: usize) {
+/// Reads what `sock` has already received into `buf`, without waiting; returns its length.
+fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> usize {
     if sock.set_nonblocking(true).is_err() {
-        return;
+        return 0;
     }
-    let old = buf.len();
-    buf.resize(old + max, 0);
-    let n = (&*sock).read(&mut buf[old..]).unwrap_or(0);
-    buf.truncate(old + n);
+    let n = (&*sock).read(buf).unwrap_or(0);
     let _ = sock.set_nonblocking(false);
+    n
 }
