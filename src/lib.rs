@@ -19,6 +19,7 @@
 //!   direction with `std::io::copy`, and handles half-close and timeouts.
 //! - [`cli`] holds what the two binaries share: options, logging, exit codes.
 //! - [`signals`] turns SIGTERM and SIGINT into a graceful shutdown.
+//! - [`workers`] keeps finished threads parked for the next connection.
 //!
 //! This file holds what both processes share at run time: the [`Error`] type,
 //! the [`Timeouts`] of a connection, and the [`Acceptor`]: the accept loop with
@@ -33,6 +34,7 @@ pub mod signals;
 pub mod socks5;
 pub mod tls;
 pub mod wire;
+pub mod workers;
 
 use std::fmt;
 use std::io;
@@ -137,6 +139,11 @@ pub const SETUP_STACK: usize = 512 * 1024;
 /// Stack of the two copy threads of a connection, which live as long as it
 /// does. Their buffers are on the heap, so they stay shallow.
 pub const COPY_STACK: usize = 64 * 1024;
+
+/// The setup threads of both binaries.
+pub static SETUP_THREADS: workers::Workers = workers::Workers::new("setup", SETUP_STACK);
+/// The copy threads of both binaries.
+pub static COPY_THREADS: workers::Workers = workers::Workers::new("copy", COPY_STACK);
 
 /// How long the accept loop rests after a resource error (EMFILE, a failed spawn).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -258,15 +265,15 @@ impl Acceptor {
         Ok(Stopper { stop: Arc::clone(&self.stop), listener: self.listener.try_clone()? })
     }
 
-    /// Accepts until stopped, running `handler(stream, report)` on a new
-    /// named setup thread for each client; the [`Report`] holds the client's
+    /// Accepts until stopped, running `handler(stream, report)` on a setup
+    /// thread for each client; the [`Report`] holds the client's
     /// place under the cap until it is dropped. Over the cap, `refuse(stream)` answers
     /// the client inline instead. Resource errors and refusals are logged at
     /// most once a second and accept errors are backed off: the loop never
     /// spins and never panics. Once stopped, the listener is closed (new
     /// clients are refused) and open connections get up to `drain` to finish;
     /// returns how many were still open.
-    pub fn run<F, R>(self, role: &str, drain: Duration, handler: F, refuse: R) -> usize
+    pub fn run<F, R>(self, drain: Duration, handler: F, refuse: R) -> usize
     where
         F: Fn(TcpStream, Report) + Send + Sync + 'static,
         R: Fn(TcpStream),
@@ -298,10 +305,7 @@ impl Acceptor {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let h = Arc::clone(&handler);
             let report = Report::new(id, peer, ticket);
-            let spawned = thread::Builder::new()
-                .name(format!("{role}-{id}"))
-                .stack_size(SETUP_STACK)
-                .spawn(move || h(stream, report));
+            let spawned = SETUP_THREADS.spawn(move || h(stream, report));
             if let Err(e) = spawned {
                 // The closure, and the client socket with it, is dropped: the client sees a close.
                 warn_limited(format!("#{id} cannot start a thread for {peer}: {e}; backing off"));

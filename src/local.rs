@@ -79,7 +79,7 @@ impl Local {
         let pool = Pool::start(&self.cfg);
         let cfg = Arc::clone(&self.cfg);
         let handler = move |app, report| client(app, &cfg, pool.as_deref(), report);
-        self.acceptor.run("local", self.cfg.timeouts.drain, handler, refuse)
+        self.acceptor.run(self.cfg.timeouts.drain, handler, refuse)
     }
 }
 

@@ -28,12 +28,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::{Connection, ConnectionCommon, SideData};
 
-use crate::{Error, Timeouts, COPY_STACK};
+use crate::{Error, Timeouts, COPY_THREADS};
 
 /// The copy buffer of each direction: four TLS records' worth per write.
 pub const COPY_BUF: usize = 64 * 1024;
@@ -560,14 +559,9 @@ pub fn relay(
         end: Mutex::new(None),
         done: Mutex::new(Some(Box::new(done))),
     });
-    let base = thread::current().name().unwrap_or("relay").to_owned();
-    for (from, (reader, writer), dir) in [(0, (a.reader, b.writer), "up"), (1, (b.reader, a.writer), "down")]
-    {
+    for (from, (reader, writer)) in [(0, (a.reader, b.writer)), (1, (b.reader, a.writer))] {
         let sh2 = Arc::clone(&sh);
-        let spawned = thread::Builder::new()
-            .name(format!("{base}-{dir}"))
-            .stack_size(COPY_STACK)
-            .spawn(move || pump(reader, writer, sh2, from));
+        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, sh2, from));
         if let Err(e) = spawned {
             // This direction never runs: close everything and count it as ended.
             sh.abort(End::Error(format!("cannot start copy thread: {e}")));

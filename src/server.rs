@@ -68,7 +68,7 @@ impl Server {
         let cfg = Arc::clone(&self.cfg);
         let handler = move |sock, report| connection(sock, &cfg, report);
         // Over the cap there is nothing to say before TLS: just close.
-        self.acceptor.run("server", self.cfg.timeouts.drain, handler, drop)
+        self.acceptor.run(self.cfg.timeouts.drain, handler, drop)
     }
 }
 
