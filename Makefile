@@ -6,6 +6,8 @@
 #   make lint     rustfmt --check + clippy -D warnings
 #   make certs    regenerate the test CA and server certificate in certs/
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
+#   make bench    the pair measured next to no proxy at all (target/bench/report.txt)
+#   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 
 CARGO      ?= cargo
 BIN        := target/release
@@ -14,7 +16,7 @@ RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
 TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux
 
-.PHONY: all build run test deps certs lint fuzz clean
+.PHONY: all build run test deps certs lint fuzz bench bench-peers bench-deps clean
 
 all: build
 
@@ -80,6 +82,39 @@ fuzz: $(CARGO_FUZZ)
 	    $(CARGO) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECS) \
 	    || { echo "fuzz: $$t found a crash, see fuzz/artifacts/$$t/"; exit 1; }; \
 	done
+
+# Benchmarks (benches/proxy.rs). Report, chart and proxy logs in target/bench/.
+# The pair runs as deployed for speed: with a pool of ready TLS connections.
+PEERS      := target/peers
+SS_VERSION ?= 1.25.0
+BENCH_ARGS ?=
+LOCAL_ARGS ?= --pool 8
+# Commands the peer chains run, and the Debian package that provides each.
+PEER_TOOLS := stunnel4:stunnel4 microsocks:microsocks trojan:trojan
+
+# The pair next to no proxy at all (about a minute on 2 cores).
+bench:
+	$(CARGO) bench --bench proxy -- --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
+
+# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 6 minutes).
+bench-peers: bench-deps
+	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
+
+# What the peer chains need and this machine lacks: Debian packages (apt-get, as root
+# or through sudo) and shadowsocks-rust, built once into target/peers.
+bench-deps:
+	@missing=""; for pair in $(PEER_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+	@if [ ! -x $(PEERS)/bin/sslocal ] || [ ! -x $(PEERS)/bin/ssserver ]; then \
+	  echo "building shadowsocks-rust $(SS_VERSION) into $(PEERS)"; \
+	  $(CARGO) install --locked shadowsocks-rust@$(SS_VERSION) --root $(PEERS); \
+	fi
 
 clean:
 	$(CARGO) clean

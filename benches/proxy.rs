@@ -1,2 +1,620 @@
-//! Placeholder: the benchmark is being written.
-fn main() {}
+//! The pair measured side by side with the proxies people use.
+//!
+//! `cargo bench --bench proxy -- [ARGS]` (`make bench`, `make bench-peers`).
+//! A load generator that speaks SOCKS5 itself drives each "chain" (a SOCKS5
+//! address plus the processes behind it) against in-process targets on
+//! loopback, in interleaved rounds, and prints one table: a row per figure,
+//! a column per chain. See `--help` and the Performance section of the README.
+
+#[path = "proxy/chains.rs"]
+mod chains;
+#[path = "proxy/loadgen.rs"]
+mod loadgen;
+#[path = "proxy/relay.rs"]
+mod relay;
+#[path = "proxy/report.rs"]
+mod report;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use chains::{Chain, Workdir};
+use loadgen::{Targets, Via};
+use report::{Fig, Results};
+
+const USAGE: &str = "\
+usage: cargo bench --bench proxy -- [OPTIONS]
+
+Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them,
+with no proxy at all (\"direct\", the loopback limit) alongside.
+
+  --peers             also start and measure stunnel4+microsocks, trojan, and
+                      shadowsocks-rust (aes-128-gcm, 2022-blake3-aes-128-gcm)
+  --chains LIST       only these chains, comma-separated, from: ours, direct, stunnel,
+                      trojan, ss-aes-128-gcm, ss-2022 (peers named here need no --peers)
+  --socks ADDR        measure whatever SOCKS5 proxy listens at ADDR instead of the pair
+  --pids PID,PID      with --socks: its processes, for the CPU and memory figures
+  --local-args \"...\"  extra flags for blocking-local (e.g. \"--pool 8\")
+  --bytes SIZE        bytes per upload and per download (default 512MiB; K, M, G suffixes)
+  --rounds N          interleaved rounds (default 5, 1 with --quick)
+  --quick             small sizes for trying it out: 64 MiB, fewer operations,
+                      200 held connections, no scale run
+  --no-scale          skip the 5,000-connection scale run
+  --ss-dir DIR        where sslocal and ssserver are (default target/peers/bin)
+  -h, --help          this text
+
+Prints one table (a row per figure, a column per chain) and writes it to
+target/bench/report.txt, with a latency chart in target/bench/latency.svg;
+the proxies' configuration files and logs are in target/bench/run/.";
+
+struct Opts {
+    peers: bool,
+    /// Only these chains, when given.
+    only: Option<Vec<String>>,
+    socks: Option<SocketAddr>,
+    pids: Vec<u32>,
+    local_args: Vec<String>,
+    bytes: u64,
+    rounds: usize,
+    c1_warm: usize,
+    c1_ops: usize,
+    c32_threads: usize,
+    c32_per: usize,
+    held: usize,
+    ttfb: usize,
+    scale: usize,
+    ss_dir: PathBuf,
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().ok()?;
+    let mult: u64 = match s[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|b| *b > 0)
+}
+
+fn parse(args: &[String]) -> Result<Option<Opts>, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let (mut quick, mut peers, mut no_scale) = (false, false, false);
+    let (mut socks, mut pids, mut local_args, mut bytes, mut rounds, mut ss_dir, mut only) =
+        (None, vec![], vec![], None, None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} wants a value"));
+        match a.as_str() {
+            // cargo bench passes --bench to every bench target.
+            "--bench" => {}
+            "-h" | "--help" => return Ok(None),
+            "--quick" => quick = true,
+            "--peers" => peers = true,
+            "--no-scale" => no_scale = true,
+            "--socks" => {
+                let v = value(a)?;
+                let addr: SocketAddr =
+                    v.parse().map_err(|_| format!("--socks wants ADDR:PORT, not {v:?}"))?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!(
+                        "--socks: {addr} is not a loopback address; the bench stays on loopback"
+                    ));
+                }
+                socks = Some(addr);
+            }
+            "--pids" => {
+                let v = value(a)?;
+                pids = v
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| p.trim().parse::<u32>().map_err(|_| format!("--pids: bad PID {p:?}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--local-args" => local_args = value(a)?.split_whitespace().map(str::to_owned).collect(),
+            "--bytes" => {
+                let v = value(a)?;
+                bytes = Some(
+                    parse_size(&v)
+                        .ok_or_else(|| format!("--bytes wants a size such as 512MiB, not {v:?}"))?,
+                );
+            }
+            "--rounds" => {
+                let v = value(a)?;
+                rounds = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=20).contains(n))
+                        .ok_or("--rounds wants 1 to 20")?,
+                );
+            }
+            "--ss-dir" => ss_dir = Some(PathBuf::from(value(a)?)),
+            "--chains" => {
+                let list: Vec<String> = value(a)?.split(',').map(|c| c.trim().to_owned()).collect();
+                if let Some(bad) = list.iter().find(|c| !CHAINS.contains(&c.as_str())) {
+                    return Err(format!("--chains: unknown chain {bad:?} (known: {})", CHAINS.join(", ")));
+                }
+                only = Some(list);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !pids.is_empty() && socks.is_none() {
+        return Err("--pids goes with --socks".into());
+    }
+    if socks.is_some() && (peers || only.is_some()) {
+        return Err("--socks excludes --peers and --chains".into());
+    }
+    let opts = if quick {
+        Opts {
+            peers,
+            only: only.clone(),
+            socks,
+            pids,
+            local_args,
+            bytes: bytes.unwrap_or(64 << 20),
+            rounds: rounds.unwrap_or(1),
+            c1_warm: 30,
+            c1_ops: 300,
+            c32_threads: 32,
+            c32_per: 30,
+            held: 200,
+            ttfb: 5,
+            scale: 0,
+            ss_dir: PathBuf::new(),
+        }
+    } else {
+        Opts {
+            peers,
+            only: only.clone(),
+            socks,
+            pids,
+            local_args,
+            bytes: bytes.unwrap_or(512 << 20),
+            rounds: rounds.unwrap_or(5),
+            c1_warm: 100,
+            c1_ops: 2000,
+            c32_threads: 32,
+            c32_per: 300,
+            held: 1000,
+            ttfb: 20,
+            scale: if no_scale { 0 } else { 5000 },
+            ss_dir: PathBuf::new(),
+        }
+    };
+    let ss_dir = ss_dir.unwrap_or_else(|| root.join("target/peers/bin"));
+    Ok(Some(Opts { ss_dir, ..opts }))
+}
+
+/// Raises the soft descriptor limit to the hard one (children inherit it).
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// target/ of this build: the bench binary runs from target/release/deps/.
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|t| t.join("release").is_dir())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("proxy bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Requests through a fresh instance before its memory is measured.
+const FRESH_WARM_UP: usize = 20;
+
+struct Bench<'a> {
+    opts: &'a Opts,
+    /// Configuration and logs of the fresh instances started for the memory figures.
+    fresh_dir: Workdir,
+    targets: Targets,
+    results: Results,
+    clk: f64,
+    start: Instant,
+}
+
+impl Bench<'_> {
+    fn progress(&self, msg: &str) {
+        eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
+    }
+
+    fn throughput(&mut self, i: usize, chain: &Chain) {
+        let b = self.opts.bytes;
+        let mib = b as f64 / f64::from(1 << 20);
+        let cpu0 = loadgen::sum_cpu(&chain.pids);
+        let up = loadgen::upload(chain.via, &self.targets, b);
+        let down = loadgen::download(chain.via, &self.targets, b);
+        let cpu1 = loadgen::sum_cpu(&chain.pids);
+        let mut msg = format!("throughput {}:", chain.name);
+        match &up {
+            Ok(t) => {
+                let v = mib / t.as_secs_f64();
+                self.results.add(i, Fig::Up, v);
+                msg += &format!(" up {v:.0} MiB/s");
+            }
+            Err(e) => self.results.note(i, format!("upload failed: {e}")),
+        }
+        match &down {
+            Ok(t) => {
+                let v = mib / t.as_secs_f64();
+                self.results.add(i, Fig::Down, v);
+                msg += &format!(", down {v:.0} MiB/s");
+            }
+            Err(e) => self.results.note(i, format!("download failed: {e}")),
+        }
+        if let (Ok(_), Ok(_), Some(c0), Some(c1)) = (&up, &down, cpu0, cpu1) {
+            if chain.has_pids() {
+                let gib = 2.0 * b as f64 / f64::from(1 << 30);
+                let v = (c1.saturating_sub(c0)) as f64 / self.clk / gib;
+                self.results.add(i, Fig::Cpu, v);
+                msg += &format!(", CPU {v:.2} s/GiB");
+            }
+        }
+        self.progress(&msg);
+    }
+
+    fn new_connections(&mut self, i: usize, chain: &Chain) {
+        let o = self.opts;
+        let echo = self.targets.echo;
+        let cap = Duration::from_secs(90);
+        let warm = loadgen::requests(chain.via, echo, 1, o.c1_warm, cap);
+        let one = loadgen::requests(chain.via, echo, 1, o.c1_ops, cap);
+        let many = loadgen::requests(chain.via, echo, o.c32_threads, o.c32_per, cap);
+        let mut msg = format!("new connections {}:", chain.name);
+        for (label, batch, want) in [
+            ("c=1", &one, o.c1_ops),
+            ("c=32", &many, o.c32_threads * o.c32_per),
+            ("warm-up", &warm, o.c1_warm),
+        ] {
+            if batch.errors > 0 || batch.latencies.len() < want {
+                self.results.note(
+                    i,
+                    format!(
+                        "{label}: {} of {want} requests answered, {} errors (first: {})",
+                        batch.latencies.len(),
+                        batch.errors,
+                        batch.first_error.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+        }
+        if !one.latencies.is_empty() {
+            let (ops, p50, p99) = (one.ops_per_sec(), one.percentile_us(50.0), one.percentile_us(99.0));
+            self.results.add(i, Fig::C1Ops, ops);
+            self.results.add(i, Fig::C1P50, p50);
+            self.results.add(i, Fig::C1P99, p99);
+            msg += &format!(" c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs;");
+        }
+        if !many.latencies.is_empty() {
+            let (ops, p99) = (many.ops_per_sec(), many.percentile_us(99.0));
+            self.results.add(i, Fig::C32Ops, ops);
+            self.results.add(i, Fig::C32P99, p99);
+            msg += &format!(" c=32 {ops:.0} ops/s p99 {p99:.0} µs");
+        }
+        self.progress(&msg);
+    }
+
+    /// Stops opening connections before the machine runs short of task slots
+    /// or memory (it is shared, and pid_max is small).
+    fn guard(i: usize) -> Option<String> {
+        let max = loadgen::pid_max();
+        if let Some(tasks) = loadgen::system_tasks() {
+            if tasks + 3000 > max {
+                return Some(format!("stopped at {i}: {tasks} tasks on the system, pid_max {max}"));
+            }
+        }
+        match loadgen::mem_available_kib() {
+            Some(kib) if kib < 1 << 20 => Some(format!("stopped at {i}: under 1 GiB of memory available")),
+            _ => None,
+        }
+    }
+
+    /// A fresh instance of `chain` for the memory figures, so that memory that
+    /// earlier figures freed and the allocator kept (and cached thread stacks)
+    /// does not hide what held connections cost. It has carried a few requests
+    /// and is back to the threads it started with. `None` for chains that
+    /// cannot be restarted (`--socks`, and "direct", which has no process).
+    fn fresh(&mut self, i: usize, chain: &Chain) -> Result<Option<Chain>, ()> {
+        if !CHAINS.contains(&chain.name.as_str()) || !chain.has_pids() {
+            return Ok(None);
+        }
+        let c = start_one(&chain.name, self.opts, &self.fresh_dir, false).map_err(|e| {
+            self.results.note(i, format!("fresh instance for the memory figures: {e}"));
+        })?;
+        let threads = loadgen::sum_threads(&c.pids);
+        let warm = loadgen::requests(c.via, self.targets.echo, 1, FRESH_WARM_UP, Duration::from_secs(30));
+        if warm.errors > 0 {
+            self.results.note(i, format!("fresh instance: {} warm-up requests failed", warm.errors));
+        }
+        if let Some(t) = threads {
+            loadgen::settle(&c.pids, t, Duration::from_secs(10));
+        }
+        Ok(Some(c))
+    }
+
+    fn memory(&mut self, i: usize, chain: &Chain) {
+        let n = self.opts.held;
+        if !chain.has_pids() || n == 0 {
+            return;
+        }
+        let Ok(fresh) = self.fresh(i, chain) else { return };
+        let chain = fresh.as_ref().unwrap_or(chain);
+        let (rss0, thr0) = (loadgen::sum_rss_kib(&chain.pids), loadgen::sum_threads(&chain.pids));
+        let held = loadgen::hold(chain.via, n, Duration::from_secs(120), &Self::guard);
+        let (rss1, thr1) = (loadgen::sum_rss_kib(&chain.pids), loadgen::sum_threads(&chain.pids));
+        let got = held.pairs.len();
+        drop(held.pairs);
+        if let Some(why) = held.stopped {
+            self.results.note(i, format!("held connections: {got} of {n} opened ({why})"));
+        } else if let (Some(r0), Some(r1), Some(t0), Some(t1)) = (rss0, rss1, thr0, thr1) {
+            let kib = (r1 as f64 - r0 as f64) / n as f64;
+            let thr = (t1 as f64 - t0 as f64) / n as f64;
+            self.results.add(i, Fig::Mem, kib);
+            self.results.add(i, Fig::Threads, thr);
+            self.progress(&format!(
+                "held {n} {}: {kib:.1} KiB and {thr:.2} threads per connection",
+                chain.name
+            ));
+        }
+        if fresh.is_none() {
+            if let Some(t0) = thr0 {
+                loadgen::settle(&chain.pids, t0, Duration::from_secs(30));
+            }
+        }
+    }
+
+    fn first_byte(&mut self, i: usize, chain: &Chain) {
+        let Some(via) = chain.ttfb_via else { return };
+        let echo = self.targets.echo;
+        let rtt = 2.0 * chains::ONE_WAY.as_secs_f64();
+        // One connection first (a fresh client may fill caches or pools), then
+        // one every 100 ms.
+        let _ = loadgen::first_byte(via, echo);
+        let mut times = vec![];
+        let mut first_error = None;
+        for _ in 0..self.opts.ttfb {
+            std::thread::sleep(Duration::from_millis(100));
+            match loadgen::first_byte(via, echo) {
+                Ok(d) => times.push(d.as_secs_f64() / rtt),
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            self.results.note(i, format!("first byte: {} of {} answered ({e})", times.len(), self.opts.ttfb));
+        }
+        if let Some(m) = report::median(&times) {
+            self.results.add(i, Fig::Ttfb, m);
+            self.progress(&format!("first byte {}: {m:.2} round trips", chain.name));
+        }
+    }
+
+    fn scale(&mut self, i: usize, chain: &Chain) {
+        let n = self.opts.scale;
+        let Ok(fresh) = self.fresh(i, chain) else { return };
+        let chain = fresh.as_ref().unwrap_or(chain);
+        let thr0 = loadgen::sum_threads(&chain.pids);
+        self.progress(&format!("scale {}: opening {n} connections", chain.name));
+        let mut held = loadgen::hold(chain.via, n, Duration::from_secs(240), &Self::guard);
+        let answering = loadgen::echo_all(&mut held.pairs);
+        let (rss, thr) = (loadgen::sum_rss_kib(&chain.pids), loadgen::sum_threads(&chain.pids));
+        let got = held.pairs.len();
+        drop(held.pairs);
+        self.results.add(i, Fig::ScaleHeld, answering as f64);
+        if let Some(r) = rss.filter(|_| chain.has_pids()) {
+            self.results.add(i, Fig::ScaleRss, r as f64 / 1024.0);
+        }
+        if let Some(t) = thr.filter(|_| chain.has_pids()) {
+            self.results.add(i, Fig::ScaleThreads, t as f64);
+        }
+        if let Some(why) = &held.stopped {
+            self.results.note(i, format!("scale: {got} of {n} opened ({why})"));
+        }
+        if answering < got {
+            self.results.note(i, format!("scale: {answering} of {got} held connections answered the echo"));
+        }
+        self.progress(&format!("scale {}: {answering} of {n} held and answering", chain.name));
+        if fresh.is_none() {
+            if let Some(t0) = thr0 {
+                loadgen::settle(&chain.pids, t0, Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// The chains, in the order of the table's columns.
+const CHAINS: [&str; 6] = ["ours", "direct", "stunnel", "trojan", "ss-aes-128-gcm", "ss-2022"];
+
+/// Starts the chain called `name` (one of [`CHAINS`]); with `far`, also its
+/// client pointed at a delay relay.
+fn start_one(name: &str, o: &Opts, w: &Workdir, far: bool) -> Result<Chain, String> {
+    match name {
+        "ours" => chains::ours(w, &o.local_args, far),
+        "direct" => Ok(Chain::direct()),
+        "stunnel" => chains::stunnel(w, far),
+        "trojan" => chains::trojan(w, far),
+        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", far),
+        _ => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", far),
+    }
+}
+
+fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
+    if let Some(addr) = o.socks {
+        return Ok(vec![Chain::external(addr, o.pids.clone()), Chain::direct()]);
+    }
+    let wanted = |name: &str| match &o.only {
+        Some(list) => list.iter().any(|c| c == name),
+        None => o.peers || name == "ours" || name == "direct",
+    };
+    let mut all = vec![];
+    for name in CHAINS.into_iter().filter(|n| wanted(n)) {
+        match start_one(name, o, w, true) {
+            Ok(c) => all.push(c),
+            Err(e) if name == "ours" => return Err(format!("cannot start the pair: {e}")),
+            Err(e) => eprintln!("skip {name}: {e}"),
+        }
+    }
+    Ok(all)
+}
+
+fn run(o: &Opts) -> Result<(), String> {
+    let start = Instant::now();
+    let nofile = raise_nofile();
+    let out_dir = target_dir().join("bench");
+    let run_dir = out_dir.join("run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let w = Workdir { dir: run_dir.clone(), root: root.clone() };
+    let fresh_dir = Workdir { dir: run_dir.join("fresh"), root };
+    std::fs::create_dir_all(&fresh_dir.dir).map_err(|e| format!("{}: {e}", fresh_dir.dir.display()))?;
+
+    let targets = Targets::start().map_err(|e| format!("targets: {e}"))?;
+    let mut chains = start_chains(o, &w)?;
+    // One request through each before measuring: a chain that cannot carry one is left out.
+    chains.retain(|c| match loadgen::request(c.via, targets.echo, 7) {
+        Ok(_) => true,
+        Err(e) if c.name == "ours" => {
+            eprintln!("proxy bench: a request through the pair failed: {e} (logs in {})", run_dir.display());
+            false
+        }
+        Err(e) => {
+            eprintln!("skip {}: a request through it failed: {e} (logs in {})", c.name, run_dir.display());
+            false
+        }
+    });
+    let want_ours = o.socks.is_none() && o.only.as_ref().is_none_or(|l| l.iter().any(|c| c == "ours"));
+    if want_ours && !chains.iter().any(|c| c.name == "ours") {
+        return Err("the pair could not be measured".into());
+    }
+    // 2 descriptors per held connection in this process, plus the targets and chains.
+    let scale = o.scale.min((nofile.saturating_sub(512) / 2) as usize);
+
+    let mut header = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    header += &format!(
+        "machine: {cores} cores, Linux {}, CLK_TCK {}, pid_max {}, RLIMIT_NOFILE {nofile}\n",
+        kernel.trim(),
+        loadgen::clk_tck(),
+        loadgen::pid_max()
+    );
+    header += &format!(
+        "settings: {} rounds; {} MiB up and down; c=1 {} requests (after {}); c=32 {}×{}; \
+         {} held; first byte ×{}; scale {}\n",
+        o.rounds,
+        o.bytes >> 20,
+        o.c1_ops,
+        o.c1_warm,
+        o.c32_threads,
+        o.c32_per,
+        o.held,
+        o.ttfb,
+        if scale == 0 { "off".to_string() } else { scale.to_string() }
+    );
+    for c in &chains {
+        header += &format!("  {:<16} {}\n", c.name, c.about);
+    }
+    let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+    eprintln!("measuring {} (proxy logs in {})", names.join(", "), run_dir.display());
+
+    let mut b = Bench {
+        opts: o,
+        fresh_dir,
+        targets,
+        results: Results::new(chains.iter().map(|c| c.name.clone()).collect()),
+        clk: loadgen::clk_tck() as f64,
+        start,
+    };
+    for round in 0..o.rounds {
+        let mut order: Vec<usize> = (0..chains.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        b.progress(&format!("round {} of {}", round + 1, o.rounds));
+        for &i in &order {
+            b.throughput(i, &chains[i]);
+        }
+        for &i in &order {
+            b.new_connections(i, &chains[i]);
+        }
+        for &i in &order {
+            b.memory(i, &chains[i]);
+        }
+        for &i in &order {
+            b.first_byte(i, &chains[i]);
+        }
+    }
+    if scale > 0 {
+        for (i, c) in chains.iter().enumerate() {
+            if matches!(c.via, Via::Socks(_)) {
+                b.scale(i, c);
+            }
+        }
+    }
+    drop(chains);
+
+    let r = &b.results;
+    let mut text = format!("\n{header}\n");
+    text += &report::table(r, &format!("{} MiB", o.bytes >> 20), scale);
+    if !r.notes.is_empty() {
+        text += "\nnotes:\n";
+        for n in &r.notes {
+            text += &format!("  {n}\n");
+        }
+    }
+    if let Some(ours) = r.chains.iter().position(|c| c == "ours") {
+        let ratios = report::ratios(r, ours);
+        if !ratios.is_empty() {
+            text += &format!("\n{ratios}");
+        }
+        text += "\ntargets (ss-2022 stands for shadowsocks-rust):\n";
+        text += &report::targets(r, scale);
+    }
+    let svg = out_dir.join("latency.svg");
+    std::fs::write(&svg, report::latency_svg(r)).map_err(|e| format!("{}: {e}", svg.display()))?;
+    let txt = out_dir.join("report.txt");
+    let _ = std::fs::write(&txt, &text);
+    text += &format!(
+        "\nlatency chart: {}\nthis report: {}\nproxy logs: {}\ntotal time: {:.0}s\n",
+        svg.display(),
+        txt.display(),
+        run_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    print!("{text}");
+    Ok(())
+}

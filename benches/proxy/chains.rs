@@ -1,0 +1,506 @@
+//! The chains under test: a SOCKS5 address plus the processes behind it.
+//!
+//! Every proxy listens on 127.0.0.1 and is pointed only at 127.0.0.1. Each
+//! chain with a client/server split is started twice on the client side: once
+//! pointed at its server, and once pointed at a [`DelayRelay`] in front of the
+//! same server, for the time-to-first-byte figure. Processes are killed (by
+//! their own PID) when the chain is dropped. Their output goes to log files.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::loadgen::Via;
+use crate::relay::DelayRelay;
+
+/// How long a proxy may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// One way of the simulated link: a 20 ms round trip.
+pub const ONE_WAY: Duration = Duration::from_millis(10);
+
+pub struct Chain {
+    pub name: String,
+    /// What it is, for the header of the report.
+    pub about: String,
+    pub via: Via,
+    /// The same chain with its client pointed at the delay relay.
+    pub ttfb_via: Option<Via>,
+    /// The processes whose CPU and memory count (not the relay-side client).
+    pub pids: Vec<u32>,
+    procs: Vec<Child>,
+    _relay: Option<DelayRelay>,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Chain {
+    pub fn direct() -> Chain {
+        Chain {
+            name: "direct".into(),
+            about: "no proxy: the generator connects straight to the target (the loopback limit)".into(),
+            via: Via::Direct,
+            ttfb_via: None,
+            pids: vec![],
+            procs: vec![],
+            _relay: None,
+        }
+    }
+
+    pub fn external(addr: SocketAddr, pids: Vec<u32>) -> Chain {
+        let about = if pids.is_empty() {
+            format!("SOCKS5 at {addr} (no --pids: CPU and memory not measured)")
+        } else {
+            format!("SOCKS5 at {addr}, processes {pids:?}")
+        };
+        Chain {
+            name: format!("socks {addr}"),
+            about,
+            via: Via::Socks(addr),
+            ttfb_via: None,
+            pids,
+            procs: vec![],
+            _relay: None,
+        }
+    }
+
+    pub fn has_pids(&self) -> bool {
+        !self.pids.is_empty()
+    }
+
+    /// Takes `child` into the chain; it counts towards CPU and memory if `counted`.
+    fn adopt(&mut self, child: Child, counted: bool) {
+        if counted {
+            self.pids.push(child.id());
+        }
+        self.procs.push(child);
+    }
+
+    fn empty(name: &str, about: String) -> Chain {
+        Chain {
+            name: name.into(),
+            about,
+            via: Via::Direct,
+            ttfb_via: None,
+            pids: vec![],
+            procs: vec![],
+            _relay: None,
+        }
+    }
+}
+
+/// Where the chains keep their configuration files and logs.
+pub struct Workdir {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Workdir {
+    fn log(&self, label: &str) -> PathBuf {
+        self.dir.join(format!("{label}.log"))
+    }
+
+    fn spawn(
+        &self,
+        label: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Child, String> {
+        let log = File::create(self.log(label)).map_err(|e| format!("{label}: log file: {e}"))?;
+        let err = log.try_clone().map_err(|e| format!("{label}: log file: {e}"))?;
+        Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{label}: cannot run {}: {e}", program.display()))
+    }
+
+    fn tail(&self, label: &str) -> String {
+        let text = std::fs::read_to_string(self.log(label)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    }
+
+    /// Waits for the "listening on ADDR" line of one of our binaries.
+    fn listening(&self, label: &str, child: &mut Child) -> Result<SocketAddr, String> {
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            let text = std::fs::read_to_string(self.log(label)).unwrap_or_default();
+            let addr = text
+                .lines()
+                .filter_map(|l| l.split("listening on ").nth(1))
+                .find_map(|rest| rest.split_whitespace().next()?.parse().ok());
+            if let Some(addr) = addr {
+                return Ok(addr);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{label} exited ({status}): {}", self.tail(label)));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("{label}: no \"listening on\" line within {}s", START_TIMEOUT.as_secs()))
+    }
+
+    /// Waits until `addr` accepts connections.
+    fn accepting(&self, label: &str, child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{label} exited ({status}): {}", self.tail(label)));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "{label}: not accepting on {addr} within {}s: {}",
+            START_TIMEOUT.as_secs(),
+            self.tail(label)
+        ))
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    fn cert(&self, name: &str) -> String {
+        self.root.join("certs").join(name).display().to_string()
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| format!("free port: {e}"))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Finds a program on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+// Each constructor starts the client a second time, pointed at a delay relay
+// in front of the same server, when `far` is set.
+
+/// blocking-server and blocking-local, with `local_args` passed to the local.
+pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, String> {
+    let server_bin = Path::new(env!("CARGO_BIN_EXE_blocking-server"));
+    let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
+    let extra = if local_args.is_empty() { String::new() } else { format!(" {}", local_args.join(" ")) };
+    let mut chain = Chain::empty("ours", format!("blocking-local{extra} → TLS → blocking-server"));
+    let env = [("RUST_LOG", "info")];
+
+    let mut server =
+        w.spawn("ours-server", server_bin, &strings(&["--listen", "127.0.0.1:0", "--allow-private"]), &env)?;
+    let server_addr = w.listening("ours-server", &mut server);
+    chain.adopt(server, true);
+    let server_addr = server_addr?;
+
+    let local_with = |server: SocketAddr| {
+        let mut args = strings(&["--listen", "127.0.0.1:0", "--server"]);
+        args.push(server.to_string());
+        args.push("--ca".into());
+        args.push(w.cert("ca.pem"));
+        args.extend(local_args.iter().cloned());
+        args
+    };
+    let mut local = w.spawn("ours-local", local_bin, &local_with(server_addr), &env)?;
+    let local_addr = w.listening("ours-local", &mut local);
+    chain.adopt(local, true);
+    chain.via = Via::Socks(local_addr?);
+
+    if far {
+        let relay = DelayRelay::start(server_addr, ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
+        let mut far_local = w.spawn("ours-local-far", local_bin, &local_with(relay.addr), &env)?;
+        let far_addr = w.listening("ours-local-far", &mut far_local);
+        chain.adopt(far_local, false);
+        chain.ttfb_via = Some(Via::Socks(far_addr?));
+        chain._relay = Some(relay);
+    }
+    Ok(chain)
+}
+
+fn stunnel_bin() -> Option<PathBuf> {
+    which("stunnel4").or_else(|| which("stunnel"))
+}
+
+/// stunnel client → TLS → stunnel server → microsocks.
+pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
+    let stunnel =
+        stunnel_bin().ok_or("stunnel4 (or stunnel) not found on PATH (apt-get install stunnel4)")?;
+    let microsocks =
+        which("microsocks").ok_or("microsocks not found on PATH (apt-get install microsocks)")?;
+    let mut chain = Chain::empty("stunnel", "stunnel4 client → TLS → stunnel4 server → microsocks".into());
+
+    let socks_port = free_port()?;
+    let mut ms = w.spawn(
+        "stunnel-microsocks",
+        &microsocks,
+        &strings(&["-i", "127.0.0.1", "-p", &socks_port.to_string()]),
+        &[],
+    )?;
+    let ready = w.accepting("stunnel-microsocks", &mut ms, loopback(socks_port));
+    chain.adopt(ms, true);
+    ready?;
+
+    // Logging stays at stunnel's default level, to the log file only: without
+    // `syslog = no`, stunnel also writes every line to syslog, or to /dev/console
+    // where there is no syslog daemon, which costs milliseconds per connection.
+    // TCP_NODELAY on both sides, as for every chain.
+    let global = "foreground = yes\npid =\nsyslog = no\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n";
+    let server_port = free_port()?;
+    let conf = w.write(
+        "stunnel-server.conf",
+        &format!(
+            "{global}[socks]\naccept = 127.0.0.1:{server_port}\nconnect = 127.0.0.1:{socks_port}\n\
+             cert = {}\nkey = {}\n",
+            w.cert("server.pem"),
+            w.cert("server.key")
+        ),
+    )?;
+    let mut server = w.spawn("stunnel-server", &stunnel, &[conf.display().to_string()], &[])?;
+    let ready = w.accepting("stunnel-server", &mut server, loopback(server_port));
+    chain.adopt(server, true);
+    ready?;
+
+    let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
+        let port = free_port()?;
+        let conf = w.write(
+            &format!("{label}.conf"),
+            &format!(
+                "{global}[socks]\nclient = yes\naccept = 127.0.0.1:{port}\nconnect = {upstream}\n\
+                 verifyChain = yes\nCAfile = {}\ncheckHost = localhost\nsni = localhost\n",
+                w.cert("ca.pem")
+            ),
+        )?;
+        let mut child = w.spawn(label, &stunnel, &[conf.display().to_string()], &[])?;
+        match w.accepting(label, &mut child, loopback(port)) {
+            Ok(()) => Ok((child, loopback(port))),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    };
+    let (c, addr) = client("stunnel-client", loopback(server_port))?;
+    chain.adopt(c, true);
+    chain.via = Via::Socks(addr);
+    if far {
+        let relay =
+            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
+        let (c, addr) = client("stunnel-client-far", relay.addr)?;
+        chain.adopt(c, false);
+        chain.ttfb_via = Some(Via::Socks(addr));
+        chain._relay = Some(relay);
+    }
+    Ok(chain)
+}
+
+const TROJAN_PASSWORD: &str = "blocking-proxy bench";
+
+/// Debian's trojan (1.16), client and server.
+pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
+    let trojan = which("trojan").ok_or("trojan not found on PATH (apt-get install trojan)")?;
+    let mut chain = Chain::empty("trojan", "trojan client → TLS → trojan server".into());
+    let server_port = free_port()?;
+    // Nothing listens on the fallback port; the bench never sends a wrong password.
+    let fallback_port = free_port()?;
+    let conf = w.write(
+        "trojan-server.json",
+        &format!(
+            r#"{{
+    "run_type": "server",
+    "local_addr": "127.0.0.1",
+    "local_port": {server_port},
+    "remote_addr": "127.0.0.1",
+    "remote_port": {fallback_port},
+    "password": ["{TROJAN_PASSWORD}"],
+    "log_level": 1,
+    "ssl": {{
+        "cert": "{cert}",
+        "key": "{key}",
+        "key_password": "",
+        "prefer_server_cipher": true,
+        "alpn": ["http/1.1"],
+        "reuse_session": true,
+        "session_ticket": false,
+        "session_timeout": 600,
+        "plain_http_response": "",
+        "curves": "",
+        "dhparam": ""
+    }},
+    "tcp": {{ "prefer_ipv4": false, "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }},
+    "mysql": {{ "enabled": false }}
+}}"#,
+            cert = w.cert("server.pem"),
+            key = w.cert("server.key"),
+        ),
+    )?;
+    let mut server = w.spawn("trojan-server", &trojan, &["-c".into(), conf.display().to_string()], &[])?;
+    let ready = w.accepting("trojan-server", &mut server, loopback(server_port));
+    chain.adopt(server, true);
+    ready?;
+
+    let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
+        let port = free_port()?;
+        let conf = w.write(
+            &format!("{label}.json"),
+            &format!(
+                r#"{{
+    "run_type": "client",
+    "local_addr": "127.0.0.1",
+    "local_port": {port},
+    "remote_addr": "{ip}",
+    "remote_port": {rport},
+    "password": ["{TROJAN_PASSWORD}"],
+    "log_level": 1,
+    "ssl": {{
+        "verify": true,
+        "verify_hostname": true,
+        "cert": "{ca}",
+        "sni": "localhost",
+        "alpn": ["http/1.1"],
+        "reuse_session": true,
+        "session_ticket": false,
+        "curves": ""
+    }},
+    "tcp": {{ "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }}
+}}"#,
+                ip = upstream.ip(),
+                rport = upstream.port(),
+                ca = w.cert("ca.pem"),
+            ),
+        )?;
+        let mut child = w.spawn(label, &trojan, &["-c".into(), conf.display().to_string()], &[])?;
+        match w.accepting(label, &mut child, loopback(port)) {
+            Ok(()) => Ok((child, loopback(port))),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    };
+    let (c, addr) = client("trojan-client", loopback(server_port))?;
+    chain.adopt(c, true);
+    chain.via = Via::Socks(addr);
+    if far {
+        let relay =
+            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
+        let (c, addr) = client("trojan-client-far", relay.addr)?;
+        chain.adopt(c, false);
+        chain.ttfb_via = Some(Via::Socks(addr));
+        chain._relay = Some(relay);
+    }
+    Ok(chain)
+}
+
+/// The standard base64 alphabet, with padding.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// shadowsocks-rust's sslocal and ssserver with `method`, from `bin_dir`.
+pub fn shadowsocks(
+    w: &Workdir,
+    bin_dir: &Path,
+    name: &str,
+    method: &str,
+    far: bool,
+) -> Result<Chain, String> {
+    let sslocal = bin_dir.join("sslocal");
+    let ssserver = bin_dir.join("ssserver");
+    for b in [&sslocal, &ssserver] {
+        if !b.is_file() {
+            return Err(format!(
+                "{} not found (make bench-peers builds it: cargo install --locked shadowsocks-rust --root target/peers)",
+                b.display()
+            ));
+        }
+    }
+    // 2022 methods take a base64 key of the cipher's length (16 bytes); the others any password.
+    let password = if method.starts_with("2022-") {
+        base64(b"bench-ss2022-key")
+    } else {
+        "blocking-proxy bench".to_string()
+    };
+    let mut chain = Chain::empty(name, format!("shadowsocks-rust sslocal → {method} → ssserver"));
+    let server_port = free_port()?;
+    let common = |args: &mut Vec<String>| {
+        args.extend(strings(&["-m", method, "-k", &password, "--tcp-no-delay"]));
+    };
+    let mut args = strings(&["-s", &loopback(server_port).to_string()]);
+    common(&mut args);
+    let label = format!("{name}-server");
+    let mut server = w.spawn(&label, &ssserver, &args, &[])?;
+    let ready = w.accepting(&label, &mut server, loopback(server_port));
+    chain.adopt(server, true);
+    ready?;
+
+    let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
+        let port = free_port()?;
+        let mut args = strings(&["-b", &loopback(port).to_string(), "-s", &upstream.to_string()]);
+        common(&mut args);
+        let mut child = w.spawn(label, &sslocal, &args, &[])?;
+        match w.accepting(label, &mut child, loopback(port)) {
+            Ok(()) => Ok((child, loopback(port))),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    };
+    let (c, addr) = client(&format!("{name}-local"), loopback(server_port))?;
+    chain.adopt(c, true);
+    chain.via = Via::Socks(addr);
+    if far {
+        let relay =
+            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
+        let (c, addr) = client(&format!("{name}-local-far"), relay.addr)?;
+        chain.adopt(c, false);
+        chain.ttfb_via = Some(Via::Socks(addr));
+        chain._relay = Some(relay);
+    }
+    Ok(chain)
+}

@@ -1,0 +1,360 @@
+//! Figures, their medians, the table, the ratios, the targets of the issue
+//! and the latency chart (SVG written by hand).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Fig {
+    Up,
+    Down,
+    Cpu,
+    C1Ops,
+    C1P50,
+    C1P99,
+    C32Ops,
+    C32P99,
+    Mem,
+    Threads,
+    Ttfb,
+    ScaleHeld,
+    ScaleRss,
+    ScaleThreads,
+}
+
+pub const ALL: [Fig; 14] = [
+    Fig::Up,
+    Fig::Down,
+    Fig::Cpu,
+    Fig::C1Ops,
+    Fig::C1P50,
+    Fig::C1P99,
+    Fig::C32Ops,
+    Fig::C32P99,
+    Fig::Mem,
+    Fig::Threads,
+    Fig::Ttfb,
+    Fig::ScaleHeld,
+    Fig::ScaleRss,
+    Fig::ScaleThreads,
+];
+
+impl Fig {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fig::Up => "upload, 1 connection",
+            Fig::Down => "download, 1 connection",
+            Fig::Cpu => "proxy CPU per GiB moved",
+            Fig::C1Ops => "new connection c=1",
+            Fig::C1P50 => "new connection c=1 p50",
+            Fig::C1P99 => "new connection c=1 p99",
+            Fig::C32Ops => "new connection c=32",
+            Fig::C32P99 => "new connection c=32 p99",
+            Fig::Mem => "RSS per held connection",
+            Fig::Threads => "threads per held connection",
+            Fig::Ttfb => "first byte over a 20 ms RTT link",
+            Fig::ScaleHeld => "scale: held and answering",
+            Fig::ScaleRss => "scale: RSS, all held",
+            Fig::ScaleThreads => "scale: threads, all held",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Fig::Up | Fig::Down => "MiB/s",
+            Fig::Cpu => "s/GiB",
+            Fig::C1Ops | Fig::C32Ops => "ops/s",
+            Fig::C1P50 | Fig::C1P99 | Fig::C32P99 => "µs",
+            Fig::Mem => "KiB",
+            Fig::Threads => "",
+            Fig::Ttfb => "RTT",
+            Fig::ScaleHeld => "conns",
+            Fig::ScaleRss => "MiB",
+            Fig::ScaleThreads => "",
+        }
+    }
+
+    fn decimals(self) -> usize {
+        match self {
+            Fig::Cpu | Fig::Threads | Fig::Ttfb => 2,
+            Fig::Mem => 1,
+            _ => 0,
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Fig::Up | Fig::Down | Fig::C1Ops | Fig::C32Ops | Fig::ScaleHeld)
+    }
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub chains: Vec<String>,
+    samples: HashMap<(usize, Fig), Vec<f64>>,
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    pub fn new(chains: Vec<String>) -> Results {
+        Results { chains, ..Results::default() }
+    }
+
+    pub fn add(&mut self, chain: usize, fig: Fig, v: f64) {
+        self.samples.entry((chain, fig)).or_default().push(v);
+    }
+
+    pub fn note(&mut self, chain: usize, text: String) {
+        let line = format!("{}: {text}", self.chains[chain]);
+        if !self.notes.contains(&line) {
+            self.notes.push(line);
+        }
+    }
+
+    pub fn get(&self, chain: usize, fig: Fig) -> Option<f64> {
+        median(self.samples.get(&(chain, fig))?)
+    }
+
+    pub fn by_name(&self, name: &str, fig: Fig) -> Option<f64> {
+        self.get(self.chains.iter().position(|c| c == name)?, fig)
+    }
+}
+
+pub fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        _ => "n/a".into(),
+    }
+}
+
+/// One table: a row per figure, a column per chain.
+pub fn table(r: &Results, bytes_label: &str, scale_n: usize) -> String {
+    let width: Vec<usize> = r.chains.iter().map(|c| c.chars().count().max(9) + 2).collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:<42}{:<8}", "figure (median of rounds)", "unit");
+    for (c, w) in r.chains.iter().zip(&width) {
+        let _ = write!(out, "{c:>w$}");
+    }
+    out.push('\n');
+    for fig in ALL {
+        if (0..r.chains.len()).all(|c| r.get(c, fig).is_none()) {
+            continue;
+        }
+        let label = match fig {
+            Fig::Up | Fig::Down => format!("{}, {bytes_label}", fig.label()),
+            Fig::ScaleHeld => format!("{} (of {scale_n})", fig.label()),
+            _ => fig.label().to_string(),
+        };
+        let arrow = if fig.higher_is_better() { "↑" } else { "↓" };
+        let _ = write!(out, "{:<42}{:<8}", format!("{arrow} {label}"), fig.unit());
+        for (c, w) in width.iter().enumerate() {
+            let _ = write!(out, "{:>w$}", fmt(r.get(c, fig), fig.decimals()), w = *w);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// ours ÷ peer for each figure, a column per peer.
+pub fn ratios(r: &Results, ours: usize) -> String {
+    let peers: Vec<usize> = (0..r.chains.len()).filter(|c| *c != ours && r.chains[*c] != "direct").collect();
+    if peers.is_empty() {
+        return String::new();
+    }
+    let heads: Vec<String> = peers.iter().map(|p| format!("÷ {}", r.chains[*p])).collect();
+    let width: Vec<usize> = heads.iter().map(|h| h.chars().count().max(9) + 2).collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:<42}{:<8}", format!("{} ÷ peer (same run)", r.chains[ours]), "better");
+    for (h, w) in heads.iter().zip(&width) {
+        let _ = write!(out, "{h:>w$}");
+    }
+    out.push('\n');
+    for fig in ALL {
+        let mine = r.get(ours, fig);
+        let row: Vec<Option<f64>> = peers
+            .iter()
+            .map(|p| match (mine, r.get(*p, fig)) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            })
+            .collect();
+        if row.iter().all(Option::is_none) {
+            continue;
+        }
+        let better = if fig.higher_is_better() { ">1" } else { "<1" };
+        let _ = write!(out, "{:<42}{:<8}", fig.label(), better);
+        for (v, w) in row.iter().zip(&width) {
+            let s = v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}×"));
+            let _ = write!(out, "{s:>w$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The targets of the issue, each with the measured figure and MET / MISSED.
+pub fn targets(r: &Results, scale_n: usize) -> String {
+    const SS2022: &str = "ss-2022";
+    const SSAES: &str = "ss-aes-128-gcm";
+    let ours = |f| r.by_name("ours", f);
+    let mut out = String::new();
+    let mut line = |what: String, measured: String, ok: Option<bool>| {
+        let verdict = match ok {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "n/a",
+        };
+        let _ = writeln!(out, "  {what:<40} {measured:<58} {verdict}");
+    };
+    let ratio_line = |line: &mut dyn FnMut(String, String, Option<bool>), fig: Fig, peer: &str, want: f64| {
+        let (a, b) = (ours(fig), r.by_name(peer, fig));
+        let what =
+            format!("{} {} {want:.1}× {peer}", short(fig), if fig.higher_is_better() { "≥" } else { "≤" });
+        match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => {
+                let x = a / b;
+                let ok = if fig.higher_is_better() { x >= want } else { x <= want };
+                let d = fig.decimals();
+                line(what, format!("{a:.d$} vs {b:.d$} {}: {x:.2}×", fig.unit()), Some(ok));
+            }
+            _ => line(what, format!("{peer} not measured (--peers)"), None),
+        }
+    };
+    for fig in [Fig::Up, Fig::Down] {
+        ratio_line(&mut line, fig, SS2022, 1.0);
+        ratio_line(&mut line, fig, SSAES, 1.4);
+        let what = format!("{} ≥ 0.9×(direct÷3)", short(fig));
+        match (ours(fig), r.by_name("direct", fig)) {
+            (Some(a), Some(d)) => {
+                let want = 0.9 * d / 3.0;
+                line(what, format!("{a:.0} MiB/s vs {want:.0} MiB/s (direct {d:.0})"), Some(a >= want));
+            }
+            _ => line(what, "not measured".into(), None),
+        }
+    }
+    match ours(Fig::Cpu) {
+        Some(c) => line("CPU ≤ 1.2 s/GiB".into(), format!("{c:.2} s/GiB"), Some(c <= 1.2)),
+        None => line("CPU ≤ 1.2 s/GiB".into(), "not measured".into(), None),
+    }
+    ratio_line(&mut line, Fig::C1P50, SS2022, 0.8);
+    ratio_line(&mut line, Fig::C1P99, SS2022, 1.0);
+    ratio_line(&mut line, Fig::C32Ops, SS2022, 1.0);
+    match ours(Fig::Ttfb) {
+        Some(t) => line("TTFB ≤ 1.2 round trips".into(), format!("{t:.2} round trips"), Some(t <= 1.2)),
+        None => line("TTFB ≤ 1.2 round trips".into(), "not measured".into(), None),
+    }
+    match ours(Fig::Mem) {
+        Some(m) => line("memory ≤ 80 KiB per held connection".into(), format!("{m:.1} KiB"), Some(m <= 80.0)),
+        None => line("memory ≤ 80 KiB per held connection".into(), "not measured".into(), None),
+    }
+    let what = "scale: 5,000 held, all answering".to_string();
+    match ours(Fig::ScaleHeld) {
+        Some(h) => line(what, format!("{h:.0} of {scale_n} held and answering"), Some(h >= 5000.0)),
+        None => line(what, "not measured (--quick or --no-scale)".into(), None),
+    }
+    out
+}
+
+fn short(fig: Fig) -> &'static str {
+    match fig {
+        Fig::Up => "upload",
+        Fig::Down => "download",
+        Fig::C1P50 => "c=1 p50 latency",
+        Fig::C1P99 => "c=1 p99 latency",
+        Fig::C32Ops => "c=32 ops/s",
+        other => other.label(),
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A bar chart of the c=1 p50 and p99 latencies, one group per chain.
+pub fn latency_svg(r: &Results) -> String {
+    let groups: Vec<(String, f64, f64)> = (0..r.chains.len())
+        .filter_map(|c| Some((r.chains[c].clone(), r.get(c, Fig::C1P50)?, r.get(c, Fig::C1P99)?)))
+        .collect();
+    let top = groups.iter().map(|g| g.2.max(g.1)).fold(1.0, f64::max);
+    // A round step: at most 6 ticks on the axis.
+    let step = nice(top / 5.0);
+    let ymax = (top / step).ceil() * step;
+    let (x0, y0, ph, gw) = (80.0, 60.0, 300.0, 150.0);
+    let width = (x0 + gw * groups.len().max(1) as f64 + 40.0).max(680.0);
+    let height = y0 + ph + 70.0;
+    let y = |v: f64| y0 + ph - v / ymax * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="24" font-size="15" font-weight="bold">New connection + 64 B echo, concurrency 1: latency (µs, lower is better)</text>"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0}" y="34" width="12" height="12" fill="#4e79a7"/><text x="{}" y="45">p50</text><rect x="{}" y="34" width="12" height="12" fill="#e15759"/><text x="{}" y="45">p99</text>"##,
+        x0 + 16.0,
+        x0 + 60.0,
+        x0 + 76.0
+    );
+    let mut v = 0.0;
+    while v <= ymax + step / 2.0 {
+        let yy = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.0}</text>"##,
+            width - 30.0,
+            x0 - 6.0,
+            yy + 4.0
+        );
+        v += step;
+    }
+    for (i, (name, p50, p99)) in groups.iter().enumerate() {
+        let gx = x0 + gw * i as f64 + 25.0;
+        for (k, (val, color)) in [(*p50, "#4e79a7"), (*p99, "#e15759")].iter().enumerate() {
+            let bx = gx + 50.0 * k as f64;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{bx:.1}" y="{:.1}" width="44" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11">{val:.0}</text>"#,
+                y(*val),
+                y0 + ph - y(*val),
+                bx + 22.0,
+                y(*val) - 4.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            gx + 47.0,
+            y0 + ph + 20.0,
+            xml(name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        y0 + ph,
+        width - 30.0,
+        y0 + ph
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The 1, 2 or 5 × 10^k at or above `x`.
+fn nice(x: f64) -> f64 {
+    let p = 10f64.powf(x.max(1e-9).log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= x).unwrap_or(10.0 * p)
+}
