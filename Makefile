@@ -36,9 +36,10 @@ test: deps
 	$(CARGO) test --release
 	bash tests/make_run.sh
 
-# Install whatever the tests need that this machine lacks (apt-get, as root or through sudo).
-deps:
-	@missing=""; for pair in $(TEST_TOOLS); do \
+# Installs, with apt-get (as root or through sudo), the Debian packages behind the
+# commands in $(1), a list of command:package pairs, that this machine lacks.
+define install_missing
+	@missing=""; for pair in $(1); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -46,6 +47,11 @@ deps:
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+endef
+
+# Install whatever the tests need that this machine lacks.
+deps:
+	$(call install_missing,$(TEST_TOOLS))
 
 lint:
 	$(CARGO) fmt --check
@@ -100,17 +106,10 @@ bench:
 bench-peers: bench-deps
 	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 
-# What the peer chains need and this machine lacks: Debian packages (apt-get, as root
-# or through sudo) and shadowsocks-rust, built once into target/peers.
+# What the peer chains need and this machine lacks: Debian packages and
+# shadowsocks-rust, built once into target/peers.
 bench-deps:
-	@missing=""; for pair in $(PEER_TOOLS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
-	fi
+	$(call install_missing,$(PEER_TOOLS))
 	@if [ ! -x $(PEERS)/bin/sslocal ] || [ ! -x $(PEERS)/bin/ssserver ]; then \
 	  echo "building shadowsocks-rust $(SS_VERSION) into $(PEERS)"; \
 	  $(CARGO) install --locked shadowsocks-rust@$(SS_VERSION) --root $(PEERS); \

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
+use crate::signals::Signals;
 use crate::socks5::User;
 use crate::{Error, Timeouts};
 
@@ -33,6 +34,14 @@ impl From<getopts::Fail> for Exit {
     fn from(e: getopts::Fail) -> Self {
         Exit::Usage(e.to_string())
     }
+}
+
+/// A binary's `main`: blocks the shutdown signals before any thread exists
+/// (every thread then inherits the block), runs `run` with the arguments, and
+/// turns its result into the exit status.
+pub fn main(prog: &str, run: fn(&[String], Signals) -> Result<(), Exit>) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    finish(prog, crate::signals::block().map_err(Exit::from).and_then(|signals| run(&args, signals)))
 }
 
 /// Turns the result of a binary's `run` into its exit status and one line on stderr.

@@ -14,13 +14,10 @@ const PROG: &str = "blocking-local";
 const ABOUT: &str = "SOCKS5 proxy that carries every connection over TLS to blocking-server.";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    cli::finish(PROG, run(&args))
+    cli::main(PROG, run)
 }
 
-fn run(args: &[String]) -> Result<(), Exit> {
-    // Before any thread exists, so that every thread inherits the block.
-    let signals = signals::block()?;
+fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let mut opts = getopts::Options::new();
     opts.optopt("", "server", "blocking-server to connect to (required)", "HOST:PORT");
     opts.optopt("", "listen", "SOCKS5 address to listen on (default 127.0.0.1:1081)", "ADDR:PORT");

@@ -14,13 +14,10 @@ const PROG: &str = "blocking-server";
 const ABOUT: &str = "TLS server for blocking-local: reads the target, connects to it and relays.";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    cli::finish(PROG, run(&args))
+    cli::main(PROG, run)
 }
 
-fn run(args: &[String]) -> Result<(), Exit> {
-    // Before any thread exists, so that every thread inherits the block.
-    let signals = signals::block()?;
+fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let mut opts = getopts::Options::new();
     opts.optopt("", "cert", "certificate chain, PEM, leaf first (fullchain.pem)", "FILE");
     opts.optopt("", "key", "private key, PEM: PKCS#8, PKCS#1 or SEC1 (privkey.pem)", "FILE");
