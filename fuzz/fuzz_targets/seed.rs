@@ -7,30 +7,12 @@
 //! (all but LEN for an IP address, which the format says the reader ignores).
 #![no_main]
 
-use std::io::{self, Read};
 
 use blocking_proxy::wire::{encode_seed, read_seed, Target};
 use libfuzzer_sys::fuzz_target;
 
-/// Serves the fuzz input, in one read or one byte per read, and counts what was taken.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-    one_byte: bool,
-}
-
-impl Read for Input<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.data[self.pos..];
-        let mut n = buf.len().min(rest.len());
-        if self.one_byte {
-            n = n.min(1);
-        }
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
+mod common;
+use common::Input;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };

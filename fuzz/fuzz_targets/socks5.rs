@@ -8,48 +8,20 @@
 //! address re-encodes to the bytes read (never a byte of the payload after it).
 #![no_main]
 
-use std::io::{self, Read, Write};
 
 use blocking_proxy::socks5::{accept, User, CMD_CONNECT, SOCKS_VERSION};
 use blocking_proxy::wire::encode_socks_addr;
 use libfuzzer_sys::fuzz_target;
 
-/// Serves the fuzz input, in one read or one byte per read, counts what was
-/// taken, and discards what is written.
-struct Conn<'a> {
-    data: &'a [u8],
-    pos: usize,
-    one_byte: bool,
-}
-
-impl Read for Conn<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.data[self.pos..];
-        let mut n = buf.len().min(rest.len());
-        if self.one_byte {
-            n = n.min(1);
-        }
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for Conn<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::Input;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };
     let with_users = flags & 1 != 0;
     let users =
         if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
-    let mut conn = Conn { data: wire, pos: 0, one_byte: flags & 2 != 0 };
+    let mut conn = Input { data: wire, pos: 0, one_byte: flags & 2 != 0 };
     let Ok(target) = accept(&mut conn, &users) else { return };
 
     let consumed = &wire[..conn.pos];

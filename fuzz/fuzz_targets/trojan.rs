@@ -7,31 +7,13 @@
 //! after it), byte for byte.
 #![no_main]
 
-use std::io::{self, Read};
 use std::sync::OnceLock;
 
 use blocking_proxy::wire::{encode_trojan, read_trojan, trojan_hash, TrojanHash};
 use libfuzzer_sys::fuzz_target;
 
-/// Serves the fuzz input, in one read or one byte per read, and counts what was taken.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-    one_byte: bool,
-}
-
-impl Read for Input<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.data[self.pos..];
-        let mut n = buf.len().min(rest.len());
-        if self.one_byte {
-            n = n.min(1);
-        }
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
+mod common;
+use common::Input;
 
 fn known() -> &'static [TrojanHash; 1] {
     static KNOWN: OnceLock<[TrojanHash; 1]> = OnceLock::new();
