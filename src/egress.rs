@@ -89,16 +89,21 @@ impl Policy {
     }
 }
 
-/// IPv4 addresses carried in IPv6 are judged as IPv4.
+/// IPv4 addresses carried in IPv6 are judged as IPv4: mapped
+/// (`::ffff:0:0/96`), compatible (`::/96`, deprecated), and NAT64
+/// (`64:ff9b::/96` and the local-use `64:ff9b:1::/48`).
 fn embedded_ipv4(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else { return ip };
     if let Some(v4) = v6.to_ipv4_mapped() {
         return IpAddr::V4(v4);
     }
     let s = v6.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let o = v6.octets();
-        return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    let o = v6.octets();
+    let carried = IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1];
+    if compatible || nat64 {
+        return carried;
     }
     ip
 }
@@ -167,6 +172,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "::10.0.0.1",
+            "::127.0.0.1",
         ] {
             assert!(!p.permits(ip(a)), "{a} must be refused");
         }

@@ -351,12 +351,13 @@ pub fn listen(addr: &str) -> Result<TcpListener, Error> {
 }
 
 /// Connects to `target`, trying each address it resolves to until one
-/// answers; all attempts together end at `until`. With a `policy`, only the
-/// addresses it permits are tried, and none is a [`Error::Denied`].
+/// answers; resolution and all attempts together end at `until`. With a
+/// `policy`, only the addresses it permits are tried, and none is a
+/// [`Error::Denied`].
 pub fn connect(target: &Target, until: Instant, policy: Option<&egress::Policy>) -> Result<TcpStream, Error> {
     let mut addrs: Vec<SocketAddr> = match target {
         Target::Ip(a) => vec![*a],
-        Target::Domain(name, port) => (name.as_str(), *port).to_socket_addrs()?.collect(),
+        Target::Domain(name, port) => resolve(name, *port, until)?,
     };
     if let Some(policy) = policy {
         let resolved = addrs.len();
@@ -366,13 +367,16 @@ pub fn connect(target: &Target, until: Instant, policy: Option<&egress::Policy>)
         }
     }
     let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-    for addr in addrs {
+    for (i, addr) in addrs.iter().enumerate() {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
             break;
         }
-        match TcpStream::connect_timeout(&addr, left) {
+        // Each address gets its share of what is left, so one that never
+        // answers (an AAAA without a route, say) does not starve the rest.
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        match TcpStream::connect_timeout(addr, share) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
@@ -381,6 +385,24 @@ pub fn connect(target: &Target, until: Instant, policy: Option<&egress::Policy>)
         }
     }
     Err(Error::Io(last))
+}
+
+/// Resolves `name` with the system resolver, giving up at `until`. The
+/// lookup runs on a worker thread, since getaddrinfo cannot be interrupted;
+/// a late answer is dropped.
+fn resolve(name: &str, port: u16, until: Instant) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = name.to_owned();
+    SETUP_THREADS.spawn(move || {
+        let _ = tx.send((owned.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    })?;
+    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        Ok(found) => Ok(found?),
+        Err(_) => Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "name resolution timed out"))),
+    }
 }
 
 /// One connection's account: what it did, logged as a single `info` line

@@ -130,8 +130,8 @@ impl Pool {
     fn take(&self) -> Option<(TcpStream, ClientConnection)> {
         let mut ready = self.lock();
         let found = loop {
-            let r = ready.pop_front()?;
-            if r.born.elapsed() < self.cfg.pool_age && still_open(&r.sock) {
+            let mut r = ready.pop_front()?;
+            if r.born.elapsed() < self.cfg.pool_age && still_open(&r.sock, &mut r.conn) {
                 break Some((r.sock, r.conn));
             }
         };
@@ -164,14 +164,24 @@ impl Pool {
     }
 }
 
-/// Whether the server has not closed a connection while it waited in the pool.
-fn still_open(sock: &TcpStream) -> bool {
+/// Whether the server has not closed a connection while it waited in the
+/// pool. Whatever arrived meanwhile is read without waiting: the session
+/// tickets the server sends after the handshake (stored for resumption), and
+/// behind them perhaps the end of the connection.
+fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
     if sock.set_nonblocking(true).is_err() {
         return false;
     }
-    let open = match sock.peek(&mut [0u8; 1]) {
-        Ok(n) => n > 0, // session tickets waiting to be read
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    let open = loop {
+        match conn.read_tls(&mut &*sock) {
+            Ok(0) => break false,
+            Ok(_) => {
+                if conn.process_new_packets().is_err() {
+                    break false;
+                }
+            }
+            Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
+        }
     };
     open && sock.set_nonblocking(false).is_ok()
 }

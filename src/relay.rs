@@ -31,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::{Connection, ConnectionCommon, SideData};
+use socket2::SockRef;
 
 use crate::{Error, Timeouts, COPY_THREADS};
 
@@ -372,6 +373,8 @@ type OnDone = Box<dyn FnOnce(Outcome) + Send>;
 /// What the two copy threads of one connection share.
 struct Shared {
     socks: [Arc<TcpStream>; 2],
+    /// Which ends are TLS.
+    tls: [bool; 2],
     names: [&'static str; 2],
     timeouts: Timeouts,
     start: Instant,
@@ -397,12 +400,25 @@ impl Shared {
         self.start.elapsed().saturating_sub(last)
     }
 
-    /// Closes both sockets at once; the first reason given is the one reported.
+    /// Closes both ends at once; the first reason given is the one reported.
+    ///
+    /// A TLS end is shut down both ways: its peer sees the stream end
+    /// without close_notify, which it knows for a broken one. A plain TCP
+    /// end must not see a clean end of stream (a transfer cut short would
+    /// look complete), so it is reset: SO_LINGER 0 makes the close send RST,
+    /// and shutting down only its read side wakes our reader without a FIN.
+    /// A write of ours blocked on a peer that does not read stays so until
+    /// the write timeout (the idle time).
     fn abort(&self, why: End) {
         self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
-        self.aborted.store(true, Ordering::Relaxed);
-        for s in &self.socks {
-            let _ = s.shutdown(Shutdown::Both);
+        self.aborted.store(true, Ordering::SeqCst);
+        for (s, tls) in self.socks.iter().zip(self.tls) {
+            if tls {
+                let _ = s.shutdown(Shutdown::Both);
+            } else {
+                let _ = SockRef::from(&**s).set_linger(Some(Duration::ZERO));
+                let _ = s.shutdown(Shutdown::Read);
+            }
         }
         self.wake.notify_all();
     }
@@ -484,6 +500,8 @@ fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
         }
     };
     match copied {
+        // Woken by an abort: the end is a reset, not an EOF to pass on.
+        Ok(()) if sh.aborted.load(Ordering::SeqCst) => {}
         Ok(()) => {
             if let Err(e) = dst.inner.close_write() {
                 sh.abort(End::Error(format!("closing {}: {e}", names[1 - from])));
@@ -546,8 +564,10 @@ pub fn relay(
         let _ = s.set_read_timeout(Some(timeouts.idle));
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
+    let tls = [matches!(a.reader, Reader::Tls(_)), matches!(b.reader, Reader::Tls(_))];
     let sh = Arc::new(Shared {
         socks: [a.sock, b.sock],
+        tls,
         names,
         timeouts: *timeouts,
         start: Instant::now(),

@@ -11,7 +11,9 @@
 //! connection whose header is not valid (a wrong password, a seed header, a
 //! browser's `GET /`, a header cut short and then silence) is handed, with
 //! every byte read so far, to the fallback address if there is one, so that a
-//! prober sees an ordinary web site; otherwise it is closed.
+//! prober sees an ordinary web site; otherwise it is closed. A client whose
+//! hash was right but whose request is not served (UDP ASSOCIATE, a malformed
+//! rest) is closed, never handed over with its hash.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -102,7 +104,10 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
         Err(e) => {
             log::debug!("#{id} bad header: {e}");
             report.end = format!("header: {e}");
-            if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
+            // A client that presented a valid password is never handed over:
+            // the fallback would receive its hash in the clear.
+            let authenticated = wire::trojan_hash_known(&seen, &cfg.passwords);
+            if let (Some(fallback), true) = (&cfg.fallback, !authenticated && worth_a_fallback(&e, &seen)) {
                 to_fallback(sock, conn, &seen, fallback, cfg, report);
             }
             return;

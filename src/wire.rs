@@ -199,11 +199,7 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
             return Err(Error::Protocol("not a trojan header"));
         }
     }
-    let mut matched = false;
-    for k in known {
-        matched |= constant_time_eq(k, &hash);
-    }
-    if !matched {
+    if !trojan_hash_known(&hash, known) {
         return Err(Error::Protocol("wrong password"));
     }
     let mut head = [0u8; 4];
@@ -221,6 +217,16 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
         return Err(Error::Protocol("malformed trojan header"));
     }
     Ok(target)
+}
+
+/// Whether `seen` starts with one of the `known` hashes (compared in constant time).
+pub fn trojan_hash_known(seen: &[u8], known: &[TrojanHash]) -> bool {
+    let Some(hash) = seen.get(..TROJAN_HASH_LEN) else { return false };
+    let mut matched = false;
+    for k in known {
+        matched |= constant_time_eq(k, hash);
+    }
+    matched
 }
 
 /// Compares two byte strings in time that depends only on their length.
@@ -263,7 +269,8 @@ pub(crate) fn read_port<R: Read>(r: &mut R) -> io::Result<u16> {
     Ok(u16::from_be_bytes(p))
 }
 
-/// Reads a domain name of `len` bytes; it must be non-empty UTF-8 without NUL.
+/// Reads a domain name of `len` bytes; it must be non-empty UTF-8 without
+/// control characters (which would also forge lines in the logs).
 pub(crate) fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> {
     if len == 0 {
         return Err(Error::Protocol("empty domain name"));
@@ -272,7 +279,7 @@ pub(crate) fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> 
     let name = &mut name[..usize::from(len)];
     r.read_exact(name)?;
     match std::str::from_utf8(name) {
-        Ok(s) if !s.contains('\0') => Ok(s.to_owned()),
+        Ok(s) if !s.chars().any(char::is_control) => Ok(s.to_owned()),
         _ => Err(Error::Protocol("domain name is not text")),
     }
 }
@@ -388,6 +395,10 @@ mod tests {
         assert!(matches!(read_seed(&mut &[2, 0, 0, 0][..]), Err(Error::Protocol(_))));
         assert!(matches!(read_seed(&mut &[3, 0, 0, 80][..]), Err(Error::Protocol(_))));
         assert!(matches!(read_seed(&mut &[3, 2, 0xff, 0xfe, 0, 80][..]), Err(Error::Protocol(_))));
+        assert!(
+            matches!(read_seed(&mut &b"\x03\x03a\nb\x00\x50"[..]), Err(Error::Protocol(_))),
+            "no newline"
+        );
         assert!(matches!(read_seed(&mut &[1, 0, 127, 0][..]), Err(Error::Io(_))));
         assert!(matches!(read_seed(&mut &[][..]), Err(Error::Io(_))));
     }

@@ -240,3 +240,26 @@ fn open_proxies_warn_at_start() {
     quiet.wait_line(|l| l.contains("listening on"));
     assert!(quiet.lines().iter().all(|l| !l.contains("open proxy")));
 }
+
+#[test]
+fn a_right_password_with_an_unserved_command_is_closed_never_handed_to_the_fallback() {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let fallback = target("127.0.0.1:0", move |mut s| {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let _ = tx.lock().unwrap().send(got);
+    })
+    .to_string();
+    let server = Proc::server(&["--password", "secret", "--fallback", &fallback]);
+    // A trojan client asking for UDP ASSOCIATE (command 3), as clients with UDP on do for DNS.
+    let mut header = blocking_proxy::wire::trojan_hash("secret").to_vec();
+    header.extend_from_slice(b"\r\n\x03\x01\x08\x08\x08\x08\x00\x35\r\n");
+    let mut tls = tls_to(server.addr);
+    tls.write_all(&header).unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    server.wait_line(|l| l.contains("end=header: protocol: only CONNECT is served"));
+    assert!(rx.try_recv().is_err(), "the fallback never saw the hash");
+}

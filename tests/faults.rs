@@ -42,8 +42,9 @@ fn server_killed_mid_transfer_closes_the_app_connection() {
     let _target_side = started.recv_timeout(TIMEOUT).unwrap();
     signal(&pair.server, "KILL");
     pair.server.wait_exit();
-    // The app sees the end (EOF or reset), not a hang; a read timeout would panic here.
-    let _ = read_until_closed(&mut s);
+    // The app sees a reset, not a clean end that would pass the cut-off stream for complete.
+    let end = read_until_closed(&mut s);
+    assert!(matches!(&end, Err(e) if e.kind() == io::ErrorKind::ConnectionReset), "{end:?}");
     pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=server"));
     pair.local.wait_threads(local_threads);
     pair.local.wait_fds(local_fds);
@@ -53,23 +54,29 @@ fn server_killed_mid_transfer_closes_the_app_connection() {
 fn local_killed_mid_transfer_releases_the_server_side() {
     let mut pair = Pair::start();
     let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
-    let (tgt, started) = streaming_target();
+    // The target sends a burst, then only reads, and reports how its read ended.
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let tgt = target("127.0.0.1:0", move |mut s| {
+        s.write_all(&[1u8; 64 * 1024]).unwrap();
+        let end = read_until_closed(&mut s).map(|v| v.len());
+        let _ = tx.lock().unwrap().send(end);
+    });
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
     let mut first = [0u8; 1024];
     s.read_exact(&mut first).unwrap();
-    let mut target_side = started.recv_timeout(TIMEOUT).unwrap();
     signal(&pair.local, "KILL");
     pair.local.wait_exit();
     pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=client"));
     pair.server.wait_threads(server_threads);
     pair.server.wait_fds(server_fds);
-    // The target's connection was closed too.
-    let mut rest = Vec::new();
-    let _ = target_side.read_to_end(&mut rest);
+    // The target's connection was reset, not ended as if the client had finished.
+    let end = rx.recv_timeout(TIMEOUT).unwrap();
+    assert!(matches!(&end, Err(e) if e.kind() == io::ErrorKind::ConnectionReset), "{end:?}");
 }
 
 #[test]
-fn a_target_reset_reaches_the_app_as_a_close_in_both_directions() {
+fn a_target_reset_reaches_the_app_as_a_reset_in_both_directions() {
     let pair = Pair::start();
     let (local_threads, server_threads) = (pair.local.threads(), pair.server.threads());
     let tgt = target("127.0.0.1:0", |mut s| {
@@ -80,7 +87,8 @@ fn a_target_reset_reaches_the_app_as_a_close_in_both_directions() {
     });
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
     s.write_all(b"hello").unwrap();
-    let _ = read_until_closed(&mut s);
+    let end = read_until_closed(&mut s);
+    assert!(matches!(&end, Err(e) if e.kind() == io::ErrorKind::ConnectionReset), "{end:?}");
     pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=target reset"));
     // The app's own direction is closed as well: writing fails once the close arrives.
     let mut wrote = 0;

@@ -299,7 +299,9 @@ fn after_a_half_close_a_silent_peer_is_closed_at_the_linger_timeout() {
     s.write_all(b"request").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let _held = rx.recv_timeout(TIMEOUT).unwrap();
-    assert_eq!(read_until_closed(&mut s).unwrap(), b"");
+    // The proxy, not the target, ended that direction: the app sees a reset, not an EOF.
+    let end = read_until_closed(&mut s);
+    assert!(matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{end:?}");
     pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=linger timeout"));
 }
 
@@ -346,4 +348,25 @@ fn the_pool_serves_clients_and_replaces_stale_connections() {
     pair.server.wait_lines(6, |l| {
         l.contains(&format!("target=localhost:{} ", web.port())) || l.contains(&format!("target={web} "))
     });
+}
+
+#[test]
+fn ready_connections_the_server_closed_are_not_used() {
+    let (c, k) = (cert("server.pem"), cert("server.key"));
+    let mut server = Proc::server(&["--cert", &c, "--key", &k]);
+    let idle = server.threads();
+    let addr = server.addr.to_string();
+    let local = Proc::local(server.addr, &["--pool", "2", "--pool-age", "60"]);
+    // Both ready connections wait on the server, each on a setup thread.
+    let until = std::time::Instant::now() + TIMEOUT;
+    while server.threads() < idle + 2 {
+        assert!(std::time::Instant::now() < until, "the pool did not fill");
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The server restarts: the ready connections are dead, with session tickets unread before the end.
+    drop(server);
+    server = Proc::server(&["--listen", &addr, "--cert", &c, "--key", &k]);
+    let web = http("127.0.0.1:0");
+    assert_eq!(curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]), PAGE);
+    server.wait_line(|l| l.contains(&format!("target={web} ")));
 }
