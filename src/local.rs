@@ -154,13 +154,33 @@ impl Pool {
             }
             drop(ready);
             match connect_server(&self.cfg) {
-                Ok((sock, conn)) => self.lock().push_back(Ready { sock, conn, born: Instant::now() }),
+                Ok((sock, mut conn)) => {
+                    take_tickets(&sock, &mut conn);
+                    self.lock().push_back(Ready { sock, conn, born: Instant::now() });
+                }
                 Err(e) => {
                     log::warn!("pool: cannot reach server {}: {e}", self.cfg.server);
                     thread::sleep(POOL_BACKOFF);
                 }
             }
         }
+    }
+}
+
+/// How long a filler waits for the session tickets a TLS 1.3 server sends
+/// right after the handshake (about one round trip).
+const TICKET_WAIT: Duration = Duration::from_millis(200);
+
+/// Reads the session tickets that follow a handshake, so that they are
+/// stored for resumption now and not on a client's path later. TLS 1.2
+/// servers send none: then this just waits [`TICKET_WAIT`] for nothing.
+fn take_tickets(sock: &TcpStream, conn: &mut ClientConnection) {
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return;
+    }
+    let _ = sock.set_read_timeout(Some(TICKET_WAIT));
+    if conn.read_tls(&mut &*sock).is_ok_and(|n| n > 0) {
+        let _ = conn.process_new_packets();
     }
 }
 
