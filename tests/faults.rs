@@ -206,8 +206,13 @@ fn sigterm_drains_a_transfer_in_progress_and_refuses_new_connections() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut server = Proc::server(&["--drain-timeout", "600"]);
-    let _held = connect(server.addr); // keeps the drain waiting
-    server.wait_line(|l| l.contains("listening"));
+    let idle = server.threads();
+    let _held = connect(server.addr); // keeps the drain waiting, once accepted
+    let until = std::time::Instant::now() + TIMEOUT;
+    while server.threads() <= idle {
+        assert!(std::time::Instant::now() < until, "the connection was not accepted");
+        thread::sleep(Duration::from_millis(5));
+    }
     signal(&server, "INT");
     server.wait_line(|l| l.contains("listener closed"));
     signal(&server, "TERM");
