@@ -271,7 +271,14 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];
-    let early_len = read_ready(&app, &mut early);
+    let early_len = match read_ready(&app, &mut early) {
+        Ok(n) => n,
+        // A reset now must not turn into a clean end upstream: drop the tunnel unopened.
+        Err(e) => {
+            report.end = format!("client: {e}");
+            return;
+        }
+    };
     let mut first = Vec::with_capacity(HEADER_MAX + early_len);
     match &cfg.password {
         Some(hash) => wire::encode_trojan(hash, &target, &mut first),
@@ -300,12 +307,14 @@ fn connect_server(cfg: &Config) -> Result<(TcpStream, ClientConnection), Error> 
     Ok((sock, conn))
 }
 
-/// Reads what `sock` has already received into `buf`, without waiting; returns its length.
-fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> usize {
-    if sock.set_nonblocking(true).is_err() {
-        return 0;
-    }
-    let n = (&*sock).read(buf).unwrap_or(0);
-    let _ = sock.set_nonblocking(false);
-    n
+/// Reads what `sock` has already received into `buf`, without waiting;
+/// returns its length (0 when nothing has arrived yet).
+fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    sock.set_nonblocking(true)?;
+    let read = match (&*sock).read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    };
+    sock.set_nonblocking(false)?;
+    read
 }
