@@ -258,21 +258,15 @@ impl Bench<'_> {
         let down = loadgen::download(chain.via, &self.targets, b);
         let cpu1 = loadgen::sum_cpu(&chain.pids);
         let mut msg = format!("throughput {}:", chain.name);
-        match &up {
-            Ok(t) => {
-                let v = mib / t.as_secs_f64();
-                self.results.add(i, Fig::Up, v);
-                msg += &format!(" up {v:.0} MiB/s");
+        for (run, fig, what, sep) in [(&up, Fig::Up, "up", " "), (&down, Fig::Down, "down", ", ")] {
+            match run {
+                Ok(t) => {
+                    let v = mib / t.as_secs_f64();
+                    self.results.add(i, fig, v);
+                    msg += &format!("{sep}{what} {v:.0} MiB/s");
+                }
+                Err(e) => self.results.note(i, format!("{what}load failed: {e}")),
             }
-            Err(e) => self.results.note(i, format!("upload failed: {e}")),
-        }
-        match &down {
-            Ok(t) => {
-                let v = mib / t.as_secs_f64();
-                self.results.add(i, Fig::Down, v);
-                msg += &format!(", down {v:.0} MiB/s");
-            }
-            Err(e) => self.results.note(i, format!("download failed: {e}")),
         }
         if let (Ok(_), Ok(_), Some(c0), Some(c1)) = (&up, &down, cpu0, cpu1) {
             if chain.has_pids() {

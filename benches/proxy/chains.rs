@@ -85,6 +85,28 @@ impl Chain {
         self.procs.push(child);
     }
 
+    /// Starts the chain's client towards `server` with `client(label, upstream)`;
+    /// with `far`, also a second one behind a delay relay, for the first-byte figure.
+    fn clients(
+        &mut self,
+        server: SocketAddr,
+        far: bool,
+        label: &str,
+        client: impl Fn(&str, SocketAddr) -> Result<(Child, SocketAddr), String>,
+    ) -> Result<(), String> {
+        let (c, addr) = client(label, server)?;
+        self.adopt(c, true);
+        self.via = Via::Socks(addr);
+        if far {
+            let relay = DelayRelay::start(server, ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
+            let (c, addr) = client(&format!("{label}-far"), relay.addr)?;
+            self.adopt(c, false);
+            self.ttfb_via = Some(Via::Socks(addr));
+            self._relay = Some(relay);
+        }
+        Ok(())
+    }
+
     fn empty(name: &str, about: String) -> Chain {
         Chain {
             name: name.into(),
@@ -185,6 +207,18 @@ impl Workdir {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
+/// Gives back a started `child` with its address, or kills it and gives back the error.
+fn started(mut child: Child, addr: Result<SocketAddr, String>) -> Result<(Child, SocketAddr), String> {
+    match addr {
+        Ok(addr) => Ok((child, addr)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| format!("free port: {e}"))
@@ -229,19 +263,12 @@ pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, Stri
         args.extend(local_args.iter().cloned());
         args
     };
-    let mut local = w.spawn("ours-local", local_bin, &local_with(server_addr), &env)?;
-    let local_addr = w.listening("ours-local", &mut local);
-    chain.adopt(local, true);
-    chain.via = Via::Socks(local_addr?);
-
-    if far {
-        let relay = DelayRelay::start(server_addr, ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
-        let mut far_local = w.spawn("ours-local-far", local_bin, &local_with(relay.addr), &env)?;
-        let far_addr = w.listening("ours-local-far", &mut far_local);
-        chain.adopt(far_local, false);
-        chain.ttfb_via = Some(Via::Socks(far_addr?));
-        chain._relay = Some(relay);
-    }
+    let client = |label: &str, server: SocketAddr| -> Result<(Child, SocketAddr), String> {
+        let mut child = w.spawn(label, local_bin, &local_with(server), &env)?;
+        let addr = w.listening(label, &mut child);
+        started(child, addr)
+    };
+    chain.clients(server_addr, far, "ours-local", client)?;
     Ok(chain)
 }
 
@@ -299,26 +326,10 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
             ),
         )?;
         let mut child = w.spawn(label, &stunnel, &[conf.display().to_string()], &[])?;
-        match w.accepting(label, &mut child, loopback(port)) {
-            Ok(()) => Ok((child, loopback(port))),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-        }
+        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
+        started(child, addr)
     };
-    let (c, addr) = client("stunnel-client", loopback(server_port))?;
-    chain.adopt(c, true);
-    chain.via = Via::Socks(addr);
-    if far {
-        let relay =
-            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
-        let (c, addr) = client("stunnel-client-far", relay.addr)?;
-        chain.adopt(c, false);
-        chain.ttfb_via = Some(Via::Socks(addr));
-        chain._relay = Some(relay);
-    }
+    chain.clients(loopback(server_port), far, "stunnel-client", client)?;
     Ok(chain)
 }
 
@@ -398,26 +409,10 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
             ),
         )?;
         let mut child = w.spawn(label, &trojan, &["-c".into(), conf.display().to_string()], &[])?;
-        match w.accepting(label, &mut child, loopback(port)) {
-            Ok(()) => Ok((child, loopback(port))),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-        }
+        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
+        started(child, addr)
     };
-    let (c, addr) = client("trojan-client", loopback(server_port))?;
-    chain.adopt(c, true);
-    chain.via = Via::Socks(addr);
-    if far {
-        let relay =
-            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
-        let (c, addr) = client("trojan-client-far", relay.addr)?;
-        chain.adopt(c, false);
-        chain.ttfb_via = Some(Via::Socks(addr));
-        chain._relay = Some(relay);
-    }
+    chain.clients(loopback(server_port), far, "trojan-client", client)?;
     Ok(chain)
 }
 
@@ -482,25 +477,9 @@ pub fn shadowsocks(
         let mut args = strings(&["-b", &loopback(port).to_string(), "-s", &upstream.to_string()]);
         common(&mut args);
         let mut child = w.spawn(label, &sslocal, &args, &[])?;
-        match w.accepting(label, &mut child, loopback(port)) {
-            Ok(()) => Ok((child, loopback(port))),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-        }
+        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
+        started(child, addr)
     };
-    let (c, addr) = client(&format!("{name}-local"), loopback(server_port))?;
-    chain.adopt(c, true);
-    chain.via = Via::Socks(addr);
-    if far {
-        let relay =
-            DelayRelay::start(loopback(server_port), ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
-        let (c, addr) = client(&format!("{name}-local-far"), relay.addr)?;
-        chain.adopt(c, false);
-        chain.ttfb_via = Some(Via::Socks(addr));
-        chain._relay = Some(relay);
-    }
+    chain.clients(loopback(server_port), far, &format!("{name}-local"), client)?;
     Ok(chain)
 }
