@@ -258,8 +258,8 @@ impl Write for TlsWriter {
 
 /// The source side of one direction.
 pub enum Reader {
-    /// A plain TCP socket.
-    Tcp(Arc<TcpStream>),
+    /// A plain TCP socket (the one under the relay's end).
+    Tcp,
     /// The reading half of a TLS connection.
     Tls(Arc<TlsShared>),
 }
@@ -313,7 +313,7 @@ impl Half {
     /// A plain TCP end.
     pub fn tcp(sock: TcpStream) -> Half {
         let sock = Arc::new(sock);
-        Half { reader: Reader::Tcp(Arc::clone(&sock)), writer: Writer::Tcp(Arc::clone(&sock)), sock }
+        Half { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock }
     }
 
     /// A TLS end whose handshake is complete.
@@ -493,7 +493,7 @@ fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
     let copied = match reader {
         // io::copy reads straight into the BufReader's buffer, a heap buffer
         // whose pages cost memory only once data has touched them.
-        Reader::Tcp(_) => copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), &mut dst),
+        Reader::Tcp => copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), &mut dst),
         Reader::Tls(tls) => {
             let raw = BufReader::with_capacity(RAW_BUF, &*sock);
             copy(&mut TlsReader { sh: tls, raw, eof: false, eof_told: false, out: Vec::new() }, &mut dst)
