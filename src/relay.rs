@@ -15,9 +15,12 @@
 //!   reading produces (alerts, KeyUpdate replies) goes out the same way.
 //!
 //! [`relay`] then runs `std::io::copy` in each direction on a thread of its
-//! own, with a small stack: the copy buffer is a heap `BufReader` (which
-//! `io::copy` reads into directly), so only the pages data has touched cost
-//! memory, and a write carries up to [`COPY_BUF`] bytes at once.
+//! own, with a small stack. The copy buffer is a heap `BufReader` (which
+//! `io::copy` reads into directly, so the thread's stack stays small), and
+//! it lives only for a *burst*: once a direction has been quiet for [`QUIET`],
+//! its buffers are freed and the thread waits for the next byte with a
+//! one-byte `peek`, holding none. An idle connection costs its two threads'
+//! stacks and rustls's state, not buffers.
 //! A direction that reaches EOF half-closes its destination (close_notify and
 //! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
 //! for the linger time it is closed too. An error in either direction closes
@@ -35,11 +38,20 @@ use socket2::SockRef;
 
 use crate::{Error, Timeouts, COPY_THREADS};
 
-/// The copy buffer of each direction: four TLS records' worth per write.
+/// The copy buffer of a direction that reads plain TCP: four TLS records'
+/// worth per write.
 pub const COPY_BUF: usize = 64 * 1024;
+
+/// The copy buffer of a direction that reads TLS: the plaintext of the two
+/// records one raw read holds, written to the socket at once.
+const PLAIN_BUF: usize = 32 * 1024;
 
 /// Raw TLS bytes read from the socket at once: two whole records.
 const RAW_BUF: usize = 2 * (16 * 1024 + 256);
+
+/// How long a direction is quiet before its buffers are freed. Within a
+/// burst the buffers stay, so a steady stream pays nothing for this.
+pub const QUIET: Duration = Duration::from_millis(10);
 
 /// A socket wrapper whose reads and writes fail once `until` has passed.
 ///
@@ -172,31 +184,52 @@ impl TlsShared {
     }
 }
 
-/// The reading half of a TLS connection, alive while its copy thread runs.
-struct TlsReader<'a> {
+/// What the reading half of a TLS connection keeps between bursts.
+struct TlsState {
     sh: Arc<TlsShared>,
-    /// Raw bytes off the socket not yet given to rustls. Over `&TcpStream`,
-    /// so the buffer is filled without being zeroed first.
-    raw: BufReader<&'a TcpStream>,
     /// The socket reached EOF; rustls has to be told once.
     eof: bool,
     eof_told: bool,
+    /// TLS output that reading produces (alerts, KeyUpdate replies).
     out: Vec<u8>,
 }
 
+/// The reading half of a TLS connection during one burst.
+struct TlsReader<'a> {
+    st: &'a mut TlsState,
+    /// Raw bytes off the socket not yet given to rustls. Over `&TcpStream`,
+    /// so the buffer is filled without being zeroed first. It is empty
+    /// whenever a read blocks, so a burst never ends with bytes in it.
+    raw: BufReader<&'a TcpStream>,
+}
+
 impl Read for TlsReader<'_> {
+    /// Fills `buf` with what plaintext is ready, blocking (without the lock)
+    /// only while there is none.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
+        let mut filled = 0;
         loop {
-            let mut conn = lock(&self.sh.conn)?;
+            let st = &mut *self.st;
+            let mut conn = lock(&st.sh.conn)?;
             let mut processed = false;
             let got = loop {
-                match conn.reader().read(buf) {
+                match conn.reader().read(&mut buf[filled..]) {
+                    // close_notify; after plaintext, it is reported on the next read.
+                    Ok(0) => break Some(Ok(filled)),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Some(Ok(filled));
+                        }
+                        processed = false; // more may be decrypted from what is buffered
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // Ok(0) is close_notify; UnexpectedEof is a TCP EOF without it.
-                    done => break Some(done),
+                    // UnexpectedEof: a TCP EOF without close_notify.
+                    Err(_) if filled > 0 => break Some(Ok(filled)),
+                    Err(e) => break Some(Err(e)),
                 }
                 let pending = self.raw.buffer();
                 if !pending.is_empty() {
@@ -210,21 +243,22 @@ impl Read for TlsReader<'_> {
                         Ok(n) => self.raw.consume(n),
                         Err(e) => break Some(Err(e)),
                     }
-                } else if self.eof && !self.eof_told {
-                    self.eof_told = true;
+                } else if st.eof && !st.eof_told {
+                    st.eof_told = true;
                     conn.read_tls(&mut io::empty())?;
                 } else if processed {
-                    break None; // need bytes from the socket
+                    // Nothing more without the socket: return what there is, or block for more.
+                    break (filled > 0).then_some(Ok(filled));
                 }
                 processed = true;
                 if let Err(e) = conn.process_new_packets() {
                     // rustls has queued an alert for the peer: send it, then fail.
-                    let _ = self.sh.send(conn, &mut self.out);
+                    let _ = st.sh.send(conn, &mut st.out);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
             if conn.wants_write() {
-                self.sh.send(conn, &mut self.out)?;
+                st.sh.send(conn, &mut st.out)?;
             } else {
                 drop(conn);
             }
@@ -232,7 +266,7 @@ impl Read for TlsReader<'_> {
                 return done;
             }
             // No lock is held while blocking on the socket.
-            self.eof = self.raw.fill_buf()?.is_empty();
+            st.eof = self.raw.fill_buf()?.is_empty();
         }
     }
 }
@@ -286,6 +320,13 @@ impl Write for Writer {
 }
 
 impl Writer {
+    /// Frees the buffer of a TLS writer whose direction has gone quiet.
+    fn release(&mut self) {
+        if let Writer::Tls(w) = self {
+            w.out = Vec::new();
+        }
+    }
+
     /// Ends this direction: close_notify for TLS, then `shutdown(Write)`.
     pub fn close_write(&mut self) -> io::Result<()> {
         match self {
@@ -490,13 +531,21 @@ fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
     let names = sh.names;
     let sock = Arc::clone(&sh.socks[from]);
     let mut dst = Counted { inner: writer, sh: &sh, from, failed: false };
+    // Each burst has buffers of its own: `io::copy` reads straight into the
+    // BufReader's heap buffer, and they are all freed when the burst ends.
     let copied = match reader {
-        // io::copy reads straight into the BufReader's buffer, a heap buffer
-        // whose pages cost memory only once data has touched them.
-        Reader::Tcp => copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), &mut dst),
-        Reader::Tls(tls) => {
-            let raw = BufReader::with_capacity(RAW_BUF, &*sock);
-            copy(&mut TlsReader { sh: tls, raw, eof: false, eof_told: false, out: Vec::new() }, &mut dst)
+        Reader::Tcp => {
+            bursts(&sock, &mut dst, |dst| io::copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), dst))
+        }
+        Reader::Tls(sh) => {
+            let mut st = TlsState { sh, eof: false, eof_told: false, out: Vec::new() };
+            bursts(&sock, &mut dst, |dst| {
+                let raw = BufReader::with_capacity(RAW_BUF, &*sock);
+                let tls = TlsReader { st: &mut st, raw };
+                let copied = io::copy(&mut BufReader::with_capacity(PLAIN_BUF, tls), dst);
+                st.out = Vec::new();
+                copied
+            })
         }
     };
     match copied {
@@ -516,25 +565,43 @@ fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
     sh.finish();
 }
 
-/// `std::io::copy` until EOF. A read that times out only says this direction
-/// was quiet: the copy goes on unless both have been quiet for the idle time.
-fn copy<R: Read>(src: &mut R, dst: &mut Counted<'_>) -> io::Result<()> {
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Runs `burst` (an `io::copy` from `sock`, with buffers of its own) until
+/// EOF. A burst reads with a [`QUIET`] timeout; when it times out, its
+/// buffers are gone, and this waits for the next byte with a one-byte `peek`
+/// and no buffer at all. A read that times out only says this direction was
+/// quiet: the copy goes on unless both have been quiet for the idle time.
+fn bursts(
+    sock: &TcpStream,
+    dst: &mut Counted<'_>,
+    mut burst: impl FnMut(&mut Counted<'_>) -> io::Result<u64>,
+) -> io::Result<()> {
     loop {
-        match io::copy(src, dst) {
+        sock.set_read_timeout(Some(QUIET))?;
+        match burst(dst) {
             Ok(_) => return Ok(()),
-            Err(e)
-                if !dst.failed && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-            {
-                let quiet = dst.sh.quiet_for();
-                let idle = dst.sh.timeouts.idle;
-                if quiet >= idle {
-                    dst.sh.abort(End::Idle);
-                    return Err(e);
-                }
-                dst.sh.socks[dst.from].set_read_timeout(Some(idle - quiet))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if !dst.failed && is_timeout(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
+        }
+        dst.inner.release();
+        loop {
+            let quiet = dst.sh.quiet_for();
+            let idle = dst.sh.timeouts.idle;
+            if quiet >= idle {
+                dst.sh.abort(End::Idle);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+            }
+            sock.set_read_timeout(Some(idle - quiet))?;
+            match sock.peek(&mut [0u8]) {
+                // A byte, or the end: the next burst reads it.
+                Ok(_) => break,
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -370,3 +370,28 @@ fn ready_connections_the_server_closed_are_not_used() {
     assert_eq!(curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]), PAGE);
     server.wait_line(|l| l.contains(&format!("target={web} ")));
 }
+
+/// A direction that goes quiet frees its buffers and waits for the next byte
+/// without them; the bytes after each pause, large or small, and the final
+/// EOF after one, must all come through.
+#[test]
+fn bursts_after_quiet_pauses_arrive_whole_both_ways() {
+    let pause = blocking_proxy::relay::QUIET * 3;
+    let pair = Pair::start();
+    let tgt = echo("127.0.0.1:0");
+    let mut s = socks_connect(pair.local.addr, &tgt.to_string());
+    let mut pattern = Pattern::new(11);
+    for len in [1, 100_000, 7, 300_000, 16 * 1024 + 1] {
+        thread::sleep(pause); // the traffic pattern under test, not a wait for an event
+        let mut chunk = vec![0u8; len];
+        pattern.fill(&mut chunk);
+        s.write_all(&chunk).unwrap();
+        let mut back = vec![0u8; len];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == chunk, "a {len}-byte burst came back changed");
+    }
+    thread::sleep(pause);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(read_all(&mut s).is_empty());
+    pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+}

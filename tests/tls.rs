@@ -78,6 +78,51 @@ fn the_header_may_arrive_one_byte_per_record() {
     assert_eq!(&back, b"ping");
 }
 
+/// A TLS record cut in two by a pause longer than the relay's quiet time:
+/// the server frees its buffers with half a record inside rustls, and the
+/// record must still decrypt whole when its second half arrives. The same
+/// for close_notify after a pause.
+#[test]
+fn a_record_split_by_a_quiet_pause_still_arrives() {
+    let pause = blocking_proxy::relay::QUIET * 3;
+    let server = Proc::server(&[]);
+    let tgt = echo("127.0.0.1:0");
+    let tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
+    let (mut conn, mut sock) = (tls.conn, tls.sock);
+    conn.complete_io(&mut &sock).unwrap();
+    // The header goes first, whole: the relay starts once it has been read.
+    let mut first = seed(tgt);
+    first.extend_from_slice(b"first");
+    conn.writer().write_all(&first).unwrap();
+    conn.complete_io(&mut &sock).unwrap();
+    let mut back = [0u8; 5];
+    while conn.reader().read_exact(&mut back).is_err() {
+        conn.complete_io(&mut &sock).unwrap();
+    }
+    assert_eq!(&back, b"first");
+    thread::sleep(pause); // the traffic pattern under test, not a wait for an event
+    conn.writer().write_all(b"split in two").unwrap();
+    let mut wire = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut wire).unwrap();
+    }
+    let half = wire.len() - 5;
+    sock.write_all(&wire[..half]).unwrap();
+    thread::sleep(pause);
+    sock.write_all(&wire[half..]).unwrap();
+    let mut tls = StreamOwned::new(conn, sock);
+    let mut back = [0u8; 12];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"split in two");
+    thread::sleep(pause);
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+}
+
 /// Bulk both ways through blocking-server while the client asks for a
 /// KeyUpdate every 256 KiB: the server's reader must answer with its own
 /// KeyUpdate while its writer is busy, without reordering records.
