@@ -38,6 +38,17 @@ fn tls_connect(
     StreamOwned::new(conn, sock)
 }
 
+/// Sends close_notify, expects the echo target's EOF back with nothing
+/// before it, and the server to log a clean end.
+fn close_and_expect_eof(mut tls: StreamOwned<ClientConnection, TcpStream>, server: &Proc, tgt: SocketAddr) {
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+}
+
 fn seed(target: SocketAddr) -> Vec<u8> {
     let mut h = Vec::new();
     encode_seed(&Target::Ip(target), &mut h);
@@ -56,12 +67,7 @@ fn a_tls12_client_speaking_the_seed_header_gets_through() {
     tls.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"hello over tls 1.2");
     assert_eq!(tls.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
-    tls.conn.send_close_notify();
-    tls.flush().unwrap();
-    let mut rest = Vec::new();
-    tls.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty());
-    server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+    close_and_expect_eof(tls, &server, tgt);
 }
 
 #[test]
@@ -115,12 +121,7 @@ fn a_record_split_by_a_quiet_pause_still_arrives() {
     tls.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"split in two");
     thread::sleep(pause);
-    tls.conn.send_close_notify();
-    tls.flush().unwrap();
-    let mut rest = Vec::new();
-    tls.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty());
-    server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.ends_with("end=eof"));
+    close_and_expect_eof(tls, &server, tgt);
 }
 
 /// Bulk both ways through blocking-server while the client asks for a
