@@ -150,45 +150,38 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     if socks.is_some() && (peers || only.is_some()) {
         return Err("--socks excludes --peers and --chains".into());
     }
-    let opts = if quick {
-        Opts {
-            peers,
-            only: only.clone(),
-            socks,
-            pids,
-            local_args,
-            bytes: bytes.unwrap_or(64 << 20),
-            rounds: rounds.unwrap_or(1),
-            c1_warm: 30,
-            c1_ops: 300,
-            c32_threads: 32,
-            c32_per: 30,
-            held: 200,
-            ttfb: 5,
-            scale: 0,
-            ss_dir: PathBuf::new(),
-        }
-    } else {
-        Opts {
-            peers,
-            only: only.clone(),
-            socks,
-            pids,
-            local_args,
-            bytes: bytes.unwrap_or(512 << 20),
-            rounds: rounds.unwrap_or(5),
-            c1_warm: 100,
-            c1_ops: 2000,
-            c32_threads: 32,
-            c32_per: 300,
-            held: 1000,
-            ttfb: 20,
-            scale: if no_scale { 0 } else { 5000 },
-            ss_dir: PathBuf::new(),
-        }
-    };
     let ss_dir = ss_dir.unwrap_or_else(|| root.join("target/peers/bin"));
-    Ok(Some(Opts { ss_dir, ..opts }))
+    let full = Opts {
+        peers,
+        only,
+        socks,
+        pids,
+        local_args,
+        bytes: bytes.unwrap_or(512 << 20),
+        rounds: rounds.unwrap_or(5),
+        c1_warm: 100,
+        c1_ops: 2000,
+        c32_threads: 32,
+        c32_per: 300,
+        held: 1000,
+        ttfb: 20,
+        scale: if no_scale { 0 } else { 5000 },
+        ss_dir,
+    };
+    if !quick {
+        return Ok(Some(full));
+    }
+    Ok(Some(Opts {
+        bytes: bytes.unwrap_or(64 << 20),
+        rounds: rounds.unwrap_or(1),
+        c1_warm: 30,
+        c1_ops: 300,
+        c32_per: 30,
+        held: 200,
+        ttfb: 5,
+        scale: 0,
+        ..full
+    }))
 }
 
 /// Raises the soft descriptor limit to the hard one (children inherit it).
