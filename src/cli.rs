@@ -120,17 +120,31 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
     Ok(t)
 }
 
-/// Raises the descriptor limit and returns `--max-conns`, or the cap the limit allows.
-pub fn max_conns(m: &Matches) -> Result<usize, Exit> {
+/// Raises the descriptor limit and returns `--max-conns`, or the cap the
+/// limit allows for connections of `fds_per_connection` descriptors each.
+pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<usize, Exit> {
     let fds = crate::raise_fd_limit();
     match m.opt_str("max-conns") {
-        None => Ok(crate::connection_cap(fds)),
+        None => Ok(crate::connection_cap(fds, fds_per_connection)),
         Some(v) => v
             .parse()
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| Exit::Usage(format!("--max-conns wants a positive number, not {v:?}"))),
     }
+}
+
+/// Adds `--alpn`.
+pub fn alpn_option(opts: &mut Options, what: &str) {
+    let hint = format!("{what} (default {})", crate::tls::DEFAULT_ALPN);
+    opts.optopt("", "alpn", &hint, "LIST");
+}
+
+/// The `--alpn` list, or the default.
+pub fn alpn(m: &Matches) -> Result<Vec<Vec<u8>>, Exit> {
+    let list = m.opt_str("alpn").unwrap_or_else(|| crate::tls::DEFAULT_ALPN.to_owned());
+    crate::tls::parse_alpn(&list)
+        .ok_or_else(|| Exit::Usage("--alpn wants protocol names separated by commas (h2,http/1.1)".into()))
 }
 
 /// Adds `--password` and `--password-file`.

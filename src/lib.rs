@@ -153,7 +153,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Descriptors a process keeps for itself (stdio, listener, logging, the odd file).
 const RESERVED_FDS: u64 = 64;
 /// Descriptors one connection holds: the client's socket and the onward one.
-const FDS_PER_CONNECTION: u64 = 2;
+pub const FDS_PER_CONNECTION: u64 = 2;
 
 /// Raises the soft descriptor limit to the hard one and returns the limit in force.
 pub fn raise_fd_limit() -> u64 {
@@ -165,9 +165,9 @@ pub fn raise_fd_limit() -> u64 {
     soft
 }
 
-/// The connection cap that `fd_limit` descriptors allow.
-pub fn connection_cap(fd_limit: u64) -> usize {
-    let cap = fd_limit.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+/// The connection cap that `fd_limit` descriptors allow, at `per_connection` each.
+pub fn connection_cap(fd_limit: u64, per_connection: u64) -> usize {
+    let cap = fd_limit.saturating_sub(RESERVED_FDS) / per_connection.max(1);
     usize::try_from(cap).unwrap_or(usize::MAX).max(1)
 }
 

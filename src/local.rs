@@ -302,7 +302,7 @@ fn connect_server(cfg: &Config) -> Result<(TcpStream, ClientConnection), Error> 
     let until = Instant::now() + cfg.timeouts.connect;
     let sock = crate::connect(&cfg.server, until, None)?;
     let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), cfg.server_name.clone())?;
-    relay::handshake(&mut conn, &sock, until)?;
+    relay::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
     log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
     Ok((sock, conn))
 }

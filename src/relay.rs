@@ -121,19 +121,17 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
-/// Runs a TLS handshake on `sock` to completion, or fails at `until`.
+/// Runs a TLS handshake over `io` (a socket under a [`Deadline`]) to completion.
 pub fn handshake<S: SideData>(
     conn: &mut ConnectionCommon<S>,
-    sock: &TcpStream,
-    until: Instant,
+    io: &mut (impl Read + Write),
 ) -> Result<(), Error> {
-    let mut io = Deadline::new(sock, until);
     while conn.is_handshaking() {
-        conn.complete_io(&mut io)?;
+        conn.complete_io(io)?;
     }
     // A TLS 1.3 server queues its session tickets after the client's Finished.
     while conn.wants_write() {
-        conn.write_tls(&mut io)?;
+        conn.write_tls(io)?;
     }
     Ok(())
 }
@@ -165,6 +163,9 @@ pub struct TlsShared {
     /// Held from encryption until the bytes are on the socket, so records keep their order.
     order: Mutex<()>,
     sock: Arc<TcpStream>,
+    /// A TCP EOF without close_notify ends the stream like close_notify does
+    /// (as web servers take it), instead of counting as a truncation.
+    bare_eof_ends: bool,
 }
 
 impl TlsShared {
@@ -228,6 +229,9 @@ impl Read for TlsReader<'_> {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     // UnexpectedEof: a TCP EOF without close_notify.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && st.sh.bare_eof_ends => {
+                        break Some(Ok(filled))
+                    }
                     Err(_) if filled > 0 => break Some(Ok(filled)),
                     Err(e) => break Some(Err(e)),
                 }
@@ -357,13 +361,26 @@ impl Half {
         Half { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock }
     }
 
-    /// A TLS end whose handshake is complete.
+    /// A TLS end whose handshake is complete. A TCP EOF that comes without
+    /// close_notify is an error: a transfer cut short must not look complete.
     pub fn tls(sock: TcpStream, conn: impl Into<Connection>) -> Half {
+        Half::tls_ending(sock, conn.into(), false)
+    }
+
+    /// A TLS end whose peer is a web client, relayed to the fallback site: a
+    /// TCP EOF without close_notify ends its direction as cleanly as
+    /// close_notify does, and is passed on as an EOF, as a web server takes it.
+    pub fn tls_web_client(sock: TcpStream, conn: impl Into<Connection>) -> Half {
+        Half::tls_ending(sock, conn.into(), true)
+    }
+
+    fn tls_ending(sock: TcpStream, conn: Connection, bare_eof_ends: bool) -> Half {
         let sock = Arc::new(sock);
         let sh = Arc::new(TlsShared {
-            conn: Mutex::new(conn.into()),
+            conn: Mutex::new(conn),
             order: Mutex::new(()),
             sock: Arc::clone(&sock),
+            bare_eof_ends,
         });
         Half {
             reader: Reader::Tls(Arc::clone(&sh)),

@@ -17,6 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,51 +87,49 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
             return;
         }
     };
-    if let Err(e) = relay::handshake(&mut conn, &sock, until) {
+    // Record by record, so that nothing after the handshake is read yet.
+    if let Err(e) = relay::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
         log::debug!("#{id} tls handshake failed: {e}");
         report.end = format!("tls handshake: {e}");
         return;
     }
-    let mut io = Deadline::new(&sock, until);
-    let mut header = Recorder { inner: rustls::Stream::new(&mut conn, &mut io), seen: Vec::new() };
-    let parsed = if cfg.passwords.is_empty() {
-        wire::read_seed(&mut header)
+    if cfg.passwords.is_empty() {
+        seed_header(sock, conn, cfg, report, until);
     } else {
-        wire::read_trojan(&mut header, &cfg.passwords)
-    };
-    let seen = header.seen;
-    let target = match parsed {
-        Ok(t) => t,
-        Err(e) => {
-            log::debug!("#{id} bad header: {e}");
-            report.end = format!("header: {e}");
-            // A client that presented a valid password is never handed over:
-            // the fallback would receive its hash in the clear.
-            let authenticated = wire::trojan_hash_known(&seen, &cfg.passwords);
-            if let (Some(fallback), true) = (&cfg.fallback, !authenticated && worth_a_fallback(&e, &seen)) {
-                to_fallback(sock, conn, &seen, fallback, cfg, report);
-            }
-            return;
-        }
-    };
-    log::debug!("#{id} connect {target}");
-    report.target = Some(target.to_string());
-    let out = match crate::connect(&target, Instant::now() + cfg.timeouts.connect, Some(&cfg.egress)) {
-        Ok(s) => s,
-        Err(e) => {
-            log::debug!("#{id} cannot reach {target}: {e}");
-            report.end = format!("target: {e}");
-            return;
-        }
-    };
-    relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "target"], &cfg.timeouts, move |out| {
-        report.relayed(out)
-    });
+        trojan_header(sock, conn, cfg, report, until);
+    }
 }
 
-/// A header that is wrong, or cut short and then silent, goes to the
-/// fallback. A client that closed, broke TLS or never sent a byte has
-/// nothing to hand over: an idle connection is closed, as web servers do.
+/// The seed format: the header is read with exact reads, across records,
+/// under the handshake deadline (the seed format predates probe resistance).
+fn seed_header(
+    sock: TcpStream,
+    mut conn: ServerConnection,
+    cfg: &Config,
+    mut report: Report,
+    until: Instant,
+) {
+    let mut io = Deadline::new(&sock, until);
+    let mut header = Recorder { inner: rustls::Stream::new(&mut conn, &mut io), seen: Vec::new() };
+    let parsed = wire::read_seed(&mut header);
+    let seen = header.seen;
+    match parsed {
+        Ok(target) => to_target(sock, conn, &target, &[], cfg, report),
+        Err(e) => {
+            log::debug!("#{} bad header: {e}", report.id);
+            report.end = format!("header: {e}");
+            if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
+                match connect_fallback(fallback, cfg) {
+                    Ok(out) => to_fallback(sock, conn, &seen, out, fallback, cfg, report),
+                    Err(e) => report.end = format!("fallback: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A seed header that is wrong, or cut short and then silent, goes to the
+/// fallback. A client that closed, broke TLS or never sent a byte is closed.
 fn worth_a_fallback(e: &Error, seen: &[u8]) -> bool {
     match e {
         Error::Protocol(_) => true,
@@ -141,12 +140,263 @@ fn worth_a_fallback(e: &Error, seen: &[u8]) -> bool {
     }
 }
 
+/// The trojan format, decided on the first application-data record, as
+/// trojan decides it: the local always sends the whole header in its first
+/// record. With a fallback, its connection is opened as soon as the TLS
+/// handshake is done, so that from the first moment the client meets the
+/// site's own behaviour: a first record that is not a complete valid header
+/// goes there at once with every byte, and a client that says nothing is
+/// closed when (and as) the site closes it.
+fn trojan_header(
+    sock: TcpStream,
+    mut conn: ServerConnection,
+    cfg: &Config,
+    mut report: Report,
+    until: Instant,
+) {
+    let id = report.id;
+    let fallback = cfg.fallback.as_ref().and_then(|f| match connect_fallback(f, cfg) {
+        Ok(out) => Some((f, out)),
+        Err(e) => {
+            log::warn!("#{id} cannot reach the fallback {f}: {e}");
+            None
+        }
+    });
+    // With a fallback the site's own timeouts govern a silent client, up to the idle time.
+    let wait_until = match fallback {
+        Some(_) => Instant::now() + cfg.timeouts.idle,
+        None => until,
+    };
+    let first = first_record(&sock, &mut conn, fallback.as_ref().map(|(_, out)| out), wait_until);
+    let seen = match first {
+        Ok(First::Data(bytes)) => {
+            let mut rest = &bytes[..];
+            match wire::read_trojan(&mut rest, &cfg.passwords) {
+                Ok(target) => {
+                    drop(fallback);
+                    return to_target(sock, conn, &target, rest, cfg, report);
+                }
+                // A client that presented a valid password is never handed
+                // over: the fallback would receive its hash in the clear.
+                Err(e) if wire::trojan_hash_known(&bytes, &cfg.passwords) => {
+                    log::debug!("#{id} bad header after a valid password: {e}");
+                    report.end = format!("header: {e}");
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("#{id} first record is not a valid header: {e}");
+                    report.end = format!("header: {}", first_record_error(e));
+                    bytes
+                }
+            }
+        }
+        Ok(First::End) => {
+            report.end = "header: client closed before its first record".into();
+            Vec::new()
+        }
+        Ok(First::FallbackSpoke) => {
+            report.end = "header: the fallback spoke first".into();
+            Vec::new()
+        }
+        Err(e) => {
+            log::debug!("#{id} no first record: {e}");
+            report.end = format!("header: {e}");
+            return;
+        }
+    };
+    if let Some((f, out)) = fallback {
+        to_fallback(sock, conn, &seen, out, f, cfg, report);
+    }
+}
+
+/// A header cut short is called that, rather than the end of the input it was read from.
+fn first_record_error(e: Error) -> Error {
+    match e {
+        Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            Error::Protocol("first record is not a whole header")
+        }
+        e => e,
+    }
+}
+
+/// How a connection's first record came, or did not.
+enum First {
+    /// The plaintext of the first record that carried any.
+    Data(Vec<u8>),
+    /// The client ended (close_notify or a bare FIN) before sending any.
+    End,
+    /// The fallback sent something or closed before the client said anything.
+    FallbackSpoke,
+}
+
+/// Reads records until one carries plaintext, and returns all of it. While
+/// waiting, a `fallback` that speaks or closes first ends the wait: its
+/// reaction to a silent client (a header timeout, say) is passed on as it is.
+fn first_record(
+    sock: &TcpStream,
+    conn: &mut ServerConnection,
+    fallback: Option<&TcpStream>,
+    until: Instant,
+) -> Result<First, Error> {
+    let mut io = Records::new(Deadline::new(sock, until));
+    loop {
+        if let Some(out) = fallback {
+            if !client_first(sock, out, until)? {
+                return Ok(First::FallbackSpoke);
+            }
+        }
+        if conn.read_tls(&mut io)? == 0 {
+            return Ok(First::End);
+        }
+        let state = conn.process_new_packets();
+        // Alerts, or a reply to a KeyUpdate.
+        while conn.wants_write() {
+            conn.write_tls(&mut io)?;
+        }
+        let state = state?;
+        if !io.between_records() {
+            continue;
+        }
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let mut bytes = vec![0; n];
+            conn.reader().read_exact(&mut bytes)?;
+            return Ok(First::Data(bytes));
+        }
+        if state.peer_has_closed() {
+            return Ok(First::End);
+        }
+    }
+}
+
+/// Waits until the client or the fallback has something to read (data, an
+/// end or an error); true when the client has, which is looked at first.
+fn client_first(client: &TcpStream, fallback: &TcpStream, until: Instant) -> Result<bool, Error> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")));
+        }
+        let mut fds = [
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fallback.as_fd(), PollFlags::POLLIN),
+        ];
+        // At most a minute per call, which fits every PollTimeout.
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(fds[0].any().unwrap_or(true)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+    }
+}
+
+/// A reader that never reads past the end of a TLS record, so that rustls
+/// is given one record at a time and the server can tell where the first
+/// application-data record ends. Writes pass straight through.
+struct Records<'a> {
+    inner: Deadline<'a>,
+    /// The record header read so far (five bytes: type, version, length).
+    head: [u8; RECORD_HEADER],
+    head_len: usize,
+    /// Bytes of the current record's body not yet read.
+    body_left: usize,
+}
+
+/// A TLS record header: content type (1), version (2), length (2).
+const RECORD_HEADER: usize = 5;
+
+impl<'a> Records<'a> {
+    fn new(inner: Deadline<'a>) -> Self {
+        Records { inner, head: [0; RECORD_HEADER], head_len: 0, body_left: 0 }
+    }
+
+    /// Whether every record read so far has been read whole.
+    fn between_records(&self) -> bool {
+        self.head_len == 0 && self.body_left == 0
+    }
+}
+
+impl Read for Records<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.body_left > 0 {
+            let n = buf.len().min(self.body_left);
+            let n = self.inner.read(&mut buf[..n])?;
+            self.body_left -= n;
+            return Ok(n);
+        }
+        let n = buf.len().min(RECORD_HEADER - self.head_len);
+        let n = self.inner.read(&mut buf[..n])?;
+        self.head[self.head_len..self.head_len + n].copy_from_slice(&buf[..n]);
+        self.head_len += n;
+        if self.head_len == RECORD_HEADER {
+            self.body_left = usize::from(u16::from_be_bytes([self.head[3], self.head[4]]));
+            self.head_len = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Records<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Connects to `target` and relays, starting with `early`: bytes that came
+/// in the same record as the header.
+fn to_target(
+    sock: TcpStream,
+    conn: ServerConnection,
+    target: &Target,
+    early: &[u8],
+    cfg: &Config,
+    mut report: Report,
+) {
+    let id = report.id;
+    log::debug!("#{id} connect {target}");
+    report.target = Some(target.to_string());
+    let until = Instant::now() + cfg.timeouts.connect;
+    let out = match crate::connect(target, until, Some(&cfg.egress)) {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!("#{id} cannot reach {target}: {e}");
+            report.end = format!("target: {e}");
+            return;
+        }
+    };
+    if !early.is_empty() {
+        if let Err(e) = Deadline::new(&out, until).write_all(early) {
+            report.end = format!("target: {e}");
+            return;
+        }
+        report.up = early.len() as u64;
+    }
+    relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "target"], &cfg.timeouts, move |out| {
+        report.relayed(out)
+    });
+}
+
+/// Opens the plain TCP connection to the fallback site.
+fn connect_fallback(fallback: &Target, cfg: &Config) -> Result<TcpStream, Error> {
+    crate::connect(fallback, Instant::now() + cfg.timeouts.connect, None)
+}
+
 /// Relays a connection that did not present a valid header to the fallback,
-/// starting with every byte it sent.
+/// starting with every byte it sent. From then on the connection is the
+/// fallback's: its answer, its timing and its way of closing; an end from
+/// the client, with or without close_notify, reaches it as an EOF.
 fn to_fallback(
     sock: TcpStream,
     conn: ServerConnection,
     seen: &[u8],
+    out: TcpStream,
     fallback: &Target,
     cfg: &Config,
     mut report: Report,
@@ -154,19 +404,13 @@ fn to_fallback(
     log::debug!("#{} handing {} bytes to the fallback {fallback}", report.id, seen.len());
     report.target = Some(format!("fallback/{fallback}"));
     let until = Instant::now() + cfg.timeouts.connect;
-    let out = match crate::connect(fallback, until, None) {
-        Ok(s) => s,
-        Err(e) => {
-            report.end = format!("fallback: {e}");
-            return;
-        }
-    };
     if let Err(e) = Deadline::new(&out, until).write_all(seen) {
         report.end = format!("fallback: {e}");
         return;
     }
     report.up = seen.len() as u64;
-    relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "fallback"], &cfg.timeouts, move |out| {
+    let client = Half::tls_web_client(sock, conn);
+    relay::relay(client, Half::tcp(out), ["client", "fallback"], &cfg.timeouts, move |out| {
         report.relayed(out)
     });
 }

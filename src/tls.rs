@@ -63,12 +63,24 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// Builds the client configuration for the connection to the server.
-pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
+/// The ALPN protocols both sides use unless told otherwise: what a web
+/// server over HTTPS selects, so the pair's handshake looks like one.
+pub const DEFAULT_ALPN: &str = "http/1.1";
+
+/// Parses a comma-separated ALPN list (`h2,http/1.1`): each name 1 to 255
+/// bytes, at least one.
+pub fn parse_alpn(list: &str) -> Option<Vec<Vec<u8>>> {
+    let names: Vec<Vec<u8>> = list.split(',').map(|n| n.trim().as_bytes().to_vec()).collect();
+    names.iter().all(|n| (1..=255).contains(&n.len())).then_some(names)
+}
+
+/// Builds the client configuration for the connection to the server,
+/// offering the ALPN protocols `alpn` (in order of preference).
+pub fn client_config(trust: &Trust, alpn: &[Vec<u8>]) -> Result<Arc<ClientConfig>, Error> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("tls: {e}")))?;
-    let config = match trust {
+    let mut config = match trust {
         Trust::WebPki => {
             let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -93,6 +105,7 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
         }
     };
+    config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
 }
 
@@ -126,8 +139,14 @@ pub fn parse_fingerprint(s: &str) -> Option<Fingerprint> {
 }
 
 /// Builds the server configuration; a key that does not match the certificate
-/// is an error here. Also returns the leaf certificate's fingerprint.
-pub fn server_config(identity: &Identity) -> Result<(Arc<ServerConfig>, Fingerprint), Error> {
+/// is an error here. The server selects the first protocol of `alpn` that the
+/// client offers, and refuses a client that offers ALPN but none of them (as
+/// RFC 7301 and web servers do); a client that offers none gets none. Also
+/// returns the leaf certificate's fingerprint.
+pub fn server_config(
+    identity: &Identity,
+    alpn: &[Vec<u8>],
+) -> Result<(Arc<ServerConfig>, Fingerprint), Error> {
     let (chain, key, what) = match identity {
         Identity::Files { cert, key: key_path } => {
             let chain = read_certs(cert, "certificate file")?;
@@ -154,6 +173,7 @@ pub fn server_config(identity: &Identity) -> Result<(Arc<ServerConfig>, Fingerpr
         .map_err(|e| Error::Config(format!("cannot use {what}: {e}")))?;
     // The server's order of suites wins, so other clients get AES-128-GCM too.
     config.ignore_client_order = true;
+    config.alpn_protocols = alpn.to_vec();
     // Stateless session tickets (keys rotate every few hours), so a local's
     // next connection resumes instead of repeating the full handshake.
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
@@ -258,5 +278,14 @@ mod tests {
         assert_eq!(parse_fingerprint(&colons.to_uppercase()), Some(f));
         assert_eq!(parse_fingerprint("abcd"), None);
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn alpn_lists_are_comma_separated_names() {
+        assert_eq!(parse_alpn(DEFAULT_ALPN), Some(vec![b"http/1.1".to_vec()]));
+        assert_eq!(parse_alpn("h2, http/1.1"), Some(vec![b"h2".to_vec(), b"http/1.1".to_vec()]));
+        assert_eq!(parse_alpn(""), None);
+        assert_eq!(parse_alpn("h2,,http/1.1"), None);
+        assert_eq!(parse_alpn(&"x".repeat(256)), None);
     }
 }

@@ -25,6 +25,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     opts.optmulti("", "pin", "trust exactly the certificate with this SHA-256 fingerprint", "SHA256HEX");
     opts.optopt("", "sni", "name to verify and send as SNI (default: the host of --server)", "NAME");
     opts.optflag("", "insecure", "do not verify the server's certificate (warns)");
+    cli::alpn_option(&mut opts, "ALPN protocols to offer the server, comma-separated");
     cli::password_options(&mut opts, "speak the trojan format with this password");
     opts.optmulti("", "user", "require SOCKS5 login as NAME:PASSWORD (RFC 1929)", "NAME:PASS");
     opts.optopt("", "user-file", "read NAME:PASSWORD lines for SOCKS5 login", "FILE");
@@ -57,7 +58,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let name = m.opt_str("sni").unwrap_or_else(|| server.host());
     let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
-    let max_conns = cli::max_conns(&m)?;
+    let max_conns = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
     let password = match cli::passwords(&m)?.as_slice() {
         [] => None,
@@ -78,7 +79,8 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         })?,
     };
 
-    let tls = tls::client_config(&trust)?;
+    let alpn = cli::alpn(&m)?;
+    let tls = tls::client_config(&trust, &alpn)?;
     let open = users.is_empty();
     let format = if password.is_some() { "trojan" } else { "seed" };
     let cfg = Config {

@@ -24,6 +24,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     opts.optopt("", "listen", "TLS address to listen on (default 0.0.0.0:9012)", "ADDR:PORT");
     cli::password_options(&mut opts, "accept only trojan clients with this password (repeatable)");
     opts.optopt("", "fallback", "hand connections without a valid header to this web server", "HOST:PORT");
+    cli::alpn_option(&mut opts, "ALPN protocols to select from, in order of preference");
     opts.optflag("", "allow-private", "allow targets on loopback, private and link-local addresses");
     opts.optmulti("", "deny", "never connect to this network (repeatable)", "CIDR");
     cli::common_options(&mut opts);
@@ -35,7 +36,6 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         _ => return Err(Exit::Usage("--cert and --key go together".into())),
     };
     let timeouts = cli::timeouts(&m)?;
-    let max_conns = cli::max_conns(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "0.0.0.0:9012".into());
     let passwords: Vec<_> = cli::passwords(&m)?.iter().map(|p| trojan_hash(p)).collect();
     let fallback = match m.opt_str("fallback") {
@@ -50,8 +50,13 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--deny: {e}"))))
         .collect::<Result<_, _>>()?;
     let egress = Policy { allow_private: m.opt_present("allow-private"), deny };
+    // With passwords and a fallback, a connection holds the fallback's socket
+    // too until its first record has been read.
+    let probe_resistant = fallback.is_some() && !passwords.is_empty();
+    let max_conns = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION + u64::from(probe_resistant))?;
 
-    let (tls, fingerprint) = tls::server_config(&identity)?;
+    let alpn = cli::alpn(&m)?;
+    let (tls, fingerprint) = tls::server_config(&identity, &alpn)?;
     let open = passwords.is_empty();
     let cfg = Config { tls, timeouts, passwords, fallback: fallback.clone(), egress, max_conns };
     let server = Server::bind(&listen, cfg)?;
