@@ -1,19 +1,24 @@
 //! blocking-server: accepts TLS connections from blocking-local, reads the
 //! target from the header and relays to it.
 //!
-//! Per connection, on its own thread: the TLS handshake and the header under
-//! the handshake deadline; the connect to the target (every address the name
-//! resolves to that the egress policy permits, in turn) under the connect
-//! deadline; then the relay. Bytes that arrived with the header stay in
-//! rustls's buffer and are the first the relay forwards.
+//! Per connection, on its own thread: the TLS handshake under the handshake
+//! deadline, read one record at a time; the header; the connect to the target
+//! (every address the name resolves to that the egress policy permits, in
+//! turn) under the connect deadline; then the relay. Bytes that came after the
+//! header go to the target first.
 //!
-//! With passwords the header must be a trojan header with a known hash. A
-//! connection whose header is not valid (a wrong password, a seed header, a
-//! browser's `GET /`, a header cut short and then silence) is handed, with
-//! every byte read so far, to the fallback address if there is one, so that a
-//! prober sees an ordinary web site; otherwise it is closed. A client whose
-//! hash was right but whose request is not served (UDP ASSOCIATE, a malformed
-//! rest) is closed, never handed over with its hash.
+//! With passwords the header is a trojan header with a known hash, taken from
+//! the first record that carries data, as trojan takes it. Any other first
+//! record (a wrong password, a seed header, a browser's `GET /`, one byte) is
+//! handed, with every byte, to the fallback site if there is one, so that a
+//! prober sees an ordinary web site; otherwise the connection is closed. The
+//! fallback's connection is opened as soon as the handshake is done, so that
+//! a client that says nothing meets the site's own header timeout. A client
+//! whose hash was right but whose request is not served (UDP ASSOCIATE, a
+//! malformed rest) is closed, never handed over with its hash.
+//!
+//! Without passwords the seed header is read with exact reads, across
+//! records, under the handshake deadline.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
