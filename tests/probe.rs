@@ -270,3 +270,27 @@ fn a_valid_client_is_served_while_a_fallback_waits_in_vain() {
     assert_eq!(curl(&["--socks5", &pair.local.addr.to_string(), &format!("http://{web}/")]), PAGE);
     pair.server.wait_line(|l| l.contains(&format!("target={web} ")) && l.ends_with("end=eof"));
 }
+
+#[test]
+fn pooled_connections_younger_than_the_sites_header_timeout_keep_working() {
+    // nginx closes a silent connection after HEADER_TIMEOUT_SECS, and the
+    // server with it; a pool that replaces its connections sooner never
+    // hands one of those to a client.
+    let nginx = Nginx::start();
+    let fallback = nginx.plain.to_string();
+    let pair = Pair::with_args(
+        &["--password", "secret", "--fallback", &fallback],
+        &["--password", "secret", "--pool", "2", "--pool-age", "1"],
+    );
+    let web = http("127.0.0.1:0");
+    let url = format!("http://{web}/");
+    let proxy = pair.local.addr.to_string();
+    for round in 0..3 {
+        // Longer than the header timeout: every ready connection has been replaced meanwhile.
+        thread::sleep(Duration::from_millis(HEADER_TIMEOUT_SECS * 1000 + 500));
+        assert_eq!(curl(&["--socks5", &proxy, &url]), PAGE, "round {round}");
+    }
+    pair.server.wait_lines(3, |l| l.contains(&format!("target={web} ")) && l.ends_with("end=eof"));
+    // The replaced ones were closed by the local or handed to the site, never served.
+    assert!(pair.local.lines().iter().all(|l| !l.contains("WARN")), "{:#?}", pair.local.lines());
+}
