@@ -136,6 +136,43 @@ pub fn handshake<S: SideData>(
     Ok(())
 }
 
+/// Which of two sockets [`wait`] found ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The first has bytes, an end or an error to read.
+    First,
+    /// The second has an error or has hung up (or, when asked, bytes).
+    Second,
+    /// Neither, before the timeout (or a signal came).
+    Neither,
+}
+
+/// Waits up to `timeout` until `first` has something to read (bytes, an
+/// end or an error), or `second` has an error or has hung up, or, with
+/// `second_data`, has bytes or an end too. `first` wins a tie. One
+/// `poll(2)`: how a blocking thread watches a second socket while it waits
+/// on its own.
+pub fn wait(
+    first: &TcpStream,
+    second: &TcpStream,
+    second_data: bool,
+    timeout: Duration,
+) -> io::Result<Ready> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let second_events = if second_data { PollFlags::POLLIN } else { PollFlags::empty() };
+    let mut fds = [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), second_events)];
+    // Rounded up, so that a wait never ends a little early and spins.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(Ready::Neither),
+        Ok(_) if fds[0].any().unwrap_or(true) => Ok(Ready::First),
+        Ok(_) => Ok(Ready::Second),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Closes a connection that failed before the relay without resetting it:
 /// stop writing, then discard what the peer still sends for a moment, so a
 /// reply already written is not lost to a RST.
@@ -431,8 +468,6 @@ type OnDone = Box<dyn FnOnce(Outcome) + Send>;
 /// What the two copy threads of one connection share.
 struct Shared {
     socks: [Arc<TcpStream>; 2],
-    /// Which ends are TLS.
-    tls: [bool; 2],
     names: [&'static str; 2],
     timeouts: Timeouts,
     start: Instant,
@@ -443,6 +478,8 @@ struct Shared {
     finished: Mutex<u8>,
     wake: Condvar,
     aborted: AtomicBool,
+    /// Whether a copy thread is inside a write to each end.
+    writing: [AtomicBool; 2],
     end: Mutex<Option<End>>,
     /// Called with the outcome by whichever direction ends last.
     done: Mutex<Option<OnDone>>,
@@ -460,22 +497,24 @@ impl Shared {
 
     /// Closes both ends at once; the first reason given is the one reported.
     ///
-    /// A TLS end is shut down both ways: its peer sees the stream end
-    /// without close_notify, which it knows for a broken one. A plain TCP
-    /// end must not see a clean end of stream (a transfer cut short would
-    /// look complete), so it is reset: SO_LINGER 0 makes the close send RST,
-    /// and shutting down only its read side wakes our reader without a FIN.
-    /// A write of ours blocked on a peer that does not read stays so until
-    /// the write timeout (the idle time).
+    /// Both ends are reset, never closed cleanly: a peer must not see a
+    /// clean end of stream (a transfer cut short would look complete), and a
+    /// peer stuck behind a full socket of its own notices a reset while it
+    /// waits (see [`bursts`]), where a FIN would wait for it to read. SO_LINGER
+    /// 0 makes the close send RST, and shutting down only the read side wakes
+    /// our reader without a FIN. A write of ours blocked on an end (a peer
+    /// that stopped reading, its window full) is woken by shutting the write
+    /// side down too: that FIN queues behind the unsent data and is never
+    /// sent, since the close that follows resets the connection and drops the
+    /// queue. A write not yet begun sees `aborted` and does not start.
     fn abort(&self, why: End) {
         self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
         self.aborted.store(true, Ordering::SeqCst);
-        for (s, tls) in self.socks.iter().zip(self.tls) {
-            if tls {
-                let _ = s.shutdown(Shutdown::Both);
-            } else {
-                let _ = SockRef::from(&**s).set_linger(Some(Duration::ZERO));
-                let _ = s.shutdown(Shutdown::Read);
+        for (s, writing) in self.socks.iter().zip(&self.writing) {
+            let _ = SockRef::from(&**s).set_linger(Some(Duration::ZERO));
+            let _ = s.shutdown(Shutdown::Read);
+            if writing.load(Ordering::SeqCst) {
+                let _ = s.shutdown(Shutdown::Write);
             }
         }
         self.wake.notify_all();
@@ -525,7 +564,18 @@ struct Counted<'a> {
 
 impl Write for Counted<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.inner.write(buf) {
+        // Marked before `aborted` is read, and `abort` sets `aborted` before
+        // it reads the mark (both SeqCst): either this write does not start,
+        // or `abort` knows to wake it.
+        let writing = &self.sh.writing[1 - self.from];
+        writing.store(true, Ordering::SeqCst);
+        let written = if self.sh.aborted.load(Ordering::SeqCst) {
+            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "aborted"))
+        } else {
+            self.inner.write(buf)
+        };
+        writing.store(false, Ordering::SeqCst);
+        match written {
             Ok(n) => {
                 self.sh.bytes[self.from].fetch_add(n as u64, Ordering::Relaxed);
                 self.sh.touch();
@@ -588,14 +638,21 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Runs `burst` (an `io::copy` from `sock`, with buffers of its own) until
 /// EOF. A burst reads with a [`QUIET`] timeout; when it times out, its
-/// buffers are gone, and this waits for the next byte with a one-byte `peek`
-/// and no buffer at all. A read that times out only says this direction was
+/// buffers are gone, and this waits for the next byte with [`wait`], holding
+/// no buffer at all. A read that times out only says this direction was
 /// quiet: the copy goes on unless both have been quiet for the idle time.
+///
+/// While it waits it also watches the destination: an error or a hang-up
+/// there (a reset) ends the connection at once. The other direction, which
+/// reads that end, may be stuck writing to a peer that stopped reading, and
+/// would not see it.
 fn bursts(
     sock: &TcpStream,
     dst: &mut Counted<'_>,
     mut burst: impl FnMut(&mut Counted<'_>) -> io::Result<u64>,
 ) -> io::Result<()> {
+    let to = 1 - dst.from;
+    let dst_sock = Arc::clone(&dst.sh.socks[to]);
     loop {
         sock.set_read_timeout(Some(QUIET))?;
         match burst(dst) {
@@ -612,12 +669,19 @@ fn bursts(
                 dst.sh.abort(End::Idle);
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
             }
-            sock.set_read_timeout(Some(idle - quiet))?;
-            match sock.peek(&mut [0u8]) {
-                // A byte, or the end: the next burst reads it.
-                Ok(_) => break,
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match wait(sock, &dst_sock, false, idle - quiet)? {
+                // A byte, an end or an error: the next burst reads it.
+                Ready::First => break,
+                Ready::Second => {
+                    let e = dst_sock
+                        .take_error()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
+                    dst.failed = true;
+                    return Err(e);
+                }
+                Ready::Neither => {}
             }
         }
     }
@@ -648,10 +712,8 @@ pub fn relay(
         let _ = s.set_read_timeout(Some(timeouts.idle));
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
-    let tls = [matches!(a.reader, Reader::Tls(_)), matches!(b.reader, Reader::Tls(_))];
     let sh = Arc::new(Shared {
         socks: [a.sock, b.sock],
-        tls,
         names,
         timeouts: *timeouts,
         start: Instant::now(),
@@ -660,6 +722,7 @@ pub fn relay(
         finished: Mutex::new(0),
         wake: Condvar::new(),
         aborted: AtomicBool::new(false),
+        writing: [AtomicBool::new(false), AtomicBool::new(false)],
         end: Mutex::new(None),
         done: Mutex::new(Some(Box::new(done))),
     });

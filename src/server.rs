@@ -22,14 +22,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::egress::Policy;
-use crate::relay::{self, Deadline, Half};
+use crate::relay::{self, Deadline, Half, Ready};
 use crate::wire::{Target, TrojanHash};
 use crate::{wire, Acceptor, Error, Report, Stopper, Timeouts};
 
@@ -277,23 +276,15 @@ fn first_record(
 /// Waits until the client or the fallback has something to read (data, an
 /// end or an error); true when the client has, which is looked at first.
 fn client_first(client: &TcpStream, fallback: &TcpStream, until: Instant) -> Result<bool, Error> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")));
         }
-        let mut fds = [
-            PollFd::new(client.as_fd(), PollFlags::POLLIN),
-            PollFd::new(fallback.as_fd(), PollFlags::POLLIN),
-        ];
-        // At most a minute per call, which fits every PollTimeout.
-        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => continue,
-            Ok(_) => return Ok(fds[0].any().unwrap_or(true)),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io(e.into())),
+        match relay::wait(client, fallback, true, left)? {
+            Ready::First => return Ok(true),
+            Ready::Second => return Ok(false),
+            Ready::Neither => {}
         }
     }
 }

@@ -76,6 +76,43 @@ fn local_killed_mid_transfer_releases_the_server_side() {
 }
 
 #[test]
+fn an_app_reset_frees_a_connection_whose_target_stopped_reading_at_once() {
+    // Both copy threads of each process are busy elsewhere: one blocked
+    // writing (the target stopped reading, and every buffer on the way is
+    // full), the other waiting on the quiet way back. The idle timeout is far
+    // beyond the test's patience: only a reset seen by the waiting thread,
+    // passed on at once, and a blocked writer woken, release the connection.
+    let pair = Pair::with_args(&["--idle-timeout", "120"], &["--idle-timeout", "120"]);
+    let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    // The target never reads; it holds its socket until the server resets it.
+    let tgt = target("127.0.0.1:0", move |s| {
+        let _ = tx.lock().unwrap().send(());
+        thread::sleep(3 * TIMEOUT);
+        drop(s);
+    });
+    let mut app = socks_connect(pair.local.addr, &tgt.to_string());
+    rx.recv_timeout(TIMEOUT).unwrap();
+    // Write until every buffer on the way is full and a write stalls.
+    app.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let chunk = [7u8; 64 * 1024];
+    let mut sent = 0usize;
+    while let Ok(n) = app.write(&chunk) {
+        sent += n;
+        assert!(sent < 1 << 30, "the target's window never filled");
+    }
+    socket2::SockRef::from(&app).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(app);
+    let line = pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains(" closed "));
+    assert!(line.contains("end=client reset"), "{line}");
+    let line = pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains(" closed "));
+    assert!(line.contains("end=client reset"), "{line}");
+    pair.server.wait_threads(server_threads);
+    pair.server.wait_fds(server_fds);
+}
+
+#[test]
 fn a_target_reset_reaches_the_app_as_a_reset_in_both_directions() {
     let pair = Pair::start();
     let (local_threads, server_threads) = (pair.local.threads(), pair.server.threads());
