@@ -24,7 +24,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     opts.optopt("", "listen", "TLS address to listen on (default 0.0.0.0:9012)", "ADDR:PORT");
     cli::password_options(&mut opts, "accept only trojan clients with this password (repeatable)");
     opts.optopt("", "fallback", "hand connections without a valid header to this web server", "HOST:PORT");
-    opts.optflag("", "allow-private", "allow targets on loopback, private and link-local addresses");
+    opts.optflag("", "allow-private", "allow non-public targets: loopback, private, special-purpose ranges");
     opts.optmulti("", "deny", "never connect to this network (repeatable)", "CIDR");
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
