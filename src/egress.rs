@@ -6,12 +6,14 @@
 //! [`NON_PUBLIC`] (loopback, private, link-local, CGNAT, documentation,
 //! benchmarking, multicast, reserved and the other special-purpose ranges of
 //! the IANA registries that are not globally reachable, and for IPv6 all
-//! space outside global unicast `2000::/3`).
+//! space outside global unicast `2000::/3`), and the host itself.
 //!
-//! The unspecified addresses (`0.0.0.0/8`, `::`) connect to the host itself,
-//! like loopback, and are judged as the loopback address of their family:
-//! refused by default, and by any `--deny` network that holds `127.0.0.1`
-//! (IPv4) or `::1` (IPv6).
+//! The host itself is its unspecified addresses (`0.0.0.0/8`, `::`), which
+//! connect to the host like loopback, and the addresses of its own
+//! interfaces, read at start and read again at a check when the list is older
+//! than [`HOST_ADDRS_MAX_AGE`]. Both are judged as the loopback address of
+//! their family: refused by default, and by any `--deny` network that holds
+//! `127.0.0.1` (IPv4) or `::1` (IPv6).
 //!
 //! IPv6 addresses that carry an IPv4 address: IPv4-mapped `::ffff:0:0/96`,
 //! NAT64 `64:ff9b::/96` (RFC 6052) and 6to4 `2002::/16` (bits 16..48) are
@@ -27,9 +29,13 @@
 //! refused like the address.
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::Error;
 
 /// Special-purpose networks that are not globally reachable, in the order
 /// they are looked up (the first row that holds an address names it). From
@@ -82,6 +88,9 @@ static NON_PUBLIC_NETS: LazyLock<Vec<(Cidr, &'static str)>> =
 pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     NON_PUBLIC_NETS.iter().find(|(net, _)| net.contains(ip)).map(|(_, name)| *name)
 }
+
+/// How old the list of the host's interface addresses may get before a check reads it again.
+pub const HOST_ADDRS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// A network in CIDR notation, such as `203.0.113.0/24` or `2001:db8::/32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,20 +146,36 @@ impl fmt::Display for Cidr {
 }
 
 /// The server's egress rule: public addresses only, unless told otherwise,
-/// and never those in `deny`; the unspecified addresses count as loopback.
-#[derive(Clone, Debug, Default)]
+/// and never those in `deny`; the host itself counts as loopback.
+#[derive(Clone, Debug)]
 pub struct Policy {
     /// Also allow the non-public addresses listed in the module docs.
     pub allow_private: bool,
     /// Always refused, even with `allow_private`.
     pub deny: Vec<Cidr>,
+    host: Arc<HostAddrs>,
 }
 
 impl Policy {
+    /// The policy of a server on this host: reads the interface addresses now.
+    pub fn new(allow_private: bool, deny: Vec<Cidr>) -> Result<Policy, Error> {
+        let addrs = interface_addresses()
+            .map_err(|e| Error::Config(format!("cannot read the interface addresses: {e}")))?;
+        log::debug!("this host's interface addresses, refused like loopback: {addrs:?}");
+        let host = HostAddrs::new(Some(interface_addresses), HOST_ADDRS_MAX_AGE, addrs);
+        Ok(Policy { allow_private, deny, host: Arc::new(host) })
+    }
+
+    /// A policy for a host whose own addresses are `host`, never read again.
+    pub fn with_host_addrs(allow_private: bool, deny: Vec<Cidr>, host: Vec<IpAddr>) -> Policy {
+        Policy { allow_private, deny, host: Arc::new(HostAddrs::new(None, Duration::MAX, host)) }
+    }
+
     /// Whether the server may connect to `ip`.
     pub fn permits(&self, ip: IpAddr) -> bool {
+        let host = self.host.current();
         // What `ip` reaches when it names the host itself: the loopback of its family.
-        let as_host = |a: IpAddr| is_unspecified(a).then(|| loopback_of(a));
+        let as_host = |a: IpAddr| is_host(a, &host).then(|| loopback_of(a));
         let denied = |a: IpAddr| self.deny.iter().any(|c| c.contains(a));
         let forms = forms(ip);
         if forms.iter().flatten().any(|&a| denied(a) || as_host(a).is_some_and(denied)) {
@@ -161,12 +186,14 @@ impl Policy {
     }
 }
 
-/// Whether `a` names the host itself as unspecified: `0.0.0.0/8` or `::`.
-fn is_unspecified(a: IpAddr) -> bool {
-    match a {
+/// Whether `a` names the host itself: unspecified (`0.0.0.0/8`, `::`) or
+/// one of its interface addresses.
+fn is_host(a: IpAddr, host: &[IpAddr]) -> bool {
+    let unspecified = match a {
         IpAddr::V4(v4) => v4.octets()[0] == 0,
         IpAddr::V6(v6) => v6.is_unspecified(),
-    }
+    };
+    unspecified || host.contains(&a)
 }
 
 fn loopback_of(a: IpAddr) -> IpAddr {
@@ -176,10 +203,14 @@ fn loopback_of(a: IpAddr) -> IpAddr {
     }
 }
 
-/// Layouts that carry IPv4 in IPv6, for [`forms`] and [`judged`].
+/// The first 96 bits of a deprecated IPv4-compatible address, `::a.b.c.d`.
 const IPV4_COMPATIBLE: [u16; 6] = [0; 6];
+/// The first 96 bits of the NAT64 well-known prefix `64:ff9b::/96` (RFC 6052).
 const NAT64_WELL_KNOWN: [u16; 6] = [0x64, 0xff9b, 0, 0, 0, 0];
+/// The first 16 bits of a 6to4 address, `2002::/16`; the IPv4 address follows.
 const SIX_TO_FOUR: u16 = 0x2002;
+/// The first 32 bits of a Teredo address, `2001::/32`; the server's IPv4
+/// address follows, and the client's, inverted, ends it.
 const TEREDO: [u16; 2] = [0x2001, 0];
 
 /// `ip` and every IPv4 address it carries: mapped, compatible (but `::`
@@ -219,6 +250,53 @@ fn judged(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Reads the addresses of the host's interfaces.
+type Reader = fn() -> io::Result<Vec<IpAddr>>;
+
+/// The host's own addresses, read again at a check once `max_age` has passed.
+#[derive(Debug)]
+struct HostAddrs {
+    read: Option<Reader>,
+    max_age: Duration,
+    known: Mutex<(Instant, Arc<[IpAddr]>)>,
+}
+
+impl HostAddrs {
+    fn new(read: Option<Reader>, max_age: Duration, addrs: Vec<IpAddr>) -> HostAddrs {
+        HostAddrs { read, max_age, known: Mutex::new((Instant::now(), addrs.into())) }
+    }
+
+    /// The list, read again first if it is too old; a failed read keeps the old list.
+    fn current(&self) -> Arc<[IpAddr]> {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(read) = self.read.filter(|_| known.0.elapsed() >= self.max_age) {
+            match read() {
+                Ok(addrs) => known.1 = addrs.into(),
+                Err(e) => log::warn!("cannot read the interface addresses again, keeping the last list: {e}"),
+            }
+            known.0 = Instant::now();
+        }
+        Arc::clone(&known.1)
+    }
+}
+
+/// Every address of every interface of this host, loopback included.
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut addrs = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(a) = ifa.address else { continue };
+        let ip = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
+    }
+    Ok(addrs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,8 +305,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A policy for a host with no address of its own but loopback.
     fn policy(allow_private: bool, deny: &[&str]) -> Policy {
-        Policy { allow_private, deny: deny.iter().map(|c| c.parse().unwrap()).collect() }
+        let deny = deny.iter().map(|c| c.parse().unwrap()).collect();
+        Policy::with_host_addrs(allow_private, deny, vec![ip("127.0.0.1"), ip("::1")])
     }
 
     /// One address per row of NON_PUBLIC that the row, and no row before it, holds.
@@ -407,6 +487,60 @@ mod tests {
         for a in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
             assert!(!p.permits(ip(a)), "{a} refused by default");
         }
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_refused_by_default_and_count_as_loopback_for_deny() {
+        let own = vec![ip("127.0.0.1"), ip("::1"), ip("8.8.8.8"), ip("2606:4700::1111"), ip("10.9.9.9")];
+        let with = |allow_private: bool, deny: &[&str]| {
+            let deny = deny.iter().map(|c| c.parse().unwrap()).collect();
+            Policy::with_host_addrs(allow_private, deny, own.clone())
+        };
+        let p = with(false, &[]);
+        for a in ["8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"] {
+            assert!(!p.permits(ip(a)), "{a} is the host");
+        }
+        assert!(p.permits(ip("8.8.4.4")) && p.permits(ip("2606:4700::1001")));
+
+        let p = with(true, &[]);
+        assert!(p.permits(ip("8.8.8.8")) && p.permits(ip("2606:4700::1111")) && p.permits(ip("10.9.9.9")));
+        let p = with(true, &["127.0.0.0/8"]);
+        assert!(!p.permits(ip("8.8.8.8")) && !p.permits(ip("10.9.9.9")) && !p.permits(ip("::ffff:10.9.9.9")));
+        assert!(p.permits(ip("2606:4700::1111")) && p.permits(ip("8.8.4.4")) && p.permits(ip("10.9.9.8")));
+        let p = with(true, &["::1/128"]);
+        assert!(!p.permits(ip("2606:4700::1111")) && p.permits(ip("8.8.8.8")));
+    }
+
+    /// What the test reader returns; `None` is a failed read.
+    static INTERFACES: Mutex<Option<Vec<IpAddr>>> = Mutex::new(Some(Vec::new()));
+
+    fn test_interfaces() -> io::Result<Vec<IpAddr>> {
+        INTERFACES.lock().unwrap().clone().ok_or_else(|| io::Error::other("no netlink today"))
+    }
+
+    #[test]
+    fn the_host_addresses_are_read_again_once_old_and_kept_when_a_read_fails() {
+        let set = |v: Option<Vec<IpAddr>>| *INTERFACES.lock().unwrap() = v;
+        let host = HostAddrs::new(Some(test_interfaces), Duration::ZERO, Vec::new());
+        let p = Policy { allow_private: false, deny: Vec::new(), host: Arc::new(host) };
+        assert!(p.permits(ip("8.8.8.8")));
+        set(Some(vec![ip("8.8.8.8")]));
+        assert!(!p.permits(ip("8.8.8.8")), "an address added later is read at the next check");
+        set(None);
+        assert!(!p.permits(ip("8.8.8.8")), "a failed read keeps the last list");
+        set(Some(Vec::new()));
+        assert!(p.permits(ip("8.8.8.8")), "an address removed is forgotten");
+
+        let fresh = HostAddrs::new(Some(test_interfaces), HOST_ADDRS_MAX_AGE, vec![ip("8.8.8.8")]);
+        set(Some(Vec::new()));
+        assert_eq!(&*fresh.current(), &[ip("8.8.8.8")], "not read again while young");
+    }
+
+    #[test]
+    fn the_interfaces_of_this_host_include_loopback() {
+        assert!(interface_addresses().unwrap().contains(&ip("127.0.0.1")));
+        let p = Policy::new(true, vec!["127.0.0.0/8".parse().unwrap()]).unwrap();
+        assert!(!p.permits(ip("127.0.0.1")));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The egress policy end to end: the host itself is never a target unless
-//! loopback is allowed. Every target here is on loopback, and each one is
-//! refused before any connect. Special-purpose ranges that lie elsewhere
+//! loopback is allowed. Every target here is either on loopback or one of
+//! this machine's own addresses, and each one is refused before any connect,
+//! so no packet leaves the machine. Special-purpose ranges that lie elsewhere
 //! are only unit-tested (src/egress.rs).
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Mutex};
 
 use common::*;
@@ -67,4 +68,45 @@ fn deny_matches_the_ipv6_form_of_a_mapped_ipv4_address() {
     assert_refused(&["--allow-private", "--deny", "::/0"], std::slice::from_ref(&target));
     assert_refused(&["--allow-private", "--deny", "::ffff:0:0/96"], &[target]);
     assert!(seen.try_recv().is_err(), "the service on 127.0.0.1 was never reached");
+}
+
+/// This machine's own addresses that are not loopback, as the kernel lists
+/// them; link-local ones are left out, as a target cannot name their scope.
+fn own_addresses() -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().unwrap() {
+        let Some(a) = ifa.address else { continue };
+        let ip = if let Some(v4) = a.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = a.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if !ip.is_loopback() && !ip.is_unspecified() && !link_local && !found.contains(&ip) {
+            found.push(ip);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_hosts_own_addresses_are_refused_by_default_and_with_loopback() {
+    let own = own_addresses();
+    if own.is_empty() {
+        eprintln!("skipped: this machine has no address but loopback");
+        return;
+    }
+    // The port of a service on 127.0.0.1: the refusal comes before any connect.
+    let (service, seen) = watched_service();
+    let targets: Vec<String> =
+        own.iter().map(|ip| SocketAddr::new(*ip, service.port()).to_string()).collect();
+    eprintln!("the host's own addresses as targets: {targets:?}");
+    assert_refused(&[], &targets);
+    assert_refused(&DENY_LOOPBACK, &targets);
+    assert!(seen.try_recv().is_err());
 }

@@ -49,7 +49,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         .iter()
         .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--deny: {e}"))))
         .collect::<Result<_, _>>()?;
-    let egress = Policy { allow_private: m.opt_present("allow-private"), deny };
+    let egress = Policy::new(m.opt_present("allow-private"), deny)?;
 
     let (tls, fingerprint) = tls::server_config(&identity)?;
     let open = passwords.is_empty();
