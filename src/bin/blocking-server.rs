@@ -25,7 +25,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     cli::password_options(&mut opts, "accept only trojan clients with this password (repeatable)");
     opts.optopt("", "fallback", "hand connections without a valid header to this web server", "HOST:PORT");
     cli::alpn_option(&mut opts, "ALPN protocols to select from, in order of preference");
-    opts.optflag("", "allow-private", "allow targets on loopback, private and link-local addresses");
+    opts.optflag("", "allow-private", "allow non-public targets: loopback, private, special-purpose ranges");
     opts.optmulti("", "deny", "never connect to this network (repeatable)", "CIDR");
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
@@ -49,7 +49,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         .iter()
         .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--deny: {e}"))))
         .collect::<Result<_, _>>()?;
-    let egress = Policy { allow_private: m.opt_present("allow-private"), deny };
+    let egress = Policy::new(m.opt_present("allow-private"), deny)?;
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
     let probe_resistant = fallback.is_some() && !passwords.is_empty();
