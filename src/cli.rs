@@ -87,8 +87,12 @@ pub fn parse(prog: &str, about: &str, opts: &Options, args: &[String]) -> Result
         println!("{prog} {}", env!("CARGO_PKG_VERSION"));
         return Err(Exit::Done);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(Exit::Usage(format!("unexpected argument: {extra}")));
+    if !m.free.is_empty() {
+        // Never echoed: it may be a secret the shell split (--password correct horse).
+        return Err(Exit::Usage(format!(
+            "unexpected argument ({} in all): options take the form --name VALUE; quote a value with spaces",
+            m.free.len()
+        )));
     }
     let level = match (m.opt_present("quiet"), m.opt_count("verbose")) {
         (true, _) => log::LevelFilter::Warn,
