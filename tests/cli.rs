@@ -61,6 +61,10 @@ fn usage_errors_exit_2_with_one_line() {
         (LOCAL, &["--server", "h:1", "stray"][..], "unexpected argument"),
         (SERVER, &["--cert", "only.pem"][..], "--cert and --key go together"),
         (SERVER, &["--linger", "soon"][..], "--linger"),
+        (LOCAL, &["--server", "h:1", "--pin", &"+a".repeat(32)][..], "--pin wants 64 hex digits"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!(":{}", "ab".repeat(32))][..], "--pin wants"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!("{}:", "ab".repeat(32))][..], "--pin wants"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!("a:b{}", "ab".repeat(31))][..], "--pin wants"),
     ] {
         let (code, err) = run(bin, args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
