@@ -276,11 +276,12 @@ fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
 
 #[test]
 fn open_proxies_warn_at_start() {
-    let server = Proc::server(&["--listen", "0.0.0.0:0"]);
+    let (c, k) = (cert("server.pem"), cert("server.key"));
+    let server = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k]);
     server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
     let local = Proc::local(server.addr, &["--listen", "0.0.0.0:0"]);
     local.wait_line(|l| l.contains("WARN") && l.contains("no --user"));
-    let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--password", "x"]);
+    let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k, "--password", "x"]);
     quiet.wait_line(|l| l.contains("listening on"));
     assert!(quiet.lines().iter().all(|l| !l.contains("open proxy")));
 }

@@ -91,6 +91,24 @@ fn a_usage_error_never_echoes_a_stray_argument() {
 }
 
 #[test]
+fn the_built_in_certificate_serves_loopback_only() {
+    for listen in [None, Some("0.0.0.0:0"), Some("[::]:0")] {
+        let args: Vec<&str> = listen.map(|l| vec!["--listen", l]).unwrap_or_default();
+        let (code, err) = run(SERVER, &args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let line = one_line(&err);
+        println!("{line}");
+        let shown = listen.unwrap_or("0.0.0.0:9012");
+        assert!(line.contains(&format!("--cert and --key are required when listening on {shown}")), "{line}");
+        assert!(line.contains("certbot") && line.contains("self-signed"), "{line}");
+    }
+    // A name is resolved: localhost is loopback wherever it points.
+    let server = Proc::server(&["--listen", "localhost:0"]);
+    server.wait_line(|l| l.contains("WARN") && l.contains("built-in test certificate"));
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+}
+
+#[test]
 fn help_and_version_exit_0() {
     for bin in [LOCAL, SERVER] {
         let out = Command::new(bin).arg("--help").output().unwrap();
