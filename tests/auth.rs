@@ -278,7 +278,12 @@ fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
 fn open_proxies_warn_at_start() {
     let (c, k) = (cert("server.pem"), cert("server.key"));
     let server = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k]);
-    server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
+    let warning = server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
+    println!("{warning}");
+    assert!(
+        warning.contains("anyone who finds the port") && warning.contains("--password-file"),
+        "{warning}"
+    );
     let local = Proc::local(server.addr, &["--listen", "0.0.0.0:0"]);
     local.wait_line(|l| l.contains("WARN") && l.contains("no --user"));
     let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k, "--password", "x"]);

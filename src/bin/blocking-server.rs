@@ -68,7 +68,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         log::warn!("no --cert/--key: using the built-in test certificate for localhost, on loopback only; its key is public, for tests and demos only");
     }
     if open && !addr.ip().is_loopback() {
-        log::warn!("no --password: anyone who reaches {addr} can use this server as an open proxy");
+        log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
     }
     log::info!(
         "certificate sha256 fingerprint {} (for blocking-local --pin)",
