@@ -1,6 +1,7 @@
 //! What the two binaries share: common options, logging setup and the way a
 //! run ends (exit 0, 1 with one line for a failure, 2 with one line for bad usage).
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,8 +88,12 @@ pub fn parse(prog: &str, about: &str, opts: &Options, args: &[String]) -> Result
         println!("{prog} {}", env!("CARGO_PKG_VERSION"));
         return Err(Exit::Done);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(Exit::Usage(format!("unexpected argument: {extra}")));
+    if !m.free.is_empty() {
+        // Never echoed: it may be a secret the shell split (--password correct horse).
+        return Err(Exit::Usage(format!(
+            "unexpected argument ({} in all): options take the form --name VALUE; quote a value with spaces",
+            m.free.len()
+        )));
     }
     let level = match (m.opt_present("quiet"), m.opt_count("verbose")) {
         (true, _) => log::LevelFilter::Warn,
@@ -212,6 +217,13 @@ fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
     Ok(text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
+/// Whether every address `addr` (`host:port`) resolves to is a loopback
+/// address; `None` when it does not resolve (binding it then fails and says why).
+pub fn loopback_only(addr: &str) -> Option<bool> {
+    let all: Vec<SocketAddr> = addr.to_socket_addrs().ok()?.collect();
+    (!all.is_empty()).then(|| all.iter().all(|a| a.ip().is_loopback()))
+}
+
 /// Seconds, fractional allowed, greater than zero.
 pub fn parse_secs(v: &str) -> Option<Duration> {
     let s: f64 = v.parse().ok()?;
@@ -220,8 +232,19 @@ pub fn parse_secs(v: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_secs;
+    use super::{loopback_only, parse_secs};
     use std::time::Duration;
+
+    #[test]
+    fn loopback_only_when_every_address_is() {
+        for addr in ["127.0.0.1:9012", "127.1.2.3:0", "[::1]:9012", "localhost:0"] {
+            assert_eq!(loopback_only(addr), Some(true), "{addr}");
+        }
+        for addr in ["0.0.0.0:9012", "[::]:9012", "192.0.2.1:443", "[::ffff:127.0.0.1]:1", "10.0.0.1:1"] {
+            assert_eq!(loopback_only(addr), Some(false), "{addr}");
+        }
+        assert_eq!(loopback_only("no port"), None);
+    }
 
     #[test]
     fn seconds_may_be_fractional_but_not_zero() {

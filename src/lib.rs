@@ -18,6 +18,8 @@
 //! - [`relay`] splits one TLS connection between two threads, copies each
 //!   direction with `std::io::copy`, and handles half-close and timeouts.
 //! - [`cli`] holds what the two binaries share: options, logging, exit codes.
+//! - [`escape`] writes text a peer controls into a log line without letting
+//!   it forge a field or a line.
 //! - [`signals`] turns SIGTERM and SIGINT into a graceful shutdown.
 //! - [`workers`] keeps finished threads parked for the next connection.
 //!
@@ -27,6 +29,7 @@
 
 pub mod cli;
 pub mod egress;
+pub mod escape;
 pub mod local;
 pub mod relay;
 pub mod server;

@@ -43,7 +43,7 @@ pub struct Config {
     pub password: Option<TrojanHash>,
     /// When not empty, SOCKS5 clients must log in as one of these (RFC 1929).
     pub users: Vec<User>,
-    /// Connections served at once; more are answered with a general failure.
+    /// Connections served at once; more are refused (see `refuse`).
     pub max_conns: usize,
     /// TLS connections to keep ready (0: none, each client waits for its own handshake).
     pub pool: usize,
@@ -79,7 +79,8 @@ impl Local {
         let pool = Pool::start(&self.cfg);
         let cfg = Arc::clone(&self.cfg);
         let handler = move |app, report| client(app, &cfg, pool.as_deref(), report);
-        self.acceptor.run(self.cfg.timeouts.drain, handler, refuse)
+        let login = !self.cfg.users.is_empty();
+        self.acceptor.run(self.cfg.timeouts.drain, handler, move |app| refuse(app, login))
     }
 }
 
@@ -206,9 +207,13 @@ fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
     open && sock.set_nonblocking(false).is_ok()
 }
 
-/// Over the cap: a SOCKS5 general failure, written without reading the
-/// client's greeting (the replies are fixed), then a close.
-fn refuse(app: TcpStream) {
+/// Over the cap: a fixed answer, written without reading the client's
+/// greeting (the accept loop must not wait), then a close. Without users,
+/// method 0x00 and a general failure. With users, method 0xFF (no acceptable
+/// method): 0x00 is not what such a local serves, and a client that offered
+/// only username/password must not be answered with a method it did not offer.
+fn refuse(app: TcpStream, login: bool) {
+    const NO_METHOD: [u8; 2] = [socks5::SOCKS_VERSION, socks5::METHOD_NO_ACCEPTABLE];
     const FAILURE: [u8; 12] = [
         socks5::SOCKS_VERSION,
         socks5::METHOD_NO_AUTH,
@@ -224,7 +229,7 @@ fn refuse(app: TcpStream) {
         0,
     ];
     if app.set_nonblocking(true).is_ok() {
-        let _ = (&app).write(&FAILURE);
+        let _ = (&app).write(if login { &NO_METHOD[..] } else { &FAILURE[..] });
         let _ = app.shutdown(std::net::Shutdown::Write);
     }
 }

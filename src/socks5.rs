@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 
+use crate::escape::Escaped;
 use crate::wire::{constant_time_eq, read_socks_addr, Target};
 use crate::Error;
 
@@ -166,7 +167,8 @@ fn login<S: Read + Write>(s: &mut S, users: &[User]) -> Result<(), Error> {
         Ok(())
     } else {
         s.write_all(&[USERPASS_VERSION, USERPASS_FAILURE])?;
-        Err(Error::Denied(format!("login failed for user {:?}", String::from_utf8_lossy(name))))
+        let name = String::from_utf8_lossy(name);
+        Err(Error::Denied(format!("login failed for user {}", Escaped(&name))))
     }
 }
 
@@ -375,6 +377,16 @@ pub(crate) mod tests {
             assert!(!why.contains(pass) || pass.is_empty(), "the password is not in {why:?}");
             assert_eq!(out, [5, 2, 1, 1]);
         }
+    }
+
+    #[test]
+    fn rfc1929_a_failed_login_logs_the_username_escaped() {
+        let (res, _, _) = run_with_users(&login_bytes("eve up=0\u{2028}#9 closed", "x"));
+        let Err(Error::Denied(why)) = res else { panic!("{res:?}") };
+        assert_eq!(why, r#"login failed for user "eve up=0\u{2028}#9 closed""#);
+        let (res, _, _) = run_with_users(&login_bytes("mallory", "x"));
+        let Err(Error::Denied(why)) = res else { panic!("{res:?}") };
+        assert_eq!(why, "login failed for user mallory");
     }
 
     #[test]

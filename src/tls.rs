@@ -125,10 +125,12 @@ pub fn fingerprint_hex(f: &Fingerprint) -> String {
     f.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses 64 hex digits; colons between bytes (as openssl prints them) are allowed.
+/// Parses 64 hex digits, bare or with a colon between every two bytes (as openssl prints them).
 pub fn parse_fingerprint(s: &str) -> Option<Fingerprint> {
     let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
-    if hex.len() != 64 {
+    let colons = !s.contains(':')
+        || (s.len() == 95 && s.bytes().enumerate().all(|(i, b)| (b == b':') == (i % 3 == 2)));
+    if hex.len() != 64 || !colons || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -278,6 +280,12 @@ mod tests {
         assert_eq!(parse_fingerprint(&colons.to_uppercase()), Some(f));
         assert_eq!(parse_fingerprint("abcd"), None);
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+        assert_eq!(parse_fingerprint(&"+a".repeat(32)), None, "no sign");
+        for bad in
+            [format!(":{hex}"), format!("{colons}:"), format!("a:{}", &hex[1..]), colons.replacen(':', "", 1)]
+        {
+            assert_eq!(parse_fingerprint(&bad), None, "{bad}");
+        }
     }
 
     #[test]

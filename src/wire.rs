@@ -27,6 +27,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::escape::Escaped;
 use crate::Error;
 
 /// Address type: IPv4, four bytes follow.
@@ -92,7 +93,8 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Ip(a) => write!(f, "{a}"),
-            Target::Domain(name, port) => write!(f, "{name}:{port}"),
+            // The name is the peer's: escaped, so that it stays one field of a log line.
+            Target::Domain(name, port) => write!(f, "{}:{port}", Escaped(name)),
         }
     }
 }
@@ -270,7 +272,8 @@ pub(crate) fn read_port<R: Read>(r: &mut R) -> io::Result<u16> {
 }
 
 /// Reads a domain name of `len` bytes; it must be non-empty UTF-8 without
-/// control characters (which would also forge lines in the logs).
+/// control characters. Other text (spaces, U+2028) is passed on to the
+/// resolver, which refuses it; logs write it escaped (see [`Escaped`]).
 pub(crate) fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> {
     if len == 0 {
         return Err(Error::Protocol("empty domain name"));

@@ -203,6 +203,50 @@ fn socks5_login_right_wrong_and_missing() {
     assert!(pair.local.lines().iter().all(|l| !l.contains("guessed!") && !l.contains("wonder")));
 }
 
+/// RFC 1929 login bytes, after a greeting that offers only username/password.
+fn login(name: &str, password: &str) -> Vec<u8> {
+    let mut v = vec![5, 1, 2, 1, name.len() as u8];
+    v.extend_from_slice(name.as_bytes());
+    v.push(password.len() as u8);
+    v.extend_from_slice(password.as_bytes());
+    v
+}
+
+#[test]
+fn over_the_cap_a_local_with_users_offers_no_method() {
+    let pair = Pair::with_args(&[], &["--user", "alice:wonder", "--max-conns", "1"]);
+    let echo = echo("127.0.0.1:0");
+    // The one place under the cap, held by a logged-in client.
+    let mut held = connect(pair.local.addr);
+    let mut req = login("alice", "wonder");
+    req.extend_from_slice(&[5, 1, 0]);
+    req.extend(socks_addr(&echo.to_string()));
+    held.write_all(&req).unwrap();
+    let mut reply = [0u8; 2 + 2 + 10];
+    held.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..5], [5, 2, 1, 0, 5], "logged in");
+    assert_eq!(reply[5], 0, "connected");
+
+    // Over the cap, a client offering only username/password: method 0xFF
+    // (none acceptable), never 0x00, which would let it skip the login.
+    let mut over = connect(pair.local.addr);
+    over.write_all(&[5, 1, 2]).unwrap();
+    let mut method = [0u8; 2];
+    over.read_exact(&mut method).unwrap();
+    println!("over the cap: {method:?}");
+    assert_eq!(method, [5, 0xFF]);
+    // Then a close (a reset, if the local closed before the greeting arrived).
+    if let Ok(more) = read_until_closed(&mut over) {
+        assert!(more.is_empty(), "nothing after the method: {more:?}");
+    }
+    pair.local.wait_line(|l| l.contains("at capacity (1 connections)"));
+
+    held.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+}
+
 #[test]
 fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
     let dir = scratch("secrets");
@@ -233,11 +277,17 @@ fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
 
 #[test]
 fn open_proxies_warn_at_start() {
-    let server = Proc::server(&["--listen", "0.0.0.0:0"]);
-    server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
+    let (c, k) = (cert("server.pem"), cert("server.key"));
+    let server = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k]);
+    let warning = server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
+    println!("{warning}");
+    assert!(
+        warning.contains("anyone who finds the port") && warning.contains("--password-file"),
+        "{warning}"
+    );
     let local = Proc::local(server.addr, &["--listen", "0.0.0.0:0"]);
     local.wait_line(|l| l.contains("WARN") && l.contains("no --user"));
-    let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--password", "x"]);
+    let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k, "--password", "x"]);
     quiet.wait_line(|l| l.contains("listening on"));
     assert!(quiet.lines().iter().all(|l| !l.contains("open proxy")));
 }

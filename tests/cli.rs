@@ -3,18 +3,41 @@
 
 mod common;
 
+use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
 
 use common::*;
 
 const LOCAL: &str = env!("CARGO_BIN_EXE_blocking-local");
 const SERVER: &str = env!("CARGO_BIN_EXE_blocking-server");
 
-/// Runs a binary that is expected to exit at once (every case here fails before listening).
+/// Runs a binary that is expected to exit at once (every case here fails
+/// before listening); one that goes on running is killed after TIMEOUT and
+/// fails the test.
 fn run(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    let Output { status, stderr, .. } = Command::new(bin).args(args).output().unwrap();
-    (status.code(), String::from_utf8(stderr).unwrap())
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(TIMEOUT);
+    if text.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    (status.code(), text.unwrap_or_else(|_| panic!("{args:?}: still running after {TIMEOUT:?}")))
 }
 
 fn one_line(stderr: &str) -> &str {
@@ -38,11 +61,51 @@ fn usage_errors_exit_2_with_one_line() {
         (LOCAL, &["--server", "h:1", "stray"][..], "unexpected argument"),
         (SERVER, &["--cert", "only.pem"][..], "--cert and --key go together"),
         (SERVER, &["--linger", "soon"][..], "--linger"),
+        (LOCAL, &["--server", "h:1", "--pin", &"+a".repeat(32)][..], "--pin wants 64 hex digits"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!(":{}", "ab".repeat(32))][..], "--pin wants"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!("{}:", "ab".repeat(32))][..], "--pin wants"),
+        (LOCAL, &["--server", "h:1", "--pin", &format!("a:b{}", "ab".repeat(31))][..], "--pin wants"),
     ] {
         let (code, err) = run(bin, args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(one_line(&err).contains(says), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_usage_error_never_echoes_a_stray_argument() {
+    for (bin, args) in [
+        (SERVER, &["--password", "correct", "horse", "battery"][..]),
+        (LOCAL, &["--server", "h:1", "--password", "correct", "horse", "battery"][..]),
+        (LOCAL, &["--server", "h:1", "--user", "alice:correct", "horse", "battery"][..]),
+    ] {
+        let (code, err) = run(bin, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let line = one_line(&err);
+        println!("{line}");
+        assert!(line.contains("unexpected argument (2 in all)"), "{line}");
+        for secret in ["correct", "horse", "battery"] {
+            assert!(!line.contains(secret), "{line}");
+        }
+    }
+}
+
+#[test]
+fn the_built_in_certificate_serves_loopback_only() {
+    for listen in [None, Some("0.0.0.0:0"), Some("[::]:0")] {
+        let args: Vec<&str> = listen.map(|l| vec!["--listen", l]).unwrap_or_default();
+        let (code, err) = run(SERVER, &args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let line = one_line(&err);
+        println!("{line}");
+        let shown = listen.unwrap_or("0.0.0.0:9012");
+        assert!(line.contains(&format!("--cert and --key are required when listening on {shown}")), "{line}");
+        assert!(line.contains("certbot") && line.contains("self-signed"), "{line}");
+    }
+    // A name is resolved: localhost is loopback wherever it points.
+    let server = Proc::server(&["--listen", "localhost:0"]);
+    server.wait_line(|l| l.contains("WARN") && l.contains("built-in test certificate"));
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
 }
 
 #[test]

@@ -37,6 +37,14 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     };
     let timeouts = cli::timeouts(&m)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "0.0.0.0:9012".into());
+    // Its key is public: anywhere but loopback, anyone could pose as this server.
+    if matches!(identity, Identity::TestCertificate) && cli::loopback_only(&listen) == Some(false) {
+        return Err(Exit::Usage(format!(
+            "--cert and --key are required when listening on {listen} (the built-in test certificate is for \
+             loopback only); get one with an ACME client such as certbot, or make a self-signed one and pin \
+             it, see README (Pinning)"
+        )));
+    }
     let passwords: Vec<_> = cli::passwords(&m)?.iter().map(|p| trojan_hash(p)).collect();
     let fallback = match m.opt_str("fallback") {
         Some(f) => Some(
@@ -62,10 +70,10 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let server = Server::bind(&listen, cfg)?;
     let addr = server.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Identity::TestCertificate = identity {
-        log::warn!("no --cert/--key: using the built-in test certificate for localhost; its key is public, for tests and demos only");
+        log::warn!("no --cert/--key: using the built-in test certificate for localhost, on loopback only; its key is public, for tests and demos only");
     }
     if open && !addr.ip().is_loopback() {
-        log::warn!("no --password: anyone who reaches {addr} can use this server as an open proxy");
+        log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
     }
     log::info!(
         "certificate sha256 fingerprint {} (for blocking-local --pin)",

@@ -1,0 +1,102 @@
+//! Text a peer controls (target names, SOCKS5 usernames, SNI), made safe to
+//! put in a log line.
+//!
+//! [`Escaped`] writes a string as it is when it holds only letters (of any
+//! script), digits, `.`, `-` and `_`. Anything else is written in double
+//! quotes: `"` and `\` get a backslash, the space and the other printable
+//! ASCII characters stay, and every other character that is not a letter or
+//! digit (controls, line and paragraph separators, tabs, bidi controls,
+//! zero-width characters, …) becomes `\u{hex}`. So a value ends at the first
+//! space outside quotes, and a peer can neither add a field nor start a line.
+
+use std::fmt::{self, Write};
+
+/// A string written for a log line: as it is, or quoted and escaped.
+pub struct Escaped<'a>(pub &'a str);
+
+/// Characters that stay as they are without quotes.
+fn plain(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (!c.is_ascii() && c.is_alphanumeric())
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.is_empty() && self.0.chars().all(plain) {
+            return f.write_str(self.0);
+        }
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' | '\\' => write!(f, "\\{c}")?,
+                c if c == ' ' || c.is_ascii_graphic() || plain(c) => f.write_char(c)?,
+                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+    use crate::wire::Target;
+
+    fn esc(s: &str) -> String {
+        Escaped(s).to_string()
+    }
+
+    #[test]
+    fn host_names_and_letters_of_any_script_stay_as_they_are() {
+        assert_eq!(esc("example.com"), "example.com");
+        assert_eq!(esc("_dmarc.my-host.example"), "_dmarc.my-host.example");
+        assert_eq!(esc("bücher.example"), "bücher.example");
+        assert_eq!(esc("例え.テスト"), "例え.テスト");
+    }
+
+    #[test]
+    fn anything_else_is_quoted_so_it_cannot_add_a_field() {
+        assert_eq!(esc(""), r#""""#);
+        assert_eq!(esc("x.invalid up=0"), r#""x.invalid up=0""#);
+        assert_eq!(esc("a=b"), r#""a=b""#);
+        assert_eq!(esc(r#"say "hi" \o/"#), r#""say \"hi\" \\o/""#);
+    }
+
+    #[test]
+    fn separators_controls_and_bidi_controls_are_escaped() {
+        for (c, hex) in [
+            ('\n', "a"),
+            ('\r', "d"),
+            ('\t', "9"),
+            ('\u{1b}', "1b"),
+            ('\u{7f}', "7f"),
+            ('\u{85}', "85"),
+            ('\u{a0}', "a0"),
+            ('\u{2028}', "2028"),
+            ('\u{2029}', "2029"),
+            ('\u{200e}', "200e"),
+            ('\u{200f}', "200f"),
+            ('\u{200b}', "200b"),
+            ('\u{202a}', "202a"),
+            ('\u{202e}', "202e"),
+            ('\u{2066}', "2066"),
+            ('\u{2069}', "2069"),
+            ('\u{3000}', "3000"),
+            ('\u{feff}', "feff"),
+        ] {
+            let got = esc(&format!("a{c}b"));
+            assert_eq!(got, format!("\"a\\u{{{hex}}}b\""), "U+{:04X}", u32::from(c));
+            assert!(!got.chars().any(|g| g.is_control() || (g.is_whitespace() && g != ' ')));
+        }
+    }
+
+    #[test]
+    fn a_target_name_is_escaped_and_its_port_stays_outside_the_quotes() {
+        let forged = "x.invalid:1 up=0 down=0 time=0.001s end=eof\u{2028}#9 closed client=127.0.0.1:9";
+        assert_eq!(
+            Target::Domain(forged.into(), 80).to_string(),
+            r#""x.invalid:1 up=0 down=0 time=0.001s end=eof\u{2028}#9 closed client=127.0.0.1:9":80"#
+        );
+        assert_eq!(Target::Domain("example.com".into(), 443).to_string(), "example.com:443");
+        assert_eq!(Target::Ip("[::1]:80".parse().unwrap()).to_string(), "[::1]:80");
+    }
+}
