@@ -14,7 +14,7 @@ BIN        := target/release
 RUN_SERVER ?= 127.0.0.1:9012
 RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
-TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light
+TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2
 # nginx lives in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 

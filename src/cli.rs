@@ -125,18 +125,33 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
     Ok(t)
 }
 
-/// Raises the descriptor limit and returns `--max-conns`, or the cap the
-/// limit allows for connections of `fds_per_connection` descriptors each.
-pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<usize, Exit> {
+/// Raises the descriptor and thread limits and returns `--max-conns`, or
+/// the cap the limits allow for connections of `fds_per_connection`
+/// descriptors and [`crate::THREADS_PER_CONNECTION`] threads each; with it,
+/// what set the cap, for the start-up line.
+pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<(usize, String), Exit> {
     let fds = crate::raise_fd_limit();
-    match m.opt_str("max-conns") {
-        None => Ok(crate::connection_cap(fds, fds_per_connection)),
-        Some(v) => v
+    let threads = crate::thread_limit();
+    if let Some(v) = m.opt_str("max-conns") {
+        let n = v
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| Exit::Usage(format!("--max-conns wants a positive number, not {v:?}"))),
+            .ok_or_else(|| Exit::Usage(format!("--max-conns wants a positive number, not {v:?}")))?;
+        return Ok((n, "--max-conns".into()));
     }
+    let by_fds = crate::connection_cap(fds, fds_per_connection);
+    let why_fds = format!("descriptor limit {fds}, {fds_per_connection} per connection");
+    Ok(match threads {
+        Some((limit, name)) if crate::thread_cap(limit) < by_fds => (
+            crate::thread_cap(limit),
+            format!(
+                "{name} {limit}, {} threads per connection; the {why_fds} would allow {by_fds}",
+                crate::THREADS_PER_CONNECTION
+            ),
+        ),
+        _ => (by_fds, why_fds),
+    })
 }
 
 /// Adds `--alpn`.

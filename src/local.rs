@@ -22,7 +22,7 @@ use rustls::{ClientConfig, ClientConnection};
 use crate::relay::{self, Deadline, Half};
 use crate::socks5::User;
 use crate::wire::{self, Target, TrojanHash};
-use crate::{socks5, Acceptor, Error, Report, Stopper, Timeouts, SETUP_STACK};
+use crate::{socks5, Acceptor, Error, Place, Report, Stopper, Timeouts, SETUP_STACK};
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
 const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
@@ -61,7 +61,7 @@ pub struct Local {
 impl Local {
     /// Binds the SOCKS5 listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
-        Ok(Local { acceptor: Acceptor::bind(listen, cfg.max_conns)?, cfg: Arc::new(cfg) })
+        Ok(Local { acceptor: Acceptor::bind(listen, cfg.max_conns, None)?, cfg: Arc::new(cfg) })
     }
 
     /// The address it listens on (useful with port 0).
@@ -154,7 +154,7 @@ impl Pool {
                 continue;
             }
             drop(ready);
-            match connect_server(&self.cfg) {
+            match connect_server(&self.cfg, None) {
                 Ok((sock, mut conn)) => {
                     take_tickets(&sock, &mut conn);
                     self.lock().push_back(Ready { sock, conn, born: Instant::now() });
@@ -259,7 +259,7 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
     let ready = pool.and_then(Pool::take);
-    let (sock, conn) = match ready.map_or_else(|| connect_server(cfg), Ok) {
+    let (sock, conn) = match ready.map_or_else(|| connect_server(cfg, Some(report.place())), Ok) {
         Ok(c) => c,
         Err(e) => {
             log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
@@ -302,10 +302,11 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
     relay::relay(Half::tcp(app), server, ["client", "server"], &cfg.timeouts, move |out| report.relayed(out));
 }
 
-/// Opens TCP and completes TLS to the server, both before the connect deadline.
-fn connect_server(cfg: &Config) -> Result<(TcpStream, ClientConnection), Error> {
+/// Opens TCP and completes TLS to the server, both before the connect
+/// deadline; a client's connection shares its `place` with a name lookup.
+fn connect_server(cfg: &Config, place: Option<&Place>) -> Result<(TcpStream, ClientConnection), Error> {
     let until = Instant::now() + cfg.timeouts.connect;
-    let sock = crate::connect(&cfg.server, until, None)?;
+    let sock = crate::connect(&cfg.server, until, None, place)?;
     let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), cfg.server_name.clone())?;
     relay::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
     log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());

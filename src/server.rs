@@ -46,6 +46,9 @@ pub struct Config {
     pub egress: Policy,
     /// Connections served at once; more are closed right after accept.
     pub max_conns: usize,
+    /// Connections from one source (an IPv4 address, an IPv6 /64) that may
+    /// be pending at once: in the TLS handshake or before a valid header.
+    pub max_pending_per_source: usize,
 }
 
 /// A bound blocking-server, ready to [`run`](Server::run).
@@ -57,7 +60,8 @@ pub struct Server {
 impl Server {
     /// Binds the TLS listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Server, Error> {
-        Ok(Server { acceptor: Acceptor::bind(listen, cfg.max_conns)?, cfg: Arc::new(cfg) })
+        let acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source))?;
+        Ok(Server { acceptor, cfg: Arc::new(cfg) })
     }
 
     /// The address it listens on (useful with port 0).
@@ -118,12 +122,15 @@ fn seed_header(
     let parsed = wire::read_seed(&mut header);
     let seen = header.seen;
     match parsed {
-        Ok(target) => to_target(sock, conn, &target, &[], cfg, report),
+        Ok(target) => {
+            report.place().authenticated();
+            to_target(sock, conn, &target, &[], cfg, report)
+        }
         Err(e) => {
             log::debug!("#{} bad header: {e}", report.id);
             report.end = format!("header: {e}");
             if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
-                match connect_fallback(fallback, cfg) {
+                match connect_fallback(fallback, cfg, &report) {
                     Ok(out) => to_fallback(sock, conn, &seen, out, fallback, cfg, report),
                     Err(e) => report.end = format!("fallback: {e}"),
                 }
@@ -159,7 +166,7 @@ fn trojan_header(
     until: Instant,
 ) {
     let id = report.id;
-    let fallback = cfg.fallback.as_ref().and_then(|f| match connect_fallback(f, cfg) {
+    let fallback = cfg.fallback.as_ref().and_then(|f| match connect_fallback(f, cfg, &report) {
         Ok(out) => Some((f, out)),
         Err(e) => {
             log::warn!("#{id} cannot reach the fallback {f}: {e}");
@@ -177,6 +184,7 @@ fn trojan_header(
             let mut rest = &bytes[..];
             match wire::read_trojan(&mut rest, &cfg.passwords) {
                 Ok(target) => {
+                    report.place().authenticated();
                     drop(fallback);
                     return to_target(sock, conn, &target, rest, cfg, report);
                 }
@@ -359,7 +367,7 @@ fn to_target(
     log::debug!("#{id} connect {target}");
     report.target = Some(target.to_string());
     let until = Instant::now() + cfg.timeouts.connect;
-    let out = match crate::connect(target, until, Some(&cfg.egress)) {
+    let out = match crate::connect(target, until, Some(&cfg.egress), Some(report.place())) {
         Ok(s) => s,
         Err(e) => {
             log::debug!("#{id} cannot reach {target}: {e}");
@@ -380,8 +388,8 @@ fn to_target(
 }
 
 /// Opens the plain TCP connection to the fallback site.
-fn connect_fallback(fallback: &Target, cfg: &Config) -> Result<TcpStream, Error> {
-    crate::connect(fallback, Instant::now() + cfg.timeouts.connect, None)
+fn connect_fallback(fallback: &Target, cfg: &Config, report: &Report) -> Result<TcpStream, Error> {
+    crate::connect(fallback, Instant::now() + cfg.timeouts.connect, None, Some(report.place()))
 }
 
 /// Relays a connection that did not present a valid header to the fallback,

@@ -58,7 +58,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let name = m.opt_str("sni").unwrap_or_else(|| server.host());
     let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
-    let max_conns = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION)?;
+    let (max_conns, cap_from) = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
     let password = match cli::passwords(&m)?.as_slice() {
         [] => None,
@@ -104,7 +104,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     }
     let stopper = local.stopper().map_err(blocking_proxy::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
-    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections");
+    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
     local.run();
     Ok(())
 }

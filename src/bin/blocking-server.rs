@@ -11,6 +11,8 @@ use blocking_proxy::tls::{self, Identity};
 use blocking_proxy::wire::{trojan_hash, Target};
 
 const PROG: &str = "blocking-server";
+/// Pending connections one source may hold unless `--max-pending-per-ip` says otherwise.
+const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
 const ABOUT: &str = "TLS server for blocking-local: reads the target, connects to it and relays.";
 
 fn main() -> ExitCode {
@@ -27,6 +29,15 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     cli::alpn_option(&mut opts, "ALPN protocols to select from, in order of preference");
     opts.optflag("", "allow-private", "allow non-public targets: loopback, private, special-purpose ranges");
     opts.optmulti("", "deny", "never connect to this network (repeatable)", "CIDR");
+    opts.optopt(
+        "",
+        "max-pending-per-ip",
+        &format!(
+            "once half the places are taken, connections from one address (an IPv6 /64) \
+             in the handshake or before a valid header (default {DEFAULT_MAX_PENDING_PER_SOURCE})"
+        ),
+        "N",
+    );
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
@@ -61,12 +72,28 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
     let probe_resistant = fallback.is_some() && !passwords.is_empty();
-    let max_conns = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION + u64::from(probe_resistant))?;
+    let (max_conns, cap_from) =
+        cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION + u64::from(probe_resistant))?;
+    let max_pending_per_source =
+        match m.opt_str("max-pending-per-ip") {
+            None => DEFAULT_MAX_PENDING_PER_SOURCE,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Exit::Usage(format!("--max-pending-per-ip wants a positive number, not {v:?}"))
+            })?,
+        };
 
     let alpn = cli::alpn(&m)?;
     let (tls, fingerprint) = tls::server_config(&identity, &alpn)?;
     let open = passwords.is_empty();
-    let cfg = Config { tls, timeouts, passwords, fallback: fallback.clone(), egress, max_conns };
+    let cfg = Config {
+        tls,
+        timeouts,
+        passwords,
+        fallback: fallback.clone(),
+        egress,
+        max_conns,
+        max_pending_per_source,
+    };
     let server = Server::bind(&listen, cfg)?;
     let addr = server.local_addr().map_err(blocking_proxy::Error::Io)?;
     if let Identity::TestCertificate = identity {
@@ -84,7 +111,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let stopper = server.stopper().map_err(blocking_proxy::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
     log::info!(
-        "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections"
+        "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"
     );
     server.run();
     Ok(())

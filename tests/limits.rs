@@ -1,0 +1,170 @@
+//! Nothing a client does holds more of the machine than the caps allow:
+//! name lookups that never return keep their places under the cap, one
+//! source cannot take every place with connections that never authenticate,
+//! and the cap follows the thread limits as well as the descriptor limit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+use socket2::{Domain, Socket, Type};
+
+use common::*;
+
+/// A TLS connection to `server` from `source`, trusting the test CA.
+fn tls_from(source: &str, server: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(&source.parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect_timeout(&server.into(), TIMEOUT).unwrap();
+    let sock: TcpStream = sock.into();
+    timeouts(&sock);
+    let trust = blocking_proxy::tls::Trust::CaFile(CA.into());
+    let tls = blocking_proxy::tls::client_config(&trust, &[]).unwrap();
+    let conn = ClientConnection::new(tls, ServerName::try_from("localhost").unwrap()).unwrap();
+    StreamOwned::new(conn, sock)
+}
+
+/// The seed header for `name:port`.
+fn seed_header(name: &str, port: u16) -> Vec<u8> {
+    let mut h = vec![3, name.len() as u8];
+    h.extend_from_slice(name.as_bytes());
+    h.extend_from_slice(&port.to_be_bytes());
+    h
+}
+
+/// Whether the peer has closed `s` (an EOF is waiting), without blocking.
+fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = matches!(s.peek(&mut [0u8]), Ok(0));
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn one_source_cannot_take_every_place_with_connections_that_say_nothing() {
+    let server = Proc::server(&["--max-conns", "20", "--max-pending-per-ip", "8"]);
+    let echo = echo("127.0.0.1:0");
+    // 127.0.0.1 opens twenty connections and never starts TLS.
+    let flood: Vec<TcpStream> = (0..20).map(|_| connect(server.addr)).collect();
+    server.wait_line(|l| l.contains("10 connections from 127.0.0.1 already pending: refusing"));
+    // Ten get in while half the places are free; then the per-source limit
+    // holds, and the other ten are closed at once.
+    let until = Instant::now() + TIMEOUT;
+    loop {
+        let closed = flood.iter().filter(|s| closed_now(s)).count();
+        if closed == 10 {
+            break;
+        }
+        assert!(closed < 10 && Instant::now() < until, "{closed} of the flood closed, want 10");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Another address is still served, and once past its header no longer counts as pending.
+    for _ in 0..10 {
+        let mut tls = tls_from("127.0.0.2:0", server.addr);
+        let mut first = seed_header("127.0.0.1", echo.port());
+        first.extend_from_slice(b"ping");
+        tls.write_all(&first).unwrap();
+        let mut back = [0u8; 4];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    drop(flood);
+}
+
+#[test]
+fn the_cap_follows_the_thread_limit_and_the_start_line_says_so() {
+    // prlimit sets RLIMIT_NPROC for the server alone: (1000 - 144) / 4 = 214.
+    let bin = env!("CARGO_BIN_EXE_blocking-server");
+    let server = Proc::start("prlimit", &["--nproc=1000:1000", "--", bin, "--listen", "127.0.0.1:0"]);
+    let line = server.wait_line(|l| l.contains("listening on"));
+    assert!(line.contains("up to 214 connections (RLIMIT_NPROC 1000, 4 threads per connection;"), "{line}");
+}
+
+/// Set in the environment of the copy of this test binary that runs inside
+/// the network namespace.
+const IN_NETNS: &str = "BLOCKING_PROXY_TEST_IN_NETNS";
+
+#[test]
+fn name_lookups_that_never_return_keep_their_places_under_the_cap() {
+    // A network namespace of our own, so that the resolver can be one that never answers.
+    let allowed = Command::new("unshare").args(["-m", "-n", "true"]).stderr(Stdio::null()).status();
+    if !allowed.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipped: `unshare -m -n` is not allowed here (it needs root); no namespace, no silent resolver"
+        );
+        return;
+    }
+    let dir = scratch("netns");
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:3 attempts:1\n").unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let script = "ip link set lo up && mount --bind \"$0\" /etc/resolv.conf && \
+                  exec \"$1\" --exact in_a_namespace_with_a_silent_resolver --ignored --nocapture";
+    let status = Command::new("unshare")
+        .args(["-m", "-n", "sh", "-c", script])
+        .arg(&resolv)
+        .arg(&exe)
+        .env(IN_NETNS, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the run inside the namespace failed");
+}
+
+#[test]
+#[ignore = "run by name_lookups_that_never_return_keep_their_places_under_the_cap, inside its namespace"]
+fn in_a_namespace_with_a_silent_resolver() {
+    if std::env::var_os(IN_NETNS).is_none() {
+        return;
+    }
+    // The resolver: takes every query, answers none.
+    let _silent = UdpSocket::bind("127.0.0.1:53").unwrap();
+    const CAP: usize = 20;
+    let server = Proc::server(&["--max-conns", "20", "--connect-timeout", "1"]);
+    let idle = server.threads();
+    let most = Arc::new(AtomicUsize::new(idle));
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (most, done, pid) = (Arc::clone(&most), Arc::clone(&done), server.pid());
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(str::trim);
+                if let Some(n) = threads.and_then(|n| n.parse().ok()) {
+                    most.fetch_max(n, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let start = Instant::now();
+    for round in 0..6 {
+        let clients: Vec<_> = (0..CAP)
+            .map(|i| {
+                let addr = server.addr;
+                thread::spawn(move || {
+                    // Over the cap the server closes at once: the write or the read fails.
+                    let mut tls = tls_from("127.0.0.1:0", addr);
+                    let _ = tls.write_all(&seed_header(&format!("host{round}-{i}.invalid"), 80));
+                    let _ = tls.read_to_end(&mut Vec::new());
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    watch.join().unwrap();
+    let most = most.load(Ordering::Relaxed);
+    eprintln!("threads: {idle} idle, at most {most} during six rounds of {CAP} ({:?})", start.elapsed());
+    assert!(most <= idle + 2 * CAP + 8, "{most} threads for a cap of {CAP} ({idle} idle)");
+    server.wait_line(|l| l.contains("end=target: name resolution timed out"));
+}
