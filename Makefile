@@ -39,7 +39,7 @@ test: deps
 	$(CARGO) test --release
 	bash tests/make_run.sh
 
-# tests/memory.rs at full length: 14 cycles of mixed load (about 2.5 minutes on 2 cores);
+# tests/memory.rs at full length: 14 cycles of mixed load (about 3 minutes on 2 cores);
 # resident memory after the last must stay within 10% of the second's, plus 4 MiB.
 soak:
 	SOAK_CYCLES=14 $(CARGO) test --release --test memory -- --nocapture
