@@ -37,10 +37,11 @@ impl From<getopts::Fail> for Exit {
     }
 }
 
-/// A binary's `main`: blocks the shutdown signals before any thread exists
-/// (every thread then inherits the block), runs `run` with the arguments, and
-/// turns its result into the exit status.
+/// A binary's `main`: bounds the malloc arenas and blocks the shutdown
+/// signals before any thread exists (every thread then inherits the block),
+/// runs `run` with the arguments, and turns its result into the exit status.
 pub fn main(prog: &str, run: fn(&[String], Signals) -> Result<(), Exit>) -> ExitCode {
+    crate::sys::bound_malloc_arenas();
     let args: Vec<String> = std::env::args().skip(1).collect();
     finish(prog, crate::signals::block().map_err(Exit::from).and_then(|signals| run(&args, signals)))
 }

@@ -22,10 +22,14 @@
 //!   it forge a field or a line.
 //! - [`signals`] turns SIGTERM and SIGINT into a graceful shutdown.
 //! - [`workers`] keeps finished threads parked for the next connection.
+//! - [`sys`] is the one place the process calls libc directly: it bounds
+//!   glibc's malloc arenas so memory stays flat under sustained load.
 //!
 //! This file holds what both processes share at run time: the [`Error`] type,
 //! the [`Timeouts`] of a connection, and the [`Acceptor`]: the accept loop with
 //! its admission control ([`Gate`]) and its way to stop ([`Stopper`]).
+
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod egress;
@@ -35,6 +39,7 @@ pub mod relay;
 pub mod server;
 pub mod signals;
 pub mod socks5;
+pub mod sys;
 pub mod tls;
 pub mod wire;
 pub mod workers;
