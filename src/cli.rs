@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
+use crate::error::Error;
+use crate::net::{self, Timeouts};
 use crate::signals::Signals;
 use crate::socks5::User;
-use crate::{Error, Timeouts};
 
 /// The environment variable a password may come from (safe from `ps`).
 pub const PASSWORD_ENV: &str = "BLOCKING_PROXY_PASSWORD";
@@ -128,11 +129,11 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
 
 /// Raises the descriptor and thread limits and returns `--max-conns`, or
 /// the cap the limits allow for connections of `fds_per_connection`
-/// descriptors and [`crate::THREADS_PER_CONNECTION`] threads each; with it,
+/// descriptors and [`net::THREADS_PER_CONNECTION`] threads each; with it,
 /// what set the cap, for the start-up line.
 pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<(usize, String), Exit> {
-    let fds = crate::raise_fd_limit();
-    let threads = crate::thread_limit();
+    let fds = net::raise_fd_limit();
+    let threads = net::thread_limit();
     if let Some(v) = m.opt_str("max-conns") {
         let n = v
             .parse()
@@ -141,14 +142,14 @@ pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<(usize, String)
             .ok_or_else(|| Exit::Usage(format!("--max-conns wants a positive number, not {v:?}")))?;
         return Ok((n, "--max-conns".into()));
     }
-    let by_fds = crate::connection_cap(fds, fds_per_connection);
+    let by_fds = net::connection_cap(fds, fds_per_connection);
     let why_fds = format!("descriptor limit {fds}, {fds_per_connection} per connection");
     Ok(match threads {
-        Some((limit, name)) if crate::thread_cap(limit) < by_fds => (
-            crate::thread_cap(limit),
+        Some((limit, name)) if net::thread_cap(limit) < by_fds => (
+            net::thread_cap(limit),
             format!(
                 "{name} {limit}, {} threads per connection; the {why_fds} would allow {by_fds}",
-                crate::THREADS_PER_CONNECTION
+                net::THREADS_PER_CONNECTION
             ),
         ),
         _ => (by_fds, why_fds),

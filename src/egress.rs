@@ -35,7 +35,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Special-purpose networks that are not globally reachable, in the order
 /// they are looked up (the first row that holds an address names it). From

@@ -19,10 +19,16 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use crate::relay::{self, Deadline, Half};
-use crate::socks5::User;
-use crate::wire::{self, Target, TrojanHash};
-use crate::{socks5, Acceptor, Error, Place, Report, Stopper, Timeouts, SETUP_STACK};
+use crate::accept::{Acceptor, Report, Stopper};
+use crate::addr::{Target, ATYP_IPV4};
+use crate::error::Error;
+use crate::gate::Place;
+use crate::net::{self, Deadline, Timeouts};
+use crate::relay::{self, Half};
+use crate::socks5::{self, User};
+use crate::tls;
+use crate::wire::{self, TrojanHash};
+use crate::workers::SETUP_STACK;
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
 const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
@@ -220,7 +226,7 @@ fn refuse(app: TcpStream, login: bool) {
         socks5::SOCKS_VERSION,
         socks5::REP_GENERAL_FAILURE,
         0,
-        socks5::ATYP_IPV4,
+        ATYP_IPV4,
         0,
         0,
         0,
@@ -244,13 +250,13 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
         Err(e @ Error::Denied(_)) => {
             log::warn!("#{id} {e}");
             report.end = format!("socks5: {e}");
-            relay::close_gently(&app);
+            net::close_gently(&app);
             return;
         }
         Err(e) => {
             log::debug!("#{id} socks5 failed: {e}");
             report.end = format!("socks5: {e}");
-            relay::close_gently(&app);
+            net::close_gently(&app);
             return;
         }
     };
@@ -265,7 +271,7 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
             log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
             let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::reply_code(&e));
             report.end = format!("server {}: {e}", cfg.server);
-            relay::close_gently(&app);
+            net::close_gently(&app);
             return;
         }
     };
@@ -306,9 +312,9 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 /// deadline; a client's connection shares its `place` with a name lookup.
 fn connect_server(cfg: &Config, place: Option<&Place>) -> Result<(TcpStream, ClientConnection), Error> {
     let until = Instant::now() + cfg.timeouts.connect;
-    let sock = crate::connect(&cfg.server, until, None, place)?;
+    let sock = net::connect(&cfg.server, until, None, place)?;
     let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), cfg.server_name.clone())?;
-    relay::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
+    tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
     log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
     Ok((sock, conn))
 }

@@ -1,42 +1,34 @@
-//! Moving bytes: one TLS connection shared by two threads, the two copy
-//! threads of a connection, half-close and every timeout.
+//! The life of a relayed connection: two copy threads, half-close, the
+//! idle and linger timeouts, and the abort that ends both directions at once.
 //!
-//! rustls has no split API, so a connection is split here by hand
-//! ([`Half::tls`]): the `rustls::Connection` sits behind a mutex that no thread
-//! holds while it blocks on the socket.
+//! [`relay`] runs `std::io::copy` in each direction ([`Dir`]) on a thread of
+//! its own, with a small stack. The copy buffer is a heap `BufReader`, which
+//! `io::copy` reads into directly, so the thread's stack stays small; and it
+//! lives only for a *burst* ([`bursts`]): once a direction has been quiet for
+//! [`QUIET`], its buffers are freed and the thread waits for the next byte
+//! holding none. An idle connection costs its two threads' stacks and
+//! rustls's state, not buffers. A TLS end is one rustls connection split
+//! between the two threads ([`crate::split`]).
 //!
-//! - The reader reads raw bytes from the socket *without* the lock, then locks
-//!   to feed them to rustls and to drain the plaintext.
-//! - The writer locks to encrypt into a buffer of its own, then writes that
-//!   buffer to the socket after unlocking.
-//! - TLS bytes must reach the socket in the order rustls produced them, so
-//!   whoever has bytes to send takes the socket's write lock (`order`) before
-//!   it lets go of the connection lock, always in that order. TLS output that
-//!   reading produces (alerts, KeyUpdate replies) goes out the same way.
-//!
-//! [`relay`] then runs `std::io::copy` in each direction on a thread of its
-//! own, with a small stack. The copy buffer is a heap `BufReader` (which
-//! `io::copy` reads into directly, so the thread's stack stays small), and
-//! it lives only for a *burst*: once a direction has been quiet for [`QUIET`],
-//! its buffers are freed and the thread waits for the next byte with a
-//! one-byte `peek`, holding none. An idle connection costs its two threads'
-//! stacks and rustls's state, not buffers.
 //! A direction that reaches EOF half-closes its destination (close_notify and
 //! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
 //! for the linger time it is closed too. An error in either direction closes
-//! both at once. No byte in either direction for the idle time ends both.
+//! both at once, as a reset. No byte in either direction for the idle time
+//! ends both.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustls::{Connection, ConnectionCommon, SideData};
+use rustls::Connection;
 use socket2::SockRef;
 
-use crate::{Error, Timeouts, COPY_THREADS};
+use crate::net::{wait, Ready, Timeouts};
+use crate::split::{self, ReadHalf, WriteHalf};
+use crate::workers::COPY_THREADS;
 
 /// The copy buffer of a direction that reads plain TCP: four TLS records'
 /// worth per write.
@@ -53,290 +45,41 @@ const RAW_BUF: usize = 2 * (16 * 1024 + 256);
 /// burst the buffers stay, so a steady stream pays nothing for this.
 pub const QUIET: Duration = Duration::from_millis(10);
 
-/// A socket wrapper whose reads and writes fail once `until` has passed.
-///
-/// The socket timeout is set to what is left, so a peer that trickles one
-/// byte at a time cannot stretch a handshake past its deadline. It is set
-/// again only when [`REARM`] has passed since the last time, which bounds the
-/// overshoot by that much and spares a system call per read.
-pub struct Deadline<'a> {
-    sock: &'a TcpStream,
-    until: Instant,
-    read_armed: Option<Instant>,
-    write_armed: Option<Instant>,
-}
-
-/// How stale a deadline's socket timeout may get before it is set again.
-const REARM: Duration = Duration::from_millis(50);
-
-impl<'a> Deadline<'a> {
-    /// Wraps `sock` with a deadline at `until`.
-    pub fn new(sock: &'a TcpStream, until: Instant) -> Self {
-        Deadline { sock, until, read_armed: None, write_armed: None }
-    }
-
-    /// Sets a socket timeout to what is left, unless it was set less than [`REARM`] ago.
-    fn arm(
-        &self,
-        armed: Option<Instant>,
-        set: impl Fn(&TcpStream, Option<Duration>) -> io::Result<()>,
-    ) -> io::Result<Option<Instant>> {
-        let now = Instant::now();
-        let left = self.until.saturating_duration_since(now);
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-        }
-        if armed.is_some_and(|at| now < at + REARM) {
-            return Ok(armed);
-        }
-        set(self.sock, Some(left))?;
-        Ok(Some(now))
-    }
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
-        self.sock.read(buf).map_err(timed_out)
-    }
-}
-
-impl Write for Deadline<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_armed = self.arm(self.write_armed, TcpStream::set_write_timeout)?;
-        self.sock.write(buf).map_err(timed_out)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A socket timeout shows up as EAGAIN; call it what it is.
-fn timed_out(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
-    } else {
-        e
-    }
-}
-
-/// Runs a TLS handshake over `io` (a socket under a [`Deadline`]) to completion.
-pub fn handshake<S: SideData>(
-    conn: &mut ConnectionCommon<S>,
-    io: &mut (impl Read + Write),
-) -> Result<(), Error> {
-    while conn.is_handshaking() {
-        conn.complete_io(io)?;
-    }
-    // A TLS 1.3 server queues its session tickets after the client's Finished.
-    while conn.wants_write() {
-        conn.write_tls(io)?;
-    }
-    Ok(())
-}
-
-/// Which of two sockets [`wait`] found ready.
+/// A direction of a relayed connection between a first end and a second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ready {
-    /// The first has bytes, an end or an error to read.
-    First,
-    /// The second has an error or has hung up (or, when asked, bytes).
-    Second,
-    /// Neither, before the timeout (or a signal came).
-    Neither,
+pub enum Dir {
+    /// From the first end to the second (client to target: "up").
+    Up,
+    /// From the second end to the first.
+    Down,
 }
 
-/// Waits up to `timeout` until `first` has something to read (bytes, an
-/// end or an error), or `second` has an error or has hung up, or, with
-/// `second_data`, has bytes or an end too. `first` wins a tie. One
-/// `poll(2)`: how a blocking thread watches a second socket while it waits
-/// on its own.
-pub fn wait(
-    first: &TcpStream,
-    second: &TcpStream,
-    second_data: bool,
-    timeout: Duration,
-) -> io::Result<Ready> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let second_events = if second_data { PollFlags::POLLIN } else { PollFlags::empty() };
-    let mut fds = [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), second_events)];
-    // Rounded up, so that a wait never ends a little early and spins.
-    let ms = timeout.as_micros().div_ceil(1000);
-    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-    match poll(&mut fds, timeout) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(Ready::Neither),
-        Ok(_) if fds[0].any().unwrap_or(true) => Ok(Ready::First),
-        Ok(_) => Ok(Ready::Second),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Closes a connection that failed before the relay without resetting it:
-/// stop writing, then discard what the peer still sends for a moment, so a
-/// reply already written is not lost to a RST.
-pub fn close_gently(sock: &TcpStream) {
-    let _ = sock.shutdown(Shutdown::Write);
-    let until = Instant::now() + Duration::from_millis(500);
-    let mut sink = [0u8; 512];
-    let mut io = Deadline::new(sock, until);
-    let mut left: usize = 64 * 1024;
-    while left > 0 {
-        match io.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => left = left.saturating_sub(n),
+impl Dir {
+    /// Its slot in per-direction arrays.
+    fn index(self) -> usize {
+        match self {
+            Dir::Up => 0,
+            Dir::Down => 1,
         }
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
-    m.lock().map_err(|_| io::Error::other("tls state poisoned by a panic"))
-}
-
-/// What the two halves of one TLS connection share.
-pub struct TlsShared {
-    conn: Mutex<Connection>,
-    /// Held from encryption until the bytes are on the socket, so records keep their order.
-    order: Mutex<()>,
-    sock: Arc<TcpStream>,
-    /// A TCP EOF without close_notify ends the stream like close_notify does
-    /// (as web servers take it), instead of counting as a truncation.
-    bare_eof_ends: bool,
-}
-
-impl TlsShared {
-    /// Sends whatever TLS output `conn` has queued. The connection lock is
-    /// released before the socket write, after the order lock is taken.
-    fn send(&self, mut conn: MutexGuard<'_, Connection>, out: &mut Vec<u8>) -> io::Result<()> {
-        out.clear();
-        while conn.wants_write() {
-            conn.write_tls(out)?;
-        }
-        if out.is_empty() {
-            return Ok(());
-        }
-        let _order = lock(&self.order)?;
-        drop(conn);
-        (&*self.sock).write_all(out)
-    }
-}
-
-/// What the reading half of a TLS connection keeps between bursts.
-struct TlsState {
-    sh: Arc<TlsShared>,
-    /// The socket reached EOF; rustls has to be told once.
-    eof: bool,
-    eof_told: bool,
-    /// TLS output that reading produces (alerts, KeyUpdate replies).
-    out: Vec<u8>,
-}
-
-/// The reading half of a TLS connection during one burst.
-struct TlsReader<'a> {
-    st: &'a mut TlsState,
-    /// Raw bytes off the socket not yet given to rustls. Over `&TcpStream`,
-    /// so the buffer is filled without being zeroed first. It is empty
-    /// whenever a read blocks, so a burst never ends with bytes in it.
-    raw: BufReader<&'a TcpStream>,
-}
-
-impl Read for TlsReader<'_> {
-    /// Fills `buf` with what plaintext is ready, blocking (without the lock)
-    /// only while there is none.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let mut filled = 0;
-        loop {
-            let st = &mut *self.st;
-            let mut conn = lock(&st.sh.conn)?;
-            let mut processed = false;
-            let got = loop {
-                match conn.reader().read(&mut buf[filled..]) {
-                    // close_notify; after plaintext, it is reported on the next read.
-                    Ok(0) => break Some(Ok(filled)),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == buf.len() {
-                            break Some(Ok(filled));
-                        }
-                        processed = false; // more may be decrypted from what is buffered
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // UnexpectedEof: a TCP EOF without close_notify.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && st.sh.bare_eof_ends => {
-                        break Some(Ok(filled))
-                    }
-                    Err(_) if filled > 0 => break Some(Ok(filled)),
-                    Err(e) => break Some(Err(e)),
-                }
-                let pending = self.raw.buffer();
-                if !pending.is_empty() {
-                    let mut rest = pending;
-                    match conn.read_tls(&mut rest) {
-                        // After close_notify nothing more counts.
-                        Ok(0) => {
-                            let all = pending.len();
-                            self.raw.consume(all);
-                        }
-                        Ok(n) => self.raw.consume(n),
-                        Err(e) => break Some(Err(e)),
-                    }
-                } else if st.eof && !st.eof_told {
-                    st.eof_told = true;
-                    conn.read_tls(&mut io::empty())?;
-                } else if processed {
-                    // Nothing more without the socket: return what there is, or block for more.
-                    break (filled > 0).then_some(Ok(filled));
-                }
-                processed = true;
-                if let Err(e) = conn.process_new_packets() {
-                    // rustls has queued an alert for the peer: send it, then fail.
-                    let _ = st.sh.send(conn, &mut st.out);
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            };
-            if conn.wants_write() {
-                st.sh.send(conn, &mut st.out)?;
-            } else {
-                drop(conn);
-            }
-            if let Some(done) = got {
-                return done;
-            }
-            // No lock is held while blocking on the socket.
-            st.eof = self.raw.fill_buf()?.is_empty();
-        }
-    }
-}
-
-/// The writing half of a TLS connection.
-pub struct TlsWriter {
-    sh: Arc<TlsShared>,
-    out: Vec<u8>,
-}
-
-impl Write for TlsWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut conn = lock(&self.sh.conn)?;
-        let n = conn.writer().write(data)?;
-        self.sh.send(conn, &mut self.out)?;
-        Ok(n)
+    /// The end it reads from, as an index into per-end arrays.
+    fn source(self) -> usize {
+        self.index()
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(()) // every write is on the socket before it returns
+    /// The end it writes to.
+    fn destination(self) -> usize {
+        1 - self.index()
     }
 }
 
 /// The source side of one direction.
 pub enum Reader {
-    /// A plain TCP socket (the one under the relay's end).
+    /// A plain TCP socket (the one under the end).
     Tcp,
     /// The reading half of a TLS connection.
-    Tls(Arc<TlsShared>),
+    Tls(ReadHalf),
 }
 
 /// The destination side of one direction.
@@ -344,7 +87,7 @@ pub enum Writer {
     /// A plain TCP socket.
     Tcp(Arc<TcpStream>),
     /// The writing half of a TLS connection.
-    Tls(TlsWriter),
+    Tls(WriteHalf),
 }
 
 impl Write for Writer {
@@ -364,7 +107,7 @@ impl Writer {
     /// Frees the buffer of a TLS writer whose direction has gone quiet.
     fn release(&mut self) {
         if let Writer::Tls(w) = self {
-            w.out = Vec::new();
+            w.release();
         }
     }
 
@@ -372,12 +115,7 @@ impl Writer {
     pub fn close_write(&mut self) -> io::Result<()> {
         match self {
             Writer::Tcp(s) => s.shutdown(Shutdown::Write),
-            Writer::Tls(w) => {
-                let mut conn = lock(&w.sh.conn)?;
-                conn.send_close_notify();
-                w.sh.send(conn, &mut w.out)?;
-                w.sh.sock.shutdown(Shutdown::Write)
-            }
+            Writer::Tls(w) => w.close(),
         }
     }
 }
@@ -413,17 +151,8 @@ impl Half {
 
     fn tls_ending(sock: TcpStream, conn: Connection, bare_eof_ends: bool) -> Half {
         let sock = Arc::new(sock);
-        let sh = Arc::new(TlsShared {
-            conn: Mutex::new(conn),
-            order: Mutex::new(()),
-            sock: Arc::clone(&sock),
-            bare_eof_ends,
-        });
-        Half {
-            reader: Reader::Tls(Arc::clone(&sh)),
-            writer: Writer::Tls(TlsWriter { sh, out: Vec::new() }),
-            sock,
-        }
+        let (read, write) = split::split(Arc::clone(&sock), conn, bare_eof_ends);
+        Half { reader: Reader::Tls(read), writer: Writer::Tls(write), sock }
     }
 }
 
@@ -467,18 +196,20 @@ type OnDone = Box<dyn FnOnce(Outcome) + Send>;
 
 /// What the two copy threads of one connection share.
 struct Shared {
+    /// The sockets under the two ends, by [`Dir::source`] index.
     socks: [Arc<TcpStream>; 2],
+    /// The ends' names in the log ("client", "target"), likewise.
     names: [&'static str; 2],
     timeouts: Timeouts,
     start: Instant,
     /// Milliseconds from `start` to the last byte read in either direction.
     last: AtomicU64,
-    /// Bytes read from each end.
+    /// Bytes moved in each direction, by [`Dir::index`].
     bytes: [AtomicU64; 2],
     finished: Mutex<u8>,
     wake: Condvar,
     aborted: AtomicBool,
-    /// Whether a copy thread is inside a write to each end.
+    /// Whether a copy thread is inside a write to each end, by end.
     writing: [AtomicBool; 2],
     end: Mutex<Option<End>>,
     /// Called with the outcome by whichever direction ends last.
@@ -486,6 +217,23 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(socks: [Arc<TcpStream>; 2], names: [&'static str; 2], timeouts: Timeouts, done: OnDone) -> Shared {
+        Shared {
+            socks,
+            names,
+            timeouts,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            finished: Mutex::new(0),
+            wake: Condvar::new(),
+            aborted: AtomicBool::new(false),
+            writing: [AtomicBool::new(false), AtomicBool::new(false)],
+            end: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+        }
+    }
+
     fn touch(&self) {
         self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -547,7 +295,7 @@ impl Shared {
 
     fn report(&self) {
         let end = self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof);
-        let [up, down] = [0, 1].map(|i| self.bytes[i].load(Ordering::Relaxed));
+        let [up, down] = [Dir::Up, Dir::Down].map(|d| self.bytes[d.index()].load(Ordering::Relaxed));
         if let Some(done) = self.done.lock().unwrap_or_else(PoisonError::into_inner).take() {
             done(Outcome { up, down, end });
         }
@@ -557,8 +305,9 @@ impl Shared {
 /// A writer that counts the bytes it delivers and records the activity.
 struct Counted<'a> {
     inner: Writer,
-    sh: &'a Shared,
-    from: usize,
+    shared: &'a Shared,
+    dir: Dir,
+    /// The last error came from this writer, not from the reader.
     failed: bool,
 }
 
@@ -567,9 +316,9 @@ impl Write for Counted<'_> {
         // Marked before `aborted` is read, and `abort` sets `aborted` before
         // it reads the mark (both SeqCst): either this write does not start,
         // or `abort` knows to wake it.
-        let writing = &self.sh.writing[1 - self.from];
+        let writing = &self.shared.writing[self.dir.destination()];
         writing.store(true, Ordering::SeqCst);
-        let written = if self.sh.aborted.load(Ordering::SeqCst) {
+        let written = if self.shared.aborted.load(Ordering::SeqCst) {
             Err(io::Error::new(io::ErrorKind::ConnectionAborted, "aborted"))
         } else {
             self.inner.write(buf)
@@ -577,8 +326,8 @@ impl Write for Counted<'_> {
         writing.store(false, Ordering::SeqCst);
         match written {
             Ok(n) => {
-                self.sh.bytes[self.from].fetch_add(n as u64, Ordering::Relaxed);
-                self.sh.touch();
+                self.shared.bytes[self.dir.index()].fetch_add(n as u64, Ordering::Relaxed);
+                self.shared.touch();
                 Ok(n)
             }
             Err(e) => {
@@ -593,54 +342,54 @@ impl Write for Counted<'_> {
     }
 }
 
-/// Copies one direction, from end `from` to the other, until EOF or error.
-fn pump(reader: Reader, writer: Writer, sh: Arc<Shared>, from: usize) {
-    let names = sh.names;
-    let sock = Arc::clone(&sh.socks[from]);
-    let mut dst = Counted { inner: writer, sh: &sh, from, failed: false };
+/// Copies one direction until EOF or error, then ends it.
+fn pump(reader: Reader, writer: Writer, shared: Arc<Shared>, dir: Dir) {
+    let names = shared.names;
+    let sock = Arc::clone(&shared.socks[dir.source()]);
+    let mut dst = Counted { inner: writer, shared: &shared, dir, failed: false };
     // Each burst has buffers of its own: `io::copy` reads straight into the
     // BufReader's heap buffer, and they are all freed when the burst ends.
     let copied = match reader {
         Reader::Tcp => {
             bursts(&sock, &mut dst, |dst| io::copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), dst))
         }
-        Reader::Tls(sh) => {
-            let mut st = TlsState { sh, eof: false, eof_told: false, out: Vec::new() };
-            bursts(&sock, &mut dst, |dst| {
-                let raw = BufReader::with_capacity(RAW_BUF, &*sock);
-                let tls = TlsReader { st: &mut st, raw };
-                let copied = io::copy(&mut BufReader::with_capacity(PLAIN_BUF, tls), dst);
-                st.out = Vec::new();
-                copied
-            })
-        }
+        Reader::Tls(mut half) => bursts(&sock, &mut dst, |dst| {
+            let copied = io::copy(&mut BufReader::with_capacity(PLAIN_BUF, half.burst(RAW_BUF)), dst);
+            half.release();
+            copied
+        }),
     };
+    let to = names[dir.destination()];
     match copied {
         // Woken by an abort: the end is a reset, not an EOF to pass on.
-        Ok(()) if sh.aborted.load(Ordering::SeqCst) => {}
+        Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
         Ok(()) => {
             if let Err(e) = dst.inner.close_write() {
-                sh.abort(End::Error(format!("closing {}: {e}", names[1 - from])));
+                shared.abort(End::Error(format!("closing {to}: {e}")));
             }
         }
         Err(e) => {
-            let side = if dst.failed { names[1 - from] } else { names[from] };
-            sh.abort(End::Error(describe(side, &e)));
+            let side = if dst.failed { to } else { names[dir.source()] };
+            shared.abort(End::Error(describe(side, &e)));
         }
     }
     drop(dst);
-    sh.finish();
+    shared.finish();
 }
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
-/// Runs `burst` (an `io::copy` from `sock`, with buffers of its own) until
-/// EOF. A burst reads with a [`QUIET`] timeout; when it times out, its
-/// buffers are gone, and this waits for the next byte with [`wait`], holding
-/// no buffer at all. A read that times out only says this direction was
-/// quiet: the copy goes on unless both have been quiet for the idle time.
+/// Copies one direction as a series of bursts, until EOF: the one place
+/// where a direction's buffers are made and given back.
+///
+/// `burst` is an `io::copy` from `sock` into `dst` with buffers of its own.
+/// It reads with a [`QUIET`] timeout; when that fires, the burst has ended
+/// and its buffers are freed (the writer's too). The direction then waits for
+/// its next byte with [`wait`], holding no buffer at all, and the next burst
+/// starts when one comes. A quiet spell only says this direction was quiet:
+/// the copy goes on unless both directions have been quiet for the idle time.
 ///
 /// While it waits it also watches the destination: an error or a hang-up
 /// there (a reset) ends the connection at once. The other direction, which
@@ -651,8 +400,7 @@ fn bursts(
     dst: &mut Counted<'_>,
     mut burst: impl FnMut(&mut Counted<'_>) -> io::Result<u64>,
 ) -> io::Result<()> {
-    let to = 1 - dst.from;
-    let dst_sock = Arc::clone(&dst.sh.socks[to]);
+    let dst_sock = Arc::clone(&dst.shared.socks[dst.dir.destination()]);
     loop {
         sock.set_read_timeout(Some(QUIET))?;
         match burst(dst) {
@@ -663,10 +411,10 @@ fn bursts(
         }
         dst.inner.release();
         loop {
-            let quiet = dst.sh.quiet_for();
-            let idle = dst.sh.timeouts.idle;
+            let quiet = dst.shared.quiet_for();
+            let idle = dst.shared.timeouts.idle;
             if quiet >= idle {
-                dst.sh.abort(End::Idle);
+                dst.shared.abort(End::Idle);
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
             }
             match wait(sock, &dst_sock, false, idle - quiet)? {
@@ -697,10 +445,11 @@ fn describe(side: &str, e: &io::Error) -> String {
     }
 }
 
-/// Starts relaying between `a` and `b` and returns at once: one new thread
-/// copies a → b, another b → a, and whichever ends last calls `done` with
-/// the outcome. `names` label the two ends ("client", "target"). If a copy
-/// thread cannot be started, the connection is closed and `done` still runs.
+/// Starts relaying between `a` and `b` and returns at once: one thread
+/// copies a → b ([`Dir::Up`]), another b → a, and whichever ends last calls
+/// `done` with the outcome. `names` label the two ends ("client", "target").
+/// A blocked write gives up after the idle time. If a copy thread cannot be
+/// started, the connection is closed and `done` still runs.
 pub fn relay(
     a: Half,
     b: Half,
@@ -709,30 +458,71 @@ pub fn relay(
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
     for s in [&a.sock, &b.sock] {
-        let _ = s.set_read_timeout(Some(timeouts.idle));
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
-    let sh = Arc::new(Shared {
-        socks: [a.sock, b.sock],
-        names,
-        timeouts: *timeouts,
-        start: Instant::now(),
-        last: AtomicU64::new(0),
-        bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-        finished: Mutex::new(0),
-        wake: Condvar::new(),
-        aborted: AtomicBool::new(false),
-        writing: [AtomicBool::new(false), AtomicBool::new(false)],
-        end: Mutex::new(None),
-        done: Mutex::new(Some(Box::new(done))),
-    });
-    for (from, (reader, writer)) in [(0, (a.reader, b.writer)), (1, (b.reader, a.writer))] {
-        let sh2 = Arc::clone(&sh);
-        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, sh2, from));
+    let shared = Arc::new(Shared::new([a.sock, b.sock], names, *timeouts, Box::new(done)));
+    for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
+        let mine = Arc::clone(&shared);
+        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));
         if let Err(e) = spawned {
             // This direction never runs: close everything and count it as ended.
-            sh.abort(End::Error(format!("cannot start copy thread: {e}")));
-            sh.finish();
+            shared.abort(End::Error(format!("cannot start copy thread: {e}")));
+            shared.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::thread;
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// Two connected sockets on loopback.
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
+        let (b, _) = l.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn quiet_pauses_end_bursts_and_every_byte_still_arrives() {
+        // peer ── src (read by bursts) … dst ── sink
+        let (mut peer, src) = socket_pair();
+        let (dst, mut sink) = socket_pair();
+        let (src, dst) = (Arc::new(src), Arc::new(dst));
+        let timeouts = Timeouts::default();
+        let shared =
+            Shared::new([Arc::clone(&src), Arc::clone(&dst)], ["a", "b"], timeouts, Box::new(|_| {}));
+        let writer = thread::spawn(move || {
+            for part in [&b"one"[..], b"two", b"three"] {
+                peer.write_all(part).unwrap();
+                // Longer than QUIET: the pattern under test, not a wait for an event.
+                thread::sleep(QUIET * 5);
+            }
+        });
+        let mut dst_writer =
+            Counted { inner: Writer::Tcp(Arc::clone(&dst)), shared: &shared, dir: Dir::Up, failed: false };
+        let mut bursts_run = 0;
+        let copied = bursts(&src, &mut dst_writer, |d| {
+            bursts_run += 1;
+            io::copy(&mut BufReader::with_capacity(COPY_BUF, &*src), d)
+        });
+        copied.unwrap();
+        writer.join().unwrap();
+        dst.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        sink.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"onetwothree");
+        assert!(bursts_run >= 2, "a pause ended a burst and gave its buffers back ({bursts_run} bursts)");
+        assert_eq!(shared.bytes[Dir::Up.index()].load(Ordering::Relaxed), 11);
     }
 }

@@ -27,10 +27,14 @@ use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::accept::{Acceptor, Report, Stopper};
+use crate::addr::Target;
 use crate::egress::Policy;
-use crate::relay::{self, Deadline, Half, Ready};
-use crate::wire::{Target, TrojanHash};
-use crate::{wire, Acceptor, Error, Report, Stopper, Timeouts};
+use crate::error::Error;
+use crate::net::{self, wait, Deadline, Ready, Timeouts};
+use crate::relay::{self, Half};
+use crate::tls::{self, Records};
+use crate::wire::{self, TrojanHash};
 
 /// Everything a connection from a local needs.
 pub struct Config {
@@ -96,7 +100,7 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
         }
     };
     // Record by record, so that nothing after the handshake is read yet.
-    if let Err(e) = relay::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
+    if let Err(e) = tls::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
         log::debug!("#{id} tls handshake failed: {e}");
         report.end = format!("tls handshake: {e}");
         return;
@@ -289,67 +293,11 @@ fn client_first(client: &TcpStream, fallback: &TcpStream, until: Instant) -> Res
         if left.is_zero() {
             return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")));
         }
-        match relay::wait(client, fallback, true, left)? {
+        match wait(client, fallback, true, left)? {
             Ready::First => return Ok(true),
             Ready::Second => return Ok(false),
             Ready::Neither => {}
         }
-    }
-}
-
-/// A reader that never reads past the end of a TLS record, so that rustls
-/// is given one record at a time and the server can tell where the first
-/// application-data record ends. Writes pass straight through.
-struct Records<'a> {
-    inner: Deadline<'a>,
-    /// The record header read so far (five bytes: type, version, length).
-    head: [u8; RECORD_HEADER],
-    head_len: usize,
-    /// Bytes of the current record's body not yet read.
-    body_left: usize,
-}
-
-/// A TLS record header: content type (1), version (2), length (2).
-const RECORD_HEADER: usize = 5;
-
-impl<'a> Records<'a> {
-    fn new(inner: Deadline<'a>) -> Self {
-        Records { inner, head: [0; RECORD_HEADER], head_len: 0, body_left: 0 }
-    }
-
-    /// Whether every record read so far has been read whole.
-    fn between_records(&self) -> bool {
-        self.head_len == 0 && self.body_left == 0
-    }
-}
-
-impl Read for Records<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.body_left > 0 {
-            let n = buf.len().min(self.body_left);
-            let n = self.inner.read(&mut buf[..n])?;
-            self.body_left -= n;
-            return Ok(n);
-        }
-        let n = buf.len().min(RECORD_HEADER - self.head_len);
-        let n = self.inner.read(&mut buf[..n])?;
-        self.head[self.head_len..self.head_len + n].copy_from_slice(&buf[..n]);
-        self.head_len += n;
-        if self.head_len == RECORD_HEADER {
-            self.body_left = usize::from(u16::from_be_bytes([self.head[3], self.head[4]]));
-            self.head_len = 0;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Records<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -367,7 +315,7 @@ fn to_target(
     log::debug!("#{id} connect {target}");
     report.target = Some(target.to_string());
     let until = Instant::now() + cfg.timeouts.connect;
-    let out = match crate::connect(target, until, Some(&cfg.egress), Some(report.place())) {
+    let out = match net::connect(target, until, Some(&cfg.egress), Some(report.place())) {
         Ok(s) => s,
         Err(e) => {
             log::debug!("#{id} cannot reach {target}: {e}");
@@ -389,7 +337,7 @@ fn to_target(
 
 /// Opens the plain TCP connection to the fallback site.
 fn connect_fallback(fallback: &Target, cfg: &Config, report: &Report) -> Result<TcpStream, Error> {
-    crate::connect(fallback, Instant::now() + cfg.timeouts.connect, None, Some(report.place()))
+    net::connect(fallback, Instant::now() + cfg.timeouts.connect, None, Some(report.place()))
 }
 
 /// Relays a connection that did not present a valid header to the fallback,

@@ -9,7 +9,8 @@ use std::thread;
 
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::Error;
+use crate::error::Error;
+use crate::workers::COPY_STACK;
 
 /// The signals that stop a proxy.
 pub struct Signals(SigSet);
@@ -30,7 +31,7 @@ pub fn watch(signals: Signals, first: impl FnOnce() + Send + 'static) -> Result<
     let set = signals.0;
     thread::Builder::new()
         .name("signals".into())
-        .stack_size(crate::COPY_STACK)
+        .stack_size(COPY_STACK)
         .spawn(move || {
             let Ok(sig) = set.wait() else { return };
             log::info!("{sig}: shutting down, draining open connections (again to exit at once)");

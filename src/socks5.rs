@@ -10,9 +10,11 @@
 
 use std::io::{self, Read, Write};
 
-use crate::escape::Escaped;
-use crate::wire::{constant_time_eq, read_socks_addr, Target};
-use crate::Error;
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+
+use crate::addr::{self, Layout, Target, ATYP_IPV4};
+use crate::error::Error;
+use crate::text::Escaped;
 
 /// Protocol version, first byte of every SOCKS5 message.
 pub const SOCKS_VERSION: u8 = 0x05;
@@ -53,13 +55,6 @@ pub const CMD_BIND: u8 = 0x02;
 /// Command: UDP ASSOCIATE.
 pub const CMD_UDP_ASSOCIATE: u8 = 0x03;
 
-/// Address type: IPv4.
-pub const ATYP_IPV4: u8 = 0x01;
-/// Address type: domain name.
-pub const ATYP_DOMAINNAME: u8 = 0x03;
-/// Address type: IPv6.
-pub const ATYP_IPV6: u8 = 0x04;
-
 /// Reply: succeeded.
 pub const REP_SUCCEEDED: u8 = 0x00;
 /// Reply: general SOCKS server failure.
@@ -78,10 +73,6 @@ pub const REP_TTL_EXPIRED: u8 = 0x06;
 pub const REP_COMMAND_NOT_SUPPORTED: u8 = 0x07;
 /// Reply: address type not supported.
 pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
-
-const ENETUNREACH: i32 = 101;
-const EHOSTUNREACH: i32 = 113;
-const ETIMEDOUT: i32 = 110;
 
 /// Reads the greeting (and, with `users`, a login) and the request, and
 /// returns the CONNECT target.
@@ -119,7 +110,7 @@ pub fn accept<S: Read + Write>(s: &mut S, users: &[User]) -> Result<Target, Erro
     if ver != SOCKS_VERSION {
         return Err(Error::Protocol("not socks5"));
     }
-    let target = match read_socks_addr(s, atyp) {
+    let target = match addr::read(s, atyp, Layout::Socks) {
         Ok(Some(t)) => t,
         Ok(None) => {
             reply(s, REP_ADDRESS_TYPE_NOT_SUPPORTED)?;
@@ -160,7 +151,8 @@ fn login<S: Read + Write>(s: &mut S, users: &[User]) -> Result<(), Error> {
     // Every entry is compared, each in constant time.
     let mut ok = false;
     for u in users {
-        ok |= constant_time_eq(u.name.as_bytes(), name) & constant_time_eq(u.password.as_bytes(), password);
+        let same = |a: &str, b: &[u8]| verify_slices_are_equal(a.as_bytes(), b).is_ok();
+        ok |= same(&u.name, name) & same(&u.password, password);
     }
     if ok {
         s.write_all(&[USERPASS_VERSION, USERPASS_SUCCESS])?;
@@ -178,40 +170,29 @@ pub fn reply<W: Write + ?Sized>(w: &mut W, rep: u8) -> io::Result<()> {
     w.write_all(&[SOCKS_VERSION, rep, 0, ATYP_IPV4, 0, 0, 0, 0, 0, 0])
 }
 
-/// The one place that turns a failure to reach the next hop into a reply code.
+/// The one place that turns a failure to reach the next hop into a reply
+/// code. std maps the errnos (ENETUNREACH, EHOSTUNREACH, ETIMEDOUT, …) to
+/// these kinds.
 pub fn reply_code(err: &Error) -> u8 {
     let Error::Io(e) = err else {
         return REP_GENERAL_FAILURE;
     };
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => return REP_CONNECTION_REFUSED,
-        io::ErrorKind::NetworkUnreachable => return REP_NETWORK_UNREACHABLE,
-        io::ErrorKind::HostUnreachable => return REP_HOST_UNREACHABLE,
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return REP_TTL_EXPIRED,
-        _ => {}
-    }
-    match e.raw_os_error() {
-        Some(ENETUNREACH) => REP_NETWORK_UNREACHABLE,
-        Some(EHOSTUNREACH) => REP_HOST_UNREACHABLE,
-        Some(ETIMEDOUT) => REP_TTL_EXPIRED,
+        io::ErrorKind::ConnectionRefused => REP_CONNECTION_REFUSED,
+        io::ErrorKind::NetworkUnreachable => REP_NETWORK_UNREACHABLE,
+        io::ErrorKind::HostUnreachable => REP_HOST_UNREACHABLE,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => REP_TTL_EXPIRED,
         _ => REP_GENERAL_FAILURE,
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::addr::testing::OneByte;
+    use crate::addr::ATYP_IPV6;
+    use libc::{EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
     use std::net::Ipv6Addr;
-
-    /// A reader that hands out one byte per call, the worst split TCP can make.
-    pub(crate) struct OneByte<R>(pub R);
-
-    impl<R: Read> Read for OneByte<R> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(1);
-            self.0.read(&mut buf[..n])
-        }
-    }
 
     /// Input served one byte at a time; output collected.
     struct Duplex<'a> {

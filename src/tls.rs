@@ -10,6 +10,7 @@
 //! verifying at all is a louder one ([`Trust::Insecure`]).
 
 use std::fmt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,9 +18,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, ConnectionCommon, DigitallySignedStruct, RootCertStore, ServerConfig, SideData,
+    SignatureScheme,
+};
 
-use crate::Error;
+use crate::error::Error;
+use crate::net::Deadline;
+use crate::text::hex;
 
 /// The test server certificate chain, used by `blocking-server` when no `--cert` is given.
 pub const TEST_CERT_PEM: &[u8] = include_bytes!("../certs/server.pem");
@@ -122,7 +128,7 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> Fingerprint {
 
 /// Lowercase hex, as `--pin` takes it and the server logs it.
 pub fn fingerprint_hex(f: &Fingerprint) -> String {
-    f.iter().map(|b| format!("{b:02x}")).collect()
+    hex(f)
 }
 
 /// Parses 64 hex digits, bare or with a colon between every two bytes (as openssl prints them).
@@ -263,6 +269,77 @@ impl ServerCertVerifier for KeyOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Runs a TLS handshake over `io` (a socket under a [`Deadline`]) to completion.
+pub fn handshake<S: SideData>(
+    conn: &mut ConnectionCommon<S>,
+    io: &mut (impl Read + Write),
+) -> Result<(), Error> {
+    while conn.is_handshaking() {
+        conn.complete_io(io)?;
+    }
+    // A TLS 1.3 server queues its session tickets after the client's Finished.
+    while conn.wants_write() {
+        conn.write_tls(io)?;
+    }
+    Ok(())
+}
+
+/// A socket reader that never reads past the end of a TLS record, so that
+/// rustls is given one record at a time and a server can tell where the
+/// first application-data record ends. Writes pass straight through.
+pub struct Records<'a> {
+    inner: Deadline<'a>,
+    /// The record header read so far (five bytes: type, version, length).
+    head: [u8; RECORD_HEADER],
+    head_len: usize,
+    /// Bytes of the current record's body not yet read.
+    body_left: usize,
+}
+
+/// A TLS record header: content type (1), version (2), length (2).
+const RECORD_HEADER: usize = 5;
+
+impl<'a> Records<'a> {
+    pub fn new(inner: Deadline<'a>) -> Self {
+        Records { inner, head: [0; RECORD_HEADER], head_len: 0, body_left: 0 }
+    }
+
+    /// Whether every record read so far has been read whole.
+    pub fn between_records(&self) -> bool {
+        self.head_len == 0 && self.body_left == 0
+    }
+}
+
+impl Read for Records<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.body_left > 0 {
+            let n = buf.len().min(self.body_left);
+            let n = self.inner.read(&mut buf[..n])?;
+            self.body_left -= n;
+            return Ok(n);
+        }
+        let n = buf.len().min(RECORD_HEADER - self.head_len);
+        let n = self.inner.read(&mut buf[..n])?;
+        self.head[self.head_len..self.head_len + n].copy_from_slice(&buf[..n]);
+        self.head_len += n;
+        if self.head_len == RECORD_HEADER {
+            self.body_left = usize::from(u16::from_be_bytes([self.head[3], self.head[4]]));
+            self.head_len = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Records<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -20,22 +20,17 @@
 //! 56 ASCII hex bytes     2     1    1     SOCKS5    2, BE     2
 //! ```
 //!
-//! Pure functions over `Read` and `Vec<u8>`; every read is exact, so bytes
-//! after the header stay unread.
+//! The address is written and read by [`crate::addr`]. Pure functions over
+//! `Read` and `Vec<u8>`; every read is exact, so bytes after the header stay
+//! unread.
 
-use std::fmt;
-use std::io::{self, Read};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::Read;
 
-use crate::escape::Escaped;
-use crate::Error;
+use aws_lc_rs::constant_time::verify_slices_are_equal;
 
-/// Address type: IPv4, four bytes follow.
-pub const ATYP_IPV4: u8 = 0x01;
-/// Address type: a domain name, LEN bytes follow.
-pub const ATYP_DOMAIN: u8 = 0x03;
-/// Address type: IPv6, sixteen bytes follow.
-pub const ATYP_IPV6: u8 = 0x04;
+use crate::addr::{self, Layout, Target};
+use crate::error::Error;
+use crate::text::hex;
 
 /// Length of a trojan password hash: SHA-224 in lowercase hex.
 pub const TROJAN_HASH_LEN: usize = 56;
@@ -47,142 +42,30 @@ pub const TROJAN_CMD_CONNECT: u8 = 0x01;
 pub const TROJAN_CMD_UDP_ASSOCIATE: u8 = 0x03;
 const CRLF: &[u8; 2] = b"\r\n";
 
-/// Where a connection should go: an address, or a name for the server to resolve.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// An IPv4 or IPv6 address and port.
-    Ip(SocketAddr),
-    /// A domain name (1 to 255 bytes) and port, resolved only by the server.
-    Domain(String, u16),
-}
-
-impl Target {
-    /// The port to connect to.
-    pub fn port(&self) -> u16 {
-        match self {
-            Target::Ip(a) => a.port(),
-            Target::Domain(_, p) => *p,
-        }
-    }
-}
-
-impl Target {
-    /// Parses `host:port`, `a.b.c.d:port` or `[v6]:port`, without resolving names.
-    pub fn parse(s: &str) -> Option<Target> {
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Some(Target::Ip(a));
-        }
-        let (host, port) = s.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        if host.is_empty() || host.len() > 255 || host.contains(':') {
-            return None;
-        }
-        Some(Target::Domain(host.to_owned(), port))
-    }
-
-    /// The host part: the name, or the address without brackets.
-    pub fn host(&self) -> String {
-        match self {
-            Target::Ip(a) => a.ip().to_string(),
-            Target::Domain(name, _) => name.clone(),
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Ip(a) => write!(f, "{a}"),
-            // The name is the peer's: escaped, so that it stays one field of a log line.
-            Target::Domain(name, port) => write!(f, "{}:{port}", Escaped(name)),
-        }
-    }
-}
-
 /// Appends the seed header for `target` to `out`.
 pub fn encode_seed(target: &Target, out: &mut Vec<u8>) {
-    match target {
-        Target::Ip(SocketAddr::V4(a)) => {
-            out.extend_from_slice(&[ATYP_IPV4, 0]);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        Target::Ip(SocketAddr::V6(a)) => {
-            out.extend_from_slice(&[ATYP_IPV6, 0]);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        Target::Domain(name, _) => {
-            // A SOCKS5 name is at most 255 bytes, so the length always fits.
-            out.extend_from_slice(&[ATYP_DOMAIN, name.len() as u8]);
-            out.extend_from_slice(name.as_bytes());
-        }
-    }
-    out.extend_from_slice(&target.port().to_be_bytes());
-}
-
-/// Appends an address as SOCKS5 writes it: ATYP, address (a length byte
-/// before a name, none before an IP), port.
-pub fn encode_socks_addr(target: &Target, out: &mut Vec<u8>) {
-    match target {
-        Target::Ip(SocketAddr::V4(a)) => {
-            out.push(ATYP_IPV4);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        Target::Ip(SocketAddr::V6(a)) => {
-            out.push(ATYP_IPV6);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        Target::Domain(name, _) => {
-            out.extend_from_slice(&[ATYP_DOMAIN, name.len() as u8]);
-            out.extend_from_slice(name.as_bytes());
-        }
-    }
-    out.extend_from_slice(&target.port().to_be_bytes());
-}
-
-/// Reads the rest of a SOCKS5-style address whose ATYP byte was `atyp`.
-/// `Ok(None)` means the address type is unknown (nothing more was read).
-pub fn read_socks_addr<R: Read>(r: &mut R, atyp: u8) -> Result<Option<Target>, Error> {
-    let target = match atyp {
-        ATYP_IPV4 => {
-            let mut a = [0u8; 4];
-            r.read_exact(&mut a)?;
-            Target::Ip(SocketAddr::from((Ipv4Addr::from(a), read_port(r)?)))
-        }
-        ATYP_IPV6 => {
-            let mut a = [0u8; 16];
-            r.read_exact(&mut a)?;
-            Target::Ip(SocketAddr::from((Ipv6Addr::from(a), read_port(r)?)))
-        }
-        ATYP_DOMAIN => {
-            let mut len = [0u8; 1];
-            r.read_exact(&mut len)?;
-            let name = read_domain(r, len[0])?;
-            Target::Domain(name, read_port(r)?)
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(target))
+    addr::write(target, Layout::Seed, out);
 }
 
 /// The trojan hash of a password: lowercase hex of its SHA-224.
 pub fn trojan_hash(password: &str) -> TrojanHash {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA224, password.as_bytes());
     let mut out = [0u8; TROJAN_HASH_LEN];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(digest.as_ref()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
+    out.copy_from_slice(hex(digest.as_ref()).as_bytes());
     out
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Whether `b` can be part of a trojan hash: a lowercase hex digit.
+fn is_hash_digit(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
 
 /// Appends a trojan CONNECT header for `target`.
 pub fn encode_trojan(hash: &TrojanHash, target: &Target, out: &mut Vec<u8>) {
     out.extend_from_slice(hash);
     out.extend_from_slice(CRLF);
     out.push(TROJAN_CMD_CONNECT);
-    encode_socks_addr(target, out);
+    addr::write(target, Layout::Socks, out);
     out.extend_from_slice(CRLF);
 }
 
@@ -197,7 +80,7 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
     let mut hash = [0u8; TROJAN_HASH_LEN];
     for i in 0..TROJAN_HASH_LEN {
         r.read_exact(&mut hash[i..=i])?;
-        if !HEX.contains(&hash[i]) {
+        if !is_hash_digit(hash[i]) {
             return Err(Error::Protocol("not a trojan header"));
         }
     }
@@ -212,7 +95,8 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
     if head[2] != TROJAN_CMD_CONNECT {
         return Err(Error::Protocol("only CONNECT is served"));
     }
-    let target = read_socks_addr(r, head[3])?.ok_or(Error::Protocol("unknown address type in header"))?;
+    let target =
+        addr::read(r, head[3], Layout::Socks)?.ok_or(Error::Protocol("unknown address type in header"))?;
     let mut end = [0u8; 2];
     r.read_exact(&mut end)?;
     if &end != CRLF {
@@ -226,71 +110,22 @@ pub fn trojan_hash_known(seen: &[u8], known: &[TrojanHash]) -> bool {
     let Some(hash) = seen.get(..TROJAN_HASH_LEN) else { return false };
     let mut matched = false;
     for k in known {
-        matched |= constant_time_eq(k, hash);
+        matched |= verify_slices_are_equal(k, hash).is_ok();
     }
     matched
 }
 
-/// Compares two byte strings in time that depends only on their length.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
-    diff == 0
-}
-
 /// Reads one seed header, exactly its bytes and no more.
 pub fn read_seed<R: Read>(r: &mut R) -> Result<Target, Error> {
-    let mut head = [0u8; 2];
-    r.read_exact(&mut head)?;
-    let [atyp, len] = head;
-    match atyp {
-        ATYP_IPV4 => {
-            let mut a = [0u8; 4];
-            r.read_exact(&mut a)?;
-            Ok(Target::Ip(SocketAddr::from((Ipv4Addr::from(a), read_port(r)?))))
-        }
-        ATYP_IPV6 => {
-            let mut a = [0u8; 16];
-            r.read_exact(&mut a)?;
-            Ok(Target::Ip(SocketAddr::from((Ipv6Addr::from(a), read_port(r)?))))
-        }
-        ATYP_DOMAIN => {
-            let name = read_domain(r, len)?;
-            Ok(Target::Domain(name, read_port(r)?))
-        }
-        _ => Err(Error::Protocol("unknown address type in header")),
-    }
-}
-
-/// Reads a big-endian port.
-pub(crate) fn read_port<R: Read>(r: &mut R) -> io::Result<u16> {
-    let mut p = [0u8; 2];
-    r.read_exact(&mut p)?;
-    Ok(u16::from_be_bytes(p))
-}
-
-/// Reads a domain name of `len` bytes; it must be non-empty UTF-8 without
-/// control characters. Other text (spaces, U+2028) is passed on to the
-/// resolver, which refuses it; logs write it escaped (see [`Escaped`]).
-pub(crate) fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> {
-    if len == 0 {
-        return Err(Error::Protocol("empty domain name"));
-    }
-    let mut name = [0u8; 255];
-    let name = &mut name[..usize::from(len)];
-    r.read_exact(name)?;
-    match std::str::from_utf8(name) {
-        Ok(s) if !s.chars().any(char::is_control) => Ok(s.to_owned()),
-        _ => Err(Error::Protocol("domain name is not text")),
-    }
+    let mut atyp = [0u8; 1];
+    r.read_exact(&mut atyp)?;
+    addr::read(r, atyp[0], Layout::Seed)?.ok_or(Error::Protocol("unknown address type in header"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socks5::tests::OneByte;
+    use crate::addr::testing::OneByte;
 
     fn roundtrip(t: Target) {
         let mut buf = Vec::new();
@@ -387,10 +222,13 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn a_hash_is_known_only_when_it_matches_whole() {
+        let known = [trojan_hash("secret")];
+        assert!(trojan_hash_known(&known[0], &known));
+        let mut other = known[0];
+        other[55] ^= 1;
+        assert!(!trojan_hash_known(&other, &known));
+        assert!(!trojan_hash_known(&known[0][..55], &known));
     }
 
     #[test]

@@ -96,6 +96,20 @@ impl Workers {
     }
 }
 
+/// Stack of a connection's setup thread: SOCKS5 or the TLS handshake, name
+/// resolution, connect, logging. Short-lived; more than four times
+/// [`COPY_STACK`], so glibc never hands one of these deep stacks to a copy thread.
+pub const SETUP_STACK: usize = 512 * 1024;
+
+/// Stack of the two copy threads of a connection, which live as long as it
+/// does. Their buffers are on the heap, so they stay shallow.
+pub const COPY_STACK: usize = 64 * 1024;
+
+/// The setup threads of both binaries.
+pub static SETUP_THREADS: Workers = Workers::new("setup", SETUP_STACK);
+/// The copy threads of both binaries.
+pub static COPY_THREADS: Workers = Workers::new("copy", COPY_STACK);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use blocking_proxy::addr::{self, Target};
+use blocking_proxy::error::Error;
 use blocking_proxy::socks5::{self, User};
-use blocking_proxy::wire::{self, Target};
-use blocking_proxy::Error;
+use blocking_proxy::wire;
 
 /// The largest single allocation made while this binary runs.
 struct Largest;
@@ -102,7 +103,7 @@ fn valid(r: &mut Rng, kind: usize) -> Vec<u8> {
         1 => wire::encode_trojan(&wire::trojan_hash("secret"), &t, &mut v),
         2 => {
             v.extend_from_slice(&[5, 1, 0, 5, 1, 0]);
-            wire::encode_socks_addr(&t, &mut v);
+            addr::write(&t, addr::Layout::Socks, &mut v);
         }
         _ => {
             v.extend_from_slice(&[5, 2, 0, 2, 1, 5]);
@@ -110,7 +111,7 @@ fn valid(r: &mut Rng, kind: usize) -> Vec<u8> {
             v.push(6);
             v.extend_from_slice(b"wonder");
             v.extend_from_slice(&[5, 1, 0]);
-            wire::encode_socks_addr(&t, &mut v);
+            addr::write(&t, addr::Layout::Socks, &mut v);
         }
     }
     v
@@ -170,7 +171,7 @@ fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) 
         match socks5::accept(&mut inp, users) {
             Ok(t) => {
                 let mut addr = Vec::new();
-                wire::encode_socks_addr(&t, &mut addr);
+                addr::write(&t, addr::Layout::Socks, &mut addr);
                 let greeting = 2 + usize::from(data[1]);
                 let login = if users.is_empty() {
                     0

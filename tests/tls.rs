@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use blocking_proxy::wire::{encode_seed, Target};
+use blocking_proxy::addr::Target;
+use blocking_proxy::wire::encode_seed;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 

@@ -8,7 +8,8 @@
 #![no_main]
 
 
-use blocking_proxy::wire::{encode_seed, read_seed, Target};
+use blocking_proxy::addr::Target;
+use blocking_proxy::wire::{encode_seed, read_seed};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

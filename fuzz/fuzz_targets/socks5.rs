@@ -10,7 +10,7 @@
 
 
 use blocking_proxy::socks5::{accept, User, CMD_CONNECT, SOCKS_VERSION};
-use blocking_proxy::wire::encode_socks_addr;
+use blocking_proxy::addr::{self, Layout};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // Request: VER CMD RSV, then the address as SOCKS5 encodes it.
     let mut addr = Vec::new();
-    encode_socks_addr(&target, &mut addr);
+    addr::write(&target, Layout::Socks, &mut addr);
     let want = at + 3 + addr.len();
     assert_eq!(consumed.len(), want, "read {consumed:02x?}, greeting and request for {target:?} are {want}");
     assert_eq!(consumed[at..at + 2], [SOCKS_VERSION, CMD_CONNECT]);

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
-use blocking_proxy::wire::{trojan_hash, Target};
+use blocking_proxy::wire::trojan_hash;
 
 const PROG: &str = "blocking-local";
 const ABOUT: &str = "SOCKS5 proxy that carries every connection over TLS to blocking-server.";
@@ -58,7 +59,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let name = m.opt_str("sni").unwrap_or_else(|| server.host());
     let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
-    let (max_conns, cap_from) = cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION)?;
+    let (max_conns, cap_from) = cli::max_conns(&m, blocking_proxy::net::FDS_PER_CONNECTION)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
     let password = match cli::passwords(&m)?.as_slice() {
         [] => None,
@@ -95,14 +96,14 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         pool_age,
     };
     let local = Local::bind(&listen, cfg)?;
-    let addr = local.local_addr().map_err(blocking_proxy::Error::Io)?;
+    let addr = local.local_addr().map_err(blocking_proxy::error::Error::Io)?;
     if let Trust::Insecure = trust {
         log::warn!("--insecure: the server's certificate is not verified; anyone on the path can read and change the traffic");
     }
     if open && !addr.ip().is_loopback() {
         log::warn!("no --user: anyone who reaches {addr} can use this proxy");
     }
-    let stopper = local.stopper().map_err(blocking_proxy::Error::Io)?;
+    let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
     log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
     local.run();

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::egress::Policy;
 use blocking_proxy::server::{Config, Server};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
-use blocking_proxy::wire::{trojan_hash, Target};
+use blocking_proxy::wire::trojan_hash;
 
 const PROG: &str = "blocking-server";
 /// Pending connections one source may hold unless `--max-pending-per-ip` says otherwise.
@@ -73,7 +74,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     // too until its first record has been read.
     let probe_resistant = fallback.is_some() && !passwords.is_empty();
     let (max_conns, cap_from) =
-        cli::max_conns(&m, blocking_proxy::FDS_PER_CONNECTION + u64::from(probe_resistant))?;
+        cli::max_conns(&m, blocking_proxy::net::FDS_PER_CONNECTION + u64::from(probe_resistant))?;
     let max_pending_per_source =
         match m.opt_str("max-pending-per-ip") {
             None => DEFAULT_MAX_PENDING_PER_SOURCE,
@@ -95,7 +96,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         max_pending_per_source,
     };
     let server = Server::bind(&listen, cfg)?;
-    let addr = server.local_addr().map_err(blocking_proxy::Error::Io)?;
+    let addr = server.local_addr().map_err(blocking_proxy::error::Error::Io)?;
     if let Identity::TestCertificate = identity {
         log::warn!("no --cert/--key: using the built-in test certificate for localhost, on loopback only; its key is public, for tests and demos only");
     }
@@ -108,7 +109,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     );
     let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
     let format = if open { "seed" } else { "trojan" };
-    let stopper = server.stopper().map_err(blocking_proxy::Error::Io)?;
+    let stopper = server.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
     log::info!(
         "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"

@@ -1,5 +1,6 @@
-//! Text a peer controls (target names, SOCKS5 usernames, SNI), made safe to
-//! put in a log line.
+//! Bytes made into text: what a peer controls (target names, SOCKS5
+//! usernames, SNI), made safe to put in a log line, and lowercase hex (trojan
+//! password hashes, certificate fingerprints).
 //!
 //! [`Escaped`] writes a string as it is when it holds only letters (of any
 //! script), digits, `.`, `-` and `_`. Anything else is written in double
@@ -36,10 +37,20 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Lowercase hex, two digits per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
-    use crate::wire::Target;
+    use super::{hex, Escaped};
 
     fn esc(s: &str) -> String {
         Escaped(s).to_string()
@@ -90,13 +101,8 @@ mod tests {
     }
 
     #[test]
-    fn a_target_name_is_escaped_and_its_port_stays_outside_the_quotes() {
-        let forged = "x.invalid:1 up=0 down=0 time=0.001s end=eof\u{2028}#9 closed client=127.0.0.1:9";
-        assert_eq!(
-            Target::Domain(forged.into(), 80).to_string(),
-            r#""x.invalid:1 up=0 down=0 time=0.001s end=eof\u{2028}#9 closed client=127.0.0.1:9":80"#
-        );
-        assert_eq!(Target::Domain("example.com".into(), 443).to_string(), "example.com:443");
-        assert_eq!(Target::Ip("[::1]:80".parse().unwrap()).to_string(), "[::1]:80");
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
     }
 }

@@ -1,0 +1,202 @@
+//! The accept loop both binaries run: admission through the [`Gate`], a
+//! setup thread per connection, a way to stop ([`Stopper`]) and drain, and
+//! the one log line per connection ([`Report`]).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+
+use crate::error::Error;
+use crate::gate::{Gate, Place};
+use crate::net::listen;
+use crate::relay::Outcome;
+use crate::workers::SETUP_THREADS;
+
+/// How long the accept loop rests after a resource error (EMFILE, a failed spawn).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Stops an [`Acceptor`] from another thread (the signal thread).
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    listener: TcpListener,
+}
+
+impl Stopper {
+    /// Makes the accept loop return; connections already accepted go on.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Shutting a listening socket down wakes a thread blocked in accept().
+        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+    }
+}
+
+/// A listening socket with its admission control.
+pub struct Acceptor {
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    /// Binds `addr` (the error names it) for at most `max_conns` connections
+    /// at once, and with `per_source`, at most that many pending from one source.
+    pub fn bind(addr: &str, max_conns: usize, per_source: Option<usize>) -> Result<Acceptor, Error> {
+        Ok(Acceptor {
+            listener: listen(addr)?,
+            gate: Gate::new(max_conns, per_source),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops [`run`](Acceptor::run) from another thread.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        Ok(Stopper { stop: Arc::clone(&self.stop), listener: self.listener.try_clone()? })
+    }
+
+    /// Accepts until stopped, running `handler(stream, report)` on a setup
+    /// thread for each client; the [`Report`] holds the client's
+    /// place under the cap until it is dropped. Over the cap, `refuse(stream)` answers
+    /// the client inline instead. Resource errors and refusals are logged at
+    /// most once a second and accept errors are backed off: the loop never
+    /// spins and never panics. Once stopped, the listener is closed (new
+    /// clients are refused) and open connections get up to `drain` to finish;
+    /// returns how many were still open.
+    pub fn run<F, R>(self, drain: Duration, handler: F, refuse: R) -> usize
+    where
+        F: Fn(TcpStream, Report) + Send + Sync + 'static,
+        R: Fn(TcpStream),
+    {
+        let handler = Arc::new(handler);
+        let mut last_warning: Option<Instant> = None;
+        let mut warn_limited = |what: String| {
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                log::warn!("{what}");
+                last_warning = Some(Instant::now());
+            }
+        };
+        while !self.stop.load(Ordering::SeqCst) {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(_) if self.stop.load(Ordering::SeqCst) => break,
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    warn_limited(format!("accept failed: {e}; backing off"));
+                    thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            let ticket = match self.gate.enter(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(why) => {
+                    warn_limited(format!("{why}: refusing {peer}"));
+                    refuse(stream);
+                    continue;
+                }
+            };
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let h = Arc::clone(&handler);
+            let report = Report::new(id, peer, ticket);
+            let spawned = SETUP_THREADS.spawn(move || h(stream, report));
+            if let Err(e) = spawned {
+                // The closure, and the client socket with it, is dropped: the client sees a close.
+                warn_limited(format!("#{id} cannot start a thread for {peer}: {e}; backing off"));
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+        drop(self.listener);
+        let open = self.gate.active();
+        if open > 0 {
+            log::info!("listener closed; waiting up to {:.1}s for {open} connections", drain.as_secs_f64());
+        }
+        let left = self.gate.wait_idle(drain);
+        if left > 0 {
+            log::warn!("drain timeout: exiting with {left} connections open");
+        }
+        left
+    }
+}
+
+/// Errors that concern one aborted client, not the listener: try the next one at once.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// One connection's account: what it did, logged as a single `info` line
+/// when it is dropped, and its place under the cap, given back then.
+pub struct Report {
+    /// The connection's number in this process, the `#id` of its log lines.
+    pub id: u64,
+    peer: SocketAddr,
+    start: Instant,
+    place: Place,
+    /// Where the client asked to go (or was sent), once known.
+    pub target: Option<String>,
+    /// Bytes from the client towards the target.
+    pub up: u64,
+    /// Bytes from the target towards the client.
+    pub down: u64,
+    /// How it ended.
+    pub end: String,
+}
+
+impl Report {
+    /// Starts the report of connection `id` from `peer`, admitted with `place`.
+    pub fn new(id: u64, peer: SocketAddr, place: Place) -> Report {
+        Report {
+            id,
+            peer,
+            start: Instant::now(),
+            place,
+            target: None,
+            up: 0,
+            down: 0,
+            end: "aborted".to_owned(),
+        }
+    }
+
+    /// The connection's place under the cap, to share with work that may outlive it.
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+
+    /// Adds what a relay moved and how it ended.
+    pub fn relayed(&mut self, out: Outcome) {
+        self.up += out.up;
+        self.down += out.down;
+        self.end = out.end.to_string();
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let target = self.target.as_deref().unwrap_or("-");
+        log::info!(
+            "#{} closed client={} target={} up={} down={} time={:.3}s end={}",
+            self.id,
+            self.peer,
+            target,
+            self.up,
+            self.down,
+            self.start.elapsed().as_secs_f64(),
+            self.end
+        );
+    }
+}
