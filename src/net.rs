@@ -51,7 +51,7 @@ impl Default for Timeouts {
 ///
 /// The socket timeout is set to what is left, so a peer that trickles one
 /// byte at a time cannot stretch a handshake past its deadline. It is set
-/// again only when [`REARM`] has passed since the last time, which bounds the
+/// again only when `REARM` (50 ms) has passed since the last time, which bounds the
 /// overshoot by that much and spares a system call per read.
 pub struct Deadline<'a> {
     sock: &'a TcpStream,

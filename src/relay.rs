@@ -4,7 +4,7 @@
 //! [`relay`] runs `std::io::copy` in each direction ([`Dir`]) on a thread of
 //! its own, with a small stack. The copy buffer is a heap `BufReader`, which
 //! `io::copy` reads into directly, so the thread's stack stays small; and it
-//! lives only for a *burst* ([`bursts`]): once a direction has been quiet for
+//! lives only for a *burst* (`bursts`): once a direction has been quiet for
 //! [`QUIET`], its buffers are freed and the thread waits for the next byte
 //! holding none. An idle connection costs its two threads' stacks and
 //! rustls's state, not buffers. A TLS end is one rustls connection split

@@ -10,15 +10,15 @@
 //! - The writing half locks to encrypt into a buffer of its own, then writes
 //!   that buffer to the socket after unlocking.
 //! - TLS bytes must reach the socket in the order rustls produced them. The
-//!   socket's writing side is therefore reachable only through [`Ordered`],
+//!   socket's writing side is therefore reachable only through `Ordered`,
 //!   whose lock is taken while the connection lock is still held and kept
 //!   until the bytes are written; the one function that sends
-//!   ([`Shared::send`]) takes the connection's guard and gives it up only
+//!   (`Shared::send`) takes the connection's guard and gives it up only
 //!   then. TLS output that reading produces (alerts, KeyUpdate replies) goes
 //!   out the same way.
 //!
-//! The reading half keeps almost nothing between bursts (see
-//! [`crate::relay`]): a burst's raw and plaintext buffers are its own.
+//! The reading half keeps almost nothing between bursts (the relay's copy
+//! threads read in bursts): a burst's raw and plaintext buffers are its own.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
