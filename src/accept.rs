@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::gate::{Gate, Place};
 use crate::net::listen;
 use crate::relay::Outcome;
+use crate::udp;
 use crate::workers::SETUP_THREADS;
 
 /// How long the accept loop rests after a resource error (EMFILE, a failed spawn).
@@ -155,6 +156,8 @@ pub struct Report {
     pub down: u64,
     /// How it ended.
     pub end: String,
+    /// For a UDP association: datagrams up and down, and those dropped.
+    pub datagrams: Option<[u64; 3]>,
 }
 
 impl Report {
@@ -169,12 +172,21 @@ impl Report {
             up: 0,
             down: 0,
             end: "aborted".to_owned(),
+            datagrams: None,
         }
     }
 
     /// The connection's place under the cap, to share with work that may outlive it.
     pub fn place(&self) -> &Place {
         &self.place
+    }
+
+    /// Adds what a UDP association moved and how it ended.
+    pub fn associated(&mut self, out: udp::Outcome) {
+        self.up += out.up;
+        self.down += out.down;
+        self.datagrams = Some(out.datagrams);
+        self.end = out.end;
     }
 
     /// Adds what a relay moved and how it ended.
@@ -188,8 +200,12 @@ impl Report {
 impl Drop for Report {
     fn drop(&mut self) {
         let target = self.target.as_deref().unwrap_or("-");
+        let datagrams = match self.datagrams {
+            Some([up, down, dropped]) => format!(" datagrams={up}/{down} dropped={dropped}"),
+            None => String::new(),
+        };
         log::info!(
-            "#{} closed client={} target={} up={} down={} time={:.3}s end={}",
+            "#{} closed client={} target={} up={} down={}{datagrams} time={:.3}s end={}",
             self.id,
             self.peer,
             target,

@@ -71,6 +71,7 @@ pub fn common_options(opts: &mut Options) {
     opts.optopt("", "idle-timeout", "close after no traffic either way", &secs(d.idle));
     opts.optopt("", "linger", "after one direction ends, close the other once quiet", &secs(d.linger));
     opts.optopt("", "drain-timeout", "on SIGTERM/SIGINT, let connections finish this long", &secs(d.drain));
+    opts.optopt("", "udp-timeout", "end a UDP association after no datagram either way", &secs(d.udp));
     opts.optopt("", "max-conns", "connections at once (default: from the descriptor limit)", "N");
     opts.optflagmulti("v", "verbose", "log more (debug, then trace)");
     opts.optflag("q", "quiet", "log only warnings and errors");
@@ -117,6 +118,7 @@ pub fn timeouts(m: &Matches) -> Result<Timeouts, Exit> {
         ("idle-timeout", &mut t.idle),
         ("linger", &mut t.linger),
         ("drain-timeout", &mut t.drain),
+        ("udp-timeout", &mut t.udp),
     ] {
         if let Some(v) = m.opt_str(name) {
             *slot = parse_secs(&v).ok_or_else(|| {

@@ -78,6 +78,7 @@
 //! - [`server`]: blocking-server's connection: TLS, the first record, the fallback.
 //! - [`local`]: blocking-local's connection: SOCKS5, the pool, the header.
 //! - [`accept`]: the accept loop, its stop handle, the per-connection report.
+//! - [`udp`]: UDP ASSOCIATE: an association's two threads on each side.
 //! - [`relay`]: a connection's life: two copy threads, bursts, half-close, abort.
 //! - [`split`]: one rustls connection shared by a reading and a writing thread.
 //! - [`tls`]: the one place that builds rustls configurations; PEM, pins, handshakes.
@@ -99,6 +100,7 @@ pub mod signals;
 pub mod server;
 pub mod local;
 pub mod accept;
+pub mod udp;
 pub mod relay;
 pub mod split;
 pub mod tls;

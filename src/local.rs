@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,9 +25,10 @@ use crate::error::Error;
 use crate::gate::Place;
 use crate::net::{self, Deadline, Timeouts};
 use crate::relay::{self, Half};
-use crate::socks5::{self, User};
+use crate::socks5::{self, Request, User};
 use crate::tls;
-use crate::wire::{self, TrojanHash};
+use crate::udp;
+use crate::wire::{self, Command, TrojanHash};
 use crate::workers::SETUP_STACK;
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
@@ -245,8 +246,11 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
     let id = report.id;
     let _ = app.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
-    let target = match socks5::accept(&mut Deadline::new(&app, until), &cfg.users) {
-        Ok(t) => t,
+    let request = socks5::accept_request(&mut Deadline::new(&app, until), &cfg.users, cfg.password.is_some());
+    let target = match request {
+        Ok(Request::Connect(t)) => t,
+        // Only asked for with a password: the seed format has no UDP.
+        Ok(Request::UdpAssociate(from)) => return associate(app, &from, cfg, pool, report),
         Err(e @ Error::Denied(_)) => {
             log::warn!("#{id} {e}");
             report.end = format!("socks5: {e}");
@@ -306,6 +310,64 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 
     report.up = early;
     relay::relay(Half::tcp(app), server, ["client", "server"], &cfg.timeouts, move |out| report.relayed(out));
+}
+
+/// Serves a UDP ASSOCIATE: a UDP socket of its own on the listener's
+/// address for the client's datagrams, one TLS connection to the server
+/// whose trojan header asks for UDP, the success reply naming the socket,
+/// then the association's two threads (see [`crate::udp`]). `from` is where
+/// the client said its datagrams will come from: its port, when not 0, is
+/// the only one accepted; the address is always the client's own.
+fn associate(app: TcpStream, from: &Target, cfg: &Config, pool: Option<&Pool>, mut report: Report) {
+    let id = report.id;
+    report.target = Some("udp".into());
+    let reply_until = || Instant::now() + cfg.timeouts.handshake;
+    let (Ok(here), Ok(client), Some(hash)) = (app.local_addr(), app.peer_addr(), cfg.password) else {
+        report.end = "udp: no address or no password".into();
+        let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::REP_GENERAL_FAILURE);
+        return;
+    };
+    let udp = match UdpSocket::bind(SocketAddr::new(here.ip(), 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            report.end = format!("udp: {e}");
+            let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::REP_GENERAL_FAILURE);
+            net::close_gently(&app);
+            return;
+        }
+    };
+    let ready = pool.and_then(Pool::take);
+    let (sock, mut conn) = match ready.map_or_else(|| connect_server(cfg, Some(report.place())), Ok) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
+            let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::reply_code(&e));
+            report.end = format!("server {}: {e}", cfg.server);
+            net::close_gently(&app);
+            return;
+        }
+    };
+    let mut header = Vec::with_capacity(HEADER_MAX);
+    wire::encode_trojan_request(&hash, Command::UdpAssociate, from, &mut header);
+    let sent = conn.writer().write_all(&header).and_then(|()| {
+        let mut io = Deadline::new(&sock, reply_until());
+        while conn.wants_write() {
+            conn.write_tls(&mut io)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = sent {
+        report.end = format!("server: {e}");
+        return;
+    }
+    let bound = udp.local_addr().unwrap_or(here);
+    if let Err(e) = socks5::reply_bound(&mut Deadline::new(&app, reply_until()), bound) {
+        report.end = format!("client: {e}");
+        return;
+    }
+    log::debug!("#{id} udp association on {bound} for {client}");
+    let port = from.port();
+    udp::local(app, udp, sock, conn, client.ip(), port, &cfg.timeouts, move |out| report.associated(out));
 }
 
 /// Opens TCP and completes TLS to the server, both before the connect

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -33,6 +34,8 @@ pub struct Timeouts {
     pub linger: Duration,
     /// On shutdown, how long open connections may go on before the process exits.
     pub drain: Duration,
+    /// No datagram in either direction for this long ends a UDP association.
+    pub udp: Duration,
 }
 
 impl Default for Timeouts {
@@ -43,6 +46,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(300),
             linger: Duration::from_secs(30),
             drain: Duration::from_secs(5),
+            udp: Duration::from_secs(60),
         }
     }
 }
@@ -132,13 +136,12 @@ pub enum Ready {
 /// `poll(2)`: how a blocking thread watches a second socket while it waits
 /// on its own.
 pub fn wait(
-    first: &TcpStream,
-    second: &TcpStream,
+    first: &impl AsFd,
+    second: &impl AsFd,
     second_data: bool,
     timeout: Duration,
 ) -> io::Result<Ready> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
     let second_events = if second_data { PollFlags::POLLIN } else { PollFlags::empty() };
     let mut fds = [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), second_events)];
     // Rounded up, so that a wait never ends a little early and spins.
@@ -329,7 +332,12 @@ pub fn connect(
 /// a late answer is dropped. That thread holds `place` until getaddrinfo
 /// returns, so lookups that never end (a resolver that does not answer)
 /// keep their connections' places and cannot pile up past the cap.
-fn resolve(name: &str, port: u16, until: Instant, place: Option<&Place>) -> Result<Vec<SocketAddr>, Error> {
+pub fn resolve(
+    name: &str,
+    port: u16,
+    until: Instant,
+    place: Option<&Place>,
+) -> Result<Vec<SocketAddr>, Error> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

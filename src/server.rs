@@ -34,7 +34,8 @@ use crate::error::Error;
 use crate::net::{self, wait, Deadline, Ready, Timeouts};
 use crate::relay::{self, Half};
 use crate::tls::{self, Records};
-use crate::wire::{self, TrojanHash};
+use crate::udp;
+use crate::wire::{self, Command, TrojanHash};
 
 /// Everything a connection from a local needs.
 pub struct Config {
@@ -186,11 +187,14 @@ fn trojan_header(
     let seen = match first {
         Ok(First::Data(bytes)) => {
             let mut rest = &bytes[..];
-            match wire::read_trojan(&mut rest, &cfg.passwords) {
-                Ok(target) => {
+            match wire::read_trojan_request(&mut rest, &cfg.passwords, true) {
+                Ok((command, target)) => {
                     report.place().authenticated();
                     drop(fallback);
-                    return to_target(sock, conn, &target, rest, cfg, report);
+                    return match command {
+                        Command::Connect => to_target(sock, conn, &target, rest, cfg, report),
+                        Command::UdpAssociate => associate(sock, conn, rest.to_vec(), cfg, report),
+                    };
                 }
                 // A client that presented a valid password is never handed
                 // over: the fallback would receive its hash in the clear.
@@ -332,6 +336,25 @@ fn to_target(
     }
     relay::relay(Half::tls(sock, conn), Half::tcp(out), ["client", "target"], &cfg.timeouts, move |out| {
         report.relayed(out)
+    });
+}
+
+/// Serves a UDP association: datagrams framed in the stream, each sent to
+/// its target through a UDP socket of the association (see [`crate::udp`]).
+/// `early` holds the first frames, which came with the header.
+fn associate(sock: TcpStream, conn: ServerConnection, early: Vec<u8>, cfg: &Config, mut report: Report) {
+    report.target = Some("udp".into());
+    let udp = match udp::server_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            report.end = format!("udp: {e}");
+            return;
+        }
+    };
+    log::debug!("#{} udp association", report.id);
+    let place = report.place().clone();
+    udp::server(sock, conn, early, udp, cfg.egress.clone(), place, &cfg.timeouts, move |out| {
+        report.associated(out)
     });
 }
 

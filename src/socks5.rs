@@ -9,6 +9,7 @@
 //! names for it before the caller closes the connection.
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 
@@ -84,6 +85,26 @@ pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
 /// nothing more is written: the caller replies with [`reply`] once it knows
 /// whether the server could be reached.
 pub fn accept<S: Read + Write>(s: &mut S, users: &[User]) -> Result<Target, Error> {
+    match accept_request(s, users, false)? {
+        Request::Connect(target) => Ok(target),
+        // Not asked for: accept_request has answered UDP ASSOCIATE with 0x07.
+        Request::UdpAssociate(_) => Err(Error::Protocol("udp associate is not supported")),
+    }
+}
+
+/// What a client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// CONNECT to this target.
+    Connect(Target),
+    /// UDP ASSOCIATE: datagrams will come from this address (often
+    /// `0.0.0.0:0`, "not known yet"; a port other than 0 is the client's).
+    UdpAssociate(Target),
+}
+
+/// Like [`accept`], and with `udp`, UDP ASSOCIATE is served too (RFC 1928,
+/// section 7); without, it gets 0x07 as BIND does.
+pub fn accept_request<S: Read + Write>(s: &mut S, users: &[User], udp: bool) -> Result<Request, Error> {
     // Greeting: VER NMETHODS METHODS...
     let mut head = [0u8; 2];
     s.read_exact(&mut head)?;
@@ -122,15 +143,18 @@ pub fn accept<S: Read + Write>(s: &mut S, users: &[User]) -> Result<Target, Erro
         }
         Err(e) => return Err(e),
     };
-    if cmd != CMD_CONNECT {
-        reply(s, REP_COMMAND_NOT_SUPPORTED)?;
-        return Err(Error::Protocol(match cmd {
-            CMD_BIND => "bind is not supported",
-            CMD_UDP_ASSOCIATE => "udp associate is not supported",
-            _ => "unknown command",
-        }));
+    match cmd {
+        CMD_CONNECT => Ok(Request::Connect(target)),
+        CMD_UDP_ASSOCIATE if udp => Ok(Request::UdpAssociate(target)),
+        _ => {
+            reply(s, REP_COMMAND_NOT_SUPPORTED)?;
+            Err(Error::Protocol(match cmd {
+                CMD_BIND => "bind is not supported",
+                CMD_UDP_ASSOCIATE => "udp associate is not supported",
+                _ => "unknown command",
+            }))
+        }
     }
-    Ok(target)
 }
 
 /// RFC 1929: VER ULEN UNAME PLEN PASSWD, answered with VER STATUS.
@@ -168,6 +192,44 @@ fn login<S: Read + Write>(s: &mut S, users: &[User]) -> Result<(), Error> {
 /// the real one is on the server's side of the tunnel.
 pub fn reply<W: Write + ?Sized>(w: &mut W, rep: u8) -> io::Result<()> {
     w.write_all(&[SOCKS_VERSION, rep, 0, ATYP_IPV4, 0, 0, 0, 0, 0, 0])
+}
+
+/// Writes a success reply naming `bound`: for UDP ASSOCIATE, the address
+/// the client sends its datagrams to.
+pub fn reply_bound<W: Write + ?Sized>(w: &mut W, bound: SocketAddr) -> io::Result<()> {
+    let mut out = vec![SOCKS_VERSION, REP_SUCCEEDED, 0];
+    addr::write(&Target::Ip(bound), Layout::Socks, &mut out);
+    w.write_all(&out)
+}
+
+/// The UDP request header (RFC 1928, section 7) before each datagram's
+/// data: RSV(2) FRAG(1) ATYP DST.ADDR DST.PORT.
+const UDP_RSV_FRAG: usize = 3;
+
+/// Reads the header of a whole datagram: where it goes, and where its data
+/// starts. A fragment (FRAG other than 0) is an error: fragments are not
+/// reassembled, so they are dropped.
+pub fn read_udp_header(datagram: &[u8]) -> Result<(Target, usize), Error> {
+    let [_, _, frag, atyp, ..] = *datagram else {
+        return Err(Error::Protocol("datagram shorter than its header"));
+    };
+    if frag != 0 {
+        return Err(Error::Protocol("fragmented datagram"));
+    }
+    let mut rest = &datagram[UDP_RSV_FRAG + 1..];
+    let target = match addr::read(&mut rest, atyp, Layout::Socks) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(Error::Protocol("unknown address type in datagram")),
+        Err(Error::Io(_)) => return Err(Error::Protocol("datagram shorter than its header")),
+        Err(e) => return Err(e),
+    };
+    Ok((target, datagram.len() - rest.len()))
+}
+
+/// Appends the header of a datagram that came from `from`.
+pub fn write_udp_header(from: &Target, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, 0]);
+    addr::write(from, Layout::Socks, out);
 }
 
 /// The one place that turns a failure to reach the next hop into a reply
@@ -375,6 +437,40 @@ mod tests {
         let (res, out, _) = run_with_users(&[5, 1, 0]);
         assert!(res.is_err());
         assert_eq!(out, [5, 0xFF]);
+    }
+
+    #[test]
+    fn udp_associate_is_served_when_asked_for() {
+        let input = request(CMD_UDP_ASSOCIATE, &[ATYP_IPV4, 0, 0, 0, 0, 0x12, 0x34]);
+        let mut d = Duplex { input: OneByte(&input), output: Vec::new() };
+        let got = accept_request(&mut d, &[], true).unwrap();
+        assert_eq!(got, Request::UdpAssociate(Target::Ip("0.0.0.0:4660".parse().unwrap())));
+        assert_eq!(d.output, [5, 0], "the reply waits for the association");
+        let mut out = Vec::new();
+        reply_bound(&mut out, "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_eq!(out, [5, 0, 0, 1, 127, 0, 0, 1, 0, 9]);
+    }
+
+    #[test]
+    fn udp_headers_roundtrip_and_fragments_are_refused() {
+        for from in [Target::Ip("10.0.0.1:53".parse().unwrap()), Target::Domain("example.com".into(), 53)] {
+            let mut d = Vec::new();
+            write_udp_header(&from, &mut d);
+            let len = d.len();
+            d.extend_from_slice(b"payload");
+            assert_eq!(read_udp_header(&d).unwrap(), (from, len));
+        }
+        let mut frag = vec![0, 0, 1];
+        addr::write(&Target::Ip("10.0.0.1:53".parse().unwrap()), Layout::Socks, &mut frag);
+        assert!(matches!(read_udp_header(&frag), Err(Error::Protocol("fragmented datagram"))));
+        for cut in 0..frag.len() {
+            let mut short = frag[..cut].to_vec();
+            if cut > 2 {
+                short[2] = 0;
+            }
+            assert!(read_udp_header(&short).is_err(), "cut at {cut}");
+        }
+        assert!(read_udp_header(&[0, 0, 0, 9, 1, 2]).is_err(), "unknown address type");
     }
 
     #[test]

@@ -60,11 +60,28 @@ fn is_hash_digit(b: u8) -> bool {
     b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
 }
 
+/// What a trojan client asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A TCP connection to the target.
+    Connect,
+    /// UDP datagrams, framed in the stream (see [`encode_udp`]).
+    UdpAssociate,
+}
+
 /// Appends a trojan CONNECT header for `target`.
 pub fn encode_trojan(hash: &TrojanHash, target: &Target, out: &mut Vec<u8>) {
+    encode_trojan_request(hash, Command::Connect, target, out);
+}
+
+/// Appends a trojan header for `command` and `target`.
+pub fn encode_trojan_request(hash: &TrojanHash, command: Command, target: &Target, out: &mut Vec<u8>) {
     out.extend_from_slice(hash);
     out.extend_from_slice(CRLF);
-    out.push(TROJAN_CMD_CONNECT);
+    out.push(match command {
+        Command::Connect => TROJAN_CMD_CONNECT,
+        Command::UdpAssociate => TROJAN_CMD_UDP_ASSOCIATE,
+    });
     addr::write(target, Layout::Socks, out);
     out.extend_from_slice(CRLF);
 }
@@ -77,6 +94,15 @@ pub fn encode_trojan(hash: &TrojanHash, target: &Target, out: &mut Vec<u8>) {
 /// time: how long a wrong password takes does not depend on how much of it
 /// matched.
 pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, Error> {
+    read_trojan_request(r, known, false).map(|(_, target)| target)
+}
+
+/// Like [`read_trojan`], and with `udp`, UDP ASSOCIATE is read too.
+pub fn read_trojan_request<R: Read>(
+    r: &mut R,
+    known: &[TrojanHash],
+    udp: bool,
+) -> Result<(Command, Target), Error> {
     let mut hash = [0u8; TROJAN_HASH_LEN];
     for i in 0..TROJAN_HASH_LEN {
         r.read_exact(&mut hash[i..=i])?;
@@ -92,9 +118,12 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
     if &head[..2] != CRLF {
         return Err(Error::Protocol("malformed trojan header"));
     }
-    if head[2] != TROJAN_CMD_CONNECT {
-        return Err(Error::Protocol("only CONNECT is served"));
-    }
+    let command = match head[2] {
+        TROJAN_CMD_CONNECT => Command::Connect,
+        TROJAN_CMD_UDP_ASSOCIATE if udp => Command::UdpAssociate,
+        _ if udp => return Err(Error::Protocol("only CONNECT and UDP ASSOCIATE are served")),
+        _ => return Err(Error::Protocol("only CONNECT is served")),
+    };
     let target =
         addr::read(r, head[3], Layout::Socks)?.ok_or(Error::Protocol("unknown address type in header"))?;
     let mut end = [0u8; 2];
@@ -102,7 +131,7 @@ pub fn read_trojan<R: Read>(r: &mut R, known: &[TrojanHash]) -> Result<Target, E
     if &end != CRLF {
         return Err(Error::Protocol("malformed trojan header"));
     }
-    Ok(target)
+    Ok((command, target))
 }
 
 /// Whether `seen` starts with one of the `known` hashes (compared in constant time).
@@ -113,6 +142,45 @@ pub fn trojan_hash_known(seen: &[u8], known: &[TrojanHash]) -> bool {
         matched |= verify_slices_are_equal(k, hash).is_ok();
     }
     matched
+}
+
+/// The largest payload a frame can carry (its length is two bytes).
+pub const UDP_PAYLOAD_MAX: usize = u16::MAX as usize;
+
+/// Appends one datagram as trojan frames it inside the stream:
+/// `ATYP DST.ADDR DST.PORT LENGTH(2, BE) CRLF PAYLOAD`. The address is the
+/// datagram's destination (client to server) or its source (back).
+/// `payload` is at most [`UDP_PAYLOAD_MAX`] bytes.
+pub fn encode_udp(target: &Target, payload: &[u8], out: &mut Vec<u8>) {
+    addr::write(target, Layout::Socks, out);
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(CRLF);
+    out.extend_from_slice(&payload[..usize::from(len)]);
+}
+
+/// Reads one frame, exactly its bytes: its address, with its payload put in
+/// `payload`. `Ok(None)` is a clean end of the stream before a frame.
+pub fn read_udp<R: Read>(r: &mut R, payload: &mut Vec<u8>) -> Result<Option<Target>, Error> {
+    let mut atyp = [0u8; 1];
+    loop {
+        match r.read(&mut atyp) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let target =
+        addr::read(r, atyp[0], Layout::Socks)?.ok_or(Error::Protocol("unknown address type in frame"))?;
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head)?;
+    if &head[2..] != CRLF {
+        return Err(Error::Protocol("malformed udp frame"));
+    }
+    payload.resize(usize::from(u16::from_be_bytes([head[0], head[1]])), 0);
+    r.read_exact(payload)?;
+    Ok(Some(target))
 }
 
 /// Reads one seed header, exactly its bytes and no more.
@@ -219,6 +287,49 @@ mod tests {
         assert_eq!(err(&bad_end), "malformed trojan header");
         // Cut short: an I/O error (the caller's deadline), not a verdict.
         assert!(matches!(read_trojan(&mut &wrong[..30], &known), Err(Error::Io(_))));
+    }
+
+    #[test]
+    fn udp_frames_roundtrip_one_byte_at_a_time_and_end_cleanly() {
+        let frames = [
+            (Target::Ip("127.0.0.1:53".parse().unwrap()), vec![7u8; 1]),
+            (Target::Domain("example.com".into(), 443), vec![]),
+            (Target::Ip("[::1]:9".parse().unwrap()), vec![1u8; UDP_PAYLOAD_MAX]),
+        ];
+        let mut stream = Vec::new();
+        for (t, p) in &frames {
+            encode_udp(t, p, &mut stream);
+        }
+        let mut r = OneByte(&stream[..]);
+        let mut payload = Vec::new();
+        for (t, p) in &frames {
+            assert_eq!(read_udp(&mut r, &mut payload).unwrap().as_ref(), Some(t));
+            assert_eq!(&payload, p);
+        }
+        assert_eq!(read_udp(&mut r, &mut payload).unwrap(), None, "a clean end between frames");
+        let mut one = Vec::new();
+        encode_udp(&frames[0].0, b"abc", &mut one);
+        for cut in 1..one.len() {
+            assert!(matches!(read_udp(&mut &one[..cut], &mut payload), Err(Error::Io(_))), "cut at {cut}");
+        }
+        let mut bad = one.clone();
+        bad[9] = b'x';
+        assert!(matches!(read_udp(&mut &bad[..], &mut payload), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn a_udp_associate_request_is_read_only_when_asked_for() {
+        let known = [trojan_hash("secret")];
+        let t = Target::Ip("0.0.0.0:0".parse().unwrap());
+        let mut h = Vec::new();
+        encode_trojan_request(&known[0], Command::UdpAssociate, &t, &mut h);
+        h.extend_from_slice(b"frames");
+        let mut r = OneByte(&h[..]);
+        assert_eq!(read_trojan_request(&mut r, &known, true).unwrap(), (Command::UdpAssociate, t));
+        let mut rest = Vec::new();
+        r.0.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"frames");
+        assert!(matches!(read_trojan(&mut &h[..], &known), Err(Error::Protocol("only CONNECT is served"))));
     }
 
     #[test]

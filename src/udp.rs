@@ -1,0 +1,464 @@
+//! UDP ASSOCIATE (RFC 1928, section 7), carried in trojan's UDP framing
+//! inside one TLS connection per association.
+//!
+//! ```text
+//! app ──UDP: SOCKS5 header + data──▶ blocking-local ══TLS: frames══▶ blocking-server ──UDP──▶ target
+//! ```
+//!
+//! Each side runs an association on two threads, one per direction, as a TCP
+//! connection runs on two copy threads:
+//!
+//! - On the local ([`local`]), the up thread waits on the application's UDP
+//!   socket and on the SOCKS5 control connection at once: a datagram from the
+//!   client (its IP, and its port when the request named one; not a
+//!   fragment) becomes a frame on the stream; the control connection's end
+//!   ends the association. The down thread reads frames and sends each to the
+//!   client with the SOCKS5 UDP header.
+//! - On the server ([`server`]), the up thread reads frames and sends each
+//!   datagram to its target through one UDP socket of the association,
+//!   after the egress check (a denied datagram is dropped and counted); the
+//!   down thread waits on that socket and frames every reply with its source.
+//!
+//! A frame is read with exact reads; a datagram is never split or merged.
+//! The association ends when the stream ends or the control connection
+//! closes, and after `--udp-timeout` with no datagram either way. Whoever
+//! waits on a UDP socket keeps that time; the thread reading the stream is
+//! woken by shutting its socket down.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustls::Connection;
+use socket2::{Domain, SockRef, Socket, Type};
+
+use crate::addr::Target;
+use crate::egress::Policy;
+use crate::error::Error;
+use crate::gate::Place;
+use crate::net::{self, wait, Ready, Timeouts};
+use crate::socks5;
+use crate::split::{self, ReadHalf, WriteHalf};
+use crate::wire;
+use crate::workers::COPY_THREADS;
+
+/// The largest datagram a UDP socket hands over (IPv4's limit is 65,507
+/// bytes of payload; a SOCKS5 header comes on top on the local).
+const DATAGRAM_MAX: usize = 65_535;
+
+/// Raw TLS bytes read at once by the thread that reads frames.
+const RAW_BUF: usize = 16 * 1024 + 256;
+
+/// What an association moved and how it ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Payload bytes towards the targets.
+    pub up: u64,
+    /// Payload bytes back to the client.
+    pub down: u64,
+    /// Datagrams towards the targets, back to the client, and dropped.
+    pub datagrams: [u64; 3],
+    /// How it ended.
+    pub end: String,
+}
+
+/// What runs when an association has ended.
+type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
+/// What the two threads of one association share.
+struct Shared {
+    timeout: Duration,
+    start: Instant,
+    /// Milliseconds from `start` to the last datagram either way.
+    last: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Datagrams up, down and dropped.
+    counts: [AtomicU64; 3],
+    /// The stream's socket: shut down to end the association.
+    stream: Arc<TcpStream>,
+    end: Mutex<Option<String>>,
+    /// Threads done, and what is called with the outcome by the last.
+    done: Mutex<(u8, Option<OnDone>)>,
+}
+
+const UP: usize = 0;
+const DOWN: usize = 1;
+const DROPPED: usize = 2;
+
+impl Shared {
+    fn new(stream: Arc<TcpStream>, timeout: Duration, done: OnDone) -> Shared {
+        Shared {
+            timeout,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            counts: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            stream,
+            end: Mutex::new(None),
+            done: Mutex::new((0, Some(done))),
+        }
+    }
+
+    fn moved(&self, way: usize, bytes: usize) {
+        let total = if way == UP { &self.up } else { &self.down };
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counts[way].fetch_add(1, Ordering::Relaxed);
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn dropped(&self) {
+        self.counts[DROPPED].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long until the association has been quiet for its timeout.
+    fn idle_left(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        (last + self.timeout).saturating_sub(self.start.elapsed())
+    }
+
+    /// Ends the association: the first reason is the one reported. Both
+    /// directions of the stream's socket are shut down, which wakes the
+    /// thread reading it (the other one waits with a timeout, or is the
+    /// caller).
+    fn end(&self, why: String) {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Called by each thread when it is done; the last reports.
+    fn finish(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.0 += 1;
+        if done.0 < 2 {
+            return;
+        }
+        let Some(report) = done.1.take() else { return };
+        drop(done);
+        let end =
+            self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_else(|| "eof".into());
+        report(Outcome {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+            datagrams: [UP, DOWN, DROPPED].map(|i| self.counts[i].load(Ordering::Relaxed)),
+            end,
+        });
+    }
+}
+
+/// Starts `job` on a copy thread; if none can be started, the association
+/// ends and the job counts as done.
+fn spawn(shared: &Arc<Shared>, job: impl FnOnce(&Shared) + Send + 'static) {
+    let mine = Arc::clone(shared);
+    let spawned = COPY_THREADS.spawn(move || {
+        job(&mine);
+        mine.finish();
+    });
+    if let Err(e) = spawned {
+        shared.end(format!("cannot start copy thread: {e}"));
+        shared.finish();
+    }
+}
+
+/// Ends the stream cleanly (close_notify) once a direction is done with it.
+fn close_stream(writer: &mut WriteHalf) {
+    let _ = writer.close();
+}
+
+/// Runs a local's association and returns at once. `app` is the SOCKS5
+/// control connection, `udp` the socket whose address the client was given,
+/// `stream` and `conn` the TLS connection to the server, the trojan header
+/// already sent. Datagrams are taken only from `client_ip`, and from
+/// `client_port` when it is not 0. `done` gets the outcome.
+#[allow(clippy::too_many_arguments)]
+pub fn local(
+    app: TcpStream,
+    udp: UdpSocket,
+    stream: TcpStream,
+    conn: impl Into<Connection>,
+    client_ip: IpAddr,
+    client_port: u16,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    let stream = Arc::new(stream);
+    let (reader, writer) = split::split(Arc::clone(&stream), conn.into(), false);
+    let shared = Arc::new(Shared::new(stream, timeouts.udp, Box::new(done)));
+    let udp = Arc::new(udp);
+    // Where replies go: the client's address, once its first datagram came.
+    let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let (udp_up, client_up) = (Arc::clone(&udp), Arc::clone(&client));
+    spawn(&shared, move |sh| {
+        let from_client =
+            |a: SocketAddr| a.ip() == client_ip && (client_port == 0 || a.port() == client_port);
+        let why = local_up(sh, &app, &udp_up, writer, |a| {
+            let ok = from_client(a);
+            if ok {
+                *client_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(a);
+            }
+            ok
+        });
+        sh.end(why);
+        let _ = app.shutdown(Shutdown::Both);
+    });
+    spawn(&shared, move |sh| {
+        let why = local_down(sh, reader, &udp, &client);
+        sh.end(why);
+        // Wakes the up thread's wait on the UDP socket.
+        let _ = SockRef::from(&*udp).shutdown(Shutdown::Read);
+    });
+}
+
+/// The local's up thread: client datagrams into frames, until the control
+/// connection ends, the stream fails or the association is quiet too long.
+fn local_up(
+    sh: &Shared,
+    app: &TcpStream,
+    udp: &UdpSocket,
+    mut writer: WriteHalf,
+    mut accept: impl FnMut(SocketAddr) -> bool,
+) -> String {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut frame = Vec::new();
+    let why = loop {
+        let left = sh.idle_left();
+        if left.is_zero() {
+            break "udp timeout".to_owned();
+        }
+        match wait(udp, app, true, left) {
+            Ok(Ready::First) => {}
+            Ok(Ready::Second) => break control_ended(app),
+            Ok(Ready::Neither) => continue,
+            Err(e) => break format!("wait: {e}"),
+        }
+        let (n, from) = match udp.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("udp: {e}"),
+        };
+        if !accept(from) {
+            log::debug!("udp datagram from {from}, not the client: dropped");
+            sh.dropped();
+            continue;
+        }
+        let (target, at) = match socks5::read_udp_header(&buf[..n]) {
+            Ok(got) => got,
+            Err(e) => {
+                log::debug!("udp datagram from {from}: {e}: dropped");
+                sh.dropped();
+                continue;
+            }
+        };
+        frame.clear();
+        wire::encode_udp(&target, &buf[at..n], &mut frame);
+        if let Err(e) = writer.write_all(&frame) {
+            break format!("server: {e}");
+        }
+        sh.moved(UP, n - at);
+    };
+    close_stream(&mut writer);
+    why
+}
+
+/// Why the control connection woke its waiter: it ended (the usual way an
+/// association ends), failed, or sent bytes it should not have (ignored).
+fn control_ended(app: &TcpStream) -> String {
+    let mut byte = [0u8; 1];
+    match (&*app).read(&mut byte) {
+        Ok(0) => "client closed the control connection".into(),
+        Ok(_) => "client sent bytes on the control connection".into(),
+        Err(e) => format!("control connection: {e}"),
+    }
+}
+
+/// The local's down thread: frames from the server to the client.
+fn local_down(
+    sh: &Shared,
+    mut reader: ReadHalf,
+    udp: &UdpSocket,
+    client: &Mutex<Option<SocketAddr>>,
+) -> String {
+    let mut payload = Vec::new();
+    let mut datagram = Vec::new();
+    let mut frames = reader.burst(RAW_BUF);
+    loop {
+        let source = match wire::read_udp(&mut frames, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return "eof".into(),
+            Err(e) => return stream_error(sh, &e),
+        };
+        let Some(to) = *client.lock().unwrap_or_else(PoisonError::into_inner) else {
+            sh.dropped();
+            continue;
+        };
+        datagram.clear();
+        socks5::write_udp_header(&source, &mut datagram);
+        datagram.extend_from_slice(&payload);
+        match udp.send_to(&datagram, to) {
+            Ok(_) => sh.moved(DOWN, payload.len()),
+            Err(e) => {
+                log::debug!("udp to the client {to}: {e}");
+                sh.dropped();
+            }
+        }
+    }
+}
+
+/// How a stream that failed is reported: as the end already given (the
+/// other thread shut it down), or as the error.
+fn stream_error(sh: &Shared, e: &Error) -> String {
+    if sh.end.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
+        return "eof".into();
+    }
+    format!("stream: {e}")
+}
+
+/// A UDP socket for a server's association: IPv6 with IPv4 mapped in, so
+/// that one socket reaches both; IPv4 alone where the host has no IPv6.
+pub fn server_socket() -> io::Result<UdpSocket> {
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, None).and_then(|s| {
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+        Ok(s)
+    });
+    match dual {
+        Ok(s) => Ok(s.into()),
+        Err(_) => UdpSocket::bind("0.0.0.0:0"),
+    }
+}
+
+/// Runs a server's association and returns at once. `stream` and `conn`
+/// are the TLS connection from the local, whose header asked for UDP;
+/// `early` are the bytes that came after the header (the first frames).
+/// Every datagram's target is checked against `policy`; a name is looked
+/// up under the connect deadline, holding `place`.
+#[allow(clippy::too_many_arguments)]
+pub fn server(
+    stream: TcpStream,
+    conn: impl Into<Connection>,
+    early: Vec<u8>,
+    udp: UdpSocket,
+    policy: Policy,
+    place: Place,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    let stream = Arc::new(stream);
+    let (reader, writer) = split::split(Arc::clone(&stream), conn.into(), false);
+    let shared = Arc::new(Shared::new(stream, timeouts.udp, Box::new(done)));
+    let udp = Arc::new(udp);
+    let connect = timeouts.connect;
+    let udp_up = Arc::clone(&udp);
+    spawn(&shared, move |sh| {
+        let why = server_up(sh, reader, &early, &udp_up, &policy, &place, connect);
+        sh.end(why);
+        let _ = SockRef::from(&*udp_up).shutdown(Shutdown::Read);
+    });
+    spawn(&shared, move |sh| {
+        let why = server_down(sh, writer, &udp);
+        sh.end(why);
+    });
+}
+
+/// The server's up thread: frames from the local to their targets.
+fn server_up(
+    sh: &Shared,
+    mut reader: ReadHalf,
+    early: &[u8],
+    udp: &UdpSocket,
+    policy: &Policy,
+    place: &Place,
+    connect: Duration,
+) -> String {
+    let mut payload = Vec::new();
+    let mut frames = early.chain(reader.burst(RAW_BUF));
+    let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
+    loop {
+        let target = match wire::read_udp(&mut frames, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return "eof".into(),
+            Err(e) => return stream_error(sh, &e),
+        };
+        let addrs = match &target {
+            Target::Ip(a) => vec![*a],
+            Target::Domain(name, port) => {
+                match net::resolve(name, *port, Instant::now() + connect, Some(place)) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        log::debug!("udp to {target}: {e}: dropped");
+                        sh.dropped();
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(to) = addrs.into_iter().find(|a| policy.permits(a.ip()) && (v6 || a.is_ipv4())) else {
+            log::debug!("udp to {target}: denied: not a public address: dropped");
+            sh.dropped();
+            continue;
+        };
+        let to = if v6 { SocketAddr::from((to_v6(to.ip()), to.port())) } else { to };
+        match udp.send_to(&payload, to) {
+            Ok(_) => sh.moved(UP, payload.len()),
+            Err(e) => {
+                log::debug!("udp to {target}: {e}: dropped");
+                sh.dropped();
+            }
+        }
+    }
+}
+
+/// The server's down thread: replies to frames, until the association is
+/// quiet too long or the other thread has ended it.
+fn server_down(sh: &Shared, mut writer: WriteHalf, udp: &UdpSocket) -> String {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut frame = Vec::new();
+    let why = loop {
+        let left = sh.idle_left();
+        if left.is_zero() {
+            break "udp timeout".to_owned();
+        }
+        match wait(udp, &*sh.stream, false, left) {
+            Ok(Ready::First) => {}
+            // The stream failed or was shut down: the up thread reports why.
+            Ok(Ready::Second) => break "eof".into(),
+            Ok(Ready::Neither) => continue,
+            Err(e) => break format!("wait: {e}"),
+        }
+        let (n, from) = match udp.recv_from(&mut buf) {
+            // Shut down by the up thread at the end of the stream.
+            Ok((0, _)) if sh.end.lock().unwrap_or_else(PoisonError::into_inner).is_some() => {
+                break "eof".into()
+            }
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("udp: {e}"),
+        };
+        let from = SocketAddr::new(unmapped(from.ip()), from.port());
+        frame.clear();
+        wire::encode_udp(&Target::Ip(from), &buf[..n], &mut frame);
+        if let Err(e) = writer.write_all(&frame) {
+            break format!("client: {e}");
+        }
+        sh.moved(DOWN, n);
+    };
+    close_stream(&mut writer);
+    why
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
