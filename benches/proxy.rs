@@ -588,8 +588,6 @@ fn run(o: &Opts) -> Result<(), String> {
         if !ratios.is_empty() {
             text += &format!("\n{ratios}");
         }
-        text += "\ntargets (ss-2022 stands for shadowsocks-rust):\n";
-        text += &report::targets(r, scale);
     }
     let svg = out_dir.join("latency.svg");
     std::fs::write(&svg, report::latency_svg(r)).map_err(|e| format!("{}: {e}", svg.display()))?;
