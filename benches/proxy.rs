@@ -224,16 +224,6 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     }))
 }
 
-/// Raises the soft descriptor limit to the hard one (children inherit it).
-fn raise_nofile() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
 /// target/ of this build: the bench binary runs from target/release/deps/.
 fn target_dir() -> PathBuf {
     std::env::current_exe()
@@ -519,7 +509,8 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
 
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
-    let nofile = raise_nofile();
+    // Children inherit the raised limit.
+    let nofile = blocking_proxy::raise_fd_limit();
     let out_dir = target_dir().join("bench");
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
