@@ -14,6 +14,8 @@ mod loadgen;
 mod relay;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "../tests/common/trojan.rs"]
+mod trojan_config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::loadgen::Via;
 use crate::relay::DelayRelay;
+use crate::trojan_config;
 
 /// How long a proxy may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -344,33 +345,12 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
     let fallback_port = free_port()?;
     let conf = w.write(
         "trojan-server.json",
-        &format!(
-            r#"{{
-    "run_type": "server",
-    "local_addr": "127.0.0.1",
-    "local_port": {server_port},
-    "remote_addr": "127.0.0.1",
-    "remote_port": {fallback_port},
-    "password": ["{TROJAN_PASSWORD}"],
-    "log_level": 1,
-    "ssl": {{
-        "cert": "{cert}",
-        "key": "{key}",
-        "key_password": "",
-        "prefer_server_cipher": true,
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "session_timeout": 600,
-        "plain_http_response": "",
-        "curves": "",
-        "dhparam": ""
-    }},
-    "tcp": {{ "prefer_ipv4": false, "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }},
-    "mysql": {{ "enabled": false }}
-}}"#,
-            cert = w.cert("server.pem"),
-            key = w.cert("server.key"),
+        &trojan_config::server_config(
+            server_port,
+            fallback_port,
+            TROJAN_PASSWORD,
+            &w.cert("server.pem"),
+            &w.cert("server.key"),
         ),
     )?;
     let mut server = w.spawn("trojan-server", &trojan, &["-c".into(), conf.display().to_string()], &[])?;
@@ -382,31 +362,7 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
         let port = free_port()?;
         let conf = w.write(
             &format!("{label}.json"),
-            &format!(
-                r#"{{
-    "run_type": "client",
-    "local_addr": "127.0.0.1",
-    "local_port": {port},
-    "remote_addr": "{ip}",
-    "remote_port": {rport},
-    "password": ["{TROJAN_PASSWORD}"],
-    "log_level": 1,
-    "ssl": {{
-        "verify": true,
-        "verify_hostname": true,
-        "cert": "{ca}",
-        "sni": "localhost",
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "curves": ""
-    }},
-    "tcp": {{ "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }}
-}}"#,
-                ip = upstream.ip(),
-                rport = upstream.port(),
-                ca = w.cert("ca.pem"),
-            ),
+            &trojan_config::client_config(port, upstream, TROJAN_PASSWORD, &w.cert("ca.pem")),
         )?;
         let mut child = w.spawn(label, &trojan, &["-c".into(), conf.display().to_string()], &[])?;
         let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));

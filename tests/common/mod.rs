@@ -2,6 +2,8 @@
 //! SOCKS5 client, digests. Every socket gets a timeout so a hang fails.
 #![allow(dead_code)]
 
+pub mod trojan;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
