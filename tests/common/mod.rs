@@ -399,8 +399,10 @@ impl Digest {
         self.0.update(data);
     }
 
+    /// Lowercase hex, as the library writes certificate fingerprints (also SHA-256).
     pub fn hex(self) -> String {
-        self.0.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        let sum: blocking_proxy::tls::Fingerprint = self.0.finish().as_ref().try_into().unwrap();
+        blocking_proxy::tls::fingerprint_hex(&sum)
     }
 }
 
