@@ -108,6 +108,22 @@ impl Chain {
         Ok(())
     }
 
+    /// Starts `program` with `args` as the counted process `label` and waits
+    /// until it accepts on 127.0.0.1:`port`.
+    fn serve(
+        &mut self,
+        w: &Workdir,
+        label: &str,
+        program: &Path,
+        args: &[String],
+        port: u16,
+    ) -> Result<(), String> {
+        let mut child = w.spawn(label, program, args, &[])?;
+        let ready = w.accepting(label, &mut child, loopback(port));
+        self.adopt(child, true);
+        ready
+    }
+
     fn empty(name: &str, about: String) -> Chain {
         Chain {
             name: name.into(),
@@ -194,6 +210,20 @@ impl Workdir {
             START_TIMEOUT.as_secs(),
             self.tail(label)
         ))
+    }
+
+    /// Starts `program` with `args` as the client `label` and gives it back
+    /// with its address once it accepts on 127.0.0.1:`port`.
+    fn client(
+        &self,
+        label: &str,
+        program: &Path,
+        args: &[String],
+        port: u16,
+    ) -> Result<(Child, SocketAddr), String> {
+        let mut child = self.spawn(label, program, args, &[])?;
+        let addr = self.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
+        started(child, addr)
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
@@ -286,15 +316,8 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
     let mut chain = Chain::empty("stunnel", "stunnel4 client → TLS → stunnel4 server → microsocks".into());
 
     let socks_port = free_port()?;
-    let mut ms = w.spawn(
-        "stunnel-microsocks",
-        &microsocks,
-        &strings(&["-i", "127.0.0.1", "-p", &socks_port.to_string()]),
-        &[],
-    )?;
-    let ready = w.accepting("stunnel-microsocks", &mut ms, loopback(socks_port));
-    chain.adopt(ms, true);
-    ready?;
+    let args = strings(&["-i", "127.0.0.1", "-p", &socks_port.to_string()]);
+    chain.serve(w, "stunnel-microsocks", &microsocks, &args, socks_port)?;
 
     // Logging stays at stunnel's default level, to the log file only: without
     // `syslog = no`, stunnel also writes every line to syslog, or to /dev/console
@@ -311,10 +334,7 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
             w.cert("server.key")
         ),
     )?;
-    let mut server = w.spawn("stunnel-server", &stunnel, &[conf.display().to_string()], &[])?;
-    let ready = w.accepting("stunnel-server", &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, "stunnel-server", &stunnel, &[conf.display().to_string()], server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
@@ -326,9 +346,7 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
                 w.cert("ca.pem")
             ),
         )?;
-        let mut child = w.spawn(label, &stunnel, &[conf.display().to_string()], &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &stunnel, &[conf.display().to_string()], port)
     };
     chain.clients(loopback(server_port), far, "stunnel-client", client)?;
     Ok(chain)
@@ -353,10 +371,7 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
             &w.cert("server.key"),
         ),
     )?;
-    let mut server = w.spawn("trojan-server", &trojan, &["-c".into(), conf.display().to_string()], &[])?;
-    let ready = w.accepting("trojan-server", &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, "trojan-server", &trojan, &["-c".into(), conf.display().to_string()], server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
@@ -364,9 +379,7 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
             &format!("{label}.json"),
             &trojan_config::client_config(port, upstream, TROJAN_PASSWORD, &w.cert("ca.pem")),
         )?;
-        let mut child = w.spawn(label, &trojan, &["-c".into(), conf.display().to_string()], &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &trojan, &["-c".into(), conf.display().to_string()], port)
     };
     chain.clients(loopback(server_port), far, "trojan-client", client)?;
     Ok(chain)
@@ -422,19 +435,13 @@ pub fn shadowsocks(
     };
     let mut args = strings(&["-s", &loopback(server_port).to_string()]);
     common(&mut args);
-    let label = format!("{name}-server");
-    let mut server = w.spawn(&label, &ssserver, &args, &[])?;
-    let ready = w.accepting(&label, &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, &format!("{name}-server"), &ssserver, &args, server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
         let mut args = strings(&["-b", &loopback(port).to_string(), "-s", &upstream.to_string()]);
         common(&mut args);
-        let mut child = w.spawn(label, &sslocal, &args, &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &sslocal, &args, port)
     };
     chain.clients(loopback(server_port), far, &format!("{name}-local"), client)?;
     Ok(chain)
