@@ -237,7 +237,6 @@ impl Workdir {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
 /// Gives back a started `child` with its address, or kills it and gives back the error.
 fn started(mut child: Child, addr: Result<SocketAddr, String>) -> Result<(Child, SocketAddr), String> {
     match addr {
@@ -250,6 +249,7 @@ fn started(mut child: Child, addr: Result<SocketAddr, String>) -> Result<(Child,
     }
 }
 
+/// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| format!("free port: {e}"))
