@@ -14,6 +14,8 @@ mod loadgen;
 mod relay;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "../tests/common/trojan.rs"]
+mod trojan_config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,33 +23,60 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use chains::{Chain, Workdir};
+use getopts::{Fail, Options};
 use loadgen::{Targets, Via};
 use report::{Fig, Results};
 
-const USAGE: &str = "\
+const BRIEF: &str = "\
 usage: cargo bench --bench proxy -- [OPTIONS]
 
 Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them,
-with no proxy at all (\"direct\", the loopback limit) alongside.
+with no proxy at all (\"direct\", the loopback limit) alongside.";
 
-  --peers             also start and measure stunnel4+microsocks, trojan, and
-                      shadowsocks-rust (aes-128-gcm, 2022-blake3-aes-128-gcm)
-  --chains LIST       only these chains, comma-separated, from: ours, direct, stunnel,
-                      trojan, ss-aes-128-gcm, ss-2022 (peers named here need no --peers)
-  --socks ADDR        measure whatever SOCKS5 proxy listens at ADDR instead of the pair
-  --pids PID,PID      with --socks: its processes, for the CPU and memory figures
-  --local-args \"...\"  extra flags for blocking-local (e.g. \"--pool 8\")
-  --bytes SIZE        bytes per upload and per download (default 512MiB; K, M, G suffixes)
-  --rounds N          interleaved rounds (default 5, 1 with --quick)
-  --quick             small sizes for trying it out: 64 MiB, fewer operations,
-                      200 held connections, no scale run
-  --no-scale          skip the 5,000-connection scale run
-  --ss-dir DIR        where sslocal and ssserver are (default target/peers/bin)
-  -h, --help          this text
-
+const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
 target/bench/report.txt, with a latency chart in target/bench/latency.svg;
 the proxies' configuration files and logs are in target/bench/run/.";
+
+/// The options. Each may be given more than once (the last one counts), as
+/// may the `--bench` that cargo bench passes to every bench target.
+fn options() -> Options {
+    let mut o = Options::new();
+    o.optflagmulti(
+        "",
+        "peers",
+        "also start and measure stunnel4+microsocks, trojan, and shadowsocks-rust \
+         (aes-128-gcm, 2022-blake3-aes-128-gcm)",
+    );
+    o.optmulti(
+        "",
+        "chains",
+        &format!(
+            "only these chains, comma-separated, from: {} (peers named here need no --peers)",
+            CHAINS.join(", ")
+        ),
+        "LIST",
+    );
+    o.optmulti("", "socks", "measure whatever SOCKS5 proxy listens at ADDR instead of the pair", "ADDR");
+    o.optmulti("", "pids", "with --socks: its processes, for the CPU and memory figures", "PID,PID");
+    o.optmulti("", "local-args", "extra flags for blocking-local (e.g. \"--pool 8\")", "\"...\"");
+    o.optmulti("", "bytes", "bytes per upload and per download (default 512MiB; K, M, G suffixes)", "SIZE");
+    o.optmulti("", "rounds", "interleaved rounds (default 5, 1 with --quick)", "N");
+    o.optflagmulti(
+        "",
+        "quick",
+        "small sizes for trying it out: 64 MiB, fewer operations, 200 held connections, no scale run",
+    );
+    o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
+    o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
+    o.optflagmulti("", "bench", "passed by cargo bench; ignored");
+    o.optflagmulti("h", "help", "this text");
+    o
+}
+
+fn usage() -> String {
+    format!("{}\n{AFTER}", options().usage(BRIEF))
+}
 
 struct Opts {
     peers: bool,
@@ -82,68 +111,81 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|b| *b > 0)
 }
 
+/// The argument as it was written, for an option getopts names `name`.
+fn spelled(args: &[String], name: &str) -> String {
+    if name.chars().count() == 1 {
+        return format!("-{name}");
+    }
+    let long = format!("--{name}");
+    args.iter()
+        .find(|a| **a == long || a.strip_prefix(&long).is_some_and(|rest| rest.starts_with('=')))
+        .cloned()
+        .unwrap_or(long)
+}
+
 fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (mut quick, mut peers, mut no_scale) = (false, false, false);
-    let (mut socks, mut pids, mut local_args, mut bytes, mut rounds, mut ss_dir, mut only) =
-        (None, vec![], vec![], None, None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} wants a value"));
-        match a.as_str() {
-            // cargo bench passes --bench to every bench target.
-            "--bench" => {}
-            "-h" | "--help" => return Ok(None),
-            "--quick" => quick = true,
-            "--peers" => peers = true,
-            "--no-scale" => no_scale = true,
-            "--socks" => {
-                let v = value(a)?;
-                let addr: SocketAddr =
-                    v.parse().map_err(|_| format!("--socks wants ADDR:PORT, not {v:?}"))?;
-                if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "--socks: {addr} is not a loopback address; the bench stays on loopback"
-                    ));
-                }
-                socks = Some(addr);
-            }
-            "--pids" => {
-                let v = value(a)?;
-                pids = v
-                    .split(',')
-                    .filter(|p| !p.trim().is_empty())
-                    .map(|p| p.trim().parse::<u32>().map_err(|_| format!("--pids: bad PID {p:?}")))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--local-args" => local_args = value(a)?.split_whitespace().map(str::to_owned).collect(),
-            "--bytes" => {
-                let v = value(a)?;
-                bytes = Some(
-                    parse_size(&v)
-                        .ok_or_else(|| format!("--bytes wants a size such as 512MiB, not {v:?}"))?,
-                );
-            }
-            "--rounds" => {
-                let v = value(a)?;
-                rounds = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=20).contains(n))
-                        .ok_or("--rounds wants 1 to 20")?,
-                );
-            }
-            "--ss-dir" => ss_dir = Some(PathBuf::from(value(a)?)),
-            "--chains" => {
-                let list: Vec<String> = value(a)?.split(',').map(|c| c.trim().to_owned()).collect();
-                if let Some(bad) = list.iter().find(|c| !CHAINS.contains(&c.as_str())) {
-                    return Err(format!("--chains: unknown chain {bad:?} (known: {})", CHAINS.join(", ")));
-                }
-                only = Some(list);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
+    let m = options().parse(args).map_err(|e| match e {
+        Fail::ArgumentMissing(name) => format!("--{name} wants a value"),
+        Fail::UnrecognizedOption(name) | Fail::UnexpectedArgument(name) => {
+            format!("unknown argument {:?}", spelled(args, &name))
         }
+        other => other.to_string(),
+    })?;
+    if let Some(free) = m.free.first() {
+        return Err(format!("unknown argument {free:?}"));
     }
+    if m.opt_present("help") {
+        return Ok(None);
+    }
+    let last = |name: &str| m.opt_strs(name).pop();
+    let (quick, peers, no_scale) =
+        (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
+    let socks = match last("socks") {
+        None => None,
+        Some(v) => {
+            let addr: SocketAddr = v.parse().map_err(|_| format!("--socks wants ADDR:PORT, not {v:?}"))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--socks: {addr} is not a loopback address; the bench stays on loopback"
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let pids: Vec<u32> = match last("pids") {
+        None => vec![],
+        Some(v) => v
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.trim().parse::<u32>().map_err(|_| format!("--pids: bad PID {p:?}")))
+            .collect::<Result<_, _>>()?,
+    };
+    let local_args: Vec<String> =
+        last("local-args").map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+    let bytes = match last("bytes") {
+        None => None,
+        Some(v) => {
+            Some(parse_size(&v).ok_or_else(|| format!("--bytes wants a size such as 512MiB, not {v:?}"))?)
+        }
+    };
+    let rounds = match last("rounds") {
+        None => None,
+        Some(v) => {
+            Some(v.parse::<usize>().ok().filter(|n| (1..=20).contains(n)).ok_or("--rounds wants 1 to 20")?)
+        }
+    };
+    let ss_dir = last("ss-dir").map(PathBuf::from);
+    let only = match last("chains") {
+        None => None,
+        Some(v) => {
+            let list: Vec<String> = v.split(',').map(|c| c.trim().to_owned()).collect();
+            if let Some(bad) = list.iter().find(|c| !CHAINS.contains(&c.as_str())) {
+                return Err(format!("--chains: unknown chain {bad:?} (known: {})", CHAINS.join(", ")));
+            }
+            Some(list)
+        }
+    };
     if !pids.is_empty() && socks.is_none() {
         return Err("--pids goes with --socks".into());
     }
@@ -184,16 +226,6 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     }))
 }
 
-/// Raises the soft descriptor limit to the hard one (children inherit it).
-fn raise_nofile() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
 /// target/ of this build: the bench binary runs from target/release/deps/.
 fn target_dir() -> PathBuf {
     std::env::current_exe()
@@ -208,11 +240,11 @@ fn main() -> ExitCode {
     let opts = match parse(&args) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            println!("{USAGE}");
+            println!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("proxy bench: {e}\n\n{USAGE}");
+            eprintln!("proxy bench: {e}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -479,7 +511,8 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
 
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
-    let nofile = raise_nofile();
+    // Children inherit the raised limit.
+    let nofile = blocking_proxy::raise_fd_limit();
     let out_dir = target_dir().join("bench");
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -588,8 +621,6 @@ fn run(o: &Opts) -> Result<(), String> {
         if !ratios.is_empty() {
             text += &format!("\n{ratios}");
         }
-        text += "\ntargets (ss-2022 stands for shadowsocks-rust):\n";
-        text += &report::targets(r, scale);
     }
     let svg = out_dir.join("latency.svg");
     std::fs::write(&svg, report::latency_svg(r)).map_err(|e| format!("{}: {e}", svg.display()))?;

@@ -4,13 +4,17 @@
 //! bound, or make a parser read past the message it accepted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use blocking_proxy::addr::{self, Target};
 use blocking_proxy::error::Error;
 use blocking_proxy::socks5::{self, User};
 use blocking_proxy::wire;
+
+// The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
+#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+mod input;
+use input::Input;
 
 /// The largest single allocation made while this binary runs.
 struct Largest;
@@ -52,30 +56,6 @@ impl Rng {
     }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.byte()).collect()
-    }
-}
-
-/// The input, served in reads of at most `chunk` bytes; writes are dropped.
-struct Input<'a> {
-    data: &'a [u8],
-    chunk: usize,
-}
-
-impl Read for Input<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.chunk).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
-
-impl Write for Input<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -148,26 +128,24 @@ fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
 /// long as it says. Returns how many parsers accepted it.
 fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) -> usize {
     let mut accepted = 0;
-    let consumed = |left: usize| data.len() - left;
-
-    let mut inp = Input { data, chunk };
+    let mut inp = Input::new(data, chunk);
     if let Ok(t) = wire::read_seed(&mut inp) {
         let mut enc = Vec::new();
         wire::encode_seed(&t, &mut enc);
-        assert_eq!(consumed(inp.data.len()), enc.len(), "seed {data:?}");
+        assert_eq!(inp.pos, enc.len(), "seed {data:?}");
         accepted += 1;
     }
 
-    let mut inp = Input { data, chunk };
+    let mut inp = Input::new(data, chunk);
     if let Ok(t) = wire::read_trojan(&mut inp, known) {
         let mut enc = Vec::new();
         wire::encode_trojan(&known[0], &t, &mut enc);
-        assert_eq!(consumed(inp.data.len()), enc.len(), "trojan {data:?}");
+        assert_eq!(inp.pos, enc.len(), "trojan {data:?}");
         accepted += 1;
     }
 
     for users in [&[][..], users] {
-        let mut inp = Input { data, chunk };
+        let mut inp = Input::new(data, chunk);
         match socks5::accept(&mut inp, users) {
             Ok(t) => {
                 let mut addr = Vec::new();
@@ -179,7 +157,7 @@ fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) 
                     let ulen = usize::from(data[greeting + 1]);
                     3 + ulen + usize::from(data[greeting + 2 + ulen])
                 };
-                assert_eq!(consumed(inp.data.len()), greeting + login + 3 + addr.len(), "socks5 {data:?}");
+                assert_eq!(inp.pos, greeting + login + 3 + addr.len(), "socks5 {data:?}");
                 accepted += 1;
             }
             Err(Error::Io(_) | Error::Protocol(_) | Error::Denied(_)) => {}

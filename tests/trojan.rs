@@ -56,30 +56,7 @@ fn curl_through_the_trojan_client_to_blocking_server() {
     let server = Proc::server(&["--password", "correct horse"]);
     let web = http("127.0.0.1:0");
     let port = free_port();
-    let config = format!(
-        r#"{{
-    "run_type": "client",
-    "local_addr": "127.0.0.1",
-    "local_port": {port},
-    "remote_addr": "127.0.0.1",
-    "remote_port": {server_port},
-    "password": ["correct horse"],
-    "log_level": 1,
-    "ssl": {{
-        "verify": true,
-        "verify_hostname": true,
-        "cert": "{ca}",
-        "sni": "localhost",
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "curves": ""
-    }},
-    "tcp": {{ "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }}
-}}"#,
-        server_port = server.addr.port(),
-        ca = CA,
-    );
+    let config = trojan::client_config(port, server.addr, "correct horse", CA);
     let client = Trojan::start(&dir, "client", config, port);
     let body =
         curl(&["--socks5-hostname", &client.addr.to_string(), &format!("http://localhost:{}/", web.port())]);
@@ -93,34 +70,12 @@ fn curl_through_blocking_local_to_the_trojan_server() {
     let web = http("127.0.0.1:0");
     let fallback = http_page("127.0.0.1:0", "fallback\n");
     let port = free_port();
-    let config = format!(
-        r#"{{
-    "run_type": "server",
-    "local_addr": "127.0.0.1",
-    "local_port": {port},
-    "remote_addr": "127.0.0.1",
-    "remote_port": {fallback_port},
-    "password": ["correct horse"],
-    "log_level": 1,
-    "ssl": {{
-        "cert": "{cert}",
-        "key": "{key}",
-        "key_password": "",
-        "prefer_server_cipher": true,
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "session_timeout": 600,
-        "plain_http_response": "",
-        "curves": "",
-        "dhparam": ""
-    }},
-    "tcp": {{ "prefer_ipv4": false, "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }},
-    "mysql": {{ "enabled": false }}
-}}"#,
-        fallback_port = fallback.port(),
-        cert = cert("server.pem"),
-        key = cert("server.key"),
+    let config = trojan::server_config(
+        port,
+        fallback.port(),
+        "correct horse",
+        &cert("server.pem"),
+        &cert("server.key"),
     );
     let server = Trojan::start(&dir, "server", config, port);
     let local = Proc::local(server.addr, &["--password", "correct horse", "--sni", "localhost"]);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::loadgen::Via;
 use crate::relay::DelayRelay;
+use crate::trojan_config;
 
 /// How long a proxy may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -107,6 +108,22 @@ impl Chain {
         Ok(())
     }
 
+    /// Starts `program` with `args` as the counted process `label` and waits
+    /// until it accepts on 127.0.0.1:`port`.
+    fn serve(
+        &mut self,
+        w: &Workdir,
+        label: &str,
+        program: &Path,
+        args: &[String],
+        port: u16,
+    ) -> Result<(), String> {
+        let mut child = w.spawn(label, program, args, &[])?;
+        let ready = w.accepting(label, &mut child, loopback(port));
+        self.adopt(child, true);
+        ready
+    }
+
     fn empty(name: &str, about: String) -> Chain {
         Chain {
             name: name.into(),
@@ -195,6 +212,20 @@ impl Workdir {
         ))
     }
 
+    /// Starts `program` with `args` as the client `label` and gives it back
+    /// with its address once it accepts on 127.0.0.1:`port`.
+    fn client(
+        &self,
+        label: &str,
+        program: &Path,
+        args: &[String],
+        port: u16,
+    ) -> Result<(Child, SocketAddr), String> {
+        let mut child = self.spawn(label, program, args, &[])?;
+        let addr = self.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
+        started(child, addr)
+    }
+
     fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
         let path = self.dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -206,7 +237,6 @@ impl Workdir {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
 /// Gives back a started `child` with its address, or kills it and gives back the error.
 fn started(mut child: Child, addr: Result<SocketAddr, String>) -> Result<(Child, SocketAddr), String> {
     match addr {
@@ -219,6 +249,7 @@ fn started(mut child: Child, addr: Result<SocketAddr, String>) -> Result<(Child,
     }
 }
 
+/// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| format!("free port: {e}"))
@@ -285,15 +316,8 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
     let mut chain = Chain::empty("stunnel", "stunnel4 client → TLS → stunnel4 server → microsocks".into());
 
     let socks_port = free_port()?;
-    let mut ms = w.spawn(
-        "stunnel-microsocks",
-        &microsocks,
-        &strings(&["-i", "127.0.0.1", "-p", &socks_port.to_string()]),
-        &[],
-    )?;
-    let ready = w.accepting("stunnel-microsocks", &mut ms, loopback(socks_port));
-    chain.adopt(ms, true);
-    ready?;
+    let args = strings(&["-i", "127.0.0.1", "-p", &socks_port.to_string()]);
+    chain.serve(w, "stunnel-microsocks", &microsocks, &args, socks_port)?;
 
     // Logging stays at stunnel's default level, to the log file only: without
     // `syslog = no`, stunnel also writes every line to syslog, or to /dev/console
@@ -310,10 +334,7 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
             w.cert("server.key")
         ),
     )?;
-    let mut server = w.spawn("stunnel-server", &stunnel, &[conf.display().to_string()], &[])?;
-    let ready = w.accepting("stunnel-server", &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, "stunnel-server", &stunnel, &[conf.display().to_string()], server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
@@ -325,9 +346,7 @@ pub fn stunnel(w: &Workdir, far: bool) -> Result<Chain, String> {
                 w.cert("ca.pem")
             ),
         )?;
-        let mut child = w.spawn(label, &stunnel, &[conf.display().to_string()], &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &stunnel, &[conf.display().to_string()], port)
     };
     chain.clients(loopback(server_port), far, "stunnel-client", client)?;
     Ok(chain)
@@ -344,73 +363,23 @@ pub fn trojan(w: &Workdir, far: bool) -> Result<Chain, String> {
     let fallback_port = free_port()?;
     let conf = w.write(
         "trojan-server.json",
-        &format!(
-            r#"{{
-    "run_type": "server",
-    "local_addr": "127.0.0.1",
-    "local_port": {server_port},
-    "remote_addr": "127.0.0.1",
-    "remote_port": {fallback_port},
-    "password": ["{TROJAN_PASSWORD}"],
-    "log_level": 1,
-    "ssl": {{
-        "cert": "{cert}",
-        "key": "{key}",
-        "key_password": "",
-        "prefer_server_cipher": true,
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "session_timeout": 600,
-        "plain_http_response": "",
-        "curves": "",
-        "dhparam": ""
-    }},
-    "tcp": {{ "prefer_ipv4": false, "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }},
-    "mysql": {{ "enabled": false }}
-}}"#,
-            cert = w.cert("server.pem"),
-            key = w.cert("server.key"),
+        &trojan_config::server_config(
+            server_port,
+            fallback_port,
+            TROJAN_PASSWORD,
+            &w.cert("server.pem"),
+            &w.cert("server.key"),
         ),
     )?;
-    let mut server = w.spawn("trojan-server", &trojan, &["-c".into(), conf.display().to_string()], &[])?;
-    let ready = w.accepting("trojan-server", &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, "trojan-server", &trojan, &["-c".into(), conf.display().to_string()], server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
         let conf = w.write(
             &format!("{label}.json"),
-            &format!(
-                r#"{{
-    "run_type": "client",
-    "local_addr": "127.0.0.1",
-    "local_port": {port},
-    "remote_addr": "{ip}",
-    "remote_port": {rport},
-    "password": ["{TROJAN_PASSWORD}"],
-    "log_level": 1,
-    "ssl": {{
-        "verify": true,
-        "verify_hostname": true,
-        "cert": "{ca}",
-        "sni": "localhost",
-        "alpn": ["http/1.1"],
-        "reuse_session": true,
-        "session_ticket": false,
-        "curves": ""
-    }},
-    "tcp": {{ "no_delay": true, "keep_alive": true, "reuse_port": false, "fast_open": false, "fast_open_qlen": 20 }}
-}}"#,
-                ip = upstream.ip(),
-                rport = upstream.port(),
-                ca = w.cert("ca.pem"),
-            ),
+            &trojan_config::client_config(port, upstream, TROJAN_PASSWORD, &w.cert("ca.pem")),
         )?;
-        let mut child = w.spawn(label, &trojan, &["-c".into(), conf.display().to_string()], &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &trojan, &["-c".into(), conf.display().to_string()], port)
     };
     chain.clients(loopback(server_port), far, "trojan-client", client)?;
     Ok(chain)
@@ -466,19 +435,13 @@ pub fn shadowsocks(
     };
     let mut args = strings(&["-s", &loopback(server_port).to_string()]);
     common(&mut args);
-    let label = format!("{name}-server");
-    let mut server = w.spawn(&label, &ssserver, &args, &[])?;
-    let ready = w.accepting(&label, &mut server, loopback(server_port));
-    chain.adopt(server, true);
-    ready?;
+    chain.serve(w, &format!("{name}-server"), &ssserver, &args, server_port)?;
 
     let client = |label: &str, upstream: SocketAddr| -> Result<(Child, SocketAddr), String> {
         let port = free_port()?;
         let mut args = strings(&["-b", &loopback(port).to_string(), "-s", &upstream.to_string()]);
         common(&mut args);
-        let mut child = w.spawn(label, &sslocal, &args, &[])?;
-        let addr = w.accepting(label, &mut child, loopback(port)).map(|()| loopback(port));
-        started(child, addr)
+        w.client(label, &sslocal, &args, port)
     };
     chain.clients(loopback(server_port), far, &format!("{name}-local"), client)?;
     Ok(chain)

@@ -1,5 +1,5 @@
-//! Figures, their medians, the table, the ratios, the targets of the issue
-//! and the latency chart (SVG written by hand).
+//! Figures, their medians, the table, the ratios and the latency chart (SVG
+//! written by hand).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -123,10 +123,6 @@ impl Results {
     pub fn get(&self, chain: usize, fig: Fig) -> Option<f64> {
         median(self.samples.get(&(chain, fig))?)
     }
-
-    pub fn by_name(&self, name: &str, fig: Fig) -> Option<f64> {
-        self.get(self.chains.iter().position(|c| c == name)?, fig)
-    }
 }
 
 pub fn fmt(v: Option<f64>, decimals: usize) -> String {
@@ -199,80 +195,6 @@ pub fn ratios(r: &Results, ours: usize) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The targets of the issue, each with the measured figure and MET / MISSED.
-pub fn targets(r: &Results, scale_n: usize) -> String {
-    const SS2022: &str = "ss-2022";
-    const SSAES: &str = "ss-aes-128-gcm";
-    let ours = |f| r.by_name("ours", f);
-    let mut out = String::new();
-    let mut line = |what: String, measured: String, ok: Option<bool>| {
-        let verdict = match ok {
-            Some(true) => "MET",
-            Some(false) => "MISSED",
-            None => "n/a",
-        };
-        let _ = writeln!(out, "  {what:<40} {measured:<58} {verdict}");
-    };
-    let ratio_line = |line: &mut dyn FnMut(String, String, Option<bool>), fig: Fig, peer: &str, want: f64| {
-        let (a, b) = (ours(fig), r.by_name(peer, fig));
-        let what =
-            format!("{} {} {want:.1}× {peer}", short(fig), if fig.higher_is_better() { "≥" } else { "≤" });
-        match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => {
-                let x = a / b;
-                let ok = if fig.higher_is_better() { x >= want } else { x <= want };
-                let d = fig.decimals();
-                line(what, format!("{a:.d$} vs {b:.d$} {}: {x:.2}×", fig.unit()), Some(ok));
-            }
-            _ => line(what, format!("{peer} not measured (--peers)"), None),
-        }
-    };
-    for fig in [Fig::Up, Fig::Down] {
-        ratio_line(&mut line, fig, SS2022, 1.0);
-        ratio_line(&mut line, fig, SSAES, 1.4);
-        let what = format!("{} ≥ 0.9×(direct÷3)", short(fig));
-        match (ours(fig), r.by_name("direct", fig)) {
-            (Some(a), Some(d)) => {
-                let want = 0.9 * d / 3.0;
-                line(what, format!("{a:.0} MiB/s vs {want:.0} MiB/s (direct {d:.0})"), Some(a >= want));
-            }
-            _ => line(what, "not measured".into(), None),
-        }
-    }
-    match ours(Fig::Cpu) {
-        Some(c) => line("CPU ≤ 1.2 s/GiB".into(), format!("{c:.2} s/GiB"), Some(c <= 1.2)),
-        None => line("CPU ≤ 1.2 s/GiB".into(), "not measured".into(), None),
-    }
-    ratio_line(&mut line, Fig::C1P50, SS2022, 0.8);
-    ratio_line(&mut line, Fig::C1P99, SS2022, 1.0);
-    ratio_line(&mut line, Fig::C32Ops, SS2022, 1.0);
-    match ours(Fig::Ttfb) {
-        Some(t) => line("TTFB ≤ 1.2 round trips".into(), format!("{t:.2} round trips"), Some(t <= 1.2)),
-        None => line("TTFB ≤ 1.2 round trips".into(), "not measured".into(), None),
-    }
-    match ours(Fig::Mem) {
-        Some(m) => line("memory ≤ 80 KiB per held connection".into(), format!("{m:.1} KiB"), Some(m <= 80.0)),
-        None => line("memory ≤ 80 KiB per held connection".into(), "not measured".into(), None),
-    }
-    let what = "scale: 5,000 held, all answering".to_string();
-    match ours(Fig::ScaleHeld) {
-        Some(h) => line(what, format!("{h:.0} of {scale_n} held and answering"), Some(h >= 5000.0)),
-        None => line(what, "not measured (--quick or --no-scale)".into(), None),
-    }
-    out
-}
-
-fn short(fig: Fig) -> &'static str {
-    match fig {
-        Fig::Up => "upload",
-        Fig::Down => "download",
-        Fig::C1P50 => "c=1 p50 latency",
-        Fig::C1P99 => "c=1 p99 latency",
-        Fig::C32Ops => "c=32 ops/s",
-        other => other.label(),
-    }
 }
 
 fn xml(s: &str) -> String {

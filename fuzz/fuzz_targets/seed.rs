@@ -17,7 +17,7 @@ use common::Input;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };
-    let mut input = Input { data: wire, pos: 0, one_byte: flags & 1 != 0 };
+    let mut input = Input::new(wire, if flags & 1 != 0 { 1 } else { usize::MAX });
     let Ok(target) = read_seed(&mut input) else { return };
 
     let consumed = &wire[..input.pos];

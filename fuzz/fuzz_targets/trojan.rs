@@ -23,7 +23,7 @@ fn known() -> &'static [TrojanHash; 1] {
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };
     let known = known();
-    let mut input = Input { data: wire, pos: 0, one_byte: flags & 1 != 0 };
+    let mut input = Input::new(wire, if flags & 1 != 0 { 1 } else { usize::MAX });
     let Ok(target) = read_trojan(&mut input, known) else { return };
 
     let consumed = &wire[..input.pos];

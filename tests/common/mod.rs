@@ -2,6 +2,8 @@
 //! SOCKS5 client, digests. Every socket gets a timeout so a hang fails.
 #![allow(dead_code)]
 
+pub mod trojan;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -397,8 +399,10 @@ impl Digest {
         self.0.update(data);
     }
 
+    /// Lowercase hex, as the library writes certificate fingerprints (also SHA-256).
     pub fn hex(self) -> String {
-        self.0.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        let sum: blocking_proxy::tls::Fingerprint = self.0.finish().as_ref().try_into().unwrap();
+        blocking_proxy::tls::fingerprint_hex(&sum)
     }
 }
 

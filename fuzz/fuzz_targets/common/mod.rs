@@ -1,23 +1,28 @@
-//! What every fuzz target feeds its parser: the fuzz input as a peer that
-//! sends it in one read or one byte per read, and ignores what it is sent.
+//! What every fuzz target feeds its parser, and tests/parsers.rs too: the
+//! input as a peer that sends it in reads of at most a given size (one byte
+//! per read, or all of it in one), and ignores what it is sent.
 
 use std::io::{self, Read, Write};
 
-/// Serves `data`, in one read or one byte per read, counts what was taken
+/// Serves `data` in reads of at most `chunk` bytes, counts what was taken
 /// (`pos`), and discards what is written.
 pub struct Input<'a> {
     pub data: &'a [u8],
     pub pos: usize,
-    pub one_byte: bool,
+    pub chunk: usize,
+}
+
+impl<'a> Input<'a> {
+    /// `data` from its start, in reads of at most `chunk` bytes (`usize::MAX`: all in one).
+    pub fn new(data: &'a [u8], chunk: usize) -> Input<'a> {
+        Input { data, pos: 0, chunk }
+    }
 }
 
 impl Read for Input<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let rest = &self.data[self.pos..];
-        let mut n = buf.len().min(rest.len());
-        if self.one_byte {
-            n = n.min(1);
-        }
+        let n = buf.len().min(self.chunk).min(rest.len());
         buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n;
         Ok(n)
