@@ -512,7 +512,7 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
     // Children inherit the raised limit.
-    let nofile = blocking_proxy::raise_fd_limit();
+    let nofile = blocking_proxy::net::raise_fd_limit();
     let out_dir = target_dir().join("bench");
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
