@@ -9,17 +9,21 @@
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
 #   make bench    the pair measured next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
+#   make install  the release binaries to $(PREFIX)/bin, the systemd units to
+#                 $(PREFIX)/lib/systemd/system (PREFIX=/usr/local; DESTDIR for staging)
+#   make uninstall  remove exactly the files make install put there
 
 CARGO      ?= cargo
 BIN        := target/release
 RUN_SERVER ?= 127.0.0.1:9012
 RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
-TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2
+TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2 \
+              systemd-analyze:systemd
 # nginx lives in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build run test soak deps certs lint fuzz bench bench-peers bench-deps clean
+.PHONY: all build run test soak deps certs lint fuzz bench bench-peers bench-deps install uninstall clean
 
 all: build
 
@@ -122,6 +126,33 @@ bench-deps:
 	  echo "building shadowsocks-rust $(SS_VERSION) into $(PEERS)"; \
 	  $(CARGO) install --locked shadowsocks-rust@$(SS_VERSION) --root $(PEERS); \
 	fi
+
+# Installs what `make` built (it does not build, so `make && sudo make install`
+# leaves no root-owned files in target/): both binaries, and the systemd units
+# from dist/systemd/ with @BINDIR@ replaced by where the binaries go. Units go
+# to $(PREFIX)/lib/systemd/system, which systemd reads for /usr/local and /usr.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     := $(PREFIX)/bin
+UNITDIR    := $(PREFIX)/lib/systemd/system
+PROGRAMS   := blocking-server blocking-local
+UNITS      := $(PROGRAMS:%=%.service)
+
+install:
+	@for p in $(PROGRAMS); do \
+	  [ -x $(BIN)/$$p ] || { echo "install: no $(BIN)/$$p; run make first" >&2; exit 1; }; \
+	done
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	install -m 755 $(PROGRAMS:%=$(BIN)/%) $(DESTDIR)$(BINDIR)/
+	@for u in $(UNITS); do \
+	  echo "install dist/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u (@BINDIR@ = $(BINDIR))"; \
+	  sed 's|@BINDIR@|$(BINDIR)|g' dist/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+
+uninstall:
+	rm -f $(PROGRAMS:%=$(DESTDIR)$(BINDIR)/%) $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)
 
 clean:
 	$(CARGO) clean
