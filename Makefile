@@ -19,7 +19,9 @@ RUN_SERVER ?= 127.0.0.1:9012
 RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
 TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2 \
-              systemd-analyze:systemd
+              systemd-analyze:systemd wget:wget
+# Python modules the tests import with Debian's /usr/bin/python3, and their packages.
+TEST_PYTHON := socks:python3-socks
 # nginx lives in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
@@ -48,11 +50,11 @@ test: deps
 soak:
 	SOAK_CYCLES=14 $(CARGO) test --release --test memory -- --nocapture
 
-# Installs, with apt-get (as root or through sudo), the Debian packages behind the
-# commands in $(1), a list of command:package pairs, that this machine lacks.
+# Installs, with apt-get (as root or through sudo), the Debian packages in $(1), a
+# list of name:package pairs, whose names fail the check $(2) (with $$name set).
 define install_missing
 	@missing=""; for pair in $(1); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	  name=$${pair%%:*}; $(2) >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -60,10 +62,13 @@ define install_missing
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
 endef
+HAS_COMMAND := command -v $$name
+HAS_PYTHON_MODULE := /usr/bin/python3 -c "import $$name"
 
 # Install whatever the tests need that this machine lacks.
 deps:
-	$(call install_missing,$(TEST_TOOLS))
+	$(call install_missing,$(TEST_TOOLS),$(HAS_COMMAND))
+	$(call install_missing,$(TEST_PYTHON),$(HAS_PYTHON_MODULE))
 
 lint:
 	$(CARGO) fmt --check
@@ -82,7 +87,7 @@ certs:
 	rm -f certs/server.csr certs/server.crt certs/ca.srl
 
 FUZZ_SECS    ?= 60
-FUZZ_TARGETS := socks5 seed trojan
+FUZZ_TARGETS := socks5 seed trojan udp
 CARGO_FUZZ   := target/tools/bin/cargo-fuzz
 
 # cargo-fuzz, built once and kept under target/ (make clean removes it).
@@ -121,7 +126,7 @@ bench-peers: bench-deps
 # What the peer chains need and this machine lacks: Debian packages and
 # shadowsocks-rust, built once into target/peers.
 bench-deps:
-	$(call install_missing,$(PEER_TOOLS))
+	$(call install_missing,$(PEER_TOOLS),$(HAS_COMMAND))
 	@if [ ! -x $(PEERS)/bin/sslocal ] || [ ! -x $(PEERS)/bin/ssserver ]; then \
 	  echo "building shadowsocks-rust $(SS_VERSION) into $(PEERS)"; \
 	  $(CARGO) install --locked shadowsocks-rust@$(SS_VERSION) --root $(PEERS); \

@@ -1,0 +1,138 @@
+//! Generated inputs through the two UDP parsers: trojan's UDP frames
+//! (`wire::read_udp`) and the SOCKS5 UDP request header
+//! (`socks5::read_udp_header`): valid messages, truncated, mutated,
+//! extended, in reads of any size. A fixed seed makes any failure
+//! reproducible. No input may panic, allocate more than one frame's payload,
+//! or make a parser take more than the message it accepted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use blocking_proxy::addr::Target;
+use blocking_proxy::error::Error;
+use blocking_proxy::socks5;
+use blocking_proxy::wire;
+
+#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+mod input;
+use input::Input;
+
+/// The largest single allocation made while this binary runs.
+struct Largest;
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Largest = Largest;
+
+const CASES: usize = 200_000;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn random_target(r: &mut Rng) -> Target {
+    match r.below(3) {
+        0 => Target::Ip((std::net::Ipv4Addr::from(r.next() as u32), r.next() as u16).into()),
+        1 => Target::Ip((std::net::Ipv6Addr::from(u128::from(r.next()) << 64), r.next() as u16).into()),
+        _ => {
+            let len = 1 + r.below(255);
+            let name: String = (0..len).map(|_| (b'a' + (r.next() as u8 % 26)) as char).collect();
+            Target::Domain(name, r.next() as u16)
+        }
+    }
+}
+
+fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    match r.below(4) {
+        0 => v.truncate(r.below(v.len() + 1)),
+        1 => {
+            let i = r.below(v.len().max(1));
+            if let Some(b) = v.get_mut(i) {
+                *b = r.next() as u8;
+            }
+        }
+        2 => {
+            let n = r.below(64);
+            let tail = r.bytes(n);
+            v.extend(tail);
+        }
+        _ => {}
+    }
+    v
+}
+
+#[test]
+fn generated_frames_and_datagram_headers() {
+    let mut r = Rng(0x0DD_F00D);
+    let mut accepted = 0usize;
+    let mut payload = Vec::new();
+    for case in 0..CASES {
+        let t = random_target(&mut r);
+        let len = if r.below(100) == 0 { r.below(wire::UDP_PAYLOAD_MAX + 1) } else { r.below(600) };
+        let body = r.bytes(len);
+
+        // A trojan UDP frame, read in chunks of any size.
+        let mut frame = Vec::new();
+        wire::encode_udp(&t, &body, &mut frame);
+        let data = if r.below(4) == 0 { frame } else { mutate(&mut r, frame) };
+        let chunk = if case % 8 == 0 { 1 } else { 1 + r.below(700) };
+        let mut inp = Input::new(&data, chunk);
+        match wire::read_udp(&mut inp, &mut payload) {
+            Ok(Some(got)) => {
+                let mut enc = Vec::new();
+                wire::encode_udp(&got, &payload, &mut enc);
+                assert_eq!(inp.pos, enc.len(), "frame {data:02x?}");
+                assert_eq!(&data[..enc.len()], &enc[..], "the frame re-encodes to the bytes read");
+                accepted += 1;
+            }
+            Ok(None) => assert!(data.is_empty()),
+            Err(Error::Io(_) | Error::Protocol(_)) => {}
+            Err(e) => panic!("unexpected error kind {e:?}"),
+        }
+
+        // A SOCKS5 UDP datagram, which arrives whole.
+        let mut datagram = Vec::new();
+        socks5::write_udp_header(&t, &mut datagram);
+        let header = datagram.len();
+        datagram.extend_from_slice(&body[..len.min(64)]);
+        let datagram = if r.below(4) == 0 { datagram } else { mutate(&mut r, datagram) };
+        if let Ok((got, at)) = socks5::read_udp_header(&datagram) {
+            let mut enc = Vec::new();
+            socks5::write_udp_header(&got, &mut enc);
+            assert_eq!(at, enc.len(), "datagram {datagram:02x?}");
+            assert!(at <= datagram.len());
+            if datagram.len() >= header {
+                accepted += 1;
+            }
+        }
+    }
+    assert!(accepted > CASES / 4, "the generator makes enough valid messages: {accepted}");
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest <= 2 * (wire::UDP_PAYLOAD_MAX + 1024), "an allocation of {largest} bytes at once");
+}

@@ -1,0 +1,263 @@
+//! UDP ASSOCIATE through the pair, with a real SOCKS5 UDP client (Debian's
+//! PySocks), and against Debian's trojan on either side: datagrams arrive
+//! byte-exact, a denied target gets nothing, the association ends with its
+//! control connection, and the seed format refuses UDP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The Python that has Debian's python3-socks (the distribution's own, not a user's).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Sends one datagram of each size in `sizes` through the SOCKS5 proxy to
+/// `target` with PySocks, and checks that each comes back whole. With
+/// `expect_reply` false, checks instead that nothing comes back.
+const CLIENT: &str = r#"
+import socket, sys, socks
+proxy, port, target, tport, sizes, expect = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
+s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+s.set_proxy(socks.SOCKS5, proxy, port)
+s.settimeout(3 if not expect else 15)
+for n in [int(x) for x in sizes.split(",")]:
+    data = bytes((i * 7 + n) % 251 for i in range(n))
+    s.sendto(data, (target, tport))
+    try:
+        got, frm = s.recvfrom(65535)
+    except socket.timeout:
+        if expect:
+            sys.exit("no reply for %d bytes" % n)
+        print("%d none" % n)
+        continue
+    if not expect:
+        sys.exit("a reply came for %d bytes" % n)
+    if got != data:
+        sys.exit("%d bytes sent, %d different bytes back" % (n, len(got)))
+    print("%d ok from %s" % (n, frm))
+s.close()
+"#;
+
+/// Runs the PySocks client; returns its output, failing with its stderr.
+fn pysocks(proxy: SocketAddr, target: SocketAddr, sizes: &[usize], expect_reply: bool) -> String {
+    let sizes = sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let mut child = Command::new(PYTHON)
+        .args(["-c", CLIENT, &proxy.ip().to_string(), &proxy.port().to_string()])
+        .args([&target.ip().to_string(), &target.port().to_string(), &sizes])
+        .arg(if expect_reply { "1" } else { "0" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is installed, with python3-socks (make deps)");
+    let status = wait_child(&mut child);
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status, "the PySocks client failed: {err}{out}");
+    out
+}
+
+/// Waits (bounded) for a child; kills it after TIMEOUT. True when it exited 0.
+fn wait_child(child: &mut Child) -> bool {
+    let until = Instant::now() + 3 * TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.success();
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A UDP echo on loopback that reports every datagram it gets.
+fn udp_echo() -> (SocketAddr, mpsc::Receiver<usize>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = tx.send(n);
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    (addr, rx)
+}
+
+const SIZES: &[usize] = &[1, 100, 512, 1400, 4096, 8192, 60_000];
+
+#[test]
+fn datagrams_of_every_size_cross_the_pair_byte_exact() {
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
+    let (echo, seen) = udp_echo();
+    let out = pysocks(pair.local.addr, echo, SIZES, true);
+    assert_eq!(out.lines().filter(|l| l.contains(" ok from ")).count(), SIZES.len(), "{out}");
+    assert_eq!(seen.try_iter().collect::<Vec<_>>(), SIZES, "each datagram arrived once, whole");
+    // The client closed its control connection: both sides end the association and count it.
+    let line = pair.server.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(line.contains(&format!("datagrams={n}/{n} dropped=0", n = SIZES.len())), "{line}");
+    let line = pair.local.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(line.contains("end=client closed the control connection"), "{line}");
+}
+
+#[test]
+fn a_datagram_to_a_denied_address_goes_nowhere_and_is_counted() {
+    let pair = Pair::with_args(&["--password", "pw", "--deny", "127.0.0.0/8", "-v"], &["--password", "pw"]);
+    let (echo, seen) = udp_echo();
+    let out = pysocks(pair.local.addr, echo, &[10], false);
+    assert!(out.contains("10 none"), "{out}");
+    let line = pair.server.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(line.contains("datagrams=0/0 dropped=1"), "{line}");
+    pair.server.wait_line(|l| l.contains("denied") && l.contains("dropped"));
+    assert!(seen.try_recv().is_err(), "the target got nothing");
+}
+
+#[test]
+fn an_association_ends_with_its_control_connection_and_leaves_no_thread() {
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
+    let idle = [pair.local.threads(), pair.server.threads()];
+    let (echo, _seen) = udp_echo();
+    // By hand: UDP ASSOCIATE, one datagram, then the control connection closes.
+    let mut control = connect(pair.local.addr);
+    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], [5, 0, 5, 0]);
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut datagram = vec![0, 0, 0, 1];
+    match echo {
+        SocketAddr::V4(a) => datagram.extend_from_slice(&a.ip().octets()),
+        SocketAddr::V6(_) => unreachable!(),
+    }
+    datagram.extend_from_slice(&echo.port().to_be_bytes());
+    datagram.extend_from_slice(b"ping");
+    udp.send_to(&datagram, relay).unwrap();
+    let mut back = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut back).unwrap();
+    assert_eq!(&back[n - 4..n], b"ping");
+    assert_eq!(back[2], 0, "not a fragment");
+    drop(control);
+    pair.local
+        .wait_line(|l| l.contains("target=udp ") && l.contains("end=client closed the control connection"));
+    pair.server.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    pair.local.wait_threads(idle[0]);
+    pair.server.wait_threads(idle[1]);
+}
+
+#[test]
+fn a_fragment_or_a_stranger_is_dropped() {
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
+    let (echo, seen) = udp_echo();
+    let mut control = connect(pair.local.addr);
+    // The request names the client's port: datagrams from any other port are dropped.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mine = udp.local_addr().unwrap().port().to_be_bytes();
+    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, mine[0], mine[1]]).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[3], 0);
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    let SocketAddr::V4(e) = echo else { unreachable!() };
+    let header = |frag: u8| [&[0, 0, frag, 1][..], &e.ip().octets(), &echo.port().to_be_bytes()].concat();
+    udp.send_to(&[header(1), b"fragment".to_vec()].concat(), relay).unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(&[header(0), b"stranger".to_vec()].concat(), relay).unwrap();
+    udp.send_to(&[header(0), b"welcome".to_vec()].concat(), relay).unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut back = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut back).unwrap();
+    assert!(back[..n].ends_with(b"welcome"));
+    assert_eq!(seen.try_iter().collect::<Vec<_>>(), [7], "only the welcome datagram reached the target");
+    drop(control);
+    let line = pair.local.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(line.contains("datagrams=1/1 dropped=2"), "{line}");
+}
+
+#[test]
+fn the_seed_format_has_no_udp_and_says_so() {
+    let pair = Pair::start();
+    let mut control = connect(pair.local.addr);
+    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let got = read_until_closed(&mut control).expect("a clean close");
+    assert_eq!(got, [5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0], "command not supported");
+}
+
+/// A trojan process; killed on drop.
+struct Trojan(Child);
+
+impl Drop for Trojan {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn trojan(dir: &Path, name: &str, config: String, port: u16) -> Trojan {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("trojan")
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("trojan is installed (make deps)");
+    let t = Trojan(child);
+    let until = Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "trojan did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    t
+}
+
+/// Debian's trojan buffers 8 KiB, so its datagrams stay at 4 KB or less.
+const TROJAN_SIZES: &[usize] = &[1, 100, 1400, 4000];
+
+#[test]
+fn the_trojan_client_carries_udp_to_blocking_server() {
+    let dir = scratch("udp-trojan-client");
+    let server =
+        Proc::server(&["--cert", &cert("server.pem"), "--key", &cert("server.key"), "--password", "pw"]);
+    let port = free_port();
+    let _client = trojan(&dir, "client", trojan::client_config(port, server.addr, "pw", CA), port);
+    let (echo, seen) = udp_echo();
+    let out = pysocks(SocketAddr::from(([127, 0, 0, 1], port)), echo, TROJAN_SIZES, true);
+    assert_eq!(out.lines().filter(|l| l.contains(" ok from ")).count(), TROJAN_SIZES.len(), "{out}");
+    assert_eq!(seen.try_iter().collect::<Vec<_>>(), TROJAN_SIZES);
+}
+
+#[test]
+fn blocking_local_carries_udp_to_the_trojan_server() {
+    let dir = scratch("udp-trojan-server");
+    let port = free_port();
+    let fallback = http("127.0.0.1:0");
+    let config = trojan::server_config(port, fallback.port(), "pw", &cert("server.pem"), &cert("server.key"));
+    let _server = trojan(&dir, "server", config, port);
+    let local =
+        Proc::local(SocketAddr::from(([127, 0, 0, 1], port)), &["--password", "pw", "--sni", "localhost"]);
+    let (echo, seen) = udp_echo();
+    let out = pysocks(local.addr, echo, TROJAN_SIZES, true);
+    assert_eq!(out.lines().filter(|l| l.contains(" ok from ")).count(), TROJAN_SIZES.len(), "{out}");
+    assert_eq!(seen.try_iter().collect::<Vec<_>>(), TROJAN_SIZES);
+}
