@@ -303,15 +303,15 @@ fn a_right_password_with_an_unserved_command_is_closed_never_handed_to_the_fallb
     })
     .to_string();
     let server = Proc::server(&["--password", "secret", "--fallback", &fallback]);
-    // A trojan client asking for UDP ASSOCIATE (command 3), as clients with UDP on do for DNS.
+    // A trojan client asking for a command the server does not serve (2, as SOCKS5's BIND).
     let mut header = blocking_proxy::wire::trojan_hash("secret").to_vec();
-    header.extend_from_slice(b"\r\n\x03\x01\x08\x08\x08\x08\x00\x35\r\n");
+    header.extend_from_slice(b"\r\n\x02\x01\x08\x08\x08\x08\x00\x35\r\n");
     let mut tls = tls_to(server.addr);
     tls.write_all(&header).unwrap();
     let mut rest = Vec::new();
     let _ = tls.read_to_end(&mut rest);
     assert!(rest.is_empty());
-    server.wait_line(|l| l.contains("end=header: protocol: only CONNECT is served"));
+    server.wait_line(|l| l.contains("end=header: protocol: only CONNECT and UDP ASSOCIATE are served"));
     // The fallback's connection is opened as the handshake ends, and closed unused.
     let got = rx.recv_timeout(TIMEOUT).unwrap();
     assert!(got.is_empty(), "the fallback never saw the hash: {got:?}");

@@ -23,9 +23,10 @@ os.execvp(sys.argv[1], sys.argv[1:])' make -s run RUN_SERVER=127.0.0.1:$srv RUN_
 group=$!
 trap cleanup EXIT
 
-# Wait (bounded) until the local is listening and the web server answers.
+# Wait (bounded) until the server and the local are listening and the web server answers.
 for _ in $(seq 1 600); do
-  grep -q "listening on 127.0.0.1:$loc" "$work/run.log" 2>/dev/null &&
+  grep -q "listening on 127.0.0.1:$srv" "$work/run.log" 2>/dev/null &&
+    grep -q "listening on 127.0.0.1:$loc" "$work/run.log" 2>/dev/null &&
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$web/" && break
   sleep 0.1
 done
