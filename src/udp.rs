@@ -27,6 +27,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -120,13 +121,26 @@ impl Shared {
         (last + self.timeout).saturating_sub(self.start.elapsed())
     }
 
-    /// Ends the association: the first reason is the one reported. Both
-    /// directions of the stream's socket are shut down, which wakes the
-    /// thread reading it (the other one waits with a timeout, or is the
-    /// caller).
-    fn end(&self, why: String) {
+    /// Records why the association ends; the first reason is the one reported.
+    fn note(&self, why: String) {
         self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
-        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Ends the association from the thread that writes the stream: the
+    /// reason first, then close_notify, then the stream's read side is shut
+    /// down, which wakes the thread reading it.
+    fn end_writing(&self, why: String, writer: &mut WriteHalf) {
+        self.note(why);
+        let _ = writer.close();
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    /// Ends the association from the thread that reads the stream: the
+    /// reason first, then the UDP socket's read side is shut down, which
+    /// wakes the thread waiting on it; that one ends the stream.
+    fn end_reading(&self, why: String, udp: &UdpSocket) {
+        self.note(why);
+        let _ = SockRef::from(udp).shutdown(Shutdown::Read);
     }
 
     /// Called by each thread when it is done; the last reports.
@@ -149,6 +163,54 @@ impl Shared {
     }
 }
 
+/// Splits the stream and sets up what an association's threads share.
+fn start(
+    stream: TcpStream,
+    conn: Connection,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) -> (ReadHalf, WriteHalf, Arc<Shared>) {
+    let stream = Arc::new(stream);
+    let (reader, writer) = split::split(Arc::clone(&stream), conn, false);
+    (reader, writer, Arc::new(Shared::new(stream, timeouts.udp, Box::new(done))))
+}
+
+/// What waiting for the next datagram gave.
+enum Next {
+    /// One of this length, from this address, is in the buffer.
+    Datagram(usize, SocketAddr),
+    /// The other socket woke the wait.
+    Other,
+    /// The association is over, for this reason.
+    End(String),
+}
+
+/// Waits for the next datagram on `udp`, watching `other` too (for bytes as
+/// well as errors, with `other_data`), within the association's timeout.
+fn next_datagram(sh: &Shared, udp: &UdpSocket, other: &impl AsFd, other_data: bool, buf: &mut [u8]) -> Next {
+    loop {
+        let left = sh.idle_left();
+        if left.is_zero() {
+            return Next::End("udp timeout".into());
+        }
+        match wait(udp, other, other_data, left) {
+            Ok(Ready::First) => {}
+            Ok(Ready::Second) => return Next::Other,
+            Ok(Ready::Neither) => continue,
+            Err(e) => return Next::End(format!("wait: {e}")),
+        }
+        match udp.recv_from(buf) {
+            // Shut down by the other thread at the end of the association.
+            Ok((0, _)) if sh.end.lock().unwrap_or_else(PoisonError::into_inner).is_some() => {
+                return Next::End("eof".into())
+            }
+            Ok((n, from)) => return Next::Datagram(n, from),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Next::End(format!("udp: {e}")),
+        }
+    }
+}
+
 /// Starts `job` on a copy thread; if none can be started, the association
 /// ends and the job counts as done.
 fn spawn(shared: &Arc<Shared>, job: impl FnOnce(&Shared) + Send + 'static) {
@@ -158,14 +220,10 @@ fn spawn(shared: &Arc<Shared>, job: impl FnOnce(&Shared) + Send + 'static) {
         mine.finish();
     });
     if let Err(e) = spawned {
-        shared.end(format!("cannot start copy thread: {e}"));
+        shared.note(format!("cannot start copy thread: {e}"));
+        let _ = shared.stream.shutdown(Shutdown::Both);
         shared.finish();
     }
-}
-
-/// Ends the stream cleanly (close_notify) once a direction is done with it.
-fn close_stream(writer: &mut WriteHalf) {
-    let _ = writer.close();
 }
 
 /// Runs a local's association and returns at once. `app` is the SOCKS5
@@ -184,9 +242,7 @@ pub fn local(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
-    let stream = Arc::new(stream);
-    let (reader, writer) = split::split(Arc::clone(&stream), conn.into(), false);
-    let shared = Arc::new(Shared::new(stream, timeouts.udp, Box::new(done)));
+    let (reader, mut writer, shared) = start(stream, conn.into(), timeouts, done);
     let udp = Arc::new(udp);
     // Where replies go: the client's address, once its first datagram came.
     let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
@@ -194,21 +250,19 @@ pub fn local(
     spawn(&shared, move |sh| {
         let from_client =
             |a: SocketAddr| a.ip() == client_ip && (client_port == 0 || a.port() == client_port);
-        let why = local_up(sh, &app, &udp_up, writer, |a| {
+        let why = local_up(sh, &app, &udp_up, &mut writer, |a| {
             let ok = from_client(a);
             if ok {
                 *client_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(a);
             }
             ok
         });
-        sh.end(why);
+        sh.end_writing(why, &mut writer);
         let _ = app.shutdown(Shutdown::Both);
     });
     spawn(&shared, move |sh| {
         let why = local_down(sh, reader, &udp, &client);
-        sh.end(why);
-        // Wakes the up thread's wait on the UDP socket.
-        let _ = SockRef::from(&*udp).shutdown(Shutdown::Read);
+        sh.end_reading(why, &udp);
     });
 }
 
@@ -218,26 +272,16 @@ fn local_up(
     sh: &Shared,
     app: &TcpStream,
     udp: &UdpSocket,
-    mut writer: WriteHalf,
+    writer: &mut WriteHalf,
     mut accept: impl FnMut(SocketAddr) -> bool,
 ) -> String {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut frame = Vec::new();
-    let why = loop {
-        let left = sh.idle_left();
-        if left.is_zero() {
-            break "udp timeout".to_owned();
-        }
-        match wait(udp, app, true, left) {
-            Ok(Ready::First) => {}
-            Ok(Ready::Second) => break control_ended(app),
-            Ok(Ready::Neither) => continue,
-            Err(e) => break format!("wait: {e}"),
-        }
-        let (n, from) = match udp.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break format!("udp: {e}"),
+    loop {
+        let (n, from) = match next_datagram(sh, udp, app, true, &mut buf) {
+            Next::Datagram(n, from) => (n, from),
+            Next::Other => break control_ended(app),
+            Next::End(why) => break why,
         };
         if !accept(from) {
             log::debug!("udp datagram from {from}, not the client: dropped");
@@ -258,9 +302,7 @@ fn local_up(
             break format!("server: {e}");
         }
         sh.moved(UP, n - at);
-    };
-    close_stream(&mut writer);
-    why
+    }
 }
 
 /// Why the control connection woke its waiter: it ended (the usual way an
@@ -346,20 +388,17 @@ pub fn server(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
-    let stream = Arc::new(stream);
-    let (reader, writer) = split::split(Arc::clone(&stream), conn.into(), false);
-    let shared = Arc::new(Shared::new(stream, timeouts.udp, Box::new(done)));
+    let (reader, mut writer, shared) = start(stream, conn.into(), timeouts, done);
     let udp = Arc::new(udp);
     let connect = timeouts.connect;
     let udp_up = Arc::clone(&udp);
     spawn(&shared, move |sh| {
         let why = server_up(sh, reader, &early, &udp_up, &policy, &place, connect);
-        sh.end(why);
-        let _ = SockRef::from(&*udp_up).shutdown(Shutdown::Read);
+        sh.end_reading(why, &udp_up);
     });
     spawn(&shared, move |sh| {
-        let why = server_down(sh, writer, &udp);
-        sh.end(why);
+        let why = server_down(sh, &mut writer, &udp);
+        sh.end_writing(why, &mut writer);
     });
 }
 
@@ -413,29 +452,15 @@ fn server_up(
 
 /// The server's down thread: replies to frames, until the association is
 /// quiet too long or the other thread has ended it.
-fn server_down(sh: &Shared, mut writer: WriteHalf, udp: &UdpSocket) -> String {
+fn server_down(sh: &Shared, writer: &mut WriteHalf, udp: &UdpSocket) -> String {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut frame = Vec::new();
-    let why = loop {
-        let left = sh.idle_left();
-        if left.is_zero() {
-            break "udp timeout".to_owned();
-        }
-        match wait(udp, &*sh.stream, false, left) {
-            Ok(Ready::First) => {}
+    loop {
+        let (n, from) = match next_datagram(sh, udp, &*sh.stream, false, &mut buf) {
+            Next::Datagram(n, from) => (n, from),
             // The stream failed or was shut down: the up thread reports why.
-            Ok(Ready::Second) => break "eof".into(),
-            Ok(Ready::Neither) => continue,
-            Err(e) => break format!("wait: {e}"),
-        }
-        let (n, from) = match udp.recv_from(&mut buf) {
-            // Shut down by the up thread at the end of the stream.
-            Ok((0, _)) if sh.end.lock().unwrap_or_else(PoisonError::into_inner).is_some() => {
-                break "eof".into()
-            }
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break format!("udp: {e}"),
+            Next::Other => break "eof".into(),
+            Next::End(why) => break why,
         };
         let from = SocketAddr::new(unmapped(from.ip()), from.port());
         frame.clear();
@@ -444,9 +469,7 @@ fn server_down(sh: &Shared, mut writer: WriteHalf, udp: &UdpSocket) -> String {
             break format!("client: {e}");
         }
         sh.moved(DOWN, n);
-    };
-    close_stream(&mut writer);
-    why
+    }
 }
 
 fn to_v6(ip: IpAddr) -> Ipv6Addr {

@@ -3,8 +3,7 @@
 //! any failure reproducible. No input may panic, allocate more than a small
 //! bound, or make a parser read past the message it accepted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use blocking_proxy::addr::{self, Target};
 use blocking_proxy::error::Error;
@@ -12,52 +11,16 @@ use blocking_proxy::socks5::{self, User};
 use blocking_proxy::wire;
 
 // The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
+#[path = "common/generated.rs"]
+mod generated;
+use generated::{Rng, LARGEST};
+
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
 use input::Input;
 
-/// The largest single allocation made while this binary runs.
-struct Largest;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Largest = Largest;
-
 const CASES: usize = 1_000_000;
 const SEED: u64 = 0x5EED_B10C_u64;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
 
 fn random_target(r: &mut Rng) -> Target {
     match r.below(3) {

@@ -5,56 +5,22 @@
 //! reproducible. No input may panic, allocate more than one frame's payload,
 //! or make a parser take more than the message it accepted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use blocking_proxy::addr::Target;
 use blocking_proxy::error::Error;
 use blocking_proxy::socks5;
 use blocking_proxy::wire;
 
+#[path = "common/generated.rs"]
+mod generated;
+use generated::{Rng, LARGEST};
+
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
 use input::Input;
 
-/// The largest single allocation made while this binary runs.
-struct Largest;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Largest = Largest;
-
 const CASES: usize = 200_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn random_target(r: &mut Rng) -> Target {
     match r.below(3) {
@@ -62,7 +28,7 @@ fn random_target(r: &mut Rng) -> Target {
         1 => Target::Ip((std::net::Ipv6Addr::from(u128::from(r.next()) << 64), r.next() as u16).into()),
         _ => {
             let len = 1 + r.below(255);
-            let name: String = (0..len).map(|_| (b'a' + (r.next() as u8 % 26)) as char).collect();
+            let name: String = (0..len).map(|_| (b'a' + (r.byte() % 26)) as char).collect();
             Target::Domain(name, r.next() as u16)
         }
     }
@@ -74,7 +40,7 @@ fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
         1 => {
             let i = r.below(v.len().max(1));
             if let Some(b) = v.get_mut(i) {
-                *b = r.next() as u8;
+                *b = r.byte();
             }
         }
         2 => {
