@@ -155,6 +155,8 @@ pub struct Report {
     pub down: u64,
     /// How it ended.
     pub end: String,
+    /// The protocol the client spoke, when the listener serves more than one.
+    pub proto: Option<&'static str>,
 }
 
 impl Report {
@@ -169,7 +171,13 @@ impl Report {
             up: 0,
             down: 0,
             end: "aborted".to_owned(),
+            proto: None,
         }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// The connection's place under the cap, to share with work that may outlive it.
@@ -188,15 +196,18 @@ impl Report {
 impl Drop for Report {
     fn drop(&mut self) {
         let target = self.target.as_deref().unwrap_or("-");
+        // A field added later goes after `end=`, so the older ones keep their places.
+        let proto = self.proto.map(|p| format!(" proto={p}")).unwrap_or_default();
         log::info!(
-            "#{} closed client={} target={} up={} down={} time={:.3}s end={}",
+            "#{} closed client={} target={} up={} down={} time={:.3}s end={}{}",
             self.id,
             self.peer,
             target,
             self.up,
             self.down,
             self.start.elapsed().as_secs_f64(),
-            self.end
+            self.end,
+            proto
         );
     }
 }
