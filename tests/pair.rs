@@ -69,7 +69,10 @@ fn sixteen_mib_each_way_at_the_same_time_arrive_byte_exact() {
     assert_eq!((up_len, &up_seen), (LEN, &up_digest), "client → target");
     assert_eq!((down_len, &down_digest), (LEN, &down_sent), "target → client");
     let line = pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")));
-    assert!(line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof"), "{line}");
+    assert!(
+        line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof proto=socks5"),
+        "{line}"
+    );
 }
 
 #[test]
