@@ -173,8 +173,9 @@ fn bad_socks_input_gets_the_rfc_reply_then_a_close() {
     assert_eq!(exchange(&[5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80]), refused(7), "BIND");
     assert_eq!(exchange(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]), refused(7), "UDP ASSOCIATE");
     assert_eq!(exchange(&[5, 1, 0, 5, 1, 0, 7, 1, 2, 3, 4, 0, 80]), refused(8), "unknown ATYP");
-    assert_eq!(exchange(&[4, 1, 0, 80, 127, 0, 0, 1, 0]), b"", "SOCKS4 is closed without reply");
-    assert_eq!(exchange(b"GET / HTTP/1.1\r\n\r\n"), b"", "HTTP is closed without reply");
+    assert_eq!(exchange(&[4, 2, 0, 80, 127, 0, 0, 1, 0]), [0, 91, 0, 0, 0, 0, 0, 0], "SOCKS4 BIND");
+    assert!(exchange(b"GET / HTTP/1.1\r\n\r\n").starts_with(b"HTTP/1.1 400 "), "HTTP, not absolute form");
+    assert_eq!(exchange(&[0x16, 3, 1, 0, 1]), b"", "no protocol starts so: closed without reply");
 }
 
 #[test]
