@@ -115,7 +115,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
-    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
+    log::info!("listening on {addr} for socks5, socks4 and http, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
     local.run();
     Ok(())
 }
