@@ -158,6 +158,8 @@ pub struct Report {
     pub end: String,
     /// For a UDP association: datagrams up and down, and those dropped.
     pub datagrams: Option<[u64; 3]>,
+    /// The protocol the client spoke, when the listener serves more than one.
+    pub proto: Option<&'static str>,
 }
 
 impl Report {
@@ -173,7 +175,13 @@ impl Report {
             down: 0,
             end: "aborted".to_owned(),
             datagrams: None,
+            proto: None,
         }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// The connection's place under the cap, to share with work that may outlive it.
@@ -200,19 +208,21 @@ impl Report {
 impl Drop for Report {
     fn drop(&mut self) {
         let target = self.target.as_deref().unwrap_or("-");
+        // Fields added later go after `end=`, so the older ones keep their places.
         let datagrams = match self.datagrams {
             Some([up, down, dropped]) => format!(" datagrams={up}/{down} dropped={dropped}"),
             None => String::new(),
         };
+        let proto = self.proto.map(|p| format!(" proto={p}")).unwrap_or_default();
         log::info!(
-            "#{} closed client={} target={} up={} down={}{datagrams} time={:.3}s end={}",
+            "#{} closed client={} target={} up={} down={} time={:.3}s end={}{datagrams}{proto}",
             self.id,
             self.peer,
             target,
             self.up,
             self.down,
             self.start.elapsed().as_secs_f64(),
-            self.end
+            self.end,
         );
     }
 }

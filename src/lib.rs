@@ -5,7 +5,8 @@
 //! app ──SOCKS5──▶ blocking-local ══TLS: header + payload══▶ blocking-server ──TCP──▶ target
 //! ```
 //!
-//! `blocking-local` runs next to the applications and speaks SOCKS5 to them.
+//! `blocking-local` runs next to the applications and speaks SOCKS5 to them
+//! (and, on the same port, SOCKS4, SOCKS4a and the HTTP proxy protocol).
 //! For each client it opens one TLS connection to `blocking-server` (or takes
 //! a ready one from its pool) and sends a header naming the target, then the
 //! payload. `blocking-server` reads the header, connects to the target and
@@ -21,8 +22,9 @@
 //! the descriptor and thread limits ([`net`]), and on the server limits the
 //! connections one source keeps pending. Each admitted socket gets a *setup*
 //! thread (512 KiB stack) that does the handshake phase with blocking reads
-//! under deadlines: SOCKS5 ([`socks5`], [`local`]) or TLS and the header
-//! ([`tls`], [`wire`], [`server`]), the name lookup and the onward connect
+//! under deadlines: SOCKS5, SOCKS4 or an HTTP request, told apart by the
+//! first byte ([`socks5`], [`socks4`], [`http`], [`local`]), or TLS and the
+//! header ([`tls`], [`wire`], [`server`]), the name lookup and the onward connect
 //! ([`net`], with the [`egress`] policy on the server). It then starts two
 //! *copy* threads (64 KiB stacks) and is done: each copies one direction with
 //! `std::io::copy` ([`relay`]), so an open connection holds two threads in
@@ -76,7 +78,7 @@
 //! - [`cli`]: what the two binaries share: options, logging, exit statuses.
 //! - [`signals`]: SIGTERM and SIGINT as a graceful drain.
 //! - [`server`]: blocking-server's connection: TLS, the first record, the fallback.
-//! - [`local`]: blocking-local's connection: SOCKS5, the pool, the header.
+//! - [`local`]: blocking-local's connection: the protocol by its first byte, the pool, the header.
 //! - [`accept`]: the accept loop, its stop handle, the per-connection report.
 //! - [`udp`]: UDP ASSOCIATE: an association's two threads on each side.
 //! - [`relay`]: a connection's life: two copy threads, bursts, half-close, abort.
@@ -87,6 +89,8 @@
 //! - [`workers`]: parked threads reused for the next setup or copy job.
 //! - [`egress`]: which target addresses the server may connect to.
 //! - [`wire`]: the header the local sends the server (seed and trojan formats).
+//! - [`http`]: the HTTP proxy requests the local serves: CONNECT and absolute form.
+//! - [`socks4`]: SOCKS4 and SOCKS4a as the local serves them.
 //! - [`socks5`]: RFC 1928 and RFC 1929 as the local serves them.
 //! - [`addr`]: the SOCKS address type the three protocols share.
 //! - [`text`]: peer strings escaped for logs, lowercase hex.
@@ -109,6 +113,8 @@ pub mod gate;
 pub mod workers;
 pub mod egress;
 pub mod wire;
+pub mod http;
+pub mod socks4;
 pub mod socks5;
 pub mod addr;
 pub mod text;

@@ -1,13 +1,18 @@
-//! blocking-local: accepts SOCKS5 clients and carries each one over its own
-//! TLS connection to blocking-server.
+//! blocking-local: accepts SOCKS5, SOCKS4/4a and HTTP proxy clients on one
+//! port and carries each one over its own TLS connection to blocking-server.
 //!
-//! Per client, on its own thread: the SOCKS5 greeting, login (when users are
-//! configured) and request under the handshake deadline; a TLS connection to
-//! the server, taken ready from the [`Pool`] when there is one; TCP and TLS to the server under the connect deadline
-//! (a failure becomes the SOCKS5 reply code for it); the success reply; then
-//! the header, in one TLS record with whatever the application has already
-//! sent, and the relay. The local never waits for the application to speak
-//! first, so server-first protocols (SMTP, FTP, MySQL) work.
+//! Per client, on its own thread: the first byte, peeked under the handshake
+//! deadline, names the protocol (0x05 SOCKS5, 0x04 SOCKS4, an ASCII letter
+//! HTTP; anything else is closed), whose parser then reads the request from
+//! the start: the SOCKS5 greeting, login (when users are configured) and
+//! request, a SOCKS4 request, or an HTTP request head; a TLS connection to
+//! the server, taken ready from the [`Pool`] when there is one, or TCP and
+//! TLS to the server under the connect deadline (a failure becomes the
+//! client protocol's answer for it); the success reply; then the header, in
+//! one TLS record with whatever the application has already sent (after a
+//! forwarded HTTP request's rewritten head), and the relay. After its
+//! request the local never waits for the application to speak first, so
+//! server-first protocols (SMTP, FTP, MySQL) work.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -23,8 +28,10 @@ use crate::accept::{Acceptor, Report, Stopper};
 use crate::addr::{Target, ATYP_IPV4};
 use crate::error::Error;
 use crate::gate::Place;
+use crate::http;
 use crate::net::{self, Deadline, Timeouts};
 use crate::relay::{self, Half};
+use crate::socks4;
 use crate::socks5::{self, Request, User};
 use crate::tls;
 use crate::udp;
@@ -214,11 +221,13 @@ fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
     open && sock.set_nonblocking(false).is_ok()
 }
 
-/// Over the cap: a fixed answer, written without reading the client's
-/// greeting (the accept loop must not wait), then a close. Without users,
-/// method 0x00 and a general failure. With users, method 0xFF (no acceptable
-/// method): 0x00 is not what such a local serves, and a client that offered
-/// only username/password must not be answered with a method it did not offer.
+/// Over the cap: an answer in the client's protocol when its first byte has
+/// already arrived, else none, then a close; nothing here waits, since the
+/// accept loop runs it. SOCKS5 without users gets method 0x00 and a general
+/// failure; with users, method 0xFF (no acceptable method): 0x00 is not what
+/// such a local serves, and a client that offered only username/password
+/// must not be answered with a method it did not offer. SOCKS4 gets
+/// [`socks4::REQUEST_REJECTED`], HTTP `503 Service Unavailable`.
 fn refuse(app: TcpStream, login: bool) {
     const NO_METHOD: [u8; 2] = [socks5::SOCKS_VERSION, socks5::METHOD_NO_ACCEPTABLE];
     const FAILURE: [u8; 12] = [
@@ -235,35 +244,189 @@ fn refuse(app: TcpStream, login: bool) {
         0,
         0,
     ];
-    if app.set_nonblocking(true).is_ok() {
-        let _ = (&app).write(if login { &NO_METHOD[..] } else { &FAILURE[..] });
-        let _ = app.shutdown(std::net::Shutdown::Write);
+    const SOCKS4_REJECTED: [u8; 8] = [socks4::REPLY_VERSION, socks4::REQUEST_REJECTED, 0, 0, 0, 0, 0, 0];
+    if app.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut first = [0u8; 1];
+    let busy;
+    let answer: &[u8] = match app.peek(&mut first) {
+        Ok(1) => match Proto::of(first[0]) {
+            Some(Proto::Socks5) if login => &NO_METHOD,
+            Some(Proto::Socks5) => &FAILURE,
+            Some(Proto::Socks4) => &SOCKS4_REJECTED,
+            Some(Proto::Http) => {
+                busy = http::response(http::Status::ServiceUnavailable);
+                &busy
+            }
+            None => &[],
+        },
+        _ => &[],
+    };
+    // Take what has arrived, so that the close is a FIN the client reads the
+    // answer before, not a reset that may discard it.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!((&app).read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = (&app).write(answer);
+    let _ = app.shutdown(std::net::Shutdown::Write);
+}
+
+/// The protocols served on the one port, told apart by the client's first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    /// 0x05.
+    Socks5,
+    /// 0x04, SOCKS4 and SOCKS4a.
+    Socks4,
+    /// An ASCII letter: the first of a method.
+    Http,
+}
+
+impl Proto {
+    /// The protocol a client whose first byte is `first` speaks, if it is one served.
+    fn of(first: u8) -> Option<Proto> {
+        match first {
+            socks5::SOCKS_VERSION => Some(Proto::Socks5),
+            socks4::SOCKS4_VERSION => Some(Proto::Socks4),
+            b if b.is_ascii_alphabetic() => Some(Proto::Http),
+            _ => None,
+        }
+    }
+
+    /// Its name in logs (`proto=` of the close line).
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Socks5 => "socks5",
+            Proto::Socks4 => "socks4",
+            Proto::Http => "http",
+        }
     }
 }
 
-/// One SOCKS5 client, up to the start of its relay (which then owns `report`).
+/// What a client asked for: a tunnel, or (SOCKS5 with a password) a UDP association.
+enum Asked {
+    Tunnel(Ask),
+    /// UDP ASSOCIATE; datagrams will come from this address.
+    Udp(Target),
+}
+
+/// A tunnel, as a client asked for it in its protocol: where to, how to
+/// answer, and (a forwarded HTTP request) the head to send first.
+enum Ask {
+    Socks5(Target),
+    Socks4(Target),
+    Connect(Target),
+    Forward(Target, Vec<u8>),
+}
+
+impl Ask {
+    fn target(&self) -> &Target {
+        match self {
+            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, _) => t,
+        }
+    }
+
+    /// The answer once the tunnel is up (none for a forwarded request: the upstream answers).
+    fn grant(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
+            Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
+            Ask::Connect(_) => w.write_all(http::ESTABLISHED),
+            Ask::Forward(..) => Ok(()),
+        }
+    }
+
+    /// The answer when the server cannot be reached because of `e`.
+    fn fail(&self, w: &mut impl Write, e: &Error) -> io::Result<()> {
+        let code = socks5::reply_code(e);
+        match self {
+            Ask::Socks5(_) => socks5::reply(w, code),
+            Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
+            Ask::Connect(_) | Ask::Forward(..) => {
+                w.write_all(&http::response(if code == socks5::REP_TTL_EXPIRED {
+                    http::Status::GatewayTimeout
+                } else {
+                    http::Status::BadGateway
+                }))
+            }
+        }
+    }
+}
+
+/// Reads the client's request in the protocol its first byte names, under
+/// the handshake deadline. None when it is not served: the reason is in
+/// `report` (and logged at warn for a refused login), an answer already
+/// written where the protocol has one, and the caller closes.
+fn handshake(app: &TcpStream, cfg: &Config, report: &mut Report) -> Option<Asked> {
+    let id = report.id;
+    let mut io = Deadline::new(app, Instant::now() + cfg.timeouts.handshake);
+    let mut first = [0u8; 1];
+    let proto = match io.peek(&mut first) {
+        Ok(0) => {
+            report.end = "client closed before its first byte".into();
+            return None;
+        }
+        Ok(_) => Proto::of(first[0]),
+        Err(e) => {
+            report.end = format!("client: {e}");
+            return None;
+        }
+    };
+    let Some(proto) = proto else {
+        log::debug!("#{id} unknown protocol: first byte {:#04x}", first[0]);
+        report.end = format!("unknown protocol: first byte {:#04x}", first[0]);
+        return None;
+    };
+    let name = proto.name();
+    report.proto = Some(name);
+    let asked = match proto {
+        Proto::Socks5 => {
+            socks5::accept_request(&mut io, &cfg.users, cfg.password.is_some()).map(|r| match r {
+                Request::Connect(t) => Asked::Tunnel(Ask::Socks5(t)),
+                Request::UdpAssociate(from) => Asked::Udp(from),
+            })
+        }
+        Proto::Socks4 => {
+            socks4::accept(&mut io, !cfg.users.is_empty()).map(|t| Asked::Tunnel(Ask::Socks4(t)))
+        }
+        Proto::Http => http::accept(&mut io, &cfg.users).map(|r| match r {
+            http::Request::Connect(t) => Asked::Tunnel(Ask::Connect(t)),
+            http::Request::Forward { target, head } => Asked::Tunnel(Ask::Forward(target, head)),
+        }),
+    };
+    match asked {
+        Ok(ask) => Some(ask),
+        Err(e @ Error::Denied(_)) => {
+            log::warn!("#{id} {name} client {}: {e}", report.peer());
+            report.end = format!("{name}: {e}");
+            None
+        }
+        Err(e) => {
+            log::debug!("#{id} {name} failed: {e}");
+            report.end = format!("{name}: {e}");
+            None
+        }
+    }
+}
+
+/// One client, up to the start of its relay (which then owns `report`).
 fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report) {
     let id = report.id;
     let _ = app.set_nodelay(true);
-    let until = Instant::now() + cfg.timeouts.handshake;
-    let request = socks5::accept_request(&mut Deadline::new(&app, until), &cfg.users, cfg.password.is_some());
-    let target = match request {
-        Ok(Request::Connect(t)) => t,
-        // Only asked for with a password: the seed format has no UDP.
-        Ok(Request::UdpAssociate(from)) => return associate(app, &from, cfg, pool, report),
-        Err(e @ Error::Denied(_)) => {
-            log::warn!("#{id} {e}");
-            report.end = format!("socks5: {e}");
-            net::close_gently(&app);
-            return;
-        }
-        Err(e) => {
-            log::debug!("#{id} socks5 failed: {e}");
-            report.end = format!("socks5: {e}");
-            net::close_gently(&app);
-            return;
-        }
+    let Some(ask) = handshake(&app, cfg, &mut report) else {
+        net::close_gently(&app);
+        return;
     };
+    let ask = match ask {
+        // Only asked for with a password: the seed format has no UDP.
+        Asked::Udp(from) => return associate(app, &from, cfg, pool, report),
+        Asked::Tunnel(ask) => ask,
+    };
+    let target = ask.target().clone();
     log::debug!("#{id} connect {target}");
     report.target = Some(target.to_string());
 
@@ -273,20 +436,26 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
         Ok(c) => c,
         Err(e) => {
             log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
-            let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::reply_code(&e));
+            let _ = ask.fail(&mut Deadline::new(&app, reply_until()), &e);
             report.end = format!("server {}: {e}", cfg.server);
             net::close_gently(&app);
             return;
         }
     };
-    if let Err(e) = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::REP_SUCCEEDED) {
+    if let Err(e) = ask.grant(&mut Deadline::new(&app, reply_until())) {
         report.end = format!("client: {e}");
         return;
     }
+    // A forwarded request's head goes first; its upstream's silence gets a 502.
+    let (head, silence) = match ask {
+        Ask::Forward(_, head) => (head, Some(http::SILENT_UPSTREAM)),
+        _ => (Vec::new(), None),
+    };
 
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];
-    let early_len = match read_ready(&app, &mut early) {
+    let room = EARLY_DATA_MAX.saturating_sub(head.len());
+    let early_len = match read_ready(&app, &mut early[..room]) {
         Ok(n) => n,
         // A reset now must not turn into a clean end upstream: drop the tunnel unopened.
         Err(e) => {
@@ -294,13 +463,15 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
             return;
         }
     };
-    let mut first = Vec::with_capacity(HEADER_MAX + early_len);
+    let mut first = Vec::with_capacity(HEADER_MAX + head.len() + early_len);
     match &cfg.password {
         Some(hash) => wire::encode_trojan(hash, &target, &mut first),
         None => wire::encode_seed(&target, &mut first),
     }
+    first.extend_from_slice(&head);
     first.extend_from_slice(&early[..early_len]);
-    let early = early_len as u64;
+    let sent = (head.len() + early_len) as u64;
+    drop(head);
     let mut server = Half::tls(sock, conn);
     if let Err(e) = server.writer.write_all(&first) {
         report.end = format!("server: {e}");
@@ -308,8 +479,11 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
     }
     drop(first);
 
-    report.up = early;
-    relay::relay(Half::tcp(app), server, ["client", "server"], &cfg.timeouts, move |out| report.relayed(out));
+    report.up = sent;
+    let names = ["client", "server"];
+    relay::relay_answering_silence(Half::tcp(app), server, names, &cfg.timeouts, silence, move |out| {
+        report.relayed(out)
+    });
 }
 
 /// Serves a UDP ASSOCIATE: a UDP socket of its own on the listener's

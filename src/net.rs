@@ -90,6 +90,15 @@ impl<'a> Deadline<'a> {
         set(self.sock, Some(left))?;
         Ok(Some(now))
     }
+
+    /// Reads what has arrived into `buf` without taking it off the socket,
+    /// waiting for at least one byte (or an end) until the deadline. Returns
+    /// 0 at the peer's end of stream. How a listener serving several
+    /// protocols tells them apart before handing the socket to the parser.
+    pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
+        self.sock.peek(buf).map_err(timed_out)
+    }
 }
 
 impl Read for Deadline<'_> {

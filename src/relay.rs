@@ -214,6 +214,8 @@ struct Shared {
     end: Mutex<Option<End>>,
     /// Called with the outcome by whichever direction ends last.
     done: Mutex<Option<OnDone>>,
+    /// Written to the first end if the second ends before sending a byte.
+    silence: Option<&'static [u8]>,
 }
 
 impl Shared {
@@ -231,6 +233,7 @@ impl Shared {
             writing: [AtomicBool::new(false), AtomicBool::new(false)],
             end: Mutex::new(None),
             done: Mutex::new(Some(done)),
+            silence: None,
         }
     }
 
@@ -360,6 +363,24 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Shared>, dir: Dir) {
         }),
     };
     let to = names[dir.destination()];
+    let silent = dir == Dir::Down
+        && !dst.failed
+        && !shared.aborted.load(Ordering::SeqCst)
+        && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0;
+    if let (true, Some(answer)) = (silent, shared.silence) {
+        let from = names[dir.source()];
+        let why = match &copied {
+            Ok(()) => format!("{from} closed before any byte"),
+            Err(e) => format!("{} before any byte", describe(from, e)),
+        };
+        shared.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(End::Error(why));
+        if let Err(e) = dst.inner.write_all(answer).and_then(|()| dst.inner.close_write()) {
+            shared.abort(End::Error(describe(to, &e)));
+        }
+        drop(dst);
+        shared.finish();
+        return;
+    }
     match copied {
         // Woken by an abort: the end is a reset, not an EOF to pass on.
         Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
@@ -457,10 +478,28 @@ pub fn relay(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
+    relay_answering_silence(a, b, names, timeouts, None, done);
+}
+
+/// [`relay`], with an answer for the first end should the second end (with
+/// an EOF or an error) before it has sent a single byte: `silence` is written
+/// to the first end, which is then closed cleanly (not reset), so that it
+/// reads the answer. The end reported says what the second end did. For a
+/// forwarded HTTP request, whose client would otherwise see an empty reply.
+pub fn relay_answering_silence(
+    a: Half,
+    b: Half,
+    names: [&'static str; 2],
+    timeouts: &Timeouts,
+    silence: Option<&'static [u8]>,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
     for s in [&a.sock, &b.sock] {
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
-    let shared = Arc::new(Shared::new([a.sock, b.sock], names, *timeouts, Box::new(done)));
+    let mut shared = Shared::new([a.sock, b.sock], names, *timeouts, Box::new(done));
+    shared.silence = silence;
+    let shared = Arc::new(shared);
     for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
         let mine = Arc::clone(&shared);
         let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));

@@ -165,7 +165,10 @@ fn slow_and_silent_clients_are_closed_at_the_deadline_while_others_are_served() 
     for s in silent.iter_mut().chain(slow.into_iter().map(|(s, _)| s).collect::<Vec<_>>().iter_mut()) {
         let _ = read_until_closed(s); // closed (EOF or reset), never a timeout
     }
-    pair.local.wait_lines(750, |l| l.contains("end=socks5: deadline passed"));
+    // Silent before its first byte, a client has no protocol yet: end=client.
+    pair.local.wait_lines(750, |l| {
+        l.contains("end=socks5: deadline passed") || l.contains("end=client: deadline passed")
+    });
     pair.server.wait_lines(250, |l| l.contains("end=tls handshake") && l.contains("deadline passed"));
 }
 

@@ -69,7 +69,10 @@ fn sixteen_mib_each_way_at_the_same_time_arrive_byte_exact() {
     assert_eq!((up_len, &up_seen), (LEN, &up_digest), "client → target");
     assert_eq!((down_len, &down_digest), (LEN, &down_sent), "target → client");
     let line = pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")));
-    assert!(line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof"), "{line}");
+    assert!(
+        line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof proto=socks5"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -170,8 +173,9 @@ fn bad_socks_input_gets_the_rfc_reply_then_a_close() {
     assert_eq!(exchange(&[5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80]), refused(7), "BIND");
     assert_eq!(exchange(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]), refused(7), "UDP ASSOCIATE");
     assert_eq!(exchange(&[5, 1, 0, 5, 1, 0, 7, 1, 2, 3, 4, 0, 80]), refused(8), "unknown ATYP");
-    assert_eq!(exchange(&[4, 1, 0, 80, 127, 0, 0, 1, 0]), b"", "SOCKS4 is closed without reply");
-    assert_eq!(exchange(b"GET / HTTP/1.1\r\n\r\n"), b"", "HTTP is closed without reply");
+    assert_eq!(exchange(&[4, 2, 0, 80, 127, 0, 0, 1, 0]), [0, 91, 0, 0, 0, 0, 0, 0], "SOCKS4 BIND");
+    assert!(exchange(b"GET / HTTP/1.1\r\n\r\n").starts_with(b"HTTP/1.1 400 "), "HTTP, not absolute form");
+    assert_eq!(exchange(&[0x16, 3, 1, 0, 1]), b"", "no protocol starts so: closed without reply");
 }
 
 #[test]
@@ -217,7 +221,9 @@ fn silent_clients_are_closed_at_the_handshake_deadline() {
     let mut s = connect(pair.local.addr);
     s.write_all(&[5, 1, 0]).unwrap();
     assert_eq!(read_until_closed(&mut s).unwrap(), [5, 0]);
-    pair.local.wait_lines(2, |l| l.contains("end=socks5: deadline passed"));
+    // Silent before its first byte, the client has no protocol yet.
+    pair.local.wait_line(|l| l.contains("end=client: deadline passed"));
+    pair.local.wait_line(|l| l.contains("end=socks5: deadline passed proto=socks5"));
     // The server: TCP without a TLS handshake.
     let mut s = connect(pair.server.addr);
     let _ = read_until_closed(&mut s);

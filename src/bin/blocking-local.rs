@@ -21,15 +21,25 @@ fn main() -> ExitCode {
 fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let mut opts = getopts::Options::new();
     opts.optopt("", "server", "blocking-server to connect to (required)", "HOST:PORT");
-    opts.optopt("", "listen", "SOCKS5 address to listen on (default 127.0.0.1:1081)", "ADDR:PORT");
+    opts.optopt(
+        "",
+        "listen",
+        "address for SOCKS5, SOCKS4 and HTTP proxy clients (default 127.0.0.1:1081)",
+        "ADDR:PORT",
+    );
     opts.optopt("", "ca", "trust only the CA certificates in this PEM file", "FILE");
     opts.optmulti("", "pin", "trust exactly the certificate with this SHA-256 fingerprint", "SHA256HEX");
     opts.optopt("", "sni", "name to verify and send as SNI (default: the host of --server)", "NAME");
     opts.optflag("", "insecure", "do not verify the server's certificate (warns)");
     cli::alpn_option(&mut opts, "ALPN protocols to offer the server, comma-separated");
     cli::password_options(&mut opts, "speak the trojan format with this password");
-    opts.optmulti("", "user", "require SOCKS5 login as NAME:PASSWORD (RFC 1929)", "NAME:PASS");
-    opts.optopt("", "user-file", "read NAME:PASSWORD lines for SOCKS5 login", "FILE");
+    opts.optmulti(
+        "",
+        "user",
+        "require login as NAME:PASSWORD (SOCKS5, HTTP Basic; SOCKS4 refused)",
+        "NAME:PASS",
+    );
+    opts.optopt("", "user-file", "read NAME:PASSWORD lines for --user", "FILE");
     opts.optopt("", "pool", "TLS connections to keep ready for new clients (default 0)", "N");
     opts.optopt(
         "",
@@ -105,7 +115,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
-    log::info!("listening on {addr} for socks5, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
+    log::info!("listening on {addr} for socks5, socks4 and http, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
     local.run();
     Ok(())
 }
