@@ -2,7 +2,7 @@
 //! plain blocking Rust with one OS thread per direction and no async runtime.
 //!
 //! ```text
-//! app ──SOCKS5──▶ blocking-local ══TLS: header + payload══▶ blocking-server ──TCP──▶ target
+//! app ──SOCKS5/SOCKS4/HTTP──▶ blocking-local ══TLS: header + payload══▶ blocking-server ──TCP/UDP──▶ target
 //! ```
 //!
 //! `blocking-local` runs next to the applications and speaks SOCKS5 to them
@@ -10,7 +10,8 @@
 //! For each client it opens one TLS connection to `blocking-server` (or takes
 //! a ready one from its pool) and sends a header naming the target, then the
 //! payload. `blocking-server` reads the header, connects to the target and
-//! relays. Without a password the header is the seed format of the original
+//! relays; a SOCKS5 UDP association is one such TLS connection too, carrying
+//! datagrams in trojan's UDP framing ([`udp`]). Without a password the header is the seed format of the original
 //! Python pair; with one it is trojan's, and a server with a fallback site
 //! shows probers nothing but that site. The README is the user's guide; the
 //! design lives here and in each module's docs. The program runs on Linux.
