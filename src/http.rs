@@ -434,28 +434,7 @@ pub fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::testing::OneByte;
-
-    /// Input served one byte at a time; output collected.
-    struct Duplex<'a> {
-        input: OneByte<&'a [u8]>,
-        output: Vec<u8>,
-    }
-
-    impl Read for Duplex<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Duplex<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::addr::testing::{Duplex, OneByte};
 
     fn run_with(input: &[u8], users: &[User]) -> (Result<Request, Error>, String, Vec<u8>) {
         let mut d = Duplex { input: OneByte(input), output: Vec::new() };

@@ -251,31 +251,10 @@ pub fn reply_code(err: &Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::testing::OneByte;
+    use crate::addr::testing::{Duplex, OneByte};
     use crate::addr::ATYP_IPV6;
     use libc::{EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
     use std::net::Ipv6Addr;
-
-    /// Input served one byte at a time; output collected.
-    struct Duplex<'a> {
-        input: OneByte<&'a [u8]>,
-        output: Vec<u8>,
-    }
-
-    impl Read for Duplex<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Duplex<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn run(input: &[u8]) -> (Result<Target, Error>, Vec<u8>, Vec<u8>) {
         let mut d = Duplex { input: OneByte(input), output: Vec::new() };

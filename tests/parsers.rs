@@ -13,7 +13,7 @@ use blocking_proxy::wire;
 // The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
 #[path = "common/generated.rs"]
 mod generated;
-use generated::{Rng, LARGEST};
+use generated::{mutate, Rng, LARGEST};
 
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
@@ -56,33 +56,6 @@ fn valid(r: &mut Rng, kind: usize) -> Vec<u8> {
             v.extend_from_slice(&[5, 1, 0]);
             addr::write(&t, addr::Layout::Socks, &mut v);
         }
-    }
-    v
-}
-
-fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    match r.below(5) {
-        0 => v.truncate(r.below(v.len() + 1)),
-        1 => {
-            for _ in 0..1 + r.below(3) {
-                let i = r.below(v.len().max(1));
-                if let Some(b) = v.get_mut(i) {
-                    *b = r.byte();
-                }
-            }
-        }
-        2 => {
-            let i = r.below(v.len() + 1);
-            let n = 1 + r.below(8);
-            let extra = r.bytes(n);
-            v.splice(i..i, extra);
-        }
-        3 => {
-            let n = r.below(64);
-            let tail = r.bytes(n);
-            v.extend(tail);
-        }
-        _ => {}
     }
     v
 }

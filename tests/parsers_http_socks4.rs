@@ -4,9 +4,8 @@
 //! more than a small bound, make a parser read past the request it accepted,
 //! or get an answer that is not its protocol's.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use blocking_proxy::addr::Target;
 use blocking_proxy::error::Error;
@@ -14,52 +13,12 @@ use blocking_proxy::http::{self, Request};
 use blocking_proxy::socks4;
 use blocking_proxy::socks5::User;
 
-/// The largest single allocation made while this binary runs.
-struct Largest;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Largest = Largest;
+#[path = "common/generated.rs"]
+mod generated;
+use generated::{mutate, Rng, LARGEST};
 
 const CASES: usize = 500_000;
 const SEED: u64 = 0x5EED_4177;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-    fn name(&mut self) -> String {
-        let len = 1 + self.below(40);
-        (0..len).map(|_| (b'a' + (self.byte() % 26)) as char).collect()
-    }
-}
 
 /// The input, served in reads of at most `chunk` bytes; writes are kept.
 struct Input<'a> {
@@ -121,33 +80,6 @@ Connection: keep-alive, X-A\r\nX-A: 1\r\nContent-Length: 3\r\n\r\nabc",
         )
         .into_bytes(),
     }
-}
-
-fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    match r.below(5) {
-        0 => v.truncate(r.below(v.len() + 1)),
-        1 => {
-            for _ in 0..1 + r.below(3) {
-                let i = r.below(v.len().max(1));
-                if let Some(b) = v.get_mut(i) {
-                    *b = r.byte();
-                }
-            }
-        }
-        2 => {
-            let i = r.below(v.len() + 1);
-            let n = 1 + r.below(8);
-            let extra = r.bytes(n);
-            v.splice(i..i, extra);
-        }
-        3 => {
-            let n = r.below(64);
-            let tail = r.bytes(n);
-            v.extend(tail);
-        }
-        _ => {}
-    }
-    v
 }
 
 /// Runs both parsers on `data`, with and without users; checks that an

@@ -14,7 +14,7 @@ use blocking_proxy::wire;
 
 #[path = "common/generated.rs"]
 mod generated;
-use generated::{Rng, LARGEST};
+use generated::{mutate, Rng, LARGEST};
 
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
@@ -32,25 +32,6 @@ fn random_target(r: &mut Rng) -> Target {
             Target::Domain(name, r.next() as u16)
         }
     }
-}
-
-fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    match r.below(4) {
-        0 => v.truncate(r.below(v.len() + 1)),
-        1 => {
-            let i = r.below(v.len().max(1));
-            if let Some(b) = v.get_mut(i) {
-                *b = r.byte();
-            }
-        }
-        2 => {
-            let n = r.below(64);
-            let tail = r.bytes(n);
-            v.extend(tail);
-        }
-        _ => {}
-    }
-    v
 }
 
 #[test]

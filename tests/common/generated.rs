@@ -1,7 +1,9 @@
-//! What the generated-input parser tests share: a seeded generator, and an
+//! What the generated-input parser tests share: a seeded generator, the way
+//! they spoil valid messages, and an
 //! allocator that records the largest single allocation, so that a test can
 //! bound what any input makes a parser allocate. Included by path by each
 //! such test (it sets the binary's global allocator), not through `common`.
+#![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,4 +47,38 @@ impl Rng {
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.byte()).collect()
     }
+    /// A lowercase name of 1 to 40 letters.
+    pub fn name(&mut self) -> String {
+        let len = 1 + self.below(40);
+        (0..len).map(|_| (b'a' + (self.byte() % 26)) as char).collect()
+    }
+}
+
+/// A valid message spoiled one way or another, or left as it is: cut short,
+/// bytes changed, bytes inserted, bytes appended.
+pub fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    match r.below(5) {
+        0 => v.truncate(r.below(v.len() + 1)),
+        1 => {
+            for _ in 0..1 + r.below(3) {
+                let i = r.below(v.len().max(1));
+                if let Some(b) = v.get_mut(i) {
+                    *b = r.byte();
+                }
+            }
+        }
+        2 => {
+            let i = r.below(v.len() + 1);
+            let n = 1 + r.below(8);
+            let extra = r.bytes(n);
+            v.splice(i..i, extra);
+        }
+        3 => {
+            let n = r.below(64);
+            let tail = r.bytes(n);
+            v.extend(tail);
+        }
+        _ => {}
+    }
+    v
 }
