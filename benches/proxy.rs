@@ -4,7 +4,7 @@
 //! A load generator that speaks SOCKS5 itself drives each "chain" (a SOCKS5
 //! address plus the processes behind it) against in-process targets on
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
-//! a column per chain. See `--help` and the Performance section of the README.
+//! a column per chain. See `--help` and docs/PERFORMANCE.md.
 
 #[path = "proxy/chains.rs"]
 mod chains;
