@@ -531,7 +531,10 @@ fn associate(app: TcpStream, from: &Target, cfg: &Config, pool: Option<&Pool>, m
         Ok(())
     });
     if let Err(e) = sent {
+        let e = Error::from(e);
+        let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::reply_code(&e));
         report.end = format!("server: {e}");
+        net::close_gently(&app);
         return;
     }
     let bound = udp.local_addr().unwrap_or(here);

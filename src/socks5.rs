@@ -9,7 +9,7 @@
 //! names for it before the caller closes the connection.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 
@@ -198,7 +198,12 @@ pub fn reply<W: Write + ?Sized>(w: &mut W, rep: u8) -> io::Result<()> {
 /// the client sends its datagrams to.
 pub fn reply_bound<W: Write + ?Sized>(w: &mut W, bound: SocketAddr) -> io::Result<()> {
     let mut out = vec![SOCKS_VERSION, REP_SUCCEEDED, 0];
-    addr::write(&Target::Ip(bound), Layout::Socks, &mut out);
+    // A dual-stack listener's IPv4 client is named in IPv4, which it can reach.
+    let ip = match bound.ip() {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(bound.ip(), IpAddr::V4),
+        v4 => v4,
+    };
+    addr::write(&Target::Ip(SocketAddr::new(ip, bound.port())), Layout::Socks, &mut out);
     w.write_all(&out)
 }
 

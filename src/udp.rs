@@ -170,6 +170,10 @@ fn start(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) -> (ReadHalf, WriteHalf, Arc<Shared>) {
+    // The deadlines of the handshake are over: the reading thread blocks
+    // until the other one wakes it, and a write gives up after the idle time.
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(Some(timeouts.idle));
     let stream = Arc::new(stream);
     let (reader, writer) = split::split(Arc::clone(&stream), conn, false);
     (reader, writer, Arc::new(Shared::new(stream, timeouts.udp, Box::new(done))))

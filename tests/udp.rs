@@ -162,6 +162,39 @@ fn an_association_ends_with_its_control_connection_and_leaves_no_thread() {
 }
 
 #[test]
+fn a_quiet_association_outlives_the_deadlines_of_its_handshake() {
+    // The TLS connection comes with the socket timeouts of its handshake's
+    // deadline (here at most a second); the association must not inherit them.
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw", "--connect-timeout", "1"]);
+    let (echo, _seen) = udp_echo();
+    let SocketAddr::V4(e) = echo else { unreachable!() };
+    let mut control = connect(pair.local.addr);
+    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[3], 0);
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Quiet for longer than any deadline left over from the handshake (the pause is the point).
+    thread::sleep(Duration::from_millis(1500));
+    let datagram = [&[0, 0, 0, 1][..], &e.ip().octets(), &echo.port().to_be_bytes(), b"late"].concat();
+    udp.send_to(&datagram, relay).unwrap();
+    let mut back = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut back).unwrap();
+    assert!(back[..n].ends_with(b"late"));
+    drop(control);
+    let line = pair.local.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(
+        line.contains("end=client closed the control connection") && line.contains("datagrams=1/1"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_fragment_or_a_stranger_is_dropped() {
     let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
     let (echo, seen) = udp_echo();
