@@ -198,6 +198,14 @@ fn next_datagram(sh: &Shared, udp: &UdpSocket, other: &impl AsFd, other_data: bo
             return Next::End("udp timeout".into());
         }
         match wait(udp, other, other_data, left) {
+            // A busy UDP socket wins every tie: look at the other one too, so
+            // that a stream of datagrams cannot hide the end of the control
+            // connection.
+            Ok(Ready::First)
+                if other_data && matches!(wait(other, udp, false, Duration::ZERO), Ok(Ready::First)) =>
+            {
+                return Next::Other
+            }
             Ok(Ready::First) => {}
             Ok(Ready::Second) => return Next::Other,
             Ok(Ready::Neither) => continue,
@@ -310,7 +318,9 @@ fn local_up(
 }
 
 /// Why the control connection woke its waiter: it ended (the usual way an
-/// association ends), failed, or sent bytes it should not have (ignored).
+/// association ends), failed, or sent bytes it should not have (which ends
+/// the association too: the control connection carries nothing after the
+/// request).
 fn control_ended(app: &TcpStream) -> String {
     let mut byte = [0u8; 1];
     match (&*app).read(&mut byte) {
