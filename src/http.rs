@@ -367,12 +367,30 @@ fn login(headers: &[Header], users: &[User]) -> Result<(), Refusal> {
     Err(denied(format!("proxy login failed for user {}", Escaped(&name))))
 }
 
+/// Headers for this hop only, which a proxy takes out whatever the client
+/// says (RFC 9110, section 7.6.1), and `Host`, which it replaces.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
+/// Headers that frame the body. The body is relayed as the client sent it,
+/// so its framing goes with it: `Connection` cannot take these out (which
+/// would make the upstream read the body as further requests).
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+
 /// Whether a header is for this hop only, given the names `Connection` lists.
 fn hop_by_hop(name: &str, listed: &[String]) -> bool {
-    ["connection", "proxy-connection", "keep-alive", "proxy-authorization", "host"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-        || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+    let is = |h: &&str| name.eq_ignore_ascii_case(h);
+    HOP_BY_HOP.iter().any(is)
+        || (listed.iter().any(|l| name.eq_ignore_ascii_case(l)) && !FRAMING.iter().any(is))
 }
 
 /// The head sent upstream: origin form, `Host` from the target (RFC 9112
@@ -494,6 +512,24 @@ User-Agent: test/1.0\r\nConnection: close\r\n\r\n"
         );
         assert!(out.is_empty());
         assert_eq!(rest, b"hello", "the body stays unread");
+    }
+
+    #[test]
+    fn connection_cannot_take_out_the_framing_and_te_trailer_upgrade_always_go() {
+        let input = b"POST http://a.example/ HTTP/1.1\r\n\
+Connection: transfer-encoding, content-length, x-gone\r\n\
+Transfer-Encoding: chunked\r\n\
+TE: trailers\r\n\
+Trailer: X-Sum\r\n\
+Upgrade: websocket\r\n\
+X-Gone: 1\r\n\
+\r\n";
+        let (res, _, _) = run(input);
+        let Ok(Request::Forward { head, .. }) = res else { panic!("{res:?}") };
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]
