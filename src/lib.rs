@@ -90,6 +90,7 @@
 //! - [`workers`]: parked threads reused for the next setup or copy job.
 //! - [`egress`]: which target addresses the server may connect to.
 //! - [`wire`]: the header the local sends the server (seed and trojan formats).
+//! - [`proxy_protocol`]: the PROXY protocol header a load balancer sends first.
 //! - [`http`]: the HTTP proxy requests the local serves: CONNECT and absolute form.
 //! - [`socks4`]: SOCKS4 and SOCKS4a as the local serves them.
 //! - [`socks5`]: RFC 1928 and RFC 1929 as the local serves them.
@@ -114,6 +115,7 @@ pub mod gate;
 pub mod workers;
 pub mod egress;
 pub mod wire;
+pub mod proxy_protocol;
 pub mod http;
 pub mod socks4;
 pub mod socks5;

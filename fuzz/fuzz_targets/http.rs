@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let with_users = flags & 1 != 0;
     let users =
         if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
-    let mut conn = Input { data: wire, pos: 0, one_byte: flags & 2 != 0 };
+    let mut conn = Input::new(wire, if flags & 2 != 0 { 1 } else { usize::MAX });
     let Ok(req) = accept(&mut conn, &users) else { return };
     let consumed = &wire[..conn.pos];
     assert!(consumed.ends_with(b"\n\n") || consumed.ends_with(b"\n\r\n"), "the head ends with an empty line");

@@ -18,7 +18,7 @@ use common::Input;
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, wire)) = data.split_first() else { return };
     let login_required = flags & 1 != 0;
-    let mut conn = Input { data: wire, pos: 0, one_byte: flags & 2 != 0 };
+    let mut conn = Input::new(wire, if flags & 2 != 0 { 1 } else { usize::MAX });
     let Ok(target) = accept(&mut conn, login_required) else { return };
     assert!(!login_required, "accepted a SOCKS4 request with users configured");
     let consumed = &wire[..conn.pos];
