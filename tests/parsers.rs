@@ -13,7 +13,7 @@ use blocking_proxy::wire;
 // The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
 #[path = "common/generated.rs"]
 mod generated;
-use generated::{mutate, Rng, LARGEST};
+use generated::{Rng, LARGEST};
 
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
@@ -108,27 +108,8 @@ fn a_million_generated_inputs() {
     let users = [User { name: "alice".into(), password: "wonder".into() }];
     let known = [wire::trojan_hash("secret")];
     let mut r = Rng(SEED);
-    let mut accepted = 0usize;
     LARGEST.store(0, Ordering::Relaxed);
-    for case in 0..CASES {
-        let data = match r.below(8) {
-            0 => {
-                let n = r.below(600);
-                r.bytes(n)
-            }
-            k => {
-                let v = valid(&mut r, k % 4);
-                if r.below(4) == 0 {
-                    v
-                } else {
-                    mutate(&mut r, v)
-                }
-            }
-        };
-        // One case in eight is served one byte per read, the others in random chunks.
-        let chunk = if case % 8 == 0 { 1 } else { 1 + r.below(700) };
-        accepted += check(&data, chunk, &users, &known);
-    }
+    let accepted = generated::run(&mut r, CASES, 8, valid, |data, chunk| check(data, chunk, &users, &known));
     assert!(accepted > CASES / 4, "the generator makes enough valid messages: {accepted}");
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest <= 4096, "an allocation of {largest} bytes at once");

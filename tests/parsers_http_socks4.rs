@@ -15,7 +15,7 @@ use blocking_proxy::socks5::User;
 
 #[path = "common/generated.rs"]
 mod generated;
-use generated::{mutate, Rng, LARGEST};
+use generated::{Rng, LARGEST};
 
 const CASES: usize = 500_000;
 const SEED: u64 = 0x5EED_4177;
@@ -147,27 +147,8 @@ fn check(data: &[u8], chunk: usize, users: &[User]) -> usize {
 fn half_a_million_generated_inputs() {
     let users = [User { name: "alice".into(), password: "wonder".into() }];
     let mut r = Rng(SEED);
-    let mut accepted = 0usize;
     LARGEST.store(0, Ordering::Relaxed);
-    for case in 0..CASES {
-        let data = match r.below(6) {
-            0 => {
-                let n = r.below(600);
-                r.bytes(n)
-            }
-            k => {
-                let v = valid(&mut r, k % 4);
-                if r.below(4) == 0 {
-                    v
-                } else {
-                    mutate(&mut r, v)
-                }
-            }
-        };
-        // One case in eight is served one byte per read, the others in random chunks.
-        let chunk = if case % 8 == 0 { 1 } else { 1 + r.below(700) };
-        accepted += check(&data, chunk, &users);
-    }
+    let accepted = generated::run(&mut r, CASES, 6, valid, |data, chunk| check(data, chunk, &users));
     assert!(accepted > CASES / 4, "the generator makes enough valid requests: {accepted}");
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest <= 32 * 1024, "an allocation of {largest} bytes at once");

@@ -96,6 +96,29 @@ fn udp_echo() -> (SocketAddr, mpsc::Receiver<usize>) {
     (addr, rx)
 }
 
+/// UDP ASSOCIATE by hand, for datagrams from `port` (0: any): the control
+/// connection, and the relay address the local answered with.
+fn associate(local: SocketAddr, port: u16) -> (std::net::TcpStream, SocketAddr) {
+    let mut control = connect(local);
+    let [hi, lo] = port.to_be_bytes();
+    let ip = if port == 0 { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+    control.write_all(&[&[5, 1, 0, 5, 3, 0, 1][..], &ip, &[hi, lo]].concat()).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], [5, 0, 5, 0], "no auth, then success");
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    (control, relay)
+}
+
+/// A datagram for the local: the SOCKS5 UDP header for `to` (with `frag`), then `payload`.
+fn datagram(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(a) = to else { unreachable!("the tests' targets are IPv4") };
+    [&[0, 0, frag, 1][..], &a.ip().octets(), &to.port().to_be_bytes(), payload].concat()
+}
+
 const SIZES: &[usize] = &[1, 100, 512, 1400, 4096, 8192, 60_000];
 
 #[test]
@@ -130,25 +153,10 @@ fn an_association_ends_with_its_control_connection_and_leaves_no_thread() {
     let idle = [pair.local.threads(), pair.server.threads()];
     let (echo, _seen) = udp_echo();
     // By hand: UDP ASSOCIATE, one datagram, then the control connection closes.
-    let mut control = connect(pair.local.addr);
-    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
-    let mut reply = [0u8; 2 + 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..4], [5, 0, 5, 0]);
-    let relay = SocketAddr::from((
-        [reply[6], reply[7], reply[8], reply[9]],
-        u16::from_be_bytes([reply[10], reply[11]]),
-    ));
+    let (control, relay) = associate(pair.local.addr, 0);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut datagram = vec![0, 0, 0, 1];
-    match echo {
-        SocketAddr::V4(a) => datagram.extend_from_slice(&a.ip().octets()),
-        SocketAddr::V6(_) => unreachable!(),
-    }
-    datagram.extend_from_slice(&echo.port().to_be_bytes());
-    datagram.extend_from_slice(b"ping");
-    udp.send_to(&datagram, relay).unwrap();
+    udp.send_to(&datagram(0, echo, b"ping"), relay).unwrap();
     let mut back = [0u8; 64];
     let (n, _) = udp.recv_from(&mut back).unwrap();
     assert_eq!(&back[n - 4..n], b"ping");
@@ -167,22 +175,12 @@ fn a_quiet_association_outlives_the_deadlines_of_its_handshake() {
     // deadline (here at most a second); the association must not inherit them.
     let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw", "--connect-timeout", "1"]);
     let (echo, _seen) = udp_echo();
-    let SocketAddr::V4(e) = echo else { unreachable!() };
-    let mut control = connect(pair.local.addr);
-    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
-    let mut reply = [0u8; 2 + 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[3], 0);
-    let relay = SocketAddr::from((
-        [reply[6], reply[7], reply[8], reply[9]],
-        u16::from_be_bytes([reply[10], reply[11]]),
-    ));
+    let (control, relay) = associate(pair.local.addr, 0);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(TIMEOUT)).unwrap();
     // Quiet for longer than any deadline left over from the handshake (the pause is the point).
     thread::sleep(Duration::from_millis(1500));
-    let datagram = [&[0, 0, 0, 1][..], &e.ip().octets(), &echo.port().to_be_bytes(), b"late"].concat();
-    udp.send_to(&datagram, relay).unwrap();
+    udp.send_to(&datagram(0, echo, b"late"), relay).unwrap();
     let mut back = [0u8; 64];
     let (n, _) = udp.recv_from(&mut back).unwrap();
     assert!(back[..n].ends_with(b"late"));
@@ -198,24 +196,13 @@ fn a_quiet_association_outlives_the_deadlines_of_its_handshake() {
 fn a_fragment_or_a_stranger_is_dropped() {
     let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
     let (echo, seen) = udp_echo();
-    let mut control = connect(pair.local.addr);
     // The request names the client's port: datagrams from any other port are dropped.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mine = udp.local_addr().unwrap().port().to_be_bytes();
-    control.write_all(&[5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, mine[0], mine[1]]).unwrap();
-    let mut reply = [0u8; 2 + 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[3], 0);
-    let relay = SocketAddr::from((
-        [reply[6], reply[7], reply[8], reply[9]],
-        u16::from_be_bytes([reply[10], reply[11]]),
-    ));
-    let SocketAddr::V4(e) = echo else { unreachable!() };
-    let header = |frag: u8| [&[0, 0, frag, 1][..], &e.ip().octets(), &echo.port().to_be_bytes()].concat();
-    udp.send_to(&[header(1), b"fragment".to_vec()].concat(), relay).unwrap();
+    let (control, relay) = associate(pair.local.addr, udp.local_addr().unwrap().port());
+    udp.send_to(&datagram(1, echo, b"fragment"), relay).unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
-    stranger.send_to(&[header(0), b"stranger".to_vec()].concat(), relay).unwrap();
-    udp.send_to(&[header(0), b"welcome".to_vec()].concat(), relay).unwrap();
+    stranger.send_to(&datagram(0, echo, b"stranger"), relay).unwrap();
+    udp.send_to(&datagram(0, echo, b"welcome"), relay).unwrap();
     udp.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut back = [0u8; 64];
     let (n, _) = udp.recv_from(&mut back).unwrap();

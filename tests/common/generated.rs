@@ -82,3 +82,37 @@ pub fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
     }
     v
 }
+
+/// Runs `cases` generated inputs through `check`: one in `random_one_in` is
+/// random bytes, the others a valid message (`valid(r, kind)`, kind 0 to 3),
+/// left whole one time in four and spoiled the others. One case in eight is
+/// served one byte per read, the others in chunks of random size. Returns
+/// how many `check` counted as accepted.
+pub fn run(
+    r: &mut Rng,
+    cases: usize,
+    random_one_in: usize,
+    mut valid: impl FnMut(&mut Rng, usize) -> Vec<u8>,
+    mut check: impl FnMut(&[u8], usize) -> usize,
+) -> usize {
+    let mut accepted = 0;
+    for case in 0..cases {
+        let data = match r.below(random_one_in) {
+            0 => {
+                let n = r.below(600);
+                r.bytes(n)
+            }
+            k => {
+                let v = valid(r, k % 4);
+                if r.below(4) == 0 {
+                    v
+                } else {
+                    mutate(r, v)
+                }
+            }
+        };
+        let chunk = if case % 8 == 0 { 1 } else { 1 + r.below(700) };
+        accepted += check(&data, chunk);
+    }
+    accepted
+}
