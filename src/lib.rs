@@ -64,6 +64,12 @@
 //! handshake is done, so that a silent prober meets the site's own timeout
 //! ([`server`]).
 //!
+//! **Several servers.** A local may have several servers. One whose connect
+//! or handshake fails, or that cuts a connection off before any reply, is
+//! down for a back-off; clients go to the others, a failed attempt is tried
+//! once more on the next one, and a thread of its own checks a down server
+//! when its back-off ends ([`upstream`]).
+//!
 //! **Signals and failures.** SIGTERM and SIGINT are blocked in every thread
 //! and taken by one thread with `sigwait` ([`signals`]): the listener closes
 //! and open connections get the drain time. Out of descriptors or threads,
@@ -79,7 +85,8 @@
 //! - [`cli`]: what the two binaries share: options, logging, exit statuses.
 //! - [`signals`]: SIGTERM and SIGINT as a graceful drain.
 //! - [`server`]: blocking-server's connection: TLS, the first record, the fallback.
-//! - [`local`]: blocking-local's connection: the protocol by its first byte, the pool, the header.
+//! - [`local`]: blocking-local's connection: the protocol by its first byte, the header.
+//! - [`upstream`]: the local's servers: failover, back-off, the check, the pool.
 //! - [`accept`]: the accept loop, its stop handle, the per-connection report.
 //! - [`udp`]: UDP ASSOCIATE: an association's two threads on each side.
 //! - [`relay`]: a connection's life: two copy threads, bursts, half-close, abort.
@@ -105,6 +112,7 @@ pub mod cli;
 pub mod signals;
 pub mod server;
 pub mod local;
+pub mod upstream;
 pub mod accept;
 pub mod udp;
 pub mod relay;

@@ -6,37 +6,33 @@
 //! HTTP; anything else is closed), whose parser then reads the request from
 //! the start: the SOCKS5 greeting, login (when users are configured) and
 //! request, a SOCKS4 request, or an HTTP request head; a TLS connection to
-//! the server, taken ready from the [`Pool`] when there is one, or TCP and
-//! TLS to the server under the connect deadline (a failure becomes the
+//! a server, taken ready from the [`Pool`] when there is one, or TCP and
+//! TLS to the server a new client goes to, and failing that to the next one,
+//! under the connect deadline ([`crate::upstream`]; a failure becomes the
 //! client protocol's answer for it); the success reply; then the header, in
 //! one TLS record with whatever the application has already sent (after a
 //! forwarded HTTP request's rewritten head), and the relay. After its
 //! request the local never waits for the application to speak first, so
 //! server-first protocols (SMTP, FTP, MySQL) work.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection};
+use rustls::ClientConfig;
 
 use crate::accept::{Acceptor, Report, Stopper};
 use crate::addr::{Target, ATYP_IPV4};
 use crate::error::Error;
-use crate::gate::Place;
 use crate::http;
 use crate::net::{self, Deadline, Timeouts};
 use crate::relay::{self, Half};
 use crate::socks4;
 use crate::socks5::{self, Request, User};
-use crate::tls;
 use crate::udp;
+use crate::upstream::{Balance, Link, Pool, Server, Unreachable, Upstreams};
 use crate::wire::{self, Command, TrojanHash};
-use crate::workers::SETUP_STACK;
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
 const HEADER_MAX: usize = 56 + 2 + 1 + 1 + 1 + 255 + 2 + 2;
@@ -45,10 +41,10 @@ const EARLY_DATA_MAX: usize = 16 * 1024 - HEADER_MAX;
 
 /// Everything a client connection needs to reach the server.
 pub struct Config {
-    /// The server's address (`host:port`).
-    pub server: Target,
-    /// The name the server's certificate is verified against and sent in SNI.
-    pub server_name: ServerName<'static>,
+    /// The servers, in order of preference (at least one).
+    pub servers: Vec<Server>,
+    /// Which server a new client goes to.
+    pub balance: Balance,
     /// Built by [`crate::tls::client_config`].
     pub tls: Arc<ClientConfig>,
     /// Deadlines of each connection.
@@ -90,135 +86,20 @@ impl Local {
 
     /// Serves clients until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
-        let pool = Pool::start(&self.cfg);
+        let cfg = &self.cfg;
+        let upstreams = Arc::new(Upstreams::new(
+            cfg.servers.clone(),
+            cfg.balance,
+            Arc::clone(&cfg.tls),
+            cfg.timeouts.connect,
+        ));
+        upstreams.start_check();
+        let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         let cfg = Arc::clone(&self.cfg);
-        let handler = move |app, report| client(app, &cfg, pool.as_deref(), report);
+        let handler = move |app, report| client(app, &cfg, &upstreams, pool.as_deref(), report);
         let login = !self.cfg.users.is_empty();
         self.acceptor.run(self.cfg.timeouts.drain, handler, move |app| refuse(app, login))
     }
-}
-
-/// TLS connections to the server, handshaken ahead of time so that a new
-/// client does not wait for TCP and TLS. Filler threads keep `size` of them
-/// ready and replace any that reach `pool_age` unused.
-pub struct Pool {
-    ready: Mutex<VecDeque<Ready>>,
-    wake: Condvar,
-    cfg: Arc<Config>,
-}
-
-struct Ready {
-    sock: TcpStream,
-    conn: ClientConnection,
-    born: Instant,
-}
-
-/// How long a filler rests after it could not reach the server.
-const POOL_BACKOFF: Duration = Duration::from_secs(1);
-
-impl Pool {
-    /// Starts the filler threads, if the configuration asks for a pool.
-    fn start(cfg: &Arc<Config>) -> Option<Arc<Pool>> {
-        if cfg.pool == 0 {
-            return None;
-        }
-        let pool =
-            Arc::new(Pool { ready: Mutex::new(VecDeque::new()), wake: Condvar::new(), cfg: Arc::clone(cfg) });
-        for i in 0..cfg.pool.min(2) {
-            let p = Arc::clone(&pool);
-            let spawned = thread::Builder::new()
-                .name(format!("pool-{i}"))
-                .stack_size(SETUP_STACK)
-                .spawn(move || p.fill());
-            if let Err(e) = spawned {
-                log::warn!("cannot start a pool thread: {e}");
-            }
-        }
-        Some(pool)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
-        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A ready connection, if one is fresh and still open.
-    fn take(&self) -> Option<(TcpStream, ClientConnection)> {
-        let mut ready = self.lock();
-        let found = loop {
-            let mut r = ready.pop_front()?;
-            if r.born.elapsed() < self.cfg.pool_age && still_open(&r.sock, &mut r.conn) {
-                break Some((r.sock, r.conn));
-            }
-        };
-        drop(ready);
-        self.wake.notify_one();
-        found
-    }
-
-    /// A filler thread: keeps the pool full and fresh, forever.
-    fn fill(&self) {
-        let age = self.cfg.pool_age;
-        loop {
-            let mut ready = self.lock();
-            ready.retain(|r| r.born.elapsed() < age);
-            if ready.len() >= self.cfg.pool {
-                // Full: sleep until a connection is taken or the oldest gets too old.
-                let oldest = ready.front().map_or(age, |r| age.saturating_sub(r.born.elapsed()));
-                drop(self.wake.wait_timeout(ready, oldest).unwrap_or_else(PoisonError::into_inner));
-                continue;
-            }
-            drop(ready);
-            match connect_server(&self.cfg, None) {
-                Ok((sock, mut conn)) => {
-                    take_tickets(&sock, &mut conn);
-                    self.lock().push_back(Ready { sock, conn, born: Instant::now() });
-                }
-                Err(e) => {
-                    log::warn!("pool: cannot reach server {}: {e}", self.cfg.server);
-                    thread::sleep(POOL_BACKOFF);
-                }
-            }
-        }
-    }
-}
-
-/// How long a filler waits for the session tickets a TLS 1.3 server sends
-/// right after the handshake (about one round trip).
-const TICKET_WAIT: Duration = Duration::from_millis(200);
-
-/// Reads the session tickets that follow a handshake, so that they are
-/// stored for resumption now and not on a client's path later. TLS 1.2
-/// servers send none: then this just waits [`TICKET_WAIT`] for nothing.
-fn take_tickets(sock: &TcpStream, conn: &mut ClientConnection) {
-    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return;
-    }
-    let _ = sock.set_read_timeout(Some(TICKET_WAIT));
-    if conn.read_tls(&mut &*sock).is_ok_and(|n| n > 0) {
-        let _ = conn.process_new_packets();
-    }
-}
-
-/// Whether the server has not closed a connection while it waited in the
-/// pool. Whatever arrived meanwhile is read without waiting: the session
-/// tickets the server sends after the handshake (stored for resumption), and
-/// behind them perhaps the end of the connection.
-fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let open = loop {
-        match conn.read_tls(&mut &*sock) {
-            Ok(0) => break false,
-            Ok(_) => {
-                if conn.process_new_packets().is_err() {
-                    break false;
-                }
-            }
-            Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
-        }
-    };
-    open && sock.set_nonblocking(false).is_ok()
 }
 
 /// Over the cap: an answer in the client's protocol when its first byte has
@@ -414,7 +295,7 @@ fn handshake(app: &TcpStream, cfg: &Config, report: &mut Report) -> Option<Asked
 }
 
 /// One client, up to the start of its relay (which then owns `report`).
-fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report) {
+fn client(app: TcpStream, cfg: &Config, upstreams: &Arc<Upstreams>, pool: Option<&Pool>, mut report: Report) {
     let id = report.id;
     let _ = app.set_nodelay(true);
     let Some(ask) = handshake(&app, cfg, &mut report) else {
@@ -423,7 +304,7 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
     };
     let ask = match ask {
         // Only asked for with a password: the seed format has no UDP.
-        Asked::Udp(from) => return associate(app, &from, cfg, pool, report),
+        Asked::Udp(from) => return associate(app, &from, cfg, upstreams, pool, report),
         Asked::Tunnel(ask) => ask,
     };
     let target = ask.target().clone();
@@ -432,16 +313,17 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
     let ready = pool.and_then(Pool::take);
-    let (sock, conn) = match ready.map_or_else(|| connect_server(cfg, Some(report.place())), Ok) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
-            let _ = ask.fail(&mut Deadline::new(&app, reply_until()), &e);
-            report.end = format!("server {}: {e}", cfg.server);
-            net::close_gently(&app);
-            return;
-        }
-    };
+    let Link { server: index, sock, conn } =
+        match ready.map_or_else(|| upstreams.connect(Some(report.place())), Ok) {
+            Ok(link) => link,
+            Err(Unreachable { server, error: e }) => {
+                log::warn!("#{id} cannot reach server {server}: {e}");
+                let _ = ask.fail(&mut Deadline::new(&app, reply_until()), &e);
+                report.end = format!("server {server}: {e}");
+                net::close_gently(&app);
+                return;
+            }
+        };
     if let Err(e) = ask.grant(&mut Deadline::new(&app, reply_until())) {
         report.end = format!("client: {e}");
         return;
@@ -481,7 +363,11 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 
     report.up = sent;
     let names = ["client", "server"];
+    let upstreams = Arc::clone(upstreams);
     relay::relay_answering_silence(Half::tcp(app), server, names, &cfg.timeouts, silence, move |out| {
+        if out.cut_before_reply {
+            upstreams.failed(index, "a connection was cut before any reply byte");
+        }
         report.relayed(out)
     });
 }
@@ -492,7 +378,14 @@ fn client(app: TcpStream, cfg: &Config, pool: Option<&Pool>, mut report: Report)
 /// then the association's two threads (see [`crate::udp`]). `from` is where
 /// the client said its datagrams will come from: its port, when not 0, is
 /// the only one accepted; the address is always the client's own.
-fn associate(app: TcpStream, from: &Target, cfg: &Config, pool: Option<&Pool>, mut report: Report) {
+fn associate(
+    app: TcpStream,
+    from: &Target,
+    cfg: &Config,
+    upstreams: &Upstreams,
+    pool: Option<&Pool>,
+    mut report: Report,
+) {
     let id = report.id;
     report.target = Some("udp".into());
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
@@ -511,12 +404,13 @@ fn associate(app: TcpStream, from: &Target, cfg: &Config, pool: Option<&Pool>, m
         }
     };
     let ready = pool.and_then(Pool::take);
-    let (sock, mut conn) = match ready.map_or_else(|| connect_server(cfg, Some(report.place())), Ok) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("#{id} cannot reach server {}: {e}", cfg.server);
+    let Link { sock, mut conn, .. } = match ready.map_or_else(|| upstreams.connect(Some(report.place())), Ok)
+    {
+        Ok(link) => link,
+        Err(Unreachable { server, error: e }) => {
+            log::warn!("#{id} cannot reach server {server}: {e}");
             let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::reply_code(&e));
-            report.end = format!("server {}: {e}", cfg.server);
+            report.end = format!("server {server}: {e}");
             net::close_gently(&app);
             return;
         }
@@ -545,17 +439,6 @@ fn associate(app: TcpStream, from: &Target, cfg: &Config, pool: Option<&Pool>, m
     log::debug!("#{id} udp association on {bound} for {client}");
     let port = from.port();
     udp::local(app, udp, sock, conn, client.ip(), port, &cfg.timeouts, move |out| report.associated(out));
-}
-
-/// Opens TCP and completes TLS to the server, both before the connect
-/// deadline; a client's connection shares its `place` with a name lookup.
-fn connect_server(cfg: &Config, place: Option<&Place>) -> Result<(TcpStream, ClientConnection), Error> {
-    let until = Instant::now() + cfg.timeouts.connect;
-    let sock = net::connect(&cfg.server, until, None, place)?;
-    let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), cfg.server_name.clone())?;
-    tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
-    log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
-    Ok((sock, conn))
 }
 
 /// Reads what `sock` has already received into `buf`, without waiting;

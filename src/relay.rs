@@ -189,6 +189,10 @@ pub struct Outcome {
     pub down: u64,
     /// How it ended.
     pub end: End,
+    /// The second end broke off (a reset, a TCP EOF without close_notify)
+    /// before it sent a byte, while the first end was still there: for a
+    /// local, a sign that the server, not the target, failed.
+    pub cut_before_reply: bool,
 }
 
 /// What runs when a relay has ended.
@@ -216,6 +220,8 @@ struct Shared {
     done: Mutex<Option<OnDone>>,
     /// Written to the first end if the second ends before sending a byte.
     silence: Option<&'static [u8]>,
+    /// See [`Outcome::cut_before_reply`].
+    cut_before_reply: AtomicBool,
 }
 
 impl Shared {
@@ -234,6 +240,7 @@ impl Shared {
             end: Mutex::new(None),
             done: Mutex::new(Some(done)),
             silence: None,
+            cut_before_reply: AtomicBool::new(false),
         }
     }
 
@@ -300,7 +307,8 @@ impl Shared {
         let end = self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof);
         let [up, down] = [Dir::Up, Dir::Down].map(|d| self.bytes[d.index()].load(Ordering::Relaxed));
         if let Some(done) = self.done.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            done(Outcome { up, down, end });
+            let cut_before_reply = self.cut_before_reply.load(Ordering::SeqCst);
+            done(Outcome { up, down, end, cut_before_reply });
         }
     }
 }
@@ -363,6 +371,14 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Shared>, dir: Dir) {
         }),
     };
     let to = names[dir.destination()];
+    if dir == Dir::Down
+        && copied.is_err()
+        && !dst.failed
+        && !shared.aborted.load(Ordering::SeqCst)
+        && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0
+    {
+        shared.cut_before_reply.store(true, Ordering::SeqCst);
+    }
     let silent = dir == Dir::Down
         && !dst.failed
         && !shared.aborted.load(Ordering::SeqCst)

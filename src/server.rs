@@ -309,7 +309,7 @@ fn client_first(client: &TcpStream, fallback: &TcpStream, until: Instant) -> Res
 /// in the same record as the header.
 fn to_target(
     sock: TcpStream,
-    conn: ServerConnection,
+    mut conn: ServerConnection,
     target: &Target,
     early: &[u8],
     cfg: &Config,
@@ -324,6 +324,11 @@ fn to_target(
         Err(e) => {
             log::debug!("#{id} cannot reach {target}: {e}");
             report.end = format!("target: {e}");
+            // A clean end tells the local that this server works and the target does not.
+            let goodbye = Instant::now() + cfg.timeouts.handshake;
+            if tls::close(&mut conn, &mut Deadline::new(&sock, goodbye)).is_ok() {
+                net::close_gently(&sock);
+            }
             return;
         }
     };

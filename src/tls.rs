@@ -287,6 +287,18 @@ pub fn handshake<S: SideData>(
     Ok(())
 }
 
+/// Ends a TLS connection on our side: close_notify, written to `io` (a
+/// socket under a [`Deadline`]). The peer then reads a clean end, which says
+/// this side gave up on purpose (an unreachable target, a health check done),
+/// where a bare TCP close says it broke.
+pub fn close<S: SideData>(conn: &mut ConnectionCommon<S>, io: &mut impl Write) -> Result<(), Error> {
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(io)?;
+    }
+    Ok(())
+}
+
 /// A socket reader that never reads past the end of a TLS record, so that
 /// rustls is given one record at a time and a server can tell where the
 /// first application-data record ends. Writes pass straight through.

@@ -97,6 +97,7 @@ fn a_forged_target_name_stays_one_field_in_both_logs() {
     assert_eq!(rep, 0, "the local hands the name on");
     // The server cannot resolve it and closes; so does the local.
     let _ = read_until_closed(&mut s);
+    drop(s);
     let server = pair.server.wait_line(|l| l.contains("] #1 closed client="));
     let local = pair.local.wait_line(|l| l.contains("] #1 closed client="));
     println!("server: {server}\nlocal: {local}");

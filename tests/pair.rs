@@ -253,6 +253,7 @@ fn threads_return_to_idle_once_connections_close() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut s = socks_connect(pair.local.addr, &closed.to_string());
     let _ = read_until_closed(&mut s);
+    drop(s);
     let mut s = connect(pair.local.addr);
     s.write_all(&[5, 1, 9]).unwrap();
     let _ = read_until_closed(&mut s);

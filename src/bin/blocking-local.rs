@@ -9,6 +9,7 @@ use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
+use blocking_proxy::upstream::{Balance, Server};
 use blocking_proxy::wire::trojan_hash;
 
 const PROG: &str = "blocking-local";
@@ -20,7 +21,18 @@ fn main() -> ExitCode {
 
 fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let mut opts = getopts::Options::new();
-    opts.optopt("", "server", "blocking-server to connect to (required)", "HOST:PORT");
+    opts.optmulti(
+        "",
+        "server",
+        "blocking-server to connect to (required; repeat for failover, in order of preference)",
+        "HOST:PORT",
+    );
+    opts.optopt(
+        "",
+        "balance",
+        "which server a new client goes to: first or round-robin (default first)",
+        "HOW",
+    );
     opts.optopt(
         "",
         "listen",
@@ -29,7 +41,12 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     );
     opts.optopt("", "ca", "trust only the CA certificates in this PEM file", "FILE");
     opts.optmulti("", "pin", "trust exactly the certificate with this SHA-256 fingerprint", "SHA256HEX");
-    opts.optopt("", "sni", "name to verify and send as SNI (default: the host of --server)", "NAME");
+    opts.optmulti(
+        "",
+        "sni",
+        "name to verify and send as SNI (default: the host of --server); once for all, or once per --server",
+        "NAME",
+    );
     opts.optflag("", "insecure", "do not verify the server's certificate (warns)");
     cli::alpn_option(&mut opts, "ALPN protocols to offer the server, comma-separated");
     cli::password_options(&mut opts, "speak the trojan format with this password");
@@ -50,9 +67,36 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
-    let server = m.opt_str("server").ok_or_else(|| Exit::Usage("--server is required".into()))?;
-    let server = Target::parse(&server)
-        .ok_or_else(|| Exit::Usage(format!("--server wants HOST:PORT, not {server:?}")))?;
+    let addrs = m
+        .opt_strs("server")
+        .iter()
+        .map(|s| Target::parse(s).ok_or_else(|| Exit::Usage(format!("--server wants HOST:PORT, not {s:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(Exit::Usage("--server is required".into()));
+    }
+    let snis = m.opt_strs("sni");
+    let names: Vec<String> = match snis.len() {
+        0 => addrs.iter().map(Target::host).collect(),
+        1 => vec![snis[0].clone(); addrs.len()],
+        n if n == addrs.len() => snis,
+        n => {
+            return Err(Exit::Usage(format!(
+                "--sni is given {n} times for {} servers: give it once for all, or once per --server",
+                addrs.len()
+            )))
+        }
+    };
+    let servers = addrs
+        .iter()
+        .zip(&names)
+        .map(|(addr, name)| Ok(Server { addr: addr.clone(), name: tls::server_name(name)? }))
+        .collect::<Result<Vec<_>, Exit>>()?;
+    let balance = match m.opt_str("balance") {
+        None => Balance::First,
+        Some(b) => Balance::parse(&b)
+            .ok_or_else(|| Exit::Usage(format!("--balance wants first or round-robin, not {b:?}")))?,
+    };
     let pins = m.opt_strs("pin");
     let trust = match (m.opt_str("ca"), pins.is_empty(), m.opt_present("insecure")) {
         (None, true, false) => Trust::WebPki,
@@ -66,8 +110,6 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         (None, true, true) => Trust::Insecure,
         _ => return Err(Exit::Usage("--ca, --pin and --insecure exclude each other".into())),
     };
-    let name = m.opt_str("sni").unwrap_or_else(|| server.host());
-    let server_name = tls::server_name(&name)?;
     let timeouts = cli::timeouts(&m)?;
     let (max_conns, cap_from) = cli::max_conns(&m, blocking_proxy::net::FDS_PER_CONNECTION)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
@@ -94,17 +136,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let tls = tls::client_config(&trust, &alpn)?;
     let open = users.is_empty();
     let format = if password.is_some() { "trojan" } else { "seed" };
-    let cfg = Config {
-        server: server.clone(),
-        server_name,
-        tls,
-        timeouts,
-        password,
-        users,
-        max_conns,
-        pool,
-        pool_age,
-    };
+    let cfg = Config { servers, balance, tls, timeouts, password, users, max_conns, pool, pool_age };
     let local = Local::bind(&listen, cfg)?;
     let addr = local.local_addr().map_err(blocking_proxy::error::Error::Io)?;
     if let Trust::Insecure = trust {
@@ -115,7 +147,12 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop())?;
-    log::info!("listening on {addr} for socks5, socks4 and http, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
+    let to: Vec<String> = addrs.iter().zip(&names).map(|(a, n)| format!("{a} as {n}")).collect();
+    let balance = if to.len() > 1 { format!(" ({balance:?})") } else { String::new() };
+    log::info!(
+        "listening on {addr} for socks5, socks4 and http, server {}{balance}, {format} format, up to {max_conns} connections ({cap_from})",
+        to.join(", ")
+    );
     local.run();
     Ok(())
 }

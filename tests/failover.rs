@@ -1,0 +1,226 @@
+//! Several `--server`s in one local: a dead server costs one failed attempt,
+//! not one per client; a client whose attempt fails is tried on the next
+//! server; a server that comes back is used again; round-robin spreads new
+//! clients; the pool never hands out a connection to a server marked down.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A blocking-server with the test certificate, on `listen`.
+fn server_on(listen: &str) -> Proc {
+    let (c, k) = (cert("server.pem"), cert("server.key"));
+    Proc::server(&["--cert", &c, "--key", &k, "--listen", listen])
+}
+
+/// A local for `servers`, in that order, with `extra` arguments.
+fn local_for(servers: &[String], extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--ca", CA];
+    for s in servers {
+        args.extend_from_slice(&["--server", s]);
+    }
+    args.extend_from_slice(extra);
+    Proc::start(env!("CARGO_BIN_EXE_blocking-local"), &args)
+}
+
+/// One echo round trip through the local; returns how long it took.
+fn round_trip(local: SocketAddr, echo: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut s = socks_connect(local, &echo.to_string());
+    let sent = b"one request through the pair";
+    s.write_all(sent).unwrap();
+    let mut back = [0u8; 28];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, sent);
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// How many connections to `target` a server has served, once it has logged
+/// the close lines of at least `n` of them (a close line comes just after
+/// the client's round trip, so it may lag).
+fn served(p: &Proc, target: SocketAddr, n: usize) -> usize {
+    let to = format!("target={target} ");
+    p.wait_lines(n, |l| l.contains(" closed ") && l.contains(&to)).len()
+}
+
+/// Lines of the local that record a client's failed attempt on `server`.
+fn failed_attempts(local: &Proc, server: &str) -> usize {
+    local.lines().iter().filter(|l| l.contains(&format!("server {server}: "))).count()
+}
+
+#[test]
+fn every_request_succeeds_when_the_first_server_is_never_up_and_the_second_dies() {
+    let echo = echo("127.0.0.1:0");
+    let never = format!("127.0.0.1:{}", free_port());
+    let second = format!("127.0.0.1:{}", free_port());
+    let mut s2 = server_on(&second);
+    let s3 = server_on("127.0.0.1:0");
+    let local = local_for(&[never.clone(), second.clone(), s3.addr.to_string()], &[]);
+
+    let before: Vec<Duration> = (0..40).map(|_| round_trip(local.addr, echo)).collect();
+    assert_eq!(served(&s2, echo, 40), 40, "the second server, the first that is up, served them all");
+    local.wait_line(|l| l.contains(&format!("server {never} down: ")));
+
+    drop(s2);
+    let after: Vec<Duration> = (0..40).map(|_| round_trip(local.addr, echo)).collect();
+    assert_eq!(served(&s3, echo, 40), 40, "the third server took over");
+    local.wait_line(|l| l.contains(&format!("server {second} down: ")));
+
+    // A dead server cost one client attempt, when it was found dead; the
+    // background check, not the clients, tries it again.
+    assert_eq!(failed_attempts(&local, &never), 1, "{:#?}", local.lines());
+    assert_eq!(failed_attempts(&local, &second), 1, "{:#?}", local.lines());
+    let (b, a) = (median(before), median(after));
+    println!(
+        "median round trip before the failover {b:?}, after {a:?} ({:.2}x)",
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+
+    // The second server comes back on its port: once its check passes, it is
+    // the first server up again, and new clients go to it.
+    s2 = server_on(&second);
+    local.wait_line(|l| l.contains(&format!("server {second} up")));
+    for _ in 0..5 {
+        round_trip(local.addr, echo);
+    }
+    assert_eq!(served(&s2, echo, 5), 5, "the server that came back is used again");
+    assert_eq!(served(&s3, echo, 40), 40);
+    assert!(!local.lines().iter().any(|l| l.contains(&format!("server {never} up"))));
+}
+
+#[test]
+fn round_robin_spreads_new_clients_over_the_servers_that_are_up() {
+    let echo = echo("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let c = server_on("127.0.0.1:0");
+    let servers = [a.addr.to_string(), b.addr.to_string(), c.addr.to_string()];
+    let local = local_for(&servers, &["--balance", "round-robin"]);
+    for _ in 0..9 {
+        round_trip(local.addr, echo);
+    }
+    assert_eq!([served(&a, echo, 3), served(&b, echo, 3), served(&c, echo, 3)], [3, 3, 3]);
+
+    drop(b);
+    for _ in 0..10 {
+        round_trip(local.addr, echo);
+    }
+    local.wait_line(|l| l.contains(&format!("server {} down: ", servers[1])));
+    let until = Instant::now() + TIMEOUT;
+    while served(&a, echo, 0) + served(&c, echo, 0) < 16 {
+        assert!(
+            Instant::now() < until,
+            "the 10 requests after the failure were not all served by the others"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(served(&a, echo, 0) + served(&c, echo, 0), 16);
+    assert_eq!(failed_attempts(&local, &servers[1]), 1);
+}
+
+#[test]
+fn a_pooled_local_never_hands_out_a_connection_to_a_server_that_is_down() {
+    let echo = echo("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    let local = local_for(&servers, &["--pool", "2"]);
+    for _ in 0..10 {
+        round_trip(local.addr, echo);
+    }
+    assert_eq!(served(&a, echo, 10), 10);
+
+    drop(a);
+    for _ in 0..10 {
+        round_trip(local.addr, echo);
+    }
+    assert_eq!(served(&b, echo, 10), 10, "every request after the first server died went to the second");
+    local.wait_line(|l| l.contains(&format!("server {} down: ", servers[0])));
+}
+
+#[test]
+fn a_server_that_breaks_off_before_any_reply_is_marked_down() {
+    // A target that accepts and says nothing, so the reply never starts.
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let silent = target("127.0.0.1:0", move |s| {
+        let _ = tx.lock().unwrap().send(());
+        let mut s = s;
+        let _ = s.read(&mut [0u8; 64]);
+    });
+    let echo = echo("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    let local = local_for(&servers, &[]);
+
+    let mut waiting = socks_connect(local.addr, &silent.to_string());
+    waiting.write_all(b"hello?").unwrap();
+    rx.recv_timeout(TIMEOUT).unwrap();
+    drop(a);
+    assert!(read_until_closed(&mut waiting).map_or(true, |got| got.is_empty()));
+    local.wait_line(|l| {
+        l.contains(&format!("server {} down: a connection was cut before any reply byte", servers[0]))
+    });
+    round_trip(local.addr, echo);
+    assert_eq!(served(&b, echo, 1), 1);
+}
+
+#[test]
+fn a_target_that_cannot_be_reached_leaves_its_server_up() {
+    let echo = echo("127.0.0.1:0");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let local = local_for(&[a.addr.to_string(), b.addr.to_string()], &[]);
+
+    // The local replies once the server is reached; the server then finds
+    // the target refusing and ends the tunnel with close_notify.
+    let mut s = socks_connect(local.addr, &closed);
+    s.write_all(b"anyone?").unwrap();
+    assert_eq!(read_until_closed(&mut s).unwrap(), b"");
+    drop(s);
+    a.wait_line(|l| l.contains(&format!("target={closed} ")) && l.contains("end=target: "));
+    local.wait_line(|l| l.contains(" closed ") && l.contains(&format!("target={closed} ")));
+
+    round_trip(local.addr, echo);
+    assert_eq!(served(&a, echo, 1), 1, "the first server is still the one in use");
+    assert!(!local.lines().iter().any(|l| l.contains(" down: ")), "{:#?}", local.lines());
+}
+
+#[test]
+fn sni_is_given_once_for_all_or_once_per_server() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blocking-local"))
+        .args(["--server", "127.0.0.1:1", "--server", "127.0.0.1:2", "--server", "127.0.0.1:3"])
+        .args(["--sni", "a.example", "--sni", "b.example"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "blocking-local: --sni is given 2 times for 3 servers: give it once for all, or once per --server (try --help)"
+    );
+
+    // Once per server: each server is verified against its own name.
+    let echo = echo("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    let local = local_for(&servers, &["--sni", "wrong.example", "--sni", "localhost"]);
+    round_trip(local.addr, echo);
+    assert_eq!(served(&b, echo, 1), 1, "the first server's certificate is not for wrong.example");
+    let down = local.wait_line(|l| l.contains(&format!("server {} down: ", servers[0])));
+    assert!(down.contains("certificate"), "{down}");
+}
