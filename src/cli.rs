@@ -208,7 +208,12 @@ pub fn users(m: &Matches) -> Result<Vec<User>, Exit> {
     let mut lines = m.opt_strs("user");
     let from_args = lines.len();
     if let Some(path) = m.opt_str("user-file") {
-        lines.extend(read_lines(Path::new(&path), "user file")?);
+        let file = read_lines(Path::new(&path), "user file")?;
+        // An empty file would leave the proxy open to anyone: never what it was given for.
+        if file.is_empty() {
+            return Err(Exit::Failed(Error::Config(format!("no user in {path}"))));
+        }
+        lines.extend(file);
     }
     let mut users = Vec::new();
     for (i, line) in lines.iter().enumerate() {

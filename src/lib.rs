@@ -102,6 +102,8 @@
 //! - [`socks4`]: SOCKS4 and SOCKS4a as the local serves them.
 //! - [`socks5`]: RFC 1928 and RFC 1929 as the local serves them.
 //! - [`addr`]: the SOCKS address type the three protocols share.
+//! - [`x509`]: when a certificate expires (the one field read from its DER).
+//! - [`current`]: a value a reload replaces, kept by the connections already open.
 //! - [`text`]: peer strings escaped for logs, lowercase hex.
 //! - [`error`]: the one error type.
 //! - [`sys`]: the one place the process talks to libc directly.
@@ -128,6 +130,8 @@ pub mod http;
 pub mod socks4;
 pub mod socks5;
 pub mod addr;
+pub mod x509;
+pub mod current;
 pub mod text;
 pub mod error;
 pub mod sys;

@@ -24,6 +24,7 @@ use rustls::ClientConfig;
 
 use crate::accept::{Acceptor, Report, Stopper};
 use crate::addr::{Target, ATYP_IPV4};
+use crate::current::Current;
 use crate::error::Error;
 use crate::http;
 use crate::net::{self, Deadline, Timeouts};
@@ -45,14 +46,12 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// Which server a new client goes to.
     pub balance: Balance,
-    /// Built by [`crate::tls::client_config`].
-    pub tls: Arc<ClientConfig>,
+    /// Built by [`crate::tls::client_config`]; a reload of `--ca` replaces it.
+    pub tls: Arc<Current<ClientConfig>>,
     /// Deadlines of each connection.
     pub timeouts: Timeouts,
-    /// With a password, the trojan header; without, the seed header.
-    pub password: Option<TrojanHash>,
-    /// When not empty, SOCKS5 clients must log in as one of these (RFC 1929).
-    pub users: Vec<User>,
+    /// The users and the password in force; a reload replaces them.
+    pub secrets: Arc<Current<Secrets>>,
     /// Connections served at once; more are refused (see `refuse`).
     pub max_conns: usize,
     /// TLS connections to keep ready (0: none, each client waits for its own handshake).
@@ -60,6 +59,16 @@ pub struct Config {
     /// A ready connection older than this is replaced; keep it below the
     /// server's handshake timeout, after which the server closes it.
     pub pool_age: Duration,
+}
+
+/// What a client's login is checked against and what the server is told,
+/// as loaded at start or by the last reload. A connection takes them once,
+/// when it starts.
+pub struct Secrets {
+    /// When not empty, clients must log in as one of these (SOCKS5, HTTP Basic).
+    pub users: Vec<User>,
+    /// With a password, the trojan header; without, the seed header.
+    pub password: Option<TrojanHash>,
 }
 
 /// A bound blocking-local, ready to [`run`](Local::run).
@@ -97,7 +106,8 @@ impl Local {
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         let cfg = Arc::clone(&self.cfg);
         let handler = move |app, report| client(app, &cfg, &upstreams, pool.as_deref(), report);
-        let login = !self.cfg.users.is_empty();
+        // A reload never empties the users (an empty user file is refused).
+        let login = !self.cfg.secrets.get().users.is_empty();
         self.acceptor.run(self.cfg.timeouts.drain, handler, move |app| refuse(app, login))
     }
 }
@@ -242,7 +252,7 @@ impl Ask {
 /// the handshake deadline. None when it is not served: the reason is in
 /// `report` (and logged at warn for a refused login), an answer already
 /// written where the protocol has one, and the caller closes.
-fn handshake(app: &TcpStream, cfg: &Config, report: &mut Report) -> Option<Asked> {
+fn handshake(app: &TcpStream, cfg: &Config, secrets: &Secrets, report: &mut Report) -> Option<Asked> {
     let id = report.id;
     let mut io = Deadline::new(app, Instant::now() + cfg.timeouts.handshake);
     let mut first = [0u8; 1];
@@ -266,15 +276,15 @@ fn handshake(app: &TcpStream, cfg: &Config, report: &mut Report) -> Option<Asked
     report.proto = Some(name);
     let asked = match proto {
         Proto::Socks5 => {
-            socks5::accept_request(&mut io, &cfg.users, cfg.password.is_some()).map(|r| match r {
+            socks5::accept_request(&mut io, &secrets.users, secrets.password.is_some()).map(|r| match r {
                 Request::Connect(t) => Asked::Tunnel(Ask::Socks5(t)),
                 Request::UdpAssociate(from) => Asked::Udp(from),
             })
         }
         Proto::Socks4 => {
-            socks4::accept(&mut io, !cfg.users.is_empty()).map(|t| Asked::Tunnel(Ask::Socks4(t)))
+            socks4::accept(&mut io, !secrets.users.is_empty()).map(|t| Asked::Tunnel(Ask::Socks4(t)))
         }
-        Proto::Http => http::accept(&mut io, &cfg.users).map(|r| match r {
+        Proto::Http => http::accept(&mut io, &secrets.users).map(|r| match r {
             http::Request::Connect(t) => Asked::Tunnel(Ask::Connect(t)),
             http::Request::Forward { target, head } => Asked::Tunnel(Ask::Forward(target, head)),
         }),
@@ -298,13 +308,14 @@ fn handshake(app: &TcpStream, cfg: &Config, report: &mut Report) -> Option<Asked
 fn client(app: TcpStream, cfg: &Config, upstreams: &Arc<Upstreams>, pool: Option<&Pool>, mut report: Report) {
     let id = report.id;
     let _ = app.set_nodelay(true);
-    let Some(ask) = handshake(&app, cfg, &mut report) else {
+    let secrets = cfg.secrets.get();
+    let Some(ask) = handshake(&app, cfg, &secrets, &mut report) else {
         net::close_gently(&app);
         return;
     };
     let ask = match ask {
         // Only asked for with a password: the seed format has no UDP.
-        Asked::Udp(from) => return associate(app, &from, cfg, upstreams, pool, report),
+        Asked::Udp(from) => return associate(app, &from, cfg, &secrets, upstreams, pool, report),
         Asked::Tunnel(ask) => ask,
     };
     let target = ask.target().clone();
@@ -346,7 +357,7 @@ fn client(app: TcpStream, cfg: &Config, upstreams: &Arc<Upstreams>, pool: Option
         }
     };
     let mut first = Vec::with_capacity(HEADER_MAX + head.len() + early_len);
-    match &cfg.password {
+    match &secrets.password {
         Some(hash) => wire::encode_trojan(hash, &target, &mut first),
         None => wire::encode_seed(&target, &mut first),
     }
@@ -382,6 +393,7 @@ fn associate(
     app: TcpStream,
     from: &Target,
     cfg: &Config,
+    secrets: &Secrets,
     upstreams: &Upstreams,
     pool: Option<&Pool>,
     mut report: Report,
@@ -389,7 +401,7 @@ fn associate(
     let id = report.id;
     report.target = Some("udp".into());
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
-    let (Ok(here), Ok(client), Some(hash)) = (app.local_addr(), app.peer_addr(), cfg.password) else {
+    let (Ok(here), Ok(client), Some(hash)) = (app.local_addr(), app.peer_addr(), secrets.password) else {
         report.end = "udp: no address or no password".into();
         let _ = socks5::reply(&mut Deadline::new(&app, reply_until()), socks5::REP_GENERAL_FAILURE);
         return;

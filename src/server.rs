@@ -23,12 +23,13 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::accept::{Acceptor, Report, Stopper};
 use crate::addr::Target;
+use crate::current::Current;
 use crate::egress::Policy;
 use crate::error::Error;
 use crate::net::{self, wait, Deadline, Ready, Timeouts};
@@ -37,14 +38,23 @@ use crate::tls::{self, Records};
 use crate::udp;
 use crate::wire::{self, Command, TrojanHash};
 
-/// Everything a connection from a local needs.
-pub struct Config {
+/// What a reload replaces: the certificate and the passwords. A connection
+/// takes them once, when it starts, and keeps them to its end.
+pub struct Keys {
     /// Built by [`crate::tls::server_config`].
     pub tls: Arc<ServerConfig>,
-    /// Deadlines of each connection.
-    pub timeouts: Timeouts,
     /// Known trojan password hashes; empty means the seed format, open to anyone.
     pub passwords: Vec<TrojanHash>,
+    /// When the certificate expires, if that could be read.
+    pub expires: Option<SystemTime>,
+}
+
+/// Everything a connection from a local needs.
+pub struct Config {
+    /// The certificate and passwords in force.
+    pub keys: Arc<Current<Keys>>,
+    /// Deadlines of each connection.
+    pub timeouts: Timeouts,
     /// Where connections without a valid header are handed over.
     pub fallback: Option<Target>,
     /// Which target addresses may be reached.
@@ -93,7 +103,8 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
     let id = report.id;
     let _ = sock.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
-    let mut conn = match ServerConnection::new(Arc::clone(&cfg.tls)) {
+    let keys = cfg.keys.get();
+    let mut conn = match ServerConnection::new(Arc::clone(&keys.tls)) {
         Ok(c) => c,
         Err(e) => {
             report.end = format!("tls: {e}");
@@ -106,10 +117,10 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
         report.end = format!("tls handshake: {e}");
         return;
     }
-    if cfg.passwords.is_empty() {
+    if keys.passwords.is_empty() {
         seed_header(sock, conn, cfg, report, until);
     } else {
-        trojan_header(sock, conn, cfg, report, until);
+        trojan_header(sock, conn, &keys.passwords, cfg, report, until);
     }
 }
 
@@ -166,6 +177,7 @@ fn worth_a_fallback(e: &Error, seen: &[u8]) -> bool {
 fn trojan_header(
     sock: TcpStream,
     mut conn: ServerConnection,
+    passwords: &[TrojanHash],
     cfg: &Config,
     mut report: Report,
     until: Instant,
@@ -187,7 +199,7 @@ fn trojan_header(
     let seen = match first {
         Ok(First::Data(bytes)) => {
             let mut rest = &bytes[..];
-            match wire::read_trojan_request(&mut rest, &cfg.passwords, true) {
+            match wire::read_trojan_request(&mut rest, passwords, true) {
                 Ok((command, target)) => {
                     report.place().authenticated();
                     drop(fallback);
@@ -198,7 +210,7 @@ fn trojan_header(
                 }
                 // A client that presented a valid password is never handed
                 // over: the fallback would receive its hash in the clear.
-                Err(e) if wire::trojan_hash_known(&bytes, &cfg.passwords) => {
+                Err(e) if wire::trojan_hash_known(&bytes, passwords) => {
                     log::debug!("#{id} bad header after a valid password: {e}");
                     report.end = format!("header: {e}");
                     return;
@@ -406,5 +418,60 @@ impl<R: Read> Read for Recorder<R> {
         let n = self.inner.read(buf)?;
         self.seen.extend_from_slice(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// How long before its certificate expires the server starts to warn.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// A warning for a certificate that `expires` within [`EXPIRY_WARNING`] of
+/// `now`, or has expired; None while it has longer to go.
+pub fn expiry_warning(expires: SystemTime, now: SystemTime) -> Option<String> {
+    const DAY: u64 = 86_400;
+    match expires.duration_since(now) {
+        Ok(left) if left >= EXPIRY_WARNING => None,
+        Ok(left) => Some(format!(
+            "the certificate expires in {} days ({} hours): renew it; SIGHUP loads the new one",
+            left.as_secs() / DAY,
+            left.as_secs() / 3600
+        )),
+        Err(past) => Some(format!(
+            "the certificate expired {} days ago: clients refuse it; renew it and send SIGHUP",
+            past.duration().as_secs() / DAY
+        )),
+    }
+}
+
+/// Warns at start and then once a day while the certificate in force is
+/// within [`EXPIRY_WARNING`] of its end (on a thread of its own).
+pub fn watch_expiry(keys: Arc<Current<Keys>>) {
+    let check = move || loop {
+        if let Some(warning) = keys.get().expires.and_then(|t| expiry_warning(t, SystemTime::now())) {
+            log::warn!("{warning}");
+        }
+        std::thread::sleep(Duration::from_secs(86_400));
+    };
+    let spawned =
+        std::thread::Builder::new().name("expiry".into()).stack_size(crate::workers::COPY_STACK).spawn(check);
+    if let Err(e) = spawned {
+        log::warn!("cannot start the certificate expiry check: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiry_warning;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_certificate_is_warned_about_in_its_last_fourteen_days_and_after() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(expiry_warning(now + 15 * day, now), None);
+        assert_eq!(expiry_warning(now + 14 * day, now), None);
+        let soon = expiry_warning(now + 13 * day, now).unwrap();
+        assert!(soon.starts_with("the certificate expires in 13 days"), "{soon}");
+        let gone = expiry_warning(now - 3 * day, now).unwrap();
+        assert!(gone.starts_with("the certificate expired 3 days ago"), "{gone}");
     }
 }

@@ -259,7 +259,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || {
             let (sock, _) = listener.accept().unwrap();
-            let (config, _) = tls::server_config(&tls::Identity::TestCertificate, &[]).unwrap();
+            let config = tls::server_config(&tls::Identity::TestCertificate, &[], None).unwrap().config;
             let mut conn = ServerConnection::new(config).unwrap();
             handshake(&sock, &mut conn);
             split(Arc::new(sock), conn.into(), false)

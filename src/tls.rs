@@ -13,6 +13,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -146,15 +147,27 @@ pub fn parse_fingerprint(s: &str) -> Option<Fingerprint> {
     Some(out)
 }
 
+/// A server configuration, with what the server logs about its certificate.
+pub struct Served {
+    /// The configuration for new connections.
+    pub config: Arc<ServerConfig>,
+    /// The leaf certificate's SHA-256 fingerprint (what `--pin` takes).
+    pub fingerprint: Fingerprint,
+    /// When the leaf certificate expires, if its DER could be read.
+    pub expires: Option<SystemTime>,
+}
+
 /// Builds the server configuration; a key that does not match the certificate
 /// is an error here. The server selects the first protocol of `alpn` that the
 /// client offers, and refuses a client that offers ALPN but none of them (as
-/// RFC 7301 and web servers do); a client that offers none gets none. Also
-/// returns the leaf certificate's fingerprint.
+/// RFC 7301 and web servers do); a client that offers none gets none. With a
+/// `previous` configuration (a reload), its session-ticket keys are kept, so
+/// the locals' next connections still resume.
 pub fn server_config(
     identity: &Identity,
     alpn: &[Vec<u8>],
-) -> Result<(Arc<ServerConfig>, Fingerprint), Error> {
+    previous: Option<&ServerConfig>,
+) -> Result<Served, Error> {
     let (chain, key, what) = match identity {
         Identity::Files { cert, key: key_path } => {
             let chain = read_certs(cert, "certificate file")?;
@@ -173,6 +186,7 @@ pub fn server_config(
         }
     };
     let leaf = fingerprint(&chain[0]);
+    let expires = crate::x509::not_after(&chain[0]);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("tls: {e}")))?
@@ -184,9 +198,12 @@ pub fn server_config(
     config.alpn_protocols = alpn.to_vec();
     // Stateless session tickets (keys rotate every few hours), so a local's
     // next connection resumes instead of repeating the full handshake.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-        .map_err(|e| Error::Config(format!("cannot set up session tickets: {e}")))?;
-    Ok((Arc::new(config), leaf))
+    config.ticketer = match previous {
+        Some(p) => Arc::clone(&p.ticketer),
+        None => rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| Error::Config(format!("cannot set up session tickets: {e}")))?,
+    };
+    Ok(Served { config: Arc::new(config), fingerprint: leaf, expires })
 }
 
 /// The name to verify the server as and send in SNI: a DNS name or an IP address.

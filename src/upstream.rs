@@ -31,6 +31,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::addr::Target;
+use crate::current::Current;
 use crate::error::Error;
 use crate::gate::Place;
 use crate::net::{self, Deadline};
@@ -83,7 +84,7 @@ struct Down {
 pub struct Upstreams {
     servers: Vec<Server>,
     balance: Balance,
-    tls: Arc<ClientConfig>,
+    tls: Arc<Current<ClientConfig>>,
     connect: Duration,
     /// Clients sent so far, for round-robin.
     turn: AtomicUsize,
@@ -113,11 +114,12 @@ pub struct Unreachable {
 
 impl Upstreams {
     /// The servers in order of preference (at least one), connected to with
-    /// `tls` under the `connect` deadline; every one starts up.
+    /// the `tls` configuration in force (a reload may replace it) under the
+    /// `connect` deadline; every one starts up.
     pub fn new(
         servers: Vec<Server>,
         balance: Balance,
-        tls: Arc<ClientConfig>,
+        tls: Arc<Current<ClientConfig>>,
         connect: Duration,
     ) -> Upstreams {
         let down = Mutex::new(servers.iter().map(|_| None).collect());
@@ -209,7 +211,7 @@ impl Upstreams {
     ) -> Result<(TcpStream, ClientConnection), Error> {
         let server = &self.servers[index];
         let sock = net::connect(&server.addr, until, None, place)?;
-        let mut conn = ClientConnection::new(Arc::clone(&self.tls), server.name.clone())?;
+        let mut conn = ClientConnection::new(self.tls.get(), server.name.clone())?;
         tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
         log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
         Ok((sock, conn))
@@ -438,7 +440,9 @@ fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
 mod tests {
     use super::{Balance, Server, Upstreams, BACKOFF_FIRST};
     use crate::addr::Target;
+    use crate::current::Current;
     use crate::tls::{self, Trust};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn three(balance: Balance) -> Upstreams {
@@ -447,7 +451,7 @@ mod tests {
             .map(|s| Server { addr: Target::parse(s).unwrap(), name: tls::server_name("localhost").unwrap() })
             .collect();
         let tls = tls::client_config(&Trust::Insecure, &[]).unwrap();
-        Upstreams::new(servers, balance, tls, Duration::from_secs(1))
+        Upstreams::new(servers, balance, Arc::new(Current::new(tls)), Duration::from_secs(1))
     }
 
     #[test]

@@ -133,6 +133,9 @@ fn install(name: &str, prefix: &str, vars: &[&str]) -> PathBuf {
             unit_path.display(),
             exec[0]
         );
+        // systemctl reload is SIGHUP, which makes the binary read its files again.
+        let reload: Vec<&str> = unit.lines().filter(|l| l.starts_with("ExecReload=")).collect();
+        assert_eq!(reload, ["ExecReload=/bin/kill -HUP $MAINPID"], "{}", unit_path.display());
     }
     destdir
 }

@@ -2,15 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
-use blocking_proxy::local::{Config, Local};
+use blocking_proxy::current::Current;
+use blocking_proxy::local::{Config, Local, Secrets};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
 use blocking_proxy::upstream::{Balance, Server};
 use blocking_proxy::wire::trojan_hash;
+use getopts::Matches;
+use rustls::ClientConfig;
 
 const PROG: &str = "blocking-local";
 const ABOUT: &str = "SOCKS5 proxy that carries every connection over TLS to blocking-server.";
@@ -113,12 +117,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let timeouts = cli::timeouts(&m)?;
     let (max_conns, cap_from) = cli::max_conns(&m, blocking_proxy::net::FDS_PER_CONNECTION)?;
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
-    let password = match cli::passwords(&m)?.as_slice() {
-        [] => None,
-        [one] => Some(trojan_hash(one)),
-        _ => return Err(Exit::Usage("blocking-local takes one password".into())),
-    };
-    let users = cli::users(&m)?;
+    let secrets = read_secrets(&m)?;
     let pool = match m.opt_str("pool") {
         None => 0,
         Some(v) => {
@@ -133,10 +132,18 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     };
 
     let alpn = cli::alpn(&m)?;
-    let tls = tls::client_config(&trust, &alpn)?;
-    let open = users.is_empty();
-    let format = if password.is_some() { "trojan" } else { "seed" };
-    let cfg = Config { servers, balance, tls, timeouts, password, users, max_conns, pool, pool_age };
+    let tls = Arc::new(Current::new(tls::client_config(&trust, &alpn)?));
+    let open = secrets.users.is_empty();
+    let format = if secrets.password.is_some() { "trojan" } else { "seed" };
+    let secrets = Arc::new(Current::new(secrets));
+    let reload = Reload {
+        m: m.clone(),
+        trust: trust.clone(),
+        alpn,
+        tls: Arc::clone(&tls),
+        secrets: Arc::clone(&secrets),
+    };
+    let cfg = Config { servers, balance, tls, timeouts, secrets, max_conns, pool, pool_age };
     let local = Local::bind(&listen, cfg)?;
     let addr = local.local_addr().map_err(blocking_proxy::error::Error::Io)?;
     if let Trust::Insecure = trust {
@@ -146,7 +153,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         log::warn!("no --user: anyone who reaches {addr} can use this proxy");
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
-    signals::watch(signals, move || stopper.stop())?;
+    signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     let to: Vec<String> = addrs.iter().zip(&names).map(|(a, n)| format!("{a} as {n}")).collect();
     let balance = if to.len() > 1 { format!(" ({balance:?})") } else { String::new() };
     log::info!(
@@ -155,4 +162,65 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     );
     local.run();
     Ok(())
+}
+
+/// The users (`--user`, `--user-file`) and the password (`--password`,
+/// `--password-file`, the environment), read from their files.
+fn read_secrets(m: &Matches) -> Result<Secrets, Exit> {
+    let password = match cli::passwords(m)?.as_slice() {
+        [] => None,
+        [one] => Some(trojan_hash(one)),
+        _ => return Err(Exit::Usage("blocking-local takes one password".into())),
+    };
+    Ok(Secrets { users: cli::users(m)?, password })
+}
+
+/// What SIGHUP reads again: `--user-file`, `--password-file` and `--ca`.
+struct Reload {
+    m: Matches,
+    trust: Trust,
+    alpn: Vec<Vec<u8>>,
+    tls: Arc<Current<ClientConfig>>,
+    secrets: Arc<Current<Secrets>>,
+}
+
+impl Reload {
+    /// Reads the files again and puts what they hold in force for new
+    /// connections. Anything that fails keeps everything as it was, with one
+    /// warning that names the file and the reason.
+    fn run(&self) {
+        let m = &self.m;
+        let files = ["user-file", "password-file", "ca"].iter().filter(|f| m.opt_present(f)).count();
+        if files == 0 {
+            log::info!("reload: nothing to read again (no --user-file, --password-file or --ca)");
+            return;
+        }
+        let tls = match &self.trust {
+            Trust::CaFile(_) => match tls::client_config(&self.trust, &self.alpn) {
+                Ok(tls) => Some(tls),
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            _ => None,
+        };
+        let secrets = match read_secrets(m) {
+            Ok(s) => s,
+            Err(Exit::Failed(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            Err(Exit::Usage(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            Err(Exit::Done) => return,
+        };
+        let mut done = Vec::new();
+        if let Some(tls) = tls {
+            done.push(format!("CA {}", m.opt_str("ca").unwrap_or_default()));
+            self.tls.set(tls);
+        }
+        if m.opt_present("user-file") {
+            let n = secrets.users.len();
+            done.push(format!("{n} user{}", if n == 1 { "" } else { "s" }));
+        }
+        if m.opt_present("password-file") {
+            done.push("the password".to_owned());
+        }
+        self.secrets.set(secrets);
+        log::info!("reloaded {}; new connections use them", done.join(", "));
+    }
 }

@@ -2,14 +2,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
+use blocking_proxy::current::Current;
 use blocking_proxy::egress::Policy;
-use blocking_proxy::server::{Config, Server};
+use blocking_proxy::server::{watch_expiry, Config, Keys, Server};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
 use blocking_proxy::wire::trojan_hash;
+use getopts::Matches;
 
 const PROG: &str = "blocking-server";
 /// Pending connections one source may hold unless `--max-pending-per-ip` says otherwise.
@@ -84,12 +88,13 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         };
 
     let alpn = cli::alpn(&m)?;
-    let (tls, fingerprint) = tls::server_config(&identity, &alpn)?;
+    let served = tls::server_config(&identity, &alpn, None)?;
     let open = passwords.is_empty();
+    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, expires: served.expires }));
+    let reload = Reload { m: m.clone(), identity: identity.clone(), alpn, keys: Arc::clone(&keys) };
     let cfg = Config {
-        tls,
+        keys: Arc::clone(&keys),
         timeouts,
-        passwords,
         fallback: fallback.clone(),
         egress,
         max_conns,
@@ -104,16 +109,89 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
     }
     log::info!(
-        "certificate sha256 fingerprint {} (for blocking-local --pin)",
-        tls::fingerprint_hex(&fingerprint)
+        "certificate sha256 fingerprint {} (for blocking-local --pin){}",
+        tls::fingerprint_hex(&served.fingerprint),
+        expiry(served.expires)
     );
+    watch_expiry(keys);
     let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
     let format = if open { "seed" } else { "trojan" };
     let stopper = server.stopper().map_err(blocking_proxy::error::Error::Io)?;
-    signals::watch(signals, move || stopper.stop())?;
+    signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     log::info!(
         "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"
     );
     server.run();
     Ok(())
+}
+
+/// `, valid N more days` for the start and reload lines, if the end is known.
+fn expiry(expires: Option<SystemTime>) -> String {
+    match expires.map(|t| t.duration_since(SystemTime::now())) {
+        Some(Ok(left)) => format!(", valid {} more days", left.as_secs() / 86_400),
+        Some(Err(_)) => ", expired".to_owned(),
+        None => String::new(),
+    }
+}
+
+/// What SIGHUP reads again: `--cert`, `--key` and `--password-file`.
+struct Reload {
+    m: Matches,
+    identity: Identity,
+    alpn: Vec<Vec<u8>>,
+    keys: Arc<Current<Keys>>,
+}
+
+impl Reload {
+    /// Reads the files again and puts what they hold in force for new
+    /// connections. Anything that fails keeps everything as it was, with one
+    /// warning that names the file and the reason.
+    fn run(&self) {
+        let files = matches!(self.identity, Identity::Files { .. });
+        let password_file = self.m.opt_present("password-file");
+        if !files && !password_file {
+            log::info!("reload: nothing to read again (no --cert/--key or --password-file)");
+            return;
+        }
+        let old = self.keys.get();
+        let served = match files {
+            true => match tls::server_config(&self.identity, &self.alpn, Some(&old.tls)) {
+                Ok(served) => Some(served),
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            false => None,
+        };
+        let passwords = match password_file {
+            true => match cli::passwords(&self.m) {
+                Ok(p) => p.iter().map(|p| trojan_hash(p)).collect(),
+                Err(Exit::Failed(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+                Err(Exit::Usage(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+                Err(Exit::Done) => return,
+            },
+            false => old.passwords.clone(),
+        };
+        let mut done = Vec::new();
+        let (tls, expires) = match served {
+            Some(s) => {
+                done.push(format!(
+                    "certificate sha256 fingerprint {}{}",
+                    tls::fingerprint_hex(&s.fingerprint),
+                    expiry(s.expires)
+                ));
+                (s.config, s.expires)
+            }
+            None => (Arc::clone(&old.tls), old.expires),
+        };
+        if password_file {
+            let n = passwords.len();
+            done.push(format!("{n} password{}", if n == 1 { "" } else { "s" }));
+        }
+        self.keys.set(Keys { tls, passwords, expires });
+        log::info!("reloaded {}; new connections use them", done.join(", "));
+        if let Some(warning) =
+            expires.and_then(|t| blocking_proxy::server::expiry_warning(t, SystemTime::now()))
+        {
+            log::warn!("{warning}");
+        }
+    }
 }
