@@ -43,6 +43,8 @@ pub struct Acceptor {
     listener: TcpListener,
     gate: Arc<Gate>,
     stop: Arc<AtomicBool>,
+    /// Whether a connection counts against its source as it is accepted.
+    source_at_accept: bool,
 }
 
 impl Acceptor {
@@ -53,7 +55,17 @@ impl Acceptor {
             listener: listen(addr)?,
             gate: Gate::new(max_conns, per_source),
             stop: Arc::new(AtomicBool::new(false)),
+            source_at_accept: true,
         })
+    }
+
+    /// Leaves the per-source limit to the handler, which learns the real
+    /// source later ([`Place::pending_from`](crate::gate::Place::pending_from)):
+    /// for a listener behind a load balancer, whose connections all come
+    /// from the balancer. The cap still applies at accept.
+    pub fn source_known_later(mut self) -> Acceptor {
+        self.source_at_accept = false;
+        self
     }
 
     /// The address it listens on (useful with port 0).
@@ -98,7 +110,9 @@ impl Acceptor {
                     continue;
                 }
             };
-            let ticket = match self.gate.enter(peer.ip()) {
+            let admitted =
+                if self.source_at_accept { self.gate.enter(peer.ip()) } else { self.gate.enter_unsourced() };
+            let ticket = match admitted {
                 Ok(ticket) => ticket,
                 Err(why) => {
                     warn_limited(format!("{why}: refusing {peer}"));
@@ -182,6 +196,12 @@ impl Report {
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The client is `source`, as a PROXY protocol header said: the address
+    /// the connection's log lines name from now on.
+    pub fn proxied(&mut self, source: SocketAddr) {
+        self.peer = source;
     }
 
     /// The connection's place under the cap, to share with work that may outlive it.

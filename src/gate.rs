@@ -1,6 +1,12 @@
 //! Admission control: how many connections a process serves at once, how
 //! many one source may keep pending, and the place each connection holds
 //! until everything working for it is done.
+//!
+//! A connection is usually counted against its source as it is admitted.
+//! Behind a load balancer every connection comes from the balancer, so it
+//! is admitted without a source ([`Gate::enter_unsourced`]) and counted
+//! against the real client once the PROXY protocol header has named it
+//! ([`Place::pending_from`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -101,6 +107,31 @@ pub struct Ticket {
 pub struct Place(Arc<Ticket>);
 
 impl Place {
+    /// Counts the connection as pending from `peer`, found out after it was
+    /// admitted (from a PROXY protocol header), under the same limit as at
+    /// admission: refused when half the places are taken (this one aside)
+    /// and `peer`'s source has its limit pending already. A place that
+    /// counts against a source already, or a gate without a per-source
+    /// limit, is left as it is.
+    pub fn pending_from(&self, peer: IpAddr) -> Result<(), Refused> {
+        let gate = &self.0.gate;
+        let Some(limit) = gate.per_source else { return Ok(()) };
+        let mut pending = self.0.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.is_some() {
+            return Ok(());
+        }
+        let mut n = gate.count();
+        let pressed = n.active.saturating_sub(1) >= gate.cap / 2;
+        let source = Source::of(peer);
+        let count = n.pending.get(&source).copied().unwrap_or(0);
+        if pressed && count >= limit {
+            return Err(Refused::PerSource(source, count));
+        }
+        n.pending.insert(source, count + 1);
+        *pending = Some(source);
+        Ok(())
+    }
+
     /// The connection is past its header: it no longer counts as pending
     /// against its source (its place under the cap stays).
     pub fn authenticated(&self) {
@@ -125,13 +156,23 @@ impl Gate {
 
     /// Admits one more connection from `peer`, unless a limit is reached.
     pub fn enter(self: &Arc<Self>, peer: IpAddr) -> Result<Place, Refused> {
+        self.admit(Some(peer))
+    }
+
+    /// Admits one more connection under the cap alone: its source is not
+    /// known yet (see [`Place::pending_from`]).
+    pub fn enter_unsourced(self: &Arc<Self>) -> Result<Place, Refused> {
+        self.admit(None)
+    }
+
+    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Place, Refused> {
         let mut n = self.count();
         if n.active >= self.cap {
             return Err(Refused::Cap(self.cap));
         }
         let pressed = n.active >= self.cap / 2;
-        let pending = match self.per_source {
-            Some(limit) => {
+        let pending = match (self.per_source, peer) {
+            (Some(limit), Some(peer)) => {
                 let source = Source::of(peer);
                 let count = n.pending.entry(source).or_insert(0);
                 if pressed && *count >= limit {
@@ -140,7 +181,7 @@ impl Gate {
                 *count += 1;
                 Some(source)
             }
-            None => None,
+            _ => None,
         };
         n.active += 1;
         Ok(Place(Arc::new(Ticket { gate: Arc::clone(self), pending: Mutex::new(pending) })))
@@ -221,6 +262,50 @@ mod tests {
         assert_eq!(gate.enter(a).err(), Some(Refused::PerSource(Source::of(a), 5)));
         assert!(gate.enter("192.0.2.2".parse().unwrap()).is_ok(), "another source still gets in");
         drop(five);
+    }
+
+    #[test]
+    fn behind_a_balancer_the_client_its_header_names_counts_not_the_balancer() {
+        let gate = Gate::new(10, Some(2));
+        let balancer: IpAddr = "127.0.0.3".parse().unwrap();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        // Six connections from the balancer, past half the places: none counts against a source yet.
+        let six: Vec<Place> = (0..6).map(|_| gate.enter_unsourced().unwrap()).collect();
+        assert!(gate.count().pending.is_empty());
+        assert!(gate.enter(balancer).is_ok(), "the balancer's own address has nothing pending");
+        // Their headers name the clients: two from `a` are pending, a third is refused.
+        six[0].pending_from(a).unwrap();
+        six[1].pending_from(a).unwrap();
+        assert_eq!(six[2].pending_from(a).err(), Some(Refused::PerSource(Source::of(a), 2)));
+        six[3].pending_from(b).unwrap();
+        // Counting twice changes nothing; past its header `a`'s first frees a slot for another.
+        six[0].pending_from(b).unwrap();
+        six[4].pending_from(b).unwrap();
+        assert_eq!(six[5].pending_from(b).err(), Some(Refused::PerSource(Source::of(b), 2)));
+        six[0].authenticated();
+        six[5].pending_from(a).unwrap();
+        // The cap is still the cap.
+        let rest: Vec<Place> = (0..4).map(|_| gate.enter_unsourced().unwrap()).collect();
+        assert_eq!(gate.enter_unsourced().err(), Some(Refused::Cap(10)));
+        drop((six, rest));
+        assert_eq!(gate.active(), 0);
+        assert!(gate.count().pending.is_empty(), "every pending count given back");
+    }
+
+    #[test]
+    fn with_room_to_spare_a_balanced_client_may_have_many_pending() {
+        let gate = Gate::new(10, Some(2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let four: Vec<Place> = (0..4).map(|_| gate.enter_unsourced().unwrap()).collect();
+        for place in &four {
+            place.pending_from(a).unwrap();
+        }
+        let fifth = gate.enter_unsourced().unwrap();
+        // Five places taken, this one aside four: not yet half of ten.
+        fifth.pending_from(a).unwrap();
+        let sixth = gate.enter_unsourced().unwrap();
+        assert_eq!(sixth.pending_from(a).err(), Some(Refused::PerSource(Source::of(a), 5)));
+        assert!(sixth.pending_from("192.0.2.2".parse().unwrap()).is_ok(), "another client still gets in");
     }
 
     #[test]

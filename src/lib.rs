@@ -21,10 +21,13 @@
 //! **A connection's threads.** Each binary's main thread runs an accept loop
 //! ([`accept`]). Admission ([`gate`]) caps the connections served at once, by
 //! the descriptor and thread limits ([`net`]), and on the server limits the
-//! connections one source keeps pending. Each admitted socket gets a *setup*
+//! connections one source keeps pending (behind a load balancer, the client
+//! its PROXY protocol header names, counted once that header is read).
+//! Each admitted socket gets a *setup*
 //! thread (512 KiB stack) that does the handshake phase with blocking reads
 //! under deadlines: SOCKS5, SOCKS4 or an HTTP request, told apart by the
-//! first byte ([`socks5`], [`socks4`], [`http`], [`local`]), or TLS and the
+//! first byte ([`socks5`], [`socks4`], [`http`], [`local`]), or a balancer's
+//! PROXY protocol header ([`proxy_protocol`]), TLS and the
 //! header ([`tls`], [`wire`], [`server`]), the name lookup and the onward connect
 //! ([`net`], with the [`egress`] policy on the server). It then starts two
 //! *copy* threads (64 KiB stacks) and is done: each copies one direction with
@@ -84,7 +87,7 @@
 //!
 //! - [`cli`]: what the two binaries share: options, logging, exit statuses.
 //! - [`signals`]: SIGTERM and SIGINT as a graceful drain.
-//! - [`server`]: blocking-server's connection: TLS, the first record, the fallback.
+//! - [`server`]: blocking-server's connection: a balancer's PROXY header, TLS, the first record, the fallback.
 //! - [`local`]: blocking-local's connection: the protocol by its first byte, the header.
 //! - [`upstream`]: the local's servers: failover, back-off, the check, the pool.
 //! - [`accept`]: the accept loop, its stop handle, the per-connection report.

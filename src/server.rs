@@ -19,9 +19,23 @@
 //!
 //! Without passwords the seed header is read with exact reads, across
 //! records, under the handshake deadline.
+//!
+//! Behind a load balancer (`--proxy-protocol`), every connection begins with
+//! a PROXY protocol header, read before TLS with exact reads under the same
+//! handshake deadline, so that no TLS byte is taken with it. A connection
+//! from outside `--proxy-from`, or without a valid header, is closed. The
+//! client the header names is the client from then on: in the close line,
+//! and in the per-source pending limit, which the accept loop leaves to
+//! this thread (every connection comes from the balancer's address) and
+//! which may refuse the connection here. A version 2 `LOCAL` header (a
+//! health check) or a version 1 `UNKNOWN` keeps the connection's own
+//! address; a `LOCAL` connection closed before its first TLS byte ends as
+//! `health check`. With `--fallback-proxy-protocol` the connection to the
+//! fallback begins with a PROXY version 2 header naming that client and the
+//! address it connected to (the server's, or the balancer's from the header).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,13 +44,17 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::accept::{Acceptor, Report, Stopper};
 use crate::addr::Target;
 use crate::current::Current;
-use crate::egress::Policy;
+use crate::egress::{Cidr, Policy};
 use crate::error::Error;
 use crate::net::{self, wait, Deadline, Ready, Timeouts};
+use crate::proxy_protocol::{self, Header};
 use crate::relay::{self, Half};
 use crate::tls::{self, Records};
 use crate::udp;
 use crate::wire::{self, Command, TrojanHash};
+
+/// The `end=` of a balancer's health check: a `LOCAL` header, then a close.
+const HEALTH_CHECK: &str = "health check";
 
 /// What a reload replaces: the certificate and the passwords. A connection
 /// takes them once, when it starts, and keeps them to its end.
@@ -64,6 +82,14 @@ pub struct Config {
     /// Connections from one source (an IPv4 address, an IPv6 /64) that may
     /// be pending at once: in the TLS handshake or before a valid header.
     pub max_pending_per_source: usize,
+    /// Every connection begins with a PROXY protocol header (version 1 or
+    /// 2) from a load balancer, whose client stands for the connection's own address.
+    pub proxy_protocol: bool,
+    /// The sources a PROXY protocol header is taken from; others are
+    /// closed. Empty: any source.
+    pub proxy_from: Vec<Cidr>,
+    /// The connection to the fallback begins with a PROXY version 2 header naming the client.
+    pub fallback_proxy_protocol: bool,
 }
 
 /// A bound blocking-server, ready to [`run`](Server::run).
@@ -75,7 +101,11 @@ pub struct Server {
 impl Server {
     /// Binds the TLS listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Server, Error> {
-        let acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source))?;
+        let mut acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source))?;
+        if cfg.proxy_protocol {
+            // Every connection comes from the balancer: its header names the source to count.
+            acceptor = acceptor.source_known_later();
+        }
         Ok(Server { acceptor, cfg: Arc::new(cfg) })
     }
 
@@ -103,6 +133,27 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
     let id = report.id;
     let _ = sock.set_nodelay(true);
     let until = Instant::now() + cfg.timeouts.handshake;
+    // Where the client connected to: here, or at the balancer its header names.
+    let mut to = match sock.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            report.end = format!("socket: {e}");
+            return;
+        }
+    };
+    if cfg.proxy_protocol {
+        match balanced(&sock, cfg, &mut report, until) {
+            Ok(Some(destination)) => to = destination,
+            Ok(None) => {}
+            Err(end) => {
+                if end != HEALTH_CHECK {
+                    log::debug!("#{id} closed before tls: {end}");
+                }
+                report.end = end;
+                return;
+            }
+        }
+    }
     let keys = cfg.keys.get();
     let mut conn = match ServerConnection::new(Arc::clone(&keys.tls)) {
         Ok(c) => c,
@@ -118,10 +169,52 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
         return;
     }
     if keys.passwords.is_empty() {
-        seed_header(sock, conn, cfg, report, until);
+        seed_header(sock, conn, cfg, report, until, to);
     } else {
-        trojan_header(sock, conn, &keys.passwords, cfg, report, until);
+        trojan_header(sock, conn, &keys.passwords, cfg, report, until, to);
     }
+}
+
+/// Reads the PROXY protocol header of a connection from a load balancer and
+/// makes the client it names the connection's client, pending against its
+/// source. Returns the address that client connected to, or `None` when the
+/// connection's own addresses stand (a `LOCAL` or `UNKNOWN` header); `Err`
+/// holds why the connection is to be closed, for its `end=`.
+fn balanced(
+    sock: &TcpStream,
+    cfg: &Config,
+    report: &mut Report,
+    until: Instant,
+) -> Result<Option<SocketAddr>, String> {
+    let peer = report.peer();
+    if !from_balancer(&cfg.proxy_from, peer.ip()) {
+        return Err(format!("proxy protocol: {} is not in --proxy-from", peer.ip()));
+    }
+    let mut io = Deadline::new(sock, until);
+    let header = proxy_protocol::read(&mut io).map_err(|e| format!("proxy protocol: {e}"))?;
+    match header {
+        Header::Proxied { source, destination } => {
+            log::debug!("#{} PROXY header from {peer}: client {source}, to {destination}", report.id);
+            report.proxied(source);
+            report.place().pending_from(source.ip()).map_err(|why| format!("refused: {why}"))?;
+            Ok(Some(destination))
+        }
+        Header::Local => {
+            report.place().pending_from(peer.ip()).map_err(|why| format!("refused: {why}"))?;
+            // A health check: the balancer connects, sends the header and closes (or resets).
+            match io.peek(&mut [0u8; 1]) {
+                Ok(0) => Err(HEALTH_CHECK.into()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(HEALTH_CHECK.into()),
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+/// Whether a PROXY protocol header is taken from `ip`: any address when
+/// `from` is empty; an IPv4-mapped IPv6 address matches as its IPv4 address.
+fn from_balancer(from: &[Cidr], ip: IpAddr) -> bool {
+    from.is_empty() || from.iter().any(|net| net.contains(ip) || net.contains(ip.to_canonical()))
 }
 
 /// The seed format: the header is read with exact reads, across records,
@@ -132,6 +225,7 @@ fn seed_header(
     cfg: &Config,
     mut report: Report,
     until: Instant,
+    to: SocketAddr,
 ) {
     let mut io = Deadline::new(&sock, until);
     let mut header = Recorder { inner: rustls::Stream::new(&mut conn, &mut io), seen: Vec::new() };
@@ -146,7 +240,7 @@ fn seed_header(
             log::debug!("#{} bad header: {e}", report.id);
             report.end = format!("header: {e}");
             if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
-                match connect_fallback(fallback, cfg, &report) {
+                match connect_fallback(fallback, cfg, &report, to) {
                     Ok(out) => to_fallback(sock, conn, &seen, out, fallback, cfg, report),
                     Err(e) => report.end = format!("fallback: {e}"),
                 }
@@ -181,9 +275,10 @@ fn trojan_header(
     cfg: &Config,
     mut report: Report,
     until: Instant,
+    to: SocketAddr,
 ) {
     let id = report.id;
-    let fallback = cfg.fallback.as_ref().and_then(|f| match connect_fallback(f, cfg, &report) {
+    let fallback = cfg.fallback.as_ref().and_then(|f| match connect_fallback(f, cfg, &report, to) {
         Ok(out) => Some((f, out)),
         Err(e) => {
             log::warn!("#{id} cannot reach the fallback {f}: {e}");
@@ -375,9 +470,23 @@ fn associate(sock: TcpStream, conn: ServerConnection, early: Vec<u8>, cfg: &Conf
     });
 }
 
-/// Opens the plain TCP connection to the fallback site.
-fn connect_fallback(fallback: &Target, cfg: &Config, report: &Report) -> Result<TcpStream, Error> {
-    net::connect(fallback, Instant::now() + cfg.timeouts.connect, None, Some(report.place()))
+/// Opens the plain TCP connection to the fallback site; with
+/// `--fallback-proxy-protocol` it begins with a PROXY version 2 header
+/// saying that the client connected to `to`.
+fn connect_fallback(
+    fallback: &Target,
+    cfg: &Config,
+    report: &Report,
+    to: SocketAddr,
+) -> Result<TcpStream, Error> {
+    let until = Instant::now() + cfg.timeouts.connect;
+    let out = net::connect(fallback, until, None, Some(report.place()))?;
+    if cfg.fallback_proxy_protocol {
+        let mut header = Vec::with_capacity(64);
+        proxy_protocol::write_v2(report.peer(), to, &mut header);
+        Deadline::new(&out, until).write_all(&header)?;
+    }
+    Ok(out)
 }
 
 /// Relays a connection that did not present a valid header to the fallback,
@@ -460,8 +569,21 @@ pub fn watch_expiry(keys: Arc<Current<Keys>>) {
 
 #[cfg(test)]
 mod tests {
-    use super::expiry_warning;
+    use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_balancer_is_matched_by_its_network_and_an_ipv4_mapped_one_as_ipv4() {
+        let from: Vec<Cidr> = ["127.0.0.3/32", "2001:db8::/32"].iter().map(|c| c.parse().unwrap()).collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(from_balancer(&from, ip("127.0.0.3")));
+        assert!(from_balancer(&from, ip("::ffff:127.0.0.3")), "a dual-stack listener's IPv4 peer");
+        assert!(from_balancer(&from, ip("2001:db8::7")));
+        assert!(!from_balancer(&from, ip("127.0.0.1")));
+        assert!(!from_balancer(&from, ip("::ffff:127.0.0.1")));
+        assert!(!from_balancer(&from, ip("2001:db9::1")));
+        assert!(from_balancer(&[], ip("192.0.2.1")), "no --proxy-from: anyone");
+    }
 
     #[test]
     fn a_certificate_is_warned_about_in_its_last_fourteen_days_and_after() {

@@ -61,6 +61,21 @@ fn usage_errors_exit_2_with_one_line() {
         (LOCAL, &["--server", "h:1", "stray"][..], "unexpected argument"),
         (SERVER, &["--cert", "only.pem"][..], "--cert and --key go together"),
         (SERVER, &["--linger", "soon"][..], "--linger"),
+        (
+            SERVER,
+            &["--listen", "127.0.0.1:0", "--proxy-from", "127.0.0.3/32"][..],
+            "--proxy-from needs --proxy-protocol",
+        ),
+        (
+            SERVER,
+            &["--listen", "127.0.0.1:0", "--proxy-protocol", "--proxy-from", "balancer"][..],
+            "--proxy-from: not an address",
+        ),
+        (
+            SERVER,
+            &["--listen", "127.0.0.1:0", "--fallback-proxy-protocol"][..],
+            "--fallback-proxy-protocol needs --fallback",
+        ),
         (LOCAL, &["--server", "h:1", "--pin", &"+a".repeat(32)][..], "--pin wants 64 hex digits"),
         (LOCAL, &["--server", "h:1", "--pin", &format!(":{}", "ab".repeat(32))][..], "--pin wants"),
         (LOCAL, &["--server", "h:1", "--pin", &format!("{}:", "ab".repeat(32))][..], "--pin wants"),

@@ -26,17 +26,21 @@ use common::*;
 /// nginx's header timeout in these tests: how long a silent client is kept.
 const HEADER_TIMEOUT_SECS: u64 = 2;
 
-/// An nginx serving one small site on a plain port and on a TLS port, in the
-/// foreground as one process, so that dropping it stops it.
+/// An nginx serving one small site on a plain port, on a TLS port, and on a
+/// plain port that takes a PROXY protocol header first and logs the client
+/// it names, in the foreground as one process, so that dropping it stops it.
 struct Nginx {
     child: Child,
     plain: SocketAddr,
     tls: SocketAddr,
+    proxied: SocketAddr,
+    /// Where the proxied port logs each request: `CLIENT to DESTINATION via PEER "REQUEST" STATUS`.
+    proxied_log: PathBuf,
 }
 
 impl Nginx {
     fn start() -> Nginx {
-        let (plain, tls) = (free_port(), free_port());
+        let (plain, tls, proxied) = (free_port(), free_port(), free_port());
         let dir = scratch(&format!("nginx-{plain}"));
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
@@ -46,8 +50,12 @@ impl Nginx {
              events {{ worker_connections 256; }}\n\
              http {{\n  access_log off;\n  client_header_timeout {HEADER_TIMEOUT_SECS}s;\n  \
              keepalive_timeout {HEADER_TIMEOUT_SECS}s;\n  \
+             log_format proxied '$proxy_protocol_addr:$proxy_protocol_port to \
+             $proxy_protocol_server_addr:$proxy_protocol_server_port via $remote_addr \"$request\" $status';\n  \
              server {{\n    listen 127.0.0.1:{plain};\n    listen 127.0.0.1:{tls} ssl;\n    \
-             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n}}\n",
+             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n  \
+             server {{\n    listen 127.0.0.1:{proxied} proxy_protocol;\n    \
+             access_log {dir}/proxied.log proxied;\n    root {www};\n  }}\n}}\n",
             dir = dir.display(),
             cert = cert("server.pem"),
             key = cert("server.key"),
@@ -67,6 +75,8 @@ impl Nginx {
             child,
             plain: SocketAddr::from(([127, 0, 0, 1], plain)),
             tls: SocketAddr::from(([127, 0, 0, 1], tls)),
+            proxied: SocketAddr::from(([127, 0, 0, 1], proxied)),
+            proxied_log: dir.join("proxied.log"),
         };
         for addr in [nginx.plain, nginx.tls] {
             let until = Instant::now() + TIMEOUT;
@@ -76,6 +86,19 @@ impl Nginx {
             }
         }
         nginx
+    }
+
+    /// Waits for a line of the proxied port's access log that starts with `start`.
+    fn wait_proxied_log(&self, start: &str) -> String {
+        let until = Instant::now() + TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&self.proxied_log).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.starts_with(start)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < until, "no access log line starting {start:?}: {log:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -108,6 +131,8 @@ enum Step {
 /// What a prober saw.
 #[derive(Debug)]
 struct Seen {
+    /// The prober's own address.
+    from: SocketAddr,
     bytes: Vec<u8>,
     reset: bool,
     /// From the end of the handshake to the end of the connection.
@@ -123,7 +148,14 @@ fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
 
 /// Runs `steps` against `addr` and reads until the connection ends.
 fn probe(addr: SocketAddr, steps: &[Step], alpn: &[&[u8]]) -> Seen {
+    probe_after(b"", addr, steps, alpn)
+}
+
+/// Like [`probe`], with `first` written before TLS begins (a PROXY protocol header).
+fn probe_after(first: &[u8], addr: SocketAddr, steps: &[Step], alpn: &[&[u8]]) -> Seen {
     let mut sock = connect(addr);
+    sock.write_all(first).unwrap();
+    let from = sock.local_addr().unwrap();
     let mut conn =
         ClientConnection::new(client_config(alpn), ServerName::try_from("localhost").unwrap()).unwrap();
     while conn.is_handshaking() {
@@ -162,7 +194,7 @@ fn probe(addr: SocketAddr, steps: &[Step], alpn: &[&[u8]]) -> Seen {
             panic!("{addr}: tls: {e}");
         }
     };
-    Seen { bytes: without_date(&bytes), reset, time: start.elapsed(), alpn }
+    Seen { from, bytes: without_date(&bytes), reset, time: start.elapsed(), alpn }
 }
 
 fn flush(conn: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
@@ -293,4 +325,31 @@ fn pooled_connections_younger_than_the_sites_header_timeout_keep_working() {
     pair.server.wait_lines(3, |l| l.contains(&format!("target={web} ")) && l.ends_with("end=eof"));
     // The replaced ones were closed by the local or handed to the site, never served.
     assert!(pair.local.lines().iter().all(|l| !l.contains("WARN")), "{:#?}", pair.local.lines());
+}
+
+#[test]
+fn with_fallback_proxy_protocol_the_site_logs_the_real_client_and_serves_the_same_page() {
+    let nginx = Nginx::start();
+    let fallback = nginx.proxied.to_string();
+    let site = probe(nginx.tls, &[Step::Send(GET)], &[b"http/1.1"]);
+    let args = ["--password", "secret", "--fallback", &fallback, "--fallback-proxy-protocol"];
+
+    // A prober straight to the server: the site logs the prober, and the server's own address.
+    let direct = Pair::with_args(&args, &[]).server;
+    let ours = probe(direct.addr, &[Step::Send(GET)], &[b"http/1.1"]);
+    assert_eq!(String::from_utf8_lossy(&ours.bytes), String::from_utf8_lossy(&site.bytes), "the same page");
+    let line = nginx.wait_proxied_log(&format!("{} to {} ", ours.from, direct.addr));
+    println!("{line}");
+    assert!(line.ends_with("via 127.0.0.1 \"GET / HTTP/1.1\" 200"), "{line}");
+
+    // Behind a balancer: the client and the address its header names.
+    let mut balanced = args.to_vec();
+    balanced.extend_from_slice(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]);
+    let behind = Pair::with_args(&balanced, &[]).server;
+    let header = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\n";
+    let ours = probe_after(header, behind.addr, &[Step::Send(GET)], &[b"http/1.1"]);
+    assert_eq!(String::from_utf8_lossy(&ours.bytes), String::from_utf8_lossy(&site.bytes), "the same page");
+    let line = nginx.wait_proxied_log("192.0.2.1:56324 to 198.51.100.1:443 ");
+    println!("{line}");
+    behind.wait_line(|l| l.contains("client=192.0.2.1:56324 target=fallback/"));
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::current::Current;
-use blocking_proxy::egress::Policy;
+use blocking_proxy::egress::{Cidr, Policy};
 use blocking_proxy::server::{watch_expiry, Config, Keys, Server};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
@@ -43,6 +43,22 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         ),
         "N",
     );
+    opts.optflag(
+        "",
+        "proxy-protocol",
+        "every connection begins with a PROXY protocol header (v1 or v2) from a load balancer",
+    );
+    opts.optmulti(
+        "",
+        "proxy-from",
+        "take the PROXY protocol header only from this network (repeatable)",
+        "CIDR",
+    );
+    opts.optflag(
+        "",
+        "fallback-proxy-protocol",
+        "begin the connection to the fallback with a PROXY v2 header",
+    );
     cli::common_options(&mut opts);
     let m = cli::parse(PROG, ABOUT, &opts, args)?;
 
@@ -73,6 +89,19 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         .iter()
         .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--deny: {e}"))))
         .collect::<Result<_, _>>()?;
+    let proxy_protocol = m.opt_present("proxy-protocol");
+    let proxy_from: Vec<Cidr> = m
+        .opt_strs("proxy-from")
+        .iter()
+        .map(|c| c.parse().map_err(|e| Exit::Usage(format!("--proxy-from: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if !proxy_from.is_empty() && !proxy_protocol {
+        return Err(Exit::Usage("--proxy-from needs --proxy-protocol".into()));
+    }
+    let fallback_proxy_protocol = m.opt_present("fallback-proxy-protocol");
+    if fallback_proxy_protocol && fallback.is_none() {
+        return Err(Exit::Usage("--fallback-proxy-protocol needs --fallback".into()));
+    }
     let egress = Policy::new(m.opt_present("allow-private"), deny)?;
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
@@ -99,6 +128,9 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         egress,
         max_conns,
         max_pending_per_source,
+        proxy_protocol,
+        proxy_from: proxy_from.clone(),
+        fallback_proxy_protocol,
     };
     let server = Server::bind(&listen, cfg)?;
     let addr = server.local_addr().map_err(blocking_proxy::error::Error::Io)?;
@@ -108,18 +140,32 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     if open && !addr.ip().is_loopback() {
         log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
     }
+    if proxy_protocol && proxy_from.is_empty() {
+        log::warn!("--proxy-protocol without --proxy-from: any client can claim any address; give the balancer's addresses with --proxy-from CIDR");
+    }
     log::info!(
         "certificate sha256 fingerprint {} (for blocking-local --pin){}",
         tls::fingerprint_hex(&served.fingerprint),
         expiry(served.expires)
     );
     watch_expiry(keys);
-    let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
+    let mut fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
+    if fallback_proxy_protocol {
+        fallback.push_str(" with a PROXY v2 header");
+    }
     let format = if open { "seed" } else { "trojan" };
+    let balancer = match (proxy_protocol, proxy_from.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => ", PROXY protocol from anyone".into(),
+        (true, false) => {
+            let nets: Vec<String> = proxy_from.iter().map(ToString::to_string).collect();
+            format!(", PROXY protocol from {}", nets.join(" "))
+        }
+    };
     let stopper = server.stopper().map_err(blocking_proxy::error::Error::Io)?;
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     log::info!(
-        "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"
+        "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"
     );
     server.run();
     Ok(())
