@@ -95,6 +95,7 @@
 //! - [`socks4`]: SOCKS4 and SOCKS4a as the local serves them.
 //! - [`socks5`]: RFC 1928 and RFC 1929 as the local serves them.
 //! - [`addr`]: the SOCKS address type the three protocols share.
+//! - [`metrics`]: counters for operators, served in the Prometheus text format.
 //! - [`text`]: peer strings escaped for logs, lowercase hex.
 //! - [`error`]: the one error type.
 //! - [`sys`]: the one place the process talks to libc directly.
@@ -120,6 +121,7 @@ pub mod http;
 pub mod socks4;
 pub mod socks5;
 pub mod addr;
+pub mod metrics;
 pub mod text;
 pub mod error;
 pub mod sys;
