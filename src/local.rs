@@ -29,6 +29,7 @@ use crate::addr::{Target, ATYP_IPV4};
 use crate::error::Error;
 use crate::gate::Place;
 use crate::http;
+use crate::metrics;
 use crate::net::{self, Deadline, Timeouts};
 use crate::relay::{self, Half};
 use crate::socks4;
@@ -150,7 +151,9 @@ impl Pool {
                 break Some((r.sock, r.conn));
             }
         };
+        metrics::POOL_READY.set(ready.len() as i64);
         drop(ready);
+        metrics::POOL_TAKEN.add(u64::from(found.is_some()));
         self.wake.notify_one();
         found
     }
@@ -161,6 +164,7 @@ impl Pool {
         loop {
             let mut ready = self.lock();
             ready.retain(|r| r.born.elapsed() < age);
+            metrics::POOL_READY.set(ready.len() as i64);
             if ready.len() >= self.cfg.pool {
                 // Full: sleep until a connection is taken or the oldest gets too old.
                 let oldest = ready.front().map_or(age, |r| age.saturating_sub(r.born.elapsed()));
