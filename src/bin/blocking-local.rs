@@ -7,6 +7,7 @@ use std::time::Duration;
 use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::local::{Config, Local};
+use blocking_proxy::metrics::Role;
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
 use blocking_proxy::wire::trojan_hash;
@@ -114,6 +115,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         log::warn!("no --user: anyone who reaches {addr} can use this proxy");
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
+    cli::serve_metrics(&m, Role::Local)?;
     signals::watch(signals, move || stopper.stop())?;
     log::info!("listening on {addr} for socks5, socks4 and http, server {server} as {name}, {format} format, up to {max_conns} connections ({cap_from})");
     local.run();

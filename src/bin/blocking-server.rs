@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::egress::Policy;
+use blocking_proxy::metrics::Role;
 use blocking_proxy::server::{Config, Server};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
@@ -110,6 +111,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let fallback = fallback.map_or_else(|| "none".to_owned(), |f| f.to_string());
     let format = if open { "seed" } else { "trojan" };
     let stopper = server.stopper().map_err(blocking_proxy::error::Error::Io)?;
+    cli::serve_metrics(&m, Role::Server)?;
     signals::watch(signals, move || stopper.stop())?;
     log::info!(
         "listening on {addr} for tls, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"
