@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 use crate::error::Error;
-use crate::gate::{Gate, Place};
+use crate::gate::{Gate, Place, Refused};
+use crate::metrics::{self, Closed, Refusal};
 use crate::net::listen;
 use crate::relay::Outcome;
 use crate::udp;
@@ -115,6 +116,10 @@ impl Acceptor {
             let ticket = match admitted {
                 Ok(ticket) => ticket,
                 Err(why) => {
+                    metrics::refused(match why {
+                        Refused::Cap(_) => Refusal::Cap,
+                        Refused::PerSource(..) => Refusal::PerSource,
+                    });
                     warn_limited(format!("{why}: refusing {peer}"));
                     refuse(stream);
                     continue;
@@ -179,6 +184,7 @@ pub struct Report {
 impl Report {
     /// Starts the report of connection `id` from `peer`, admitted with `place`.
     pub fn new(id: u64, peer: SocketAddr, place: Place) -> Report {
+        metrics::ACCEPTED.inc();
         Report {
             id,
             peer,
@@ -228,6 +234,8 @@ impl Report {
 impl Drop for Report {
     fn drop(&mut self) {
         let target = self.target.as_deref().unwrap_or("-");
+        // Counted before the line is logged: whoever reads the line finds it counted.
+        metrics::closed(closed_as(&self.end, target), self.up, self.down);
         // Fields added later go after `end=`, so the older ones keep their places.
         let datagrams = match self.datagrams {
             Some([up, down, dropped]) => format!(" datagrams={up}/{down} dropped={dropped}"),
@@ -244,5 +252,108 @@ impl Drop for Report {
             self.start.elapsed().as_secs_f64(),
             self.end,
         );
+    }
+}
+
+/// The class of a close line's `end=` text, for
+/// `blocking_proxy_connections_closed_total`. Every end a connection can
+/// have is decided in its own place, as text for the log (see the Logs
+/// section of docs/DEPLOYMENT.md); this is the one place that sorts them, by
+/// the forms that text takes. A connection whose `target` is the fallback
+/// counts as handed over however it ended. The first rule that matches wins:
+/// a refusal by policy (`denied: `), a TLS error (`tls: `), a failed onward
+/// connect (`target: `, `fallback: `, `server HOST:PORT: `), a deadline,
+/// a reset or a peer gone, a clean close, a protocol error; else other.
+fn closed_as(end: &str, target: &str) -> Closed {
+    let mut words = end.split(' ');
+    let (first, second) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    // The local's `server HOST:PORT: …`, not the relay's `server reset` or `server: …`.
+    let onward = matches!(first, "target:" | "fallback:") || (first == "server" && second.ends_with(':'));
+    let any = |needles: &[&str]| needles.iter().any(|n| end.contains(n));
+    if target.starts_with("fallback/") {
+        Closed::Fallback
+    } else if end.contains("denied: ") {
+        Closed::Denied
+    } else if end.starts_with("tls: ") || end.contains(" tls: ") {
+        Closed::TlsError
+    } else if onward {
+        Closed::Unreachable
+    } else if any(&["timed out", "deadline passed", "idle timeout", "linger timeout", "udp timeout"]) {
+        Closed::Timeout
+    } else if any(&[" reset", " gone", "without close_notify", "Broken pipe", "failed to fill"]) {
+        Closed::Reset
+    } else if end == "eof" || any(&["closed before", "closed the control connection"]) {
+        Closed::Eof
+    } else if end.starts_with("header: ")
+        || end.starts_with("unknown protocol")
+        || any(&["protocol: ", "sent bytes on the control"])
+    {
+        Closed::Protocol
+    } else {
+        Closed::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closed_as;
+    use crate::metrics::Closed;
+
+    /// Ends as the code writes them (docs/DEPLOYMENT.md, Logs), and their classes.
+    const ENDS: &[(&str, Closed)] = &[
+        ("eof", Closed::Eof),
+        ("client closed before its first byte", Closed::Eof),
+        ("header: client closed before its first record", Closed::Eof),
+        ("client closed the control connection", Closed::Eof),
+        ("target closed before any byte", Closed::Eof),
+        ("idle timeout", Closed::Timeout),
+        ("linger timeout", Closed::Timeout),
+        ("udp timeout", Closed::Timeout),
+        ("client write timed out", Closed::Timeout),
+        ("client: deadline passed", Closed::Timeout),
+        ("socks5: deadline passed", Closed::Timeout),
+        ("tls handshake: deadline passed", Closed::Timeout),
+        ("header: deadline passed", Closed::Timeout),
+        ("client reset", Closed::Reset),
+        ("target gone", Closed::Reset),
+        ("server closed without close_notify", Closed::Reset),
+        ("client: Connection reset by peer (os error 104)", Closed::Reset),
+        ("server: Broken pipe (os error 32)", Closed::Reset),
+        ("socks5: failed to fill whole buffer", Closed::Reset),
+        ("target reset before any byte", Closed::Reset),
+        ("tls handshake: tls: received corrupt message of type InvalidContentType", Closed::TlsError),
+        ("tls: no server certificate chain resolved", Closed::TlsError),
+        ("server 127.0.0.1:9012: tls: invalid peer certificate: UnknownIssuer", Closed::TlsError),
+        ("client: tls: cannot decrypt peer's message", Closed::TlsError),
+        ("stream: tls: cannot decrypt peer's message", Closed::TlsError),
+        ("unknown protocol: first byte 0x16", Closed::Protocol),
+        ("socks5: protocol: unsupported SOCKS version", Closed::Protocol),
+        ("header: protocol: not a trojan header", Closed::Protocol),
+        ("header: the fallback spoke first", Closed::Protocol),
+        ("client sent bytes on the control connection", Closed::Protocol),
+        ("socks5: denied: login failed for user alice", Closed::Denied),
+        ("target: denied: 10.0.0.1:80 is not a public address", Closed::Denied),
+        ("target: Connection refused (os error 111)", Closed::Unreachable),
+        ("target: name resolution timed out", Closed::Unreachable),
+        ("fallback: Connection refused (os error 111)", Closed::Unreachable),
+        ("server example.com:443: Connection refused (os error 111)", Closed::Unreachable),
+        ("server [::1]:9012: connect timed out", Closed::Unreachable),
+        ("aborted", Closed::Other),
+        ("cannot start copy thread: Resource temporarily unavailable (os error 11)", Closed::Other),
+        ("udp: no address or no password", Closed::Other),
+    ];
+
+    #[test]
+    fn every_end_the_code_writes_falls_in_its_class() {
+        for (end, class) in ENDS {
+            assert_eq!(closed_as(end, "example.com:80"), *class, "{end}");
+        }
+    }
+
+    #[test]
+    fn a_connection_handed_to_the_fallback_counts_as_such_however_it_ended() {
+        for end in ["eof", "client reset", "fallback: Broken pipe (os error 32)", "idle timeout"] {
+            assert_eq!(closed_as(end, "fallback/127.0.0.1:8080"), Closed::Fallback, "{end}");
+        }
     }
 }

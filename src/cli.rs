@@ -9,6 +9,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 
 use crate::error::Error;
+use crate::metrics::{self, Role};
 use crate::net::{self, Timeouts};
 use crate::signals::Signals;
 use crate::socks5::User;
@@ -73,6 +74,12 @@ pub fn common_options(opts: &mut Options) {
     opts.optopt("", "drain-timeout", "on SIGTERM/SIGINT, let connections finish this long", &secs(d.drain));
     opts.optopt("", "udp-timeout", "end a UDP association after no datagram either way", &secs(d.udp));
     opts.optopt("", "max-conns", "connections at once (default: from the descriptor limit)", "N");
+    opts.optopt(
+        "",
+        "metrics",
+        "serve Prometheus metrics at http://ADDR:PORT/metrics (no auth: keep it private)",
+        "ADDR:PORT",
+    );
     opts.optflagmulti("v", "verbose", "log more (debug, then trace)");
     opts.optflag("q", "quiet", "log only warnings and errors");
     opts.optflag("h", "help", "print this help");
@@ -156,6 +163,25 @@ pub fn max_conns(m: &Matches, fds_per_connection: u64) -> Result<(usize, String)
         ),
         _ => (by_fds, why_fds),
     })
+}
+
+/// Serves the metrics on `--metrics ADDR:PORT`, if given, from a thread of
+/// its own, and logs where (port 0 gets a free port, named in that line).
+/// A bind failure is an error; an address that is not loopback, a warning:
+/// the metrics are served to anyone who reaches them.
+pub fn serve_metrics(m: &Matches, role: Role) -> Result<(), Exit> {
+    let Some(addr) = m.opt_str("metrics") else { return Ok(()) };
+    let listener = net::listen(&addr).map_err(|e| Error::Config(format!("--metrics: {e}")))?;
+    let bound = listener.local_addr().map_err(Error::Io)?;
+    metrics::serve(listener, role)
+        .map_err(|e| Error::Config(format!("--metrics: cannot start its thread: {e}")))?;
+    log::info!("metrics served on http://{bound}/metrics");
+    if !bound.ip().is_loopback() {
+        log::warn!(
+            "--metrics on {bound}: anyone who reaches it can read the metrics; keep it behind a firewall"
+        );
+    }
+    Ok(())
 }
 
 /// Adds `--alpn`.

@@ -107,6 +107,7 @@
 //! - [`addr`]: the SOCKS address type the three protocols share.
 //! - [`x509`]: when a certificate expires (the one field read from its DER).
 //! - [`current`]: a value a reload replaces, kept by the connections already open.
+//! - [`metrics`]: counters for operators, served in the Prometheus text format.
 //! - [`text`]: peer strings escaped for logs, lowercase hex.
 //! - [`error`]: the one error type.
 //! - [`sys`]: the one place the process talks to libc directly.
@@ -135,6 +136,7 @@ pub mod socks5;
 pub mod addr;
 pub mod x509;
 pub mod current;
+pub mod metrics;
 pub mod text;
 pub mod error;
 pub mod sys;

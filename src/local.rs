@@ -27,6 +27,7 @@ use crate::addr::{Target, ATYP_IPV4};
 use crate::current::Current;
 use crate::error::Error;
 use crate::http;
+use crate::metrics;
 use crate::net::{self, Deadline, Timeouts};
 use crate::relay::{self, Half};
 use crate::socks4;
@@ -103,6 +104,8 @@ impl Local {
             cfg.timeouts.connect,
         ));
         upstreams.start_check();
+        let shown = Arc::clone(&upstreams);
+        metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         let cfg = Arc::clone(&self.cfg);
         let handler = move |app, report| client(app, &cfg, &upstreams, pool.as_deref(), report);

@@ -18,6 +18,7 @@ use crate::addr::Target;
 use crate::egress;
 use crate::error::Error;
 use crate::gate::Place;
+use crate::metrics;
 use crate::workers::{self, SETUP_THREADS};
 
 /// The deadlines of one connection. Every phase before the relay has one;
@@ -312,6 +313,7 @@ pub fn connect(
         let resolved = addrs.len();
         addrs.retain(|a| policy.permits(a.ip()));
         if addrs.is_empty() && resolved > 0 {
+            metrics::EGRESS_DENIALS.inc();
             return Err(Error::Denied(format!("{target} is not a public address")));
         }
     }
@@ -353,8 +355,10 @@ pub fn resolve(
     let (tx, rx) = std::sync::mpsc::channel();
     let owned = name.to_owned();
     let held = place.cloned();
+    let in_flight = metrics::LOOKUPS_IN_FLIGHT.hold();
     SETUP_THREADS.spawn(move || {
         let found = (owned.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>);
+        drop(in_flight);
         let _ = tx.send(found);
         drop(held);
     })?;

@@ -473,6 +473,10 @@ fn bursts(
 }
 
 fn describe(side: &str, e: &io::Error) -> String {
+    // rustls reports a bad record or alert as InvalidData wrapping its error.
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        return format!("{side}: tls: {e}");
+    }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => format!("{side} closed without close_notify"),
         io::ErrorKind::ConnectionReset => format!("{side} reset"),

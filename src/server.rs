@@ -46,6 +46,7 @@ use crate::addr::Target;
 use crate::current::Current;
 use crate::egress::{Cidr, Policy};
 use crate::error::Error;
+use crate::metrics;
 use crate::net::{self, wait, Deadline, Ready, Timeouts};
 use crate::proxy_protocol::{self, Header};
 use crate::relay::{self, Half};
@@ -239,6 +240,10 @@ fn seed_header(
         Err(e) => {
             log::debug!("#{} bad header: {e}", report.id);
             report.end = format!("header: {e}");
+            // A client that closed before its first byte sent no header at all.
+            if !seen.is_empty() || !matches!(&e, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof) {
+                metrics::HEADER_FAILURES.inc();
+            }
             if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {
                 match connect_fallback(fallback, cfg, &report, to) {
                     Ok(out) => to_fallback(sock, conn, &seen, out, fallback, cfg, report),
@@ -308,11 +313,13 @@ fn trojan_header(
                 Err(e) if wire::trojan_hash_known(&bytes, passwords) => {
                     log::debug!("#{id} bad header after a valid password: {e}");
                     report.end = format!("header: {e}");
+                    metrics::HEADER_FAILURES.inc();
                     return;
                 }
                 Err(e) => {
                     log::debug!("#{id} first record is not a valid header: {e}");
                     report.end = format!("header: {}", first_record_error(e));
+                    metrics::HEADER_FAILURES.inc();
                     bytes
                 }
             }
@@ -323,11 +330,13 @@ fn trojan_header(
         }
         Ok(First::FallbackSpoke) => {
             report.end = "header: the fallback spoke first".into();
+            metrics::HEADER_FAILURES.inc();
             Vec::new()
         }
         Err(e) => {
             log::debug!("#{id} no first record: {e}");
             report.end = format!("header: {e}");
+            metrics::HEADER_FAILURES.inc();
             return;
         }
     };
@@ -503,6 +512,7 @@ fn to_fallback(
     mut report: Report,
 ) {
     log::debug!("#{} handing {} bytes to the fallback {fallback}", report.id, seen.len());
+    metrics::FALLBACK_HANDOVERS.inc();
     report.target = Some(format!("fallback/{fallback}"));
     let until = Instant::now() + cfg.timeouts.connect;
     if let Err(e) = Deadline::new(&out, until).write_all(seen) {

@@ -20,11 +20,12 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    ClientConfig, ConnectionCommon, DigitallySignedStruct, RootCertStore, ServerConfig, SideData,
-    SignatureScheme,
+    ClientConfig, ConnectionCommon, DigitallySignedStruct, HandshakeKind, RootCertStore, ServerConfig,
+    SideData, SignatureScheme,
 };
 
 use crate::error::Error;
+use crate::metrics::{self, Handshake};
 use crate::net::Deadline;
 use crate::text::hex;
 
@@ -289,11 +290,22 @@ impl ServerCertVerifier for KeyOnly {
     }
 }
 
-/// Runs a TLS handshake over `io` (a socket under a [`Deadline`]) to completion.
+/// Runs a TLS handshake over `io` (a socket under a [`Deadline`]) to
+/// completion, and counts it in the metrics: its kind, or its failure.
 pub fn handshake<S: SideData>(
     conn: &mut ConnectionCommon<S>,
     io: &mut (impl Read + Write),
 ) -> Result<(), Error> {
+    let done = complete(conn, io);
+    match (&done, conn.handshake_kind()) {
+        (Err(_), _) => metrics::HANDSHAKE_FAILURES.inc(),
+        (Ok(()), Some(HandshakeKind::Resumed)) => metrics::handshake(Handshake::Resumed),
+        (Ok(()), _) => metrics::handshake(Handshake::Full),
+    }
+    done
+}
+
+fn complete<S: SideData>(conn: &mut ConnectionCommon<S>, io: &mut (impl Read + Write)) -> Result<(), Error> {
     while conn.is_handshaking() {
         conn.complete_io(io)?;
     }

@@ -39,6 +39,7 @@ use crate::addr::Target;
 use crate::egress::Policy;
 use crate::error::Error;
 use crate::gate::Place;
+use crate::metrics::{self, Way};
 use crate::net::{self, wait, Ready, Timeouts};
 use crate::socks5;
 use crate::split::{self, ReadHalf, WriteHalf};
@@ -105,6 +106,7 @@ impl Shared {
     }
 
     fn moved(&self, way: usize, bytes: usize) {
+        metrics::datagram(if way == UP { Way::Up } else { Way::Down });
         let total = if way == UP { &self.up } else { &self.down };
         total.fetch_add(bytes as u64, Ordering::Relaxed);
         self.counts[way].fetch_add(1, Ordering::Relaxed);
@@ -112,6 +114,7 @@ impl Shared {
     }
 
     fn dropped(&self) {
+        metrics::DATAGRAMS_DROPPED.inc();
         self.counts[DROPPED].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -172,6 +175,7 @@ fn start(
 ) -> (ReadHalf, WriteHalf, Arc<Shared>) {
     // The deadlines of the handshake are over: the reading thread blocks
     // until the other one wakes it, and a write gives up after the idle time.
+    metrics::UDP_ASSOCIATIONS.inc();
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(Some(timeouts.idle));
     let stream = Arc::new(stream);
@@ -449,6 +453,7 @@ fn server_up(
             }
         };
         let Some(to) = addrs.into_iter().find(|a| policy.permits(a.ip()) && (v6 || a.is_ipv4())) else {
+            metrics::EGRESS_DENIALS.inc();
             log::debug!("udp to {target}: denied: not a public address: dropped");
             sh.dropped();
             continue;

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ use crate::addr::Target;
 use crate::current::Current;
 use crate::error::Error;
 use crate::gate::Place;
+use crate::metrics;
 use crate::net::{self, Deadline};
 use crate::tls;
 use crate::workers::SETUP_STACK;
@@ -92,6 +93,8 @@ pub struct Upstreams {
     down: Mutex<Vec<Option<Down>>>,
     /// Wakes the check when a server goes down.
     changed: Condvar,
+    /// Failed connects and handshakes, by server (clients, the pool and the check).
+    failures: Vec<AtomicU64>,
 }
 
 /// A TLS connection to one of the servers, handshake done.
@@ -123,7 +126,9 @@ impl Upstreams {
         connect: Duration,
     ) -> Upstreams {
         let down = Mutex::new(servers.iter().map(|_| None).collect());
-        Upstreams { servers, balance, tls, connect, turn: AtomicUsize::new(0), down, changed: Condvar::new() }
+        let failures = servers.iter().map(|_| AtomicU64::new(0)).collect();
+        let turn = AtomicUsize::new(0);
+        Upstreams { servers, balance, tls, connect, turn, down, changed: Condvar::new(), failures }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Option<Down>>> {
@@ -210,11 +215,16 @@ impl Upstreams {
         place: Option<&Place>,
     ) -> Result<(TcpStream, ClientConnection), Error> {
         let server = &self.servers[index];
-        let sock = net::connect(&server.addr, until, None, place)?;
-        let mut conn = ClientConnection::new(self.tls.get(), server.name.clone())?;
-        tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
-        log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
-        Ok((sock, conn))
+        let opened = net::connect(&server.addr, until, None, place).and_then(|sock| {
+            let mut conn = ClientConnection::new(self.tls.get(), server.name.clone())?;
+            tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
+            log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
+            Ok((sock, conn))
+        });
+        if opened.is_err() {
+            self.failures[index].fetch_add(1, Ordering::Relaxed);
+        }
+        opened
     }
 
     /// Marks the server at `index` down for `reason`, unless it is already
@@ -233,6 +243,28 @@ impl Upstreams {
         let mut down = self.lock();
         if down[index].take().is_some() {
             log::info!("server {} up", self.servers[index].addr);
+        }
+    }
+
+    /// Writes each server's state and failures as metrics (see [`metrics::add_collector`]).
+    pub fn write_metrics(&self, out: &mut String) {
+        let up: Vec<bool> = self.lock().iter().map(Option::is_none).collect();
+        let names: Vec<String> = self.servers.iter().map(|s| s.addr.to_string()).collect();
+        let name = "blocking_proxy_upstream_up";
+        metrics::family(
+            out,
+            name,
+            metrics::Kind::Gauge,
+            "Whether each --server is up (1) or marked down (0).",
+        );
+        for (server, up) in names.iter().zip(up) {
+            metrics::sample(out, name, &[("server", server)], u8::from(up));
+        }
+        let name = "blocking_proxy_upstream_connect_failures_total";
+        let help = "Failed TCP connects and TLS handshakes to each --server (clients, pool and check).";
+        metrics::family(out, name, metrics::Kind::Counter, help);
+        for (server, failed) in names.iter().zip(&self.failures) {
+            metrics::sample(out, name, &[("server", server)], failed.load(Ordering::Relaxed));
         }
     }
 
@@ -366,7 +398,9 @@ impl Pool {
                 break Some(r.link);
             }
         };
+        metrics::POOL_READY.set(ready.len() as i64);
         drop(ready);
+        metrics::POOL_TAKEN.add(u64::from(found.is_some()));
         self.wake.notify_one();
         found
     }
@@ -376,6 +410,7 @@ impl Pool {
         loop {
             let mut ready = self.lock();
             ready.retain(|r| r.born.elapsed() < self.age && self.upstreams.wanted(r.link.server));
+            metrics::POOL_READY.set(ready.len() as i64);
             if ready.len() >= self.size {
                 // Full: sleep until a connection is taken or the oldest gets too old.
                 let oldest = ready.front().map_or(self.age, |r| self.age.saturating_sub(r.born.elapsed()));

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,44 +78,6 @@ fn wait_child(child: &mut Child) -> bool {
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A UDP echo on loopback that reports every datagram it gets.
-fn udp_echo() -> (SocketAddr, mpsc::Receiver<usize>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let _ = tx.send(n);
-            let _ = sock.send_to(&buf[..n], from);
-        }
-    });
-    (addr, rx)
-}
-
-/// UDP ASSOCIATE by hand, for datagrams from `port` (0: any): the control
-/// connection, and the relay address the local answered with.
-fn associate(local: SocketAddr, port: u16) -> (std::net::TcpStream, SocketAddr) {
-    let mut control = connect(local);
-    let [hi, lo] = port.to_be_bytes();
-    let ip = if port == 0 { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
-    control.write_all(&[&[5, 1, 0, 5, 3, 0, 1][..], &ip, &[hi, lo]].concat()).unwrap();
-    let mut reply = [0u8; 2 + 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..4], [5, 0, 5, 0], "no auth, then success");
-    let relay = SocketAddr::from((
-        [reply[6], reply[7], reply[8], reply[9]],
-        u16::from_be_bytes([reply[10], reply[11]]),
-    ));
-    (control, relay)
-}
-
-/// A datagram for the local: the SOCKS5 UDP header for `to` (with `frag`), then `payload`.
-fn datagram(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let SocketAddr::V4(a) = to else { unreachable!("the tests' targets are IPv4") };
-    [&[0, 0, frag, 1][..], &a.ip().octets(), &to.port().to_be_bytes(), payload].concat()
 }
 
 const SIZES: &[usize] = &[1, 100, 512, 1400, 4096, 8192, 60_000];

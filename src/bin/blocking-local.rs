@@ -9,6 +9,7 @@ use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::current::Current;
 use blocking_proxy::local::{Config, Local, Secrets};
+use blocking_proxy::metrics::Role;
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
 use blocking_proxy::upstream::{Balance, Server};
@@ -153,6 +154,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         log::warn!("no --user: anyone who reaches {addr} can use this proxy");
     }
     let stopper = local.stopper().map_err(blocking_proxy::error::Error::Io)?;
+    cli::serve_metrics(&m, Role::Local)?;
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     let to: Vec<String> = addrs.iter().zip(&names).map(|(a, n)| format!("{a} as {n}")).collect();
     let balance = if to.len() > 1 { format!(" ({balance:?})") } else { String::new() };

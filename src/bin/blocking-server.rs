@@ -9,6 +9,7 @@ use blocking_proxy::addr::Target;
 use blocking_proxy::cli::{self, Exit};
 use blocking_proxy::current::Current;
 use blocking_proxy::egress::{Cidr, Policy};
+use blocking_proxy::metrics::Role;
 use blocking_proxy::server::{watch_expiry, Config, Keys, Server};
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Identity};
@@ -163,6 +164,7 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         }
     };
     let stopper = server.stopper().map_err(blocking_proxy::error::Error::Io)?;
+    cli::serve_metrics(&m, Role::Server)?;
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     log::info!(
         "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {max_pending_per_source} pending per source"

@@ -5,10 +5,10 @@
 pub mod trojan;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -354,6 +354,45 @@ pub fn http_page(bind: &str, body: &'static str) -> SocketAddr {
         let _ = s.shutdown(Shutdown::Write);
         let _ = s.read(&mut b);
     })
+}
+
+/// A UDP echo on loopback that reports every datagram it gets.
+pub fn udp_echo() -> (SocketAddr, mpsc::Receiver<usize>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = tx.send(n);
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    (addr, rx)
+}
+
+/// UDP ASSOCIATE by hand, for datagrams from `port` (0: any): the control
+/// connection, and the relay address the local answered with.
+pub fn associate(local: SocketAddr, port: u16) -> (TcpStream, SocketAddr) {
+    let mut control = connect(local);
+    let [hi, lo] = port.to_be_bytes();
+    let ip = if port == 0 { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+    control.write_all(&[&[5, 1, 0, 5, 3, 0, 1][..], &ip, &[hi, lo]].concat()).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], [5, 0, 5, 0], "no auth, then success");
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    (control, relay)
+}
+
+/// A datagram for the local: the SOCKS5 UDP header for `to` (with `frag`), then `payload`.
+pub fn datagram(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(a) = to else { unreachable!("the tests' targets are IPv4") };
+    [&[0, 0, frag, 1][..], &a.ip().octets(), &to.port().to_be_bytes(), payload].concat()
 }
 
 /// Runs curl with `args`; returns stdout on success, panics with stderr otherwise.
