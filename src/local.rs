@@ -33,7 +33,7 @@ use crate::relay::{self, Half};
 use crate::socks4;
 use crate::socks5::{self, Request, User};
 use crate::udp;
-use crate::upstream::{Balance, Link, Pool, Server, Unreachable, Upstreams};
+use crate::upstream::{Balance, Link, Pool, PoolSize, Server, Unreachable, Upstreams};
 use crate::wire::{self, Command, TrojanHash};
 
 /// The longest header: a trojan hash line, a command and a 255-byte name.
@@ -55,8 +55,9 @@ pub struct Config {
     pub secrets: Arc<Current<Secrets>>,
     /// Connections served at once; more are refused (see `refuse`).
     pub max_conns: usize,
-    /// TLS connections to keep ready (0: none, each client waits for its own handshake).
-    pub pool: usize,
+    /// TLS connections to keep ready: a fixed number (0: none, each client
+    /// waits for its own handshake), or as many as recent demand asks for.
+    pub pool: PoolSize,
     /// A ready connection older than this is replaced; keep it below the
     /// server's handshake timeout, after which the server closes it.
     pub pool_age: Duration,
@@ -327,7 +328,7 @@ fn client(app: TcpStream, cfg: &Config, upstreams: &Arc<Upstreams>, pool: Option
 
     let reply_until = || Instant::now() + cfg.timeouts.handshake;
     let ready = pool.and_then(Pool::take);
-    let Link { server: index, sock, conn } =
+    let Link { server: index, sock, conn, .. } =
         match ready.map_or_else(|| upstreams.connect(Some(report.place())), Ok) {
             Ok(link) => link,
             Err(Unreachable { server, error: e }) => {

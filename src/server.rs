@@ -58,7 +58,9 @@ use crate::wire::{self, Command, TrojanHash};
 const HEALTH_CHECK: &str = "health check";
 
 /// What a reload replaces: the certificate and the passwords. A connection
-/// takes them once, when it starts, and keeps them to its end.
+/// takes the certificate (its TLS configuration) when it starts; its header
+/// is checked against the passwords in force when the header arrives, so a
+/// password revoked by a reload opens no connection after it.
 pub struct Keys {
     /// Built by [`crate::tls::server_config`].
     pub tls: Arc<ServerConfig>,
@@ -172,7 +174,7 @@ fn connection(sock: TcpStream, cfg: &Config, mut report: Report) {
     if keys.passwords.is_empty() {
         seed_header(sock, conn, cfg, report, until, to);
     } else {
-        trojan_header(sock, conn, &keys.passwords, cfg, report, until, to);
+        trojan_header(sock, conn, cfg, report, until, to);
     }
 }
 
@@ -276,7 +278,6 @@ fn worth_a_fallback(e: &Error, seen: &[u8]) -> bool {
 fn trojan_header(
     sock: TcpStream,
     mut conn: ServerConnection,
-    passwords: &[TrojanHash],
     cfg: &Config,
     mut report: Report,
     until: Instant,
@@ -298,6 +299,10 @@ fn trojan_header(
     let first = first_record(&sock, &mut conn, fallback.as_ref().map(|(_, out)| out), wait_until);
     let seen = match first {
         Ok(First::Data(bytes)) => {
+            // The passwords in force now: one revoked by a reload while this
+            // connection waited (a local's pooled one) no longer opens it.
+            let keys = cfg.keys.get();
+            let passwords = &keys.passwords[..];
             let mut rest = &bytes[..];
             match wire::read_trojan_request(&mut rest, passwords, true) {
                 Ok((command, target)) => {

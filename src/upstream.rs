@@ -105,6 +105,9 @@ pub struct Link {
     pub sock: TcpStream,
     /// The TLS client.
     pub conn: ClientConnection,
+    /// The configuration it was made with: a ready connection made before
+    /// a reload of `--ca` is not handed out after it.
+    tls: Arc<ClientConfig>,
 }
 
 /// A failed attempt to reach a server: which one (the last tried) and why.
@@ -163,9 +166,15 @@ impl Upstreams {
         up
     }
 
-    /// Whether a ready connection to `index` may still be handed out: its
-    /// server is up and is one a new client would be sent to now.
-    fn wanted(&self, index: usize) -> bool {
+    /// Whether a ready connection may still be handed out: it was made with
+    /// the TLS configuration in force, and its server is up and is one a new
+    /// client would be sent to now.
+    fn wanted(&self, link: &Link) -> bool {
+        Arc::ptr_eq(&link.tls, &self.tls.get()) && self.wanted_server(link.server)
+    }
+
+    /// Whether a new client may be sent to the server at `index` now.
+    fn wanted_server(&self, index: usize) -> bool {
         let down = self.lock();
         match self.balance {
             Balance::First => down.iter().position(Option::is_none) == Some(index),
@@ -189,9 +198,9 @@ impl Upstreams {
             }
             let by = if n + 1 < candidates.len() { Instant::now() + left / 2 } else { until };
             match self.open(index, by, place) {
-                Ok((sock, conn)) => {
+                Ok(link) => {
                     self.up(index);
-                    return Ok(Link { server: index, sock, conn });
+                    return Ok(link);
                 }
                 Err(error) => {
                     let server = &self.servers[index].addr;
@@ -208,18 +217,14 @@ impl Upstreams {
     }
 
     /// One TCP connection and TLS handshake to the server at `index`.
-    fn open(
-        &self,
-        index: usize,
-        until: Instant,
-        place: Option<&Place>,
-    ) -> Result<(TcpStream, ClientConnection), Error> {
+    fn open(&self, index: usize, until: Instant, place: Option<&Place>) -> Result<Link, Error> {
         let server = &self.servers[index];
         let opened = net::connect(&server.addr, until, None, place).and_then(|sock| {
-            let mut conn = ClientConnection::new(self.tls.get(), server.name.clone())?;
+            let tls = self.tls.get();
+            let mut conn = ClientConnection::new(Arc::clone(&tls), server.name.clone())?;
             tls::handshake(&mut conn, &mut Deadline::new(&sock, until))?;
             log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
-            Ok((sock, conn))
+            Ok(Link { server: index, sock, conn, tls })
         });
         if opened.is_err() {
             self.failures[index].fetch_add(1, Ordering::Relaxed);
@@ -312,8 +317,8 @@ impl Upstreams {
             for index in due {
                 let until = Instant::now() + self.connect;
                 match self.open(index, until, None) {
-                    Ok((sock, mut conn)) => {
-                        let _ = tls::close(&mut conn, &mut Deadline::new(&sock, until));
+                    Ok(mut link) => {
+                        let _ = tls::close(&mut link.conn, &mut Deadline::new(&link.sock, until));
                         self.up(index);
                     }
                     Err(e) => {
@@ -334,17 +339,111 @@ impl Upstreams {
     }
 }
 
+/// How many ready connections a [`Pool`] keeps (`--pool`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolSize {
+    /// Exactly this many (`--pool N`); 0 is no pool at all.
+    Fixed(usize),
+    /// About as many as clients opened recently, at most [`DEMAND_CAP`]
+    /// (the default): see [`Demand`].
+    Demand,
+}
+
+impl PoolSize {
+    /// Parses `--pool`: a number of connections.
+    pub fn parse(s: &str) -> Option<PoolSize> {
+        s.parse().ok().map(PoolSize::Fixed)
+    }
+}
+
+/// The most connections a demand-sized pool keeps ready. Each one is a
+/// connection the server holds open (and counts as pending) until it is used.
+pub const DEMAND_CAP: usize = 16;
+/// After this long without a new client, a demand-sized pool lets its
+/// connections go and keeps none, so an idle machine neither holds
+/// connections nor makes the server handshake for nothing.
+pub const DEMAND_IDLE: Duration = Duration::from_secs(300);
+/// The window over which a demand-sized pool remembers its busiest second.
+const DEMAND_WINDOW: usize = 60;
+
+/// Recent demand: new clients per second over the last [`DEMAND_WINDOW`]
+/// seconds. The pool keeps as many ready as the busiest of those seconds
+/// saw (a browser opening six connections at once gets six), at least one
+/// while there was any client in the last [`DEMAND_IDLE`], none after.
+pub struct Demand {
+    /// Clients per second, a ring indexed by seconds since `epoch`.
+    slots: [u32; DEMAND_WINDOW],
+    epoch: Instant,
+    /// The second of the newest slot.
+    second: u64,
+    /// When the last client came.
+    last: Option<Instant>,
+}
+
+impl Demand {
+    /// No demand yet: a pool that keeps nothing until the first client.
+    pub fn new(now: Instant) -> Demand {
+        Demand { slots: [0; DEMAND_WINDOW], epoch: now, second: 0, last: None }
+    }
+
+    /// Moves the ring to `now`, clearing the seconds that passed.
+    fn advance(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        let passed = second.saturating_sub(self.second).min(DEMAND_WINDOW as u64);
+        for s in 1..=passed {
+            self.slots[((self.second + s) % DEMAND_WINDOW as u64) as usize] = 0;
+        }
+        self.second = self.second.max(second);
+    }
+
+    /// One new client at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.advance(now);
+        let slot = &mut self.slots[(self.second % DEMAND_WINDOW as u64) as usize];
+        *slot = slot.saturating_add(1);
+        self.last = Some(now);
+    }
+
+    /// How many connections to keep ready at `now`.
+    pub fn target(&mut self, now: Instant) -> usize {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < DEMAND_IDLE => {
+                self.advance(now);
+                let busiest = self.slots.iter().copied().max().unwrap_or(0) as usize;
+                busiest.clamp(1, DEMAND_CAP)
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// TLS connections to the servers, handshaken ahead of time so that a new
-/// client does not wait for TCP and TLS. Filler threads keep `size` of them
-/// ready and replace any that reach `age` unused. Each ready connection
-/// knows its server; one whose server is down, or no longer the one a new
-/// client would be sent to, is never handed out.
+/// client does not wait for TCP and TLS. Filler threads keep the pool at
+/// its size (fixed, or from [`Demand`]) and replace any connection that
+/// reaches `age` unused. Each ready connection knows its server; one whose
+/// server is down, or no longer the one a new client would be sent to, is
+/// never handed out.
 pub struct Pool {
-    ready: Mutex<VecDeque<Ready>>,
+    state: Mutex<Stock>,
     wake: Condvar,
     upstreams: Arc<Upstreams>,
-    size: usize,
+    size: PoolSize,
     age: Duration,
+}
+
+/// What a pool holds: the ready connections, oldest first, and the demand.
+struct Stock {
+    ready: VecDeque<Ready>,
+    demand: Demand,
+}
+
+impl Stock {
+    fn target(&mut self, size: PoolSize) -> usize {
+        match size {
+            PoolSize::Fixed(n) => n,
+            PoolSize::Demand => self.demand.target(Instant::now()),
+        }
+    }
 }
 
 struct Ready {
@@ -356,19 +455,24 @@ struct Ready {
 const POOL_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Pool {
-    /// Starts the filler threads for a pool of `size` connections (none for 0).
-    pub fn start(upstreams: &Arc<Upstreams>, size: usize, age: Duration) -> Option<Arc<Pool>> {
-        if size == 0 {
+    /// Starts the filler threads for a pool of `size` (none for `Fixed(0)`).
+    pub fn start(upstreams: &Arc<Upstreams>, size: PoolSize, age: Duration) -> Option<Arc<Pool>> {
+        if size == PoolSize::Fixed(0) {
             return None;
         }
+        let stock = Stock { ready: VecDeque::new(), demand: Demand::new(Instant::now()) };
         let pool = Arc::new(Pool {
-            ready: Mutex::new(VecDeque::new()),
+            state: Mutex::new(stock),
             wake: Condvar::new(),
             upstreams: Arc::clone(upstreams),
             size,
             age,
         });
-        for i in 0..size.min(2) {
+        let fillers = match size {
+            PoolSize::Fixed(n) => n.min(2),
+            PoolSize::Demand => 2,
+        };
+        for i in 0..fillers {
             let p = Arc::clone(&pool);
             let spawned = thread::Builder::new()
                 .name(format!("pool-{i}"))
@@ -381,47 +485,50 @@ impl Pool {
         Some(pool)
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Ready>> {
-        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Stock> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A ready connection, if one is fresh, still open, and to a server a
-    /// new client would be sent to.
+    /// A ready connection for a new client, if one is fresh, still open,
+    /// and to a server a new client would be sent to. Either way the client
+    /// counts as demand, and a filler is woken to make up for it.
     pub fn take(&self) -> Option<Link> {
-        let mut ready = self.lock();
+        let mut stock = self.lock();
+        stock.demand.record(Instant::now());
         let found = loop {
-            let mut r = ready.pop_front()?;
+            let Some(mut r) = stock.ready.pop_front() else { break None };
             if r.born.elapsed() < self.age
-                && self.upstreams.wanted(r.link.server)
+                && self.upstreams.wanted(&r.link)
                 && still_open(&r.link.sock, &mut r.link.conn)
             {
                 break Some(r.link);
             }
         };
-        metrics::POOL_READY.set(ready.len() as i64);
-        drop(ready);
+        metrics::POOL_READY.set(stock.ready.len() as i64);
+        drop(stock);
         metrics::POOL_TAKEN.add(u64::from(found.is_some()));
         self.wake.notify_one();
         found
     }
 
-    /// A filler thread: keeps the pool full and fresh, forever.
+    /// A filler thread: keeps the pool at its size and fresh, forever.
     fn fill(&self) {
         loop {
-            let mut ready = self.lock();
-            ready.retain(|r| r.born.elapsed() < self.age && self.upstreams.wanted(r.link.server));
-            metrics::POOL_READY.set(ready.len() as i64);
-            if ready.len() >= self.size {
-                // Full: sleep until a connection is taken or the oldest gets too old.
-                let oldest = ready.front().map_or(self.age, |r| self.age.saturating_sub(r.born.elapsed()));
-                drop(self.wake.wait_timeout(ready, oldest).unwrap_or_else(PoisonError::into_inner));
+            let mut stock = self.lock();
+            stock.ready.retain(|r| r.born.elapsed() < self.age && self.upstreams.wanted(&r.link));
+            metrics::POOL_READY.set(stock.ready.len() as i64);
+            if stock.ready.len() >= stock.target(self.size) {
+                // Enough: sleep until a client comes or the oldest gets too old.
+                let oldest =
+                    stock.ready.front().map_or(self.age, |r| self.age.saturating_sub(r.born.elapsed()));
+                drop(self.wake.wait_timeout(stock, oldest).unwrap_or_else(PoisonError::into_inner));
                 continue;
             }
-            drop(ready);
+            drop(stock);
             match self.upstreams.connect(None) {
                 Ok(mut link) => {
                     take_tickets(&link.sock, &mut link.conn);
-                    self.lock().push_back(Ready { link, born: Instant::now() });
+                    self.lock().ready.push_back(Ready { link, born: Instant::now() });
                 }
                 Err(e) => {
                     log::warn!("pool: cannot reach server {}: {}", e.server, e.error);
@@ -473,12 +580,12 @@ fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Balance, Server, Upstreams, BACKOFF_FIRST};
+    use super::{Balance, Demand, Server, Upstreams, BACKOFF_FIRST, DEMAND_CAP, DEMAND_IDLE};
     use crate::addr::Target;
     use crate::current::Current;
     use crate::tls::{self, Trust};
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn three(balance: Balance) -> Upstreams {
         let servers = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
@@ -495,7 +602,7 @@ mod tests {
         assert_eq!(u.candidates(), [0, 1]);
         u.failed(0, "test");
         assert_eq!(u.candidates(), [1, 2]);
-        assert!(!u.wanted(0) && u.wanted(1) && !u.wanted(2));
+        assert!(!u.wanted_server(0) && u.wanted_server(1) && !u.wanted_server(2));
         u.up(0);
         assert_eq!(u.candidates(), [0, 1]);
     }
@@ -508,7 +615,7 @@ mod tests {
         u.failed(1, "test");
         let firsts: Vec<usize> = (0..4).map(|_| u.candidates()[0]).collect();
         assert!(firsts.iter().all(|&i| i != 1), "{firsts:?}");
-        assert!(u.wanted(0) && !u.wanted(1) && u.wanted(2));
+        assert!(u.wanted_server(0) && !u.wanted_server(1) && u.wanted_server(2));
     }
 
     #[test]
@@ -523,6 +630,25 @@ mod tests {
         down[2].as_mut().unwrap().retry_at = soon;
         drop(down);
         assert_eq!(u.candidates(), [2, 0]);
+    }
+
+    #[test]
+    fn a_demand_sized_pool_keeps_the_busiest_second_of_the_last_minute_then_none() {
+        let t0 = Instant::now();
+        let mut d = Demand::new(t0);
+        assert_eq!(d.target(t0), 0, "no client yet, nothing kept");
+        for _ in 0..6 {
+            d.record(t0);
+        }
+        assert_eq!(d.target(t0), 6, "six at once: six kept");
+        d.record(t0 + Duration::from_secs(10));
+        assert_eq!(d.target(t0 + Duration::from_secs(30)), 6, "the busiest second of the last minute");
+        assert_eq!(d.target(t0 + Duration::from_secs(75)), 1, "a quiet minute: one kept");
+        assert_eq!(d.target(t0 + Duration::from_secs(10) + DEMAND_IDLE), 0, "idle: none");
+        for _ in 0..100 {
+            d.record(t0 + Duration::from_secs(400));
+        }
+        assert_eq!(d.target(t0 + Duration::from_secs(400)), DEMAND_CAP);
     }
 
     #[test]

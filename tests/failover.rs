@@ -66,7 +66,8 @@ fn every_request_succeeds_when_the_first_server_is_never_up_and_the_second_dies(
     let second = format!("127.0.0.1:{}", free_port());
     let mut s2 = server_on(&second);
     let s3 = server_on("127.0.0.1:0");
-    let local = local_for(&[never.clone(), second.clone(), s3.addr.to_string()], &[]);
+    // No pool: each attempt here is a client's.
+    let local = local_for(&[never.clone(), second.clone(), s3.addr.to_string()], &["--pool", "0"]);
 
     let before: Vec<Duration> = (0..40).map(|_| round_trip(local.addr, echo)).collect();
     assert_eq!(served(&s2, echo, 40), 40, "the second server, the first that is up, served them all");
@@ -106,7 +107,8 @@ fn round_robin_spreads_new_clients_over_the_servers_that_are_up() {
     let b = server_on("127.0.0.1:0");
     let c = server_on("127.0.0.1:0");
     let servers = [a.addr.to_string(), b.addr.to_string(), c.addr.to_string()];
-    let local = local_for(&servers, &["--balance", "round-robin"]);
+    // No pool, whose fillers would take turns too.
+    let local = local_for(&servers, &["--balance", "round-robin", "--pool", "0"]);
     for _ in 0..9 {
         round_trip(local.addr, echo);
     }

@@ -33,7 +33,7 @@ fn streaming_target() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
 
 #[test]
 fn server_killed_mid_transfer_closes_the_app_connection() {
-    let mut pair = Pair::start();
+    let mut pair = Pair::with_args(&[], &["--pool", "0"]);
     let (local_threads, local_fds) = (pair.local.threads(), pair.local.fds());
     let (tgt, started) = streaming_target();
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
@@ -52,7 +52,7 @@ fn server_killed_mid_transfer_closes_the_app_connection() {
 
 #[test]
 fn local_killed_mid_transfer_releases_the_server_side() {
-    let mut pair = Pair::start();
+    let mut pair = Pair::with_args(&[], &["--pool", "0"]);
     let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
     // The target sends a burst, then only reads, and reports how its read ended.
     let (tx, rx) = mpsc::channel();
@@ -82,7 +82,7 @@ fn an_app_reset_frees_a_connection_whose_target_stopped_reading_at_once() {
     // full), the other waiting on the quiet way back. The idle timeout is far
     // beyond the test's patience: only a reset seen by the waiting thread,
     // passed on at once, and a blocked writer woken, release the connection.
-    let pair = Pair::with_args(&["--idle-timeout", "120"], &["--idle-timeout", "120"]);
+    let pair = Pair::with_args(&["--idle-timeout", "120"], &["--idle-timeout", "120", "--pool", "0"]);
     let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -114,7 +114,7 @@ fn an_app_reset_frees_a_connection_whose_target_stopped_reading_at_once() {
 
 #[test]
 fn a_target_reset_reaches_the_app_as_a_reset_in_both_directions() {
-    let pair = Pair::start();
+    let pair = Pair::with_args(&[], &["--pool", "0"]);
     let (local_threads, server_threads) = (pair.local.threads(), pair.server.threads());
     let tgt = target("127.0.0.1:0", |mut s| {
         let mut b = [0u8; 5];
@@ -188,7 +188,7 @@ fn a_flipped_tls_byte_closes_the_connection_and_nothing_after_it_reaches_the_tar
     let server = Proc::server(&["--cert", &c, "--key", &k]);
     // Well past the handshake: inside the application data.
     let relay = tampering_relay(server.addr, 300_000);
-    let local = Proc::local(relay, &[]);
+    let local = Proc::local(relay, &["--pool", "0"]);
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     let tgt = target("127.0.0.1:0", move |mut s| {
@@ -211,7 +211,7 @@ fn a_flipped_tls_byte_closes_the_connection_and_nothing_after_it_reaches_the_tar
 
 #[test]
 fn sigterm_drains_a_transfer_in_progress_and_refuses_new_connections() {
-    let mut pair = Pair::with_args(&["--drain-timeout", "20"], &["--drain-timeout", "20"]);
+    let mut pair = Pair::with_args(&["--drain-timeout", "20"], &["--drain-timeout", "20", "--pool", "0"]);
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Mutex::new(go_rx);
     // The target sends half, waits for the test's word, then sends the rest.

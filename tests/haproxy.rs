@@ -166,7 +166,7 @@ fn a_run_through_haproxy_is_answered_while_a_server_dies_and_servers_log_the_loc
     // Two health checks each (rise 2): haproxy is listening and every server is up.
     let checked = |s: &Proc| s.lines().iter().filter(|l| l.ends_with("end=health check")).count() >= 2;
     haproxy.wait_until("two health checks of each server", || servers.iter().all(checked));
-    let local = Proc::local(haproxy.addr, &["--sni", "localhost", "--password", "secret"]);
+    let local = Proc::local(haproxy.addr, &["--sni", "localhost", "--password", "secret", "--pool", "0"]);
     let web = http("127.0.0.1:0");
     let served = |l: &str| l.contains(&format!(" target={web} "));
 

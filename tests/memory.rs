@@ -127,7 +127,7 @@ fn resident_memory_stays_flat_over_cycles_of_load() {
         .map(|v| v.parse().expect("SOAK_CYCLES is a number"))
         .unwrap_or(DEFAULT_CYCLES);
     assert!(cycles >= 3, "SOAK_CYCLES must be at least 3: a warm-up, a baseline and one to compare");
-    let pair = Pair::start();
+    let pair = Pair::with_args(&[], &["--pool", "0"]);
     let idle = [pair.local.threads(), pair.server.threads()];
     let echo = echo("127.0.0.1:0").to_string();
     let source = target("127.0.0.1:0", |mut s| {

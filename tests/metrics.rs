@@ -92,7 +92,8 @@ const DATAGRAM: usize = 100;
 fn the_counters_move_by_exactly_the_traffic_sent_and_promtool_accepts_them() {
     let pair = Pair::with_args(
         &["--password", "pw", "--deny", "127.0.0.2/32", "--metrics", "127.0.0.1:0"],
-        &["--password", "pw", "--metrics", "127.0.0.1:0"],
+        // No pool: every connection counted here is one the test made.
+        &["--password", "pw", "--metrics", "127.0.0.1:0", "--pool", "0"],
     );
     let (local, server) = (&pair.local, &pair.server);
     // A target that reads everything the client sends, then answers with DOWN bytes.
@@ -345,4 +346,36 @@ fn each_upstream_server_shows_its_state_and_its_failures() {
         assert!(after.since(&before, &failures) >= 1.0, "{}", after.text);
     }
     promtool("local with two servers", &after.text);
+}
+
+#[test]
+fn a_default_local_keeps_nothing_ready_until_clients_come_then_as_many_as_came_at_once() {
+    let pair = Pair::with_args(&[], &["--metrics", "127.0.0.1:0"]);
+    let echo = echo("127.0.0.1:0");
+    assert_eq!(Scrape::of(&pair.local).get("blocking_proxy_pool_ready"), 0.0, "no client yet");
+    assert!(
+        !pair.server.lines().iter().any(|l| l.contains(" closed client=")),
+        "the server has seen no connection"
+    );
+    // Five clients at once (well within one second).
+    let open: Vec<TcpStream> = (0..5).map(|_| socks_connect(pair.local.addr, &echo.to_string())).collect();
+    let until = Instant::now() + TIMEOUT;
+    let mut ready = 0.0;
+    while ready < 5.0 {
+        assert!(Instant::now() < until, "the pool did not grow to the demand: {ready}");
+        thread::sleep(Duration::from_millis(10));
+        ready = Scrape::of(&pair.local).get("blocking_proxy_pool_ready");
+    }
+    // The next five clients take ready connections.
+    let before = Scrape::of(&pair.local);
+    for _ in 0..5 {
+        let mut s = socks_connect(pair.local.addr, &echo.to_string());
+        s.write_all(b"ready").unwrap();
+        let mut back = [0u8; 5];
+        s.read_exact(&mut back).unwrap();
+    }
+    let after = Scrape::of(&pair.local);
+    assert_eq!(after.since(&before, "blocking_proxy_pool_taken_total"), 5.0, "{}", after.text);
+    assert!(after.get("blocking_proxy_pool_ready") <= 16.0, "never more than the cap");
+    drop(open);
 }

@@ -232,7 +232,7 @@ fn silent_clients_are_closed_at_the_handshake_deadline() {
 
 #[test]
 fn threads_return_to_idle_once_connections_close() {
-    let pair = Pair::start();
+    let pair = Pair::with_args(&[], &["--pool", "0"]);
     let (server_idle, local_idle) = (pair.server.threads(), pair.local.threads());
     let tgt = echo("127.0.0.1:0");
     let open: Vec<TcpStream> = (0..20).map(|_| socks_connect(pair.local.addr, &tgt.to_string())).collect();

@@ -21,7 +21,7 @@ const SHORT_EACH: usize = 150;
 
 #[test]
 fn bulk_and_short_connections_lose_nothing_and_leak_nothing() {
-    let pair = Pair::start();
+    let pair = Pair::with_args(&[], &["--pool", "0"]);
     let idle = [(pair.local.threads(), pair.local.fds()), (pair.server.threads(), pair.server.fds())];
 
     // The bulk target sends its own stream while it digests the client's, then reports.

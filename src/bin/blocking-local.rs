@@ -12,7 +12,7 @@ use blocking_proxy::local::{Config, Local, Secrets};
 use blocking_proxy::metrics::Role;
 use blocking_proxy::signals;
 use blocking_proxy::tls::{self, Trust};
-use blocking_proxy::upstream::{Balance, Server};
+use blocking_proxy::upstream::{Balance, PoolSize, Server};
 use blocking_proxy::wire::trojan_hash;
 use getopts::Matches;
 use rustls::ClientConfig;
@@ -62,7 +62,13 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
         "NAME:PASS",
     );
     opts.optopt("", "user-file", "read NAME:PASSWORD lines for --user", "FILE");
-    opts.optopt("", "pool", "TLS connections to keep ready for new clients (default 0)", "N");
+    opts.optopt(
+        "",
+        "pool",
+        "TLS connections to keep ready for new clients; 0 for none (default: as many as clients \
+         recently opened in one second, up to 16, none after 5 idle minutes)",
+        "N",
+    );
     opts.optopt(
         "",
         "pool-age",
@@ -120,10 +126,9 @@ fn run(args: &[String], signals: signals::Signals) -> Result<(), Exit> {
     let listen = m.opt_str("listen").unwrap_or_else(|| "127.0.0.1:1081".into());
     let secrets = read_secrets(&m)?;
     let pool = match m.opt_str("pool") {
-        None => 0,
-        Some(v) => {
-            v.parse().map_err(|_| Exit::Usage(format!("--pool wants a number of connections, not {v:?}")))?
-        }
+        None => PoolSize::Demand,
+        Some(v) => PoolSize::parse(&v)
+            .ok_or_else(|| Exit::Usage(format!("--pool wants a number of connections, not {v:?}")))?,
     };
     let pool_age = match m.opt_str("pool-age") {
         None => Duration::from_secs(5),
