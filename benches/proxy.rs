@@ -30,8 +30,9 @@ use report::{Fig, Results};
 const BRIEF: &str = "\
 usage: cargo bench --bench proxy -- [OPTIONS]
 
-Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them,
-with no proxy at all (\"direct\", the loopback limit) alongside.";
+Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them
+with default flags (\"ours\") and with --pool 8 (\"ours-pool8\"), with no
+proxy at all (\"direct\", the loopback limit) alongside.";
 
 const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
@@ -59,7 +60,12 @@ fn options() -> Options {
     );
     o.optmulti("", "socks", "measure whatever SOCKS5 proxy listens at ADDR instead of the pair", "ADDR");
     o.optmulti("", "pids", "with --socks: its processes, for the CPU and memory figures", "PID,PID");
-    o.optmulti("", "local-args", "extra flags for blocking-local (e.g. \"--pool 8\")", "\"...\"");
+    o.optmulti(
+        "",
+        "local-args",
+        "extra flags for blocking-local in the chain ours (e.g. \"--pool 4\")",
+        "\"...\"",
+    );
     o.optmulti("", "bytes", "bytes per upload and per download (default 512MiB; K, M, G suffixes)", "SIZE");
     o.optmulti("", "rounds", "interleaved rounds (default 5, 1 with --quick)", "N");
     o.optflagmulti(
@@ -475,13 +481,14 @@ impl Bench<'_> {
 }
 
 /// The chains, in the order of the table's columns.
-const CHAINS: [&str; 6] = ["ours", "direct", "stunnel", "trojan", "ss-aes-128-gcm", "ss-2022"];
+const CHAINS: [&str; 7] = ["ours", "ours-pool8", "direct", "stunnel", "trojan", "ss-aes-128-gcm", "ss-2022"];
 
 /// Starts the chain called `name` (one of [`CHAINS`]); with `far`, also its
 /// client pointed at a delay relay.
 fn start_one(name: &str, o: &Opts, w: &Workdir, far: bool) -> Result<Chain, String> {
     match name {
-        "ours" => chains::ours(w, &o.local_args, far),
+        "ours" => chains::ours(w, name, &o.local_args, far),
+        "ours-pool8" => chains::ours(w, name, &["--pool".into(), "8".into()], far),
         "direct" => Ok(Chain::direct()),
         "stunnel" => chains::stunnel(w, far),
         "trojan" => chains::trojan(w, far),
@@ -496,7 +503,7 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
     }
     let wanted = |name: &str| match &o.only {
         Some(list) => list.iter().any(|c| c == name),
-        None => o.peers || name == "ours" || name == "direct",
+        None => o.peers || matches!(name, "ours" | "ours-pool8" | "direct"),
     };
     let mut all = vec![];
     for name in CHAINS.into_iter().filter(|n| wanted(n)) {

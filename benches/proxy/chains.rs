@@ -272,17 +272,19 @@ pub fn which(name: &str) -> Option<PathBuf> {
 // Each constructor starts the client a second time, pointed at a delay relay
 // in front of the same server, when `far` is set.
 
-/// blocking-server and blocking-local, with `local_args` passed to the local.
-pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, String> {
+/// blocking-server and blocking-local as the chain `name`, with `local_args`
+/// passed to the local.
+pub fn ours(w: &Workdir, name: &str, local_args: &[String], far: bool) -> Result<Chain, String> {
     let server_bin = Path::new(env!("CARGO_BIN_EXE_blocking-server"));
     let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
     let extra = if local_args.is_empty() { String::new() } else { format!(" {}", local_args.join(" ")) };
-    let mut chain = Chain::empty("ours", format!("blocking-local{extra} → TLS → blocking-server"));
+    let mut chain = Chain::empty(name, format!("blocking-local{extra} → TLS → blocking-server"));
     let env = [("RUST_LOG", "info")];
 
-    let mut server =
-        w.spawn("ours-server", server_bin, &strings(&["--listen", "127.0.0.1:0", "--allow-private"]), &env)?;
-    let server_addr = w.listening("ours-server", &mut server);
+    let server_args = strings(&["--listen", "127.0.0.1:0", "--allow-private"]);
+    let server_label = format!("{name}-server");
+    let mut server = w.spawn(&server_label, server_bin, &server_args, &env)?;
+    let server_addr = w.listening(&server_label, &mut server);
     chain.adopt(server, true);
     let server_addr = server_addr?;
 
@@ -299,7 +301,7 @@ pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, Stri
         let addr = w.listening(label, &mut child);
         started(child, addr)
     };
-    chain.clients(server_addr, far, "ours-local", client)?;
+    chain.clients(server_addr, far, &format!("{name}-local"), client)?;
     Ok(chain)
 }
 
