@@ -315,8 +315,21 @@ impl Bench<'_> {
         let echo = self.targets.echo;
         let cap = Duration::from_secs(90);
         let warm = loadgen::requests(chain.via, echo, 1, o.c1_warm, cap);
+        // The chain's CPU around each batch. Each follows another batch, so
+        // work left over from the one before (a pool refilling, closes)
+        // balances what this one leaves to the next.
+        let cpu0 = loadgen::sum_cpu(&chain.pids);
         let one = loadgen::requests(chain.via, echo, 1, o.c1_ops, cap);
+        let cpu1 = loadgen::sum_cpu(&chain.pids);
         let many = loadgen::requests(chain.via, echo, o.c32_threads, o.c32_per, cap);
+        let cpu2 = loadgen::sum_cpu(&chain.pids);
+        let per_conn = |from: Option<u64>, to: Option<u64>, batch: &loadgen::Batch| match (from, to) {
+            (Some(a), Some(b)) if chain.has_pids() && !batch.latencies.is_empty() => {
+                Some(b.saturating_sub(a) as f64 / self.clk * 1e6 / batch.latencies.len() as f64)
+            }
+            _ => None,
+        };
+        let (cpu_one, cpu_many) = (per_conn(cpu0, cpu1, &one), per_conn(cpu1, cpu2, &many));
         let mut msg = format!("new connections {}:", chain.name);
         for (label, batch, want) in [
             ("c=1", &one, o.c1_ops),
@@ -340,13 +353,22 @@ impl Bench<'_> {
             self.results.add(i, Fig::C1Ops, ops);
             self.results.add(i, Fig::C1P50, p50);
             self.results.add(i, Fig::C1P99, p99);
-            msg += &format!(" c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs;");
+            msg += &format!(" c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs");
+            if let Some(c) = cpu_one {
+                self.results.add(i, Fig::C1Cpu, c);
+                msg += &format!(" CPU {c:.0} µs/conn");
+            }
+            msg += ";";
         }
         if !many.latencies.is_empty() {
             let (ops, p99) = (many.ops_per_sec(), many.percentile_us(99.0));
             self.results.add(i, Fig::C32Ops, ops);
             self.results.add(i, Fig::C32P99, p99);
             msg += &format!(" c=32 {ops:.0} ops/s p99 {p99:.0} µs");
+            if let Some(c) = cpu_many {
+                self.results.add(i, Fig::C32Cpu, c);
+                msg += &format!(" CPU {c:.0} µs/conn");
+            }
         }
         self.progress(&msg);
     }
