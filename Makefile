@@ -116,11 +116,11 @@ LOCAL_ARGS ?=
 # Commands the peer chains run, and the Debian package that provides each.
 PEER_TOOLS := stunnel4:stunnel4 microsocks:microsocks trojan:trojan
 
-# The pair next to no proxy at all (about 2 minutes on 2 cores).
+# The pair next to no proxy at all (about 3 minutes on 2 cores).
 bench:
 	$(CARGO) bench --bench proxy -- --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 
-# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 8 minutes).
+# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 10 minutes).
 bench-peers: bench-deps
 	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 

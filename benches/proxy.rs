@@ -4,7 +4,8 @@
 //! A load generator that speaks SOCKS5 itself drives each "chain" (a SOCKS5
 //! address plus the processes behind it) against in-process targets on
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
-//! a column per chain. See `--help` and docs/PERFORMANCE.md.
+//! a column per chain. TCP and UDP (through a UDP ASSOCIATE variant of each
+//! chain that has one). See `--help` and docs/PERFORMANCE.md.
 
 #[path = "proxy/chains.rs"]
 mod chains;
@@ -14,6 +15,8 @@ mod loadgen;
 mod relay;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "proxy/udp.rs"]
+mod udp;
 #[path = "../tests/common/trojan.rs"]
 mod trojan_config;
 
@@ -74,6 +77,7 @@ fn options() -> Options {
         "small sizes for trying it out: 64 MiB, fewer operations, 200 held connections, no scale run",
     );
     o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
+    o.optflagmulti("", "no-udp", "skip the UDP figures");
     o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
     o.optflagmulti("", "bench", "passed by cargo bench; ignored");
     o.optflagmulti("h", "help", "this text");
@@ -100,6 +104,11 @@ struct Opts {
     held: usize,
     ttfb: usize,
     scale: usize,
+    /// UDP: measured at all; round trips (after a warm-up); seconds of the rate run.
+    udp: bool,
+    udp_warm: usize,
+    udp_pings: usize,
+    udp_secs: f64,
     ss_dir: PathBuf,
 }
 
@@ -147,6 +156,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     let last = |name: &str| m.opt_strs(name).pop();
     let (quick, peers, no_scale) =
         (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
+    let no_udp = m.opt_present("no-udp");
     let socks = match last("socks") {
         None => None,
         Some(v) => {
@@ -214,6 +224,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         held: 1000,
         ttfb: 20,
         scale: if no_scale { 0 } else { 5000 },
+        udp: !no_udp,
+        udp_warm: 100,
+        udp_pings: 2000,
+        udp_secs: 2.0,
         ss_dir,
     };
     if !quick {
@@ -228,6 +242,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         held: 200,
         ttfb: 5,
         scale: 0,
+        udp_warm: 30,
+        udp_pings: 300,
+        udp_secs: 0.5,
         ..full
     }))
 }
@@ -270,7 +287,10 @@ struct Bench<'a> {
     opts: &'a Opts,
     /// Configuration and logs of the fresh instances started for the memory figures.
     fresh_dir: Workdir,
+    /// Configuration and logs of the chains' UDP variants.
+    udp_dir: Workdir,
     targets: Targets,
+    udp_echo: Option<udp::Echo>,
     results: Results,
     clk: f64,
     start: Instant,
@@ -469,6 +489,68 @@ impl Bench<'_> {
         }
     }
 
+    /// The UDP figures of `chain`, through its UDP variant started for the
+    /// purpose (see [`start_udp`]); "direct" sends straight to the echo
+    /// target, and a `--socks` proxy is asked for UDP ASSOCIATE as it is.
+    fn udp(&mut self, i: usize, chain: &Chain) {
+        let o = self.opts;
+        let Some(echo) = self.udp_echo.as_ref().map(|e| e.addr) else { return };
+        let mut variant = None;
+        let via = match chain.name.as_str() {
+            "direct" => Via::Direct,
+            name if CHAINS.contains(&name) => match start_udp(name, o, &self.udp_dir) {
+                Ok(c) => variant.insert(c).via,
+                Err(why) => {
+                    self.results.note(i, why);
+                    return;
+                }
+            },
+            _ => chain.via,
+        };
+        let mut msg = format!("UDP {}:", chain.name);
+        for size in udp::UDP_SIZES {
+            let cap = Duration::from_secs(60);
+            match udp::Assoc::open(via, echo).and_then(|a| udp::pings(&a, size, o.udp_warm, o.udp_pings, cap))
+            {
+                Ok(p) => {
+                    if p.lost > 0 || p.latencies.len() < o.udp_pings {
+                        self.results.note(
+                            i,
+                            format!(
+                                "UDP {size} B: {} of {} round trips answered, {} lost",
+                                p.latencies.len(),
+                                o.udp_pings,
+                                p.lost
+                            ),
+                        );
+                    }
+                    if !p.latencies.is_empty() {
+                        let (p50, p99) = (p.percentile_us(50.0), p.percentile_us(99.0));
+                        self.results.add(i, Fig::UdpP50(size), p50);
+                        self.results.add(i, Fig::UdpP99(size), p99);
+                        msg += &format!(" {size} B p50 {p50:.0} µs p99 {p99:.0} µs");
+                    }
+                }
+                Err(e) => {
+                    self.results.note(i, format!("UDP {size} B round trips: {e}"));
+                    continue;
+                }
+            }
+            let run = Duration::from_secs_f64(o.udp_secs);
+            match udp::Assoc::open(via, echo).and_then(|a| udp::rate(&a, size, udp::WINDOW, run)) {
+                Ok(r) => {
+                    let (rate, lost) = (r.per_sec(), r.lost_percent());
+                    self.results.add(i, Fig::UdpRate(size), rate);
+                    self.results.add(i, Fig::UdpLost(size), lost);
+                    msg += &format!(", {rate:.0}/s ({} of {} lost);", r.lost, r.sent);
+                }
+                Err(e) => self.results.note(i, format!("UDP {size} B rate: {e}")),
+            }
+        }
+        drop(variant);
+        self.progress(&msg);
+    }
+
     fn scale(&mut self, i: usize, chain: &Chain) {
         let n = self.opts.scale;
         let Ok(fresh) = self.fresh(i, chain) else { return };
@@ -509,14 +591,39 @@ const CHAINS: [&str; 7] = ["ours", "ours-pool8", "direct", "stunnel", "trojan", 
 /// client pointed at a delay relay.
 fn start_one(name: &str, o: &Opts, w: &Workdir, far: bool) -> Result<Chain, String> {
     match name {
-        "ours" => chains::ours(w, name, &o.local_args, far),
-        "ours-pool8" => chains::ours(w, name, &["--pool".into(), "8".into()], far),
+        "ours" => chains::ours(w, name, &o.local_args, None, far),
+        "ours-pool8" => chains::ours(w, name, &["--pool".into(), "8".into()], None, far),
         "direct" => Ok(Chain::direct()),
         "stunnel" => chains::stunnel(w, far),
         "trojan" => chains::trojan(w, far),
-        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", far),
-        _ => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", far),
+        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", false, far),
+        _ => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", false, far),
     }
+}
+
+/// The password of our UDP variant (UDP ASSOCIATE needs the trojan format).
+const UDP_PASSWORD: &str = "blocking-proxy bench";
+
+/// Starts the UDP variant of the chain `name`: ours with `--password` on both
+/// sides, shadowsocks-rust in mode tcp_and_udp, trojan as it is. The error
+/// says why a chain has none, or why it did not start.
+fn start_udp(name: &str, o: &Opts, w: &Workdir) -> Result<Chain, String> {
+    let started = match name {
+        "ours" => chains::ours(w, name, &o.local_args, Some(UDP_PASSWORD), false),
+        "trojan" => chains::trojan(w, false),
+        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", true, false),
+        "ss-2022" => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", true, false),
+        "ours-pool8" => {
+            return Err(
+                "UDP measured for ours only (a pool only readies the association's TLS connection)".into()
+            )
+        }
+        "stunnel" => {
+            return Err("no UDP: stunnel carries TCP only, and microsocks has no UDP ASSOCIATE".into())
+        }
+        _ => return Err(format!("no UDP variant of {name}")),
+    };
+    started.map_err(|e| format!("UDP variant: {e}"))
 }
 
 fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
@@ -543,15 +650,20 @@ fn run(o: &Opts) -> Result<(), String> {
     // Children inherit the raised limit.
     let nofile = blocking_proxy::net::raise_fd_limit();
     let out_dir = target_dir().join("bench");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let w = Workdir { dir: run_dir.clone(), root: root.clone() };
-    let fresh_dir = Workdir { dir: run_dir.join("fresh"), root };
-    std::fs::create_dir_all(&fresh_dir.dir).map_err(|e| format!("{}: {e}", fresh_dir.dir.display()))?;
+    let fresh_dir = Workdir { dir: run_dir.join("fresh"), root: root.clone() };
+    let udp_dir = Workdir { dir: run_dir.join("udp"), root: root.clone() };
+    for d in [&fresh_dir.dir, &udp_dir.dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
 
     let targets = Targets::start().map_err(|e| format!("targets: {e}"))?;
+    let udp_echo =
+        if o.udp { Some(udp::Echo::start().map_err(|e| format!("UDP echo target: {e}"))?) } else { None };
     let mut chains = start_chains(o, &w)?;
     // One request through each before measuring: a chain that cannot carry one is left out.
     chains.retain(|c| match loadgen::request(c.via, targets.echo, 7) {
@@ -594,8 +706,25 @@ fn run(o: &Opts) -> Result<(), String> {
         o.ttfb,
         if scale == 0 { "off".to_string() } else { scale.to_string() }
     );
+    let sizes: Vec<String> = udp::UDP_SIZES.iter().map(|n| format!("{n} B")).collect();
+    header += &if o.udp {
+        format!(
+            "          UDP ({}): {} round trips (after {}), then {} s with {} in flight\n",
+            sizes.join(", "),
+            o.udp_pings,
+            o.udp_warm,
+            o.udp_secs,
+            udp::WINDOW,
+        )
+    } else {
+        "          UDP off\n".to_string()
+    };
     for c in &chains {
         header += &format!("  {:<16} {}\n", c.name, c.about);
+    }
+    if o.udp && o.socks.is_none() {
+        header += "  UDP through each chain's variant: ours with --password on both sides, \
+                   shadowsocks-rust with -U (tcp_and_udp), trojan as it is\n";
     }
     let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
     eprintln!("measuring {} (proxy logs in {})", names.join(", "), run_dir.display());
@@ -603,7 +732,9 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut b = Bench {
         opts: o,
         fresh_dir,
+        udp_dir,
         targets,
+        udp_echo,
         results: Results::new(chains.iter().map(|c| c.name.clone()).collect()),
         clk: loadgen::clk_tck() as f64,
         start,
@@ -625,6 +756,9 @@ fn run(o: &Opts) -> Result<(), String> {
         }
         for &i in &order {
             b.first_byte(i, &chains[i]);
+        }
+        for &i in &order {
+            b.udp(i, &chains[i]);
         }
     }
     if scale > 0 {
