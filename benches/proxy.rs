@@ -5,10 +5,14 @@
 //! address plus the processes behind it) against in-process targets on
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
 //! a column per chain. TCP and UDP (through a UDP ASSOCIATE variant of each
-//! chain that has one). See `--help` and docs/PERFORMANCE.md.
+//! chain that has one). Then what the key exchange costs in a TLS 1.3
+//! handshake, full and resumed, in memory. See `--help` and
+//! docs/PERFORMANCE.md.
 
 #[path = "proxy/chains.rs"]
 mod chains;
+#[path = "proxy/kx.rs"]
+mod kx;
 #[path = "proxy/loadgen.rs"]
 mod loadgen;
 #[path = "proxy/relay.rs"]
@@ -35,7 +39,8 @@ usage: cargo bench --bench proxy -- [OPTIONS]
 
 Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them
 with default flags (\"ours\") and with --pool 8 (\"ours-pool8\"), with no
-proxy at all (\"direct\", the loopback limit) alongside.";
+proxy at all (\"direct\", the loopback limit) alongside; then times TLS 1.3
+handshakes in memory with X25519MLKEM768 and with X25519.";
 
 const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
@@ -78,6 +83,8 @@ fn options() -> Options {
     );
     o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
     o.optflagmulti("", "no-udp", "skip the UDP figures");
+    o.optflagmulti("", "no-kx", "skip the key-exchange measurement");
+    o.optflagmulti("", "kx-only", "only the key-exchange measurement: no proxies are started");
     o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
     o.optflagmulti("", "bench", "passed by cargo bench; ignored");
     o.optflagmulti("h", "help", "this text");
@@ -109,6 +116,9 @@ struct Opts {
     udp_warm: usize,
     udp_pings: usize,
     udp_secs: f64,
+    /// Handshakes per batch in the key-exchange measurement (0: skipped).
+    kx: usize,
+    kx_only: bool,
     ss_dir: PathBuf,
 }
 
@@ -156,7 +166,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     let last = |name: &str| m.opt_strs(name).pop();
     let (quick, peers, no_scale) =
         (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
-    let no_udp = m.opt_present("no-udp");
+    let (no_udp, no_kx, kx_only) =
+        (m.opt_present("no-udp"), m.opt_present("no-kx"), m.opt_present("kx-only"));
     let socks = match last("socks") {
         None => None,
         Some(v) => {
@@ -208,6 +219,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     if socks.is_some() && (peers || only.is_some()) {
         return Err("--socks excludes --peers and --chains".into());
     }
+    if kx_only && (no_kx || socks.is_some() || peers || only.is_some()) {
+        return Err("--kx-only excludes --no-kx, --socks, --peers and --chains".into());
+    }
     let ss_dir = ss_dir.unwrap_or_else(|| root.join("target/peers/bin"));
     let full = Opts {
         peers,
@@ -228,6 +242,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         udp_warm: 100,
         udp_pings: 2000,
         udp_secs: 2.0,
+        kx: if no_kx { 0 } else { 1000 },
+        kx_only,
         ss_dir,
     };
     if !quick {
@@ -245,6 +261,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         udp_warm: 30,
         udp_pings: 300,
         udp_secs: 0.5,
+        kx: if no_kx { 0 } else { 200 },
         ..full
     }))
 }
@@ -298,7 +315,7 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn progress(&self, msg: &str) {
-        eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
+        progress(self.start, msg);
     }
 
     fn throughput(&mut self, i: usize, chain: &Chain) {
@@ -645,12 +662,89 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
     Ok(all)
 }
 
+fn progress(start: Instant, msg: &str) {
+    eprintln!("[{:6.1}s] {msg}", start.elapsed().as_secs_f64());
+}
+
+fn machine(nofile: u64) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "machine: {cores} cores, Linux {}, CLK_TCK {}, pid_max {}, RLIMIT_NOFILE {nofile}\n",
+        kernel.trim(),
+        loadgen::clk_tck(),
+        loadgen::pid_max()
+    )
+}
+
+/// The key-exchange measurement (see `kx`): for each client, full and
+/// resumed handshakes in interleaved rounds; a table of medians.
+fn key_exchange(o: &Opts, root: &std::path::Path, start: Instant) -> Result<String, String> {
+    let (kinds, server) = kx::setup(root)?;
+    // Per client: CPU µs per handshake, full and resumed, one sample a round.
+    let mut samples: Vec<[Vec<f64>; 2]> = kinds.iter().map(|_| [vec![], vec![]]).collect();
+    let mut groups = vec![String::new(); kinds.len()];
+    for round in 0..o.rounds {
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut msg = format!("key exchange, round {} of {}:", round + 1, o.rounds);
+        for &k in &order {
+            for (m, resumed) in [false, true].into_iter().enumerate() {
+                let r = kx::measure(&kinds[k], &server, resumed, o.kx)?;
+                samples[k][m].push(r.us);
+                groups[k] = r.group;
+            }
+            msg +=
+                &format!(" {} {:.0}/{:.0} µs;", kinds[k].label, samples[k][0][round], samples[k][1][round]);
+        }
+        progress(start, &msg);
+    }
+    let med: Vec<[Option<f64>; 2]> =
+        samples.iter().map(|s| [report::median(&s[0]), report::median(&s[1])]).collect();
+    let batches =
+        if o.rounds == 1 { "one batch".to_string() } else { format!("median of {} batches", o.rounds) };
+    let mut t = format!(
+        "key exchange in a TLS 1.3 handshake, client and server in memory in one thread\n\
+         (their CPU per handshake, {batches} of {}; the server is blocking-server's own)\n",
+        o.kx
+    );
+    t += &format!("{:<34}{:<18}{:>10}{:>12}\n", "client offers", "negotiated", "full µs", "resumed µs");
+    for (k, kind) in kinds.iter().enumerate() {
+        t += &format!(
+            "{:<34}{:<18}{:>10}{:>12}\n",
+            kind.label,
+            groups[k],
+            report::fmt(med[k][0], 0),
+            report::fmt(med[k][1], 0)
+        );
+    }
+    // kx::setup puts X25519MLKEM768 only and X25519 only second and third.
+    if let (Some([Some(pq_f), Some(pq_r)]), Some([Some(x_f), Some(x_r)])) = (med.get(1), med.get(2)) {
+        t += &format!("{:<52}{:>10.0}{:>12.0}\n", "X25519MLKEM768 − X25519", pq_f - x_f, pq_r - x_r);
+        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "n/a".into() };
+        t += &format!(
+            "{:<52}{:>10}{:>12}\n",
+            "X25519MLKEM768 ÷ X25519",
+            ratio(*pq_f, *x_f),
+            ratio(*pq_r, *x_r)
+        );
+    }
+    Ok(t)
+}
+
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
     // Children inherit the raised limit.
     let nofile = blocking_proxy::net::raise_fd_limit();
     let out_dir = target_dir().join("bench");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if o.kx_only {
+        let text = format!("\n{}\n{}", machine(nofile), key_exchange(o, &root, start)?);
+        print!("{text}");
+        return Ok(());
+    }
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
@@ -684,15 +778,7 @@ fn run(o: &Opts) -> Result<(), String> {
     // 2 descriptors per held connection in this process, plus the targets and chains.
     let scale = o.scale.min((nofile.saturating_sub(512) / 2) as usize);
 
-    let mut header = String::new();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    header += &format!(
-        "machine: {cores} cores, Linux {}, CLK_TCK {}, pid_max {}, RLIMIT_NOFILE {nofile}\n",
-        kernel.trim(),
-        loadgen::clk_tck(),
-        loadgen::pid_max()
-    );
+    let mut header = machine(nofile);
     header += &format!(
         "settings: {} rounds; {} MiB up and down; c=1 {} requests (after {}); c=32 {}×{}; \
          {} held; first byte ×{}; scale {}\n",
@@ -709,15 +795,20 @@ fn run(o: &Opts) -> Result<(), String> {
     let sizes: Vec<String> = udp::UDP_SIZES.iter().map(|n| format!("{n} B")).collect();
     header += &if o.udp {
         format!(
-            "          UDP ({}): {} round trips (after {}), then {} s with {} in flight\n",
+            "          UDP ({}): {} round trips (after {}), then {} s with {} in flight; \
+             key exchange: {}\n",
             sizes.join(", "),
             o.udp_pings,
             o.udp_warm,
             o.udp_secs,
             udp::WINDOW,
+            if o.kx == 0 { "off".to_string() } else { format!("{} handshakes a batch", o.kx) }
         )
     } else {
-        "          UDP off\n".to_string()
+        format!(
+            "          UDP off; key exchange: {}\n",
+            if o.kx == 0 { "off".to_string() } else { format!("{} handshakes a batch", o.kx) }
+        )
     };
     for c in &chains {
         header += &format!("  {:<16} {}\n", c.name, c.about);
@@ -784,6 +875,12 @@ fn run(o: &Opts) -> Result<(), String> {
         if !ratios.is_empty() {
             text += &format!("\n{ratios}");
         }
+    }
+    // With the proxies stopped, so that only this thread runs.
+    if o.kx > 0 {
+        text += "\n";
+        text +=
+            &key_exchange(o, &root, start).unwrap_or_else(|e| format!("key exchange: not measured: {e}\n"));
     }
     let svg = out_dir.join("latency.svg");
     std::fs::write(&svg, report::latency_svg(r)).map_err(|e| format!("{}: {e}", svg.display()))?;
