@@ -7,7 +7,7 @@
 #   make lint     rustfmt --check + clippy -D warnings
 #   make certs    regenerate the test CA and server certificate in certs/
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
-#   make bench    the pair measured next to no proxy at all (target/bench/report.txt)
+#   make bench    the pair (default flags, and --pool 8) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 #   make install  the release binaries to $(PREFIX)/bin, the systemd units to
 #                 $(PREFIX)/lib/systemd/system (PREFIX=/usr/local; DESTDIR for staging)
@@ -107,19 +107,20 @@ fuzz: $(CARGO_FUZZ)
 	done
 
 # Benchmarks (benches/proxy.rs). Report, chart and proxy logs in target/bench/.
-# The pair runs as deployed for speed: with a pool of ready TLS connections.
+# The pair runs with default flags ("ours"; LOCAL_ARGS adds flags to its local),
+# and with --pool 8 ("ours-pool8") for comparison.
 PEERS      := target/peers
 SS_VERSION ?= 1.25.0
 BENCH_ARGS ?=
-LOCAL_ARGS ?= --pool 8
+LOCAL_ARGS ?=
 # Commands the peer chains run, and the Debian package that provides each.
 PEER_TOOLS := stunnel4:stunnel4 microsocks:microsocks trojan:trojan
 
-# The pair next to no proxy at all (about a minute on 2 cores).
+# The pair next to no proxy at all (about 3 minutes on 2 cores).
 bench:
 	$(CARGO) bench --bench proxy -- --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 
-# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 6 minutes).
+# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 10 minutes).
 bench-peers: bench-deps
 	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 

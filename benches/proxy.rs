@@ -4,16 +4,23 @@
 //! A load generator that speaks SOCKS5 itself drives each "chain" (a SOCKS5
 //! address plus the processes behind it) against in-process targets on
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
-//! a column per chain. See `--help` and docs/PERFORMANCE.md.
+//! a column per chain. TCP and UDP (through a UDP ASSOCIATE variant of each
+//! chain that has one). Then what the key exchange costs in a TLS 1.3
+//! handshake, full and resumed, in memory. See `--help` and
+//! docs/PERFORMANCE.md.
 
 #[path = "proxy/chains.rs"]
 mod chains;
+#[path = "proxy/kx.rs"]
+mod kx;
 #[path = "proxy/loadgen.rs"]
 mod loadgen;
 #[path = "proxy/relay.rs"]
 mod relay;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "proxy/udp.rs"]
+mod udp;
 #[path = "../tests/common/trojan.rs"]
 mod trojan_config;
 
@@ -30,8 +37,10 @@ use report::{Fig, Results};
 const BRIEF: &str = "\
 usage: cargo bench --bench proxy -- [OPTIONS]
 
-Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them,
-with no proxy at all (\"direct\", the loopback limit) alongside.";
+Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them
+with default flags (\"ours\") and with --pool 8 (\"ours-pool8\"), with no
+proxy at all (\"direct\", the loopback limit) alongside; then times TLS 1.3
+handshakes in memory with X25519MLKEM768 and with X25519.";
 
 const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
@@ -59,7 +68,12 @@ fn options() -> Options {
     );
     o.optmulti("", "socks", "measure whatever SOCKS5 proxy listens at ADDR instead of the pair", "ADDR");
     o.optmulti("", "pids", "with --socks: its processes, for the CPU and memory figures", "PID,PID");
-    o.optmulti("", "local-args", "extra flags for blocking-local (e.g. \"--pool 8\")", "\"...\"");
+    o.optmulti(
+        "",
+        "local-args",
+        "extra flags for blocking-local in the chain ours (e.g. \"--pool 4\")",
+        "\"...\"",
+    );
     o.optmulti("", "bytes", "bytes per upload and per download (default 512MiB; K, M, G suffixes)", "SIZE");
     o.optmulti("", "rounds", "interleaved rounds (default 5, 1 with --quick)", "N");
     o.optflagmulti(
@@ -68,6 +82,9 @@ fn options() -> Options {
         "small sizes for trying it out: 64 MiB, fewer operations, 200 held connections, no scale run",
     );
     o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
+    o.optflagmulti("", "no-udp", "skip the UDP figures");
+    o.optflagmulti("", "no-kx", "skip the key-exchange measurement");
+    o.optflagmulti("", "kx-only", "only the key-exchange measurement: no proxies are started");
     o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
     o.optflagmulti("", "bench", "passed by cargo bench; ignored");
     o.optflagmulti("h", "help", "this text");
@@ -94,6 +111,14 @@ struct Opts {
     held: usize,
     ttfb: usize,
     scale: usize,
+    /// UDP: measured at all; round trips (after a warm-up); seconds of the rate run.
+    udp: bool,
+    udp_warm: usize,
+    udp_pings: usize,
+    udp_secs: f64,
+    /// Handshakes per batch in the key-exchange measurement (0: skipped).
+    kx: usize,
+    kx_only: bool,
     ss_dir: PathBuf,
 }
 
@@ -141,6 +166,8 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     let last = |name: &str| m.opt_strs(name).pop();
     let (quick, peers, no_scale) =
         (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
+    let (no_udp, no_kx, kx_only) =
+        (m.opt_present("no-udp"), m.opt_present("no-kx"), m.opt_present("kx-only"));
     let socks = match last("socks") {
         None => None,
         Some(v) => {
@@ -192,6 +219,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     if socks.is_some() && (peers || only.is_some()) {
         return Err("--socks excludes --peers and --chains".into());
     }
+    if kx_only && (no_kx || socks.is_some() || peers || only.is_some()) {
+        return Err("--kx-only excludes --no-kx, --socks, --peers and --chains".into());
+    }
     let ss_dir = ss_dir.unwrap_or_else(|| root.join("target/peers/bin"));
     let full = Opts {
         peers,
@@ -208,6 +238,12 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         held: 1000,
         ttfb: 20,
         scale: if no_scale { 0 } else { 5000 },
+        udp: !no_udp,
+        udp_warm: 100,
+        udp_pings: 2000,
+        udp_secs: 2.0,
+        kx: if no_kx { 0 } else { 1000 },
+        kx_only,
         ss_dir,
     };
     if !quick {
@@ -222,6 +258,10 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         held: 200,
         ttfb: 5,
         scale: 0,
+        udp_warm: 30,
+        udp_pings: 300,
+        udp_secs: 0.5,
+        kx: if no_kx { 0 } else { 200 },
         ..full
     }))
 }
@@ -264,7 +304,10 @@ struct Bench<'a> {
     opts: &'a Opts,
     /// Configuration and logs of the fresh instances started for the memory figures.
     fresh_dir: Workdir,
+    /// Configuration and logs of the chains' UDP variants.
+    udp_dir: Workdir,
     targets: Targets,
+    udp_echo: Option<udp::Echo>,
     results: Results,
     clk: f64,
     start: Instant,
@@ -272,7 +315,7 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn progress(&self, msg: &str) {
-        eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
+        progress(self.start, msg);
     }
 
     fn throughput(&mut self, i: usize, chain: &Chain) {
@@ -309,8 +352,21 @@ impl Bench<'_> {
         let echo = self.targets.echo;
         let cap = Duration::from_secs(90);
         let warm = loadgen::requests(chain.via, echo, 1, o.c1_warm, cap);
+        // The chain's CPU around each batch. Each follows another batch, so
+        // work left over from the one before (a pool refilling, closes)
+        // balances what this one leaves to the next.
+        let cpu0 = loadgen::sum_cpu(&chain.pids);
         let one = loadgen::requests(chain.via, echo, 1, o.c1_ops, cap);
+        let cpu1 = loadgen::sum_cpu(&chain.pids);
         let many = loadgen::requests(chain.via, echo, o.c32_threads, o.c32_per, cap);
+        let cpu2 = loadgen::sum_cpu(&chain.pids);
+        let per_conn = |from: Option<u64>, to: Option<u64>, batch: &loadgen::Batch| match (from, to) {
+            (Some(a), Some(b)) if chain.has_pids() && !batch.latencies.is_empty() => {
+                Some(b.saturating_sub(a) as f64 / self.clk * 1e6 / batch.latencies.len() as f64)
+            }
+            _ => None,
+        };
+        let (cpu_one, cpu_many) = (per_conn(cpu0, cpu1, &one), per_conn(cpu1, cpu2, &many));
         let mut msg = format!("new connections {}:", chain.name);
         for (label, batch, want) in [
             ("c=1", &one, o.c1_ops),
@@ -334,13 +390,22 @@ impl Bench<'_> {
             self.results.add(i, Fig::C1Ops, ops);
             self.results.add(i, Fig::C1P50, p50);
             self.results.add(i, Fig::C1P99, p99);
-            msg += &format!(" c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs;");
+            msg += &format!(" c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs");
+            if let Some(c) = cpu_one {
+                self.results.add(i, Fig::C1Cpu, c);
+                msg += &format!(" CPU {c:.0} µs/conn");
+            }
+            msg += ";";
         }
         if !many.latencies.is_empty() {
             let (ops, p99) = (many.ops_per_sec(), many.percentile_us(99.0));
             self.results.add(i, Fig::C32Ops, ops);
             self.results.add(i, Fig::C32P99, p99);
             msg += &format!(" c=32 {ops:.0} ops/s p99 {p99:.0} µs");
+            if let Some(c) = cpu_many {
+                self.results.add(i, Fig::C32Cpu, c);
+                msg += &format!(" CPU {c:.0} µs/conn");
+            }
         }
         self.progress(&msg);
     }
@@ -441,6 +506,68 @@ impl Bench<'_> {
         }
     }
 
+    /// The UDP figures of `chain`, through its UDP variant started for the
+    /// purpose (see [`start_udp`]); "direct" sends straight to the echo
+    /// target, and a `--socks` proxy is asked for UDP ASSOCIATE as it is.
+    fn udp(&mut self, i: usize, chain: &Chain) {
+        let o = self.opts;
+        let Some(echo) = self.udp_echo.as_ref().map(|e| e.addr) else { return };
+        let mut variant = None;
+        let via = match chain.name.as_str() {
+            "direct" => Via::Direct,
+            name if CHAINS.contains(&name) => match start_udp(name, o, &self.udp_dir) {
+                Ok(c) => variant.insert(c).via,
+                Err(why) => {
+                    self.results.note(i, why);
+                    return;
+                }
+            },
+            _ => chain.via,
+        };
+        let mut msg = format!("UDP {}:", chain.name);
+        for size in udp::UDP_SIZES {
+            let cap = Duration::from_secs(60);
+            match udp::Assoc::open(via, echo).and_then(|a| udp::pings(&a, size, o.udp_warm, o.udp_pings, cap))
+            {
+                Ok(p) => {
+                    if p.lost > 0 || p.latencies.len() < o.udp_pings {
+                        self.results.note(
+                            i,
+                            format!(
+                                "UDP {size} B: {} of {} round trips answered, {} lost",
+                                p.latencies.len(),
+                                o.udp_pings,
+                                p.lost
+                            ),
+                        );
+                    }
+                    if !p.latencies.is_empty() {
+                        let (p50, p99) = (p.percentile_us(50.0), p.percentile_us(99.0));
+                        self.results.add(i, Fig::UdpP50(size), p50);
+                        self.results.add(i, Fig::UdpP99(size), p99);
+                        msg += &format!(" {size} B p50 {p50:.0} µs p99 {p99:.0} µs");
+                    }
+                }
+                Err(e) => {
+                    self.results.note(i, format!("UDP {size} B round trips: {e}"));
+                    continue;
+                }
+            }
+            let run = Duration::from_secs_f64(o.udp_secs);
+            match udp::Assoc::open(via, echo).and_then(|a| udp::rate(&a, size, udp::WINDOW, run)) {
+                Ok(r) => {
+                    let (rate, lost) = (r.per_sec(), r.lost_percent());
+                    self.results.add(i, Fig::UdpRate(size), rate);
+                    self.results.add(i, Fig::UdpLost(size), lost);
+                    msg += &format!(", {rate:.0}/s ({} of {} lost);", r.lost, r.sent);
+                }
+                Err(e) => self.results.note(i, format!("UDP {size} B rate: {e}")),
+            }
+        }
+        drop(variant);
+        self.progress(&msg);
+    }
+
     fn scale(&mut self, i: usize, chain: &Chain) {
         let n = self.opts.scale;
         let Ok(fresh) = self.fresh(i, chain) else { return };
@@ -475,19 +602,45 @@ impl Bench<'_> {
 }
 
 /// The chains, in the order of the table's columns.
-const CHAINS: [&str; 6] = ["ours", "direct", "stunnel", "trojan", "ss-aes-128-gcm", "ss-2022"];
+const CHAINS: [&str; 7] = ["ours", "ours-pool8", "direct", "stunnel", "trojan", "ss-aes-128-gcm", "ss-2022"];
 
 /// Starts the chain called `name` (one of [`CHAINS`]); with `far`, also its
 /// client pointed at a delay relay.
 fn start_one(name: &str, o: &Opts, w: &Workdir, far: bool) -> Result<Chain, String> {
     match name {
-        "ours" => chains::ours(w, &o.local_args, far),
+        "ours" => chains::ours(w, name, &o.local_args, None, far),
+        "ours-pool8" => chains::ours(w, name, &["--pool".into(), "8".into()], None, far),
         "direct" => Ok(Chain::direct()),
         "stunnel" => chains::stunnel(w, far),
         "trojan" => chains::trojan(w, far),
-        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", far),
-        _ => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", far),
+        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", false, far),
+        _ => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", false, far),
     }
+}
+
+/// The password of our UDP variant (UDP ASSOCIATE needs the trojan format).
+const UDP_PASSWORD: &str = "blocking-proxy bench";
+
+/// Starts the UDP variant of the chain `name`: ours with `--password` on both
+/// sides, shadowsocks-rust in mode tcp_and_udp, trojan as it is. The error
+/// says why a chain has none, or why it did not start.
+fn start_udp(name: &str, o: &Opts, w: &Workdir) -> Result<Chain, String> {
+    let started = match name {
+        "ours" => chains::ours(w, name, &o.local_args, Some(UDP_PASSWORD), false),
+        "trojan" => chains::trojan(w, false),
+        "ss-aes-128-gcm" => chains::shadowsocks(w, &o.ss_dir, name, "aes-128-gcm", true, false),
+        "ss-2022" => chains::shadowsocks(w, &o.ss_dir, name, "2022-blake3-aes-128-gcm", true, false),
+        "ours-pool8" => {
+            return Err(
+                "UDP measured for ours only (a pool only readies the association's TLS connection)".into()
+            )
+        }
+        "stunnel" => {
+            return Err("no UDP: stunnel carries TCP only, and microsocks has no UDP ASSOCIATE".into())
+        }
+        _ => return Err(format!("no UDP variant of {name}")),
+    };
+    started.map_err(|e| format!("UDP variant: {e}"))
 }
 
 fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
@@ -496,7 +649,7 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
     }
     let wanted = |name: &str| match &o.only {
         Some(list) => list.iter().any(|c| c == name),
-        None => o.peers || name == "ours" || name == "direct",
+        None => o.peers || matches!(name, "ours" | "ours-pool8" | "direct"),
     };
     let mut all = vec![];
     for name in CHAINS.into_iter().filter(|n| wanted(n)) {
@@ -509,20 +662,102 @@ fn start_chains(o: &Opts, w: &Workdir) -> Result<Vec<Chain>, String> {
     Ok(all)
 }
 
+fn progress(start: Instant, msg: &str) {
+    eprintln!("[{:6.1}s] {msg}", start.elapsed().as_secs_f64());
+}
+
+fn machine(nofile: u64) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "machine: {cores} cores, Linux {}, CLK_TCK {}, pid_max {}, RLIMIT_NOFILE {nofile}\n",
+        kernel.trim(),
+        loadgen::clk_tck(),
+        loadgen::pid_max()
+    )
+}
+
+/// The key-exchange measurement (see `kx`): for each client, full and
+/// resumed handshakes in interleaved rounds; a table of medians.
+fn key_exchange(o: &Opts, root: &std::path::Path, start: Instant) -> Result<String, String> {
+    let (kinds, server) = kx::setup(root)?;
+    // Per client: CPU µs per handshake, full and resumed, one sample a round.
+    let mut samples: Vec<[Vec<f64>; 2]> = kinds.iter().map(|_| [vec![], vec![]]).collect();
+    let mut groups = vec![String::new(); kinds.len()];
+    for round in 0..o.rounds {
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut msg = format!("key exchange, round {} of {}:", round + 1, o.rounds);
+        for &k in &order {
+            for (m, resumed) in [false, true].into_iter().enumerate() {
+                let r = kx::measure(&kinds[k], &server, resumed, o.kx)?;
+                samples[k][m].push(r.us);
+                groups[k] = r.group;
+            }
+            msg +=
+                &format!(" {} {:.0}/{:.0} µs;", kinds[k].label, samples[k][0][round], samples[k][1][round]);
+        }
+        progress(start, &msg);
+    }
+    let med: Vec<[Option<f64>; 2]> =
+        samples.iter().map(|s| [report::median(&s[0]), report::median(&s[1])]).collect();
+    let batches =
+        if o.rounds == 1 { "one batch".to_string() } else { format!("median of {} batches", o.rounds) };
+    let mut t = format!(
+        "key exchange in a TLS 1.3 handshake, client and server in memory in one thread\n\
+         (their CPU per handshake, {batches} of {}; the server is blocking-server's own)\n",
+        o.kx
+    );
+    t += &format!("{:<34}{:<18}{:>10}{:>12}\n", "client offers", "negotiated", "full µs", "resumed µs");
+    for (k, kind) in kinds.iter().enumerate() {
+        t += &format!(
+            "{:<34}{:<18}{:>10}{:>12}\n",
+            kind.label,
+            groups[k],
+            report::fmt(med[k][0], 0),
+            report::fmt(med[k][1], 0)
+        );
+    }
+    // kx::setup puts X25519MLKEM768 only and X25519 only second and third.
+    if let (Some([Some(pq_f), Some(pq_r)]), Some([Some(x_f), Some(x_r)])) = (med.get(1), med.get(2)) {
+        t += &format!("{:<52}{:>10.0}{:>12.0}\n", "X25519MLKEM768 − X25519", pq_f - x_f, pq_r - x_r);
+        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "n/a".into() };
+        t += &format!(
+            "{:<52}{:>10}{:>12}\n",
+            "X25519MLKEM768 ÷ X25519",
+            ratio(*pq_f, *x_f),
+            ratio(*pq_r, *x_r)
+        );
+    }
+    Ok(t)
+}
+
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
     // Children inherit the raised limit.
     let nofile = blocking_proxy::net::raise_fd_limit();
     let out_dir = target_dir().join("bench");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if o.kx_only {
+        let text = format!("\n{}\n{}", machine(nofile), key_exchange(o, &root, start)?);
+        print!("{text}");
+        return Ok(());
+    }
     let run_dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let w = Workdir { dir: run_dir.clone(), root: root.clone() };
-    let fresh_dir = Workdir { dir: run_dir.join("fresh"), root };
-    std::fs::create_dir_all(&fresh_dir.dir).map_err(|e| format!("{}: {e}", fresh_dir.dir.display()))?;
+    let fresh_dir = Workdir { dir: run_dir.join("fresh"), root: root.clone() };
+    let udp_dir = Workdir { dir: run_dir.join("udp"), root: root.clone() };
+    for d in [&fresh_dir.dir, &udp_dir.dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
 
     let targets = Targets::start().map_err(|e| format!("targets: {e}"))?;
+    let udp_echo =
+        if o.udp { Some(udp::Echo::start().map_err(|e| format!("UDP echo target: {e}"))?) } else { None };
     let mut chains = start_chains(o, &w)?;
     // One request through each before measuring: a chain that cannot carry one is left out.
     chains.retain(|c| match loadgen::request(c.via, targets.echo, 7) {
@@ -543,15 +778,7 @@ fn run(o: &Opts) -> Result<(), String> {
     // 2 descriptors per held connection in this process, plus the targets and chains.
     let scale = o.scale.min((nofile.saturating_sub(512) / 2) as usize);
 
-    let mut header = String::new();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    header += &format!(
-        "machine: {cores} cores, Linux {}, CLK_TCK {}, pid_max {}, RLIMIT_NOFILE {nofile}\n",
-        kernel.trim(),
-        loadgen::clk_tck(),
-        loadgen::pid_max()
-    );
+    let mut header = machine(nofile);
     header += &format!(
         "settings: {} rounds; {} MiB up and down; c=1 {} requests (after {}); c=32 {}×{}; \
          {} held; first byte ×{}; scale {}\n",
@@ -565,8 +792,30 @@ fn run(o: &Opts) -> Result<(), String> {
         o.ttfb,
         if scale == 0 { "off".to_string() } else { scale.to_string() }
     );
+    let sizes: Vec<String> = udp::UDP_SIZES.iter().map(|n| format!("{n} B")).collect();
+    header += &if o.udp {
+        format!(
+            "          UDP ({}): {} round trips (after {}), then {} s with {} in flight; \
+             key exchange: {}\n",
+            sizes.join(", "),
+            o.udp_pings,
+            o.udp_warm,
+            o.udp_secs,
+            udp::WINDOW,
+            if o.kx == 0 { "off".to_string() } else { format!("{} handshakes a batch", o.kx) }
+        )
+    } else {
+        format!(
+            "          UDP off; key exchange: {}\n",
+            if o.kx == 0 { "off".to_string() } else { format!("{} handshakes a batch", o.kx) }
+        )
+    };
     for c in &chains {
         header += &format!("  {:<16} {}\n", c.name, c.about);
+    }
+    if o.udp && o.socks.is_none() {
+        header += "  UDP through each chain's variant: ours with --password on both sides, \
+                   shadowsocks-rust with -U (tcp_and_udp), trojan as it is\n";
     }
     let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
     eprintln!("measuring {} (proxy logs in {})", names.join(", "), run_dir.display());
@@ -574,7 +823,9 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut b = Bench {
         opts: o,
         fresh_dir,
+        udp_dir,
         targets,
+        udp_echo,
         results: Results::new(chains.iter().map(|c| c.name.clone()).collect()),
         clk: loadgen::clk_tck() as f64,
         start,
@@ -596,6 +847,9 @@ fn run(o: &Opts) -> Result<(), String> {
         }
         for &i in &order {
             b.first_byte(i, &chains[i]);
+        }
+        for &i in &order {
+            b.udp(i, &chains[i]);
         }
     }
     if scale > 0 {
@@ -621,6 +875,12 @@ fn run(o: &Opts) -> Result<(), String> {
         if !ratios.is_empty() {
             text += &format!("\n{ratios}");
         }
+    }
+    // With the proxies stopped, so that only this thread runs.
+    if o.kx > 0 {
+        text += "\n";
+        text +=
+            &key_exchange(o, &root, start).unwrap_or_else(|e| format!("key exchange: not measured: {e}\n"));
     }
     let svg = out_dir.join("latency.svg");
     std::fs::write(&svg, report::latency_svg(r)).map_err(|e| format!("{}: {e}", svg.display()))?;

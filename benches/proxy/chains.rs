@@ -272,17 +272,39 @@ pub fn which(name: &str) -> Option<PathBuf> {
 // Each constructor starts the client a second time, pointed at a delay relay
 // in front of the same server, when `far` is set.
 
-/// blocking-server and blocking-local, with `local_args` passed to the local.
-pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, String> {
+/// blocking-server and blocking-local as the chain `name`, with `local_args`
+/// passed to the local. With a `password`, both sides speak the trojan format
+/// with it (`--password`), which SOCKS5 UDP ASSOCIATE needs.
+pub fn ours(
+    w: &Workdir,
+    name: &str,
+    local_args: &[String],
+    password: Option<&str>,
+    far: bool,
+) -> Result<Chain, String> {
     let server_bin = Path::new(env!("CARGO_BIN_EXE_blocking-server"));
     let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
-    let extra = if local_args.is_empty() { String::new() } else { format!(" {}", local_args.join(" ")) };
-    let mut chain = Chain::empty("ours", format!("blocking-local{extra} → TLS → blocking-server"));
+    let mut extra = if local_args.is_empty() { String::new() } else { format!(" {}", local_args.join(" ")) };
+    if password.is_some() {
+        extra += " --password …";
+    }
+    let about = format!(
+        "blocking-local{extra} → TLS → blocking-server{}",
+        if password.is_some() { " --password …" } else { "" }
+    );
+    let mut chain = Chain::empty(name, about);
     let env = [("RUST_LOG", "info")];
+    let secret = |args: &mut Vec<String>| {
+        if let Some(p) = password {
+            args.extend(strings(&["--password", p]));
+        }
+    };
 
-    let mut server =
-        w.spawn("ours-server", server_bin, &strings(&["--listen", "127.0.0.1:0", "--allow-private"]), &env)?;
-    let server_addr = w.listening("ours-server", &mut server);
+    let mut server_args = strings(&["--listen", "127.0.0.1:0", "--allow-private"]);
+    secret(&mut server_args);
+    let server_label = format!("{name}-server");
+    let mut server = w.spawn(&server_label, server_bin, &server_args, &env)?;
+    let server_addr = w.listening(&server_label, &mut server);
     chain.adopt(server, true);
     let server_addr = server_addr?;
 
@@ -291,6 +313,7 @@ pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, Stri
         args.push(server.to_string());
         args.push("--ca".into());
         args.push(w.cert("ca.pem"));
+        secret(&mut args);
         args.extend(local_args.iter().cloned());
         args
     };
@@ -299,7 +322,7 @@ pub fn ours(w: &Workdir, local_args: &[String], far: bool) -> Result<Chain, Stri
         let addr = w.listening(label, &mut child);
         started(child, addr)
     };
-    chain.clients(server_addr, far, "ours-local", client)?;
+    chain.clients(server_addr, far, &format!("{name}-local"), client)?;
     Ok(chain)
 }
 
@@ -404,12 +427,15 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// shadowsocks-rust's sslocal and ssserver with `method`, from `bin_dir`.
+/// shadowsocks-rust's sslocal and ssserver with `method`, from `bin_dir`;
+/// with `udp`, both in mode tcp_and_udp (`-U`), so sslocal's SOCKS5 port
+/// takes UDP ASSOCIATE.
 pub fn shadowsocks(
     w: &Workdir,
     bin_dir: &Path,
     name: &str,
     method: &str,
+    udp: bool,
     far: bool,
 ) -> Result<Chain, String> {
     let sslocal = bin_dir.join("sslocal");
@@ -428,10 +454,14 @@ pub fn shadowsocks(
     } else {
         "blocking-proxy bench".to_string()
     };
-    let mut chain = Chain::empty(name, format!("shadowsocks-rust sslocal → {method} → ssserver"));
+    let mode = if udp { " (tcp_and_udp)" } else { "" };
+    let mut chain = Chain::empty(name, format!("shadowsocks-rust sslocal → {method} → ssserver{mode}"));
     let server_port = free_port()?;
     let common = |args: &mut Vec<String>| {
         args.extend(strings(&["-m", method, "-k", &password, "--tcp-no-delay"]));
+        if udp {
+            args.push("-U".into());
+        }
     };
     let mut args = strings(&["-s", &loopback(server_port).to_string()]);
     common(&mut args);

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::udp::{UDP_SIZES, WINDOW};
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Fig {
     Up,
@@ -12,50 +14,70 @@ pub enum Fig {
     C1Ops,
     C1P50,
     C1P99,
+    C1Cpu,
     C32Ops,
     C32P99,
+    C32Cpu,
     Mem,
     Threads,
     Ttfb,
+    /// UDP figures, for a payload of this many bytes.
+    UdpP50(usize),
+    UdpP99(usize),
+    UdpRate(usize),
+    UdpLost(usize),
     ScaleHeld,
     ScaleRss,
     ScaleThreads,
 }
 
-pub const ALL: [Fig; 14] = [
-    Fig::Up,
-    Fig::Down,
-    Fig::Cpu,
-    Fig::C1Ops,
-    Fig::C1P50,
-    Fig::C1P99,
-    Fig::C32Ops,
-    Fig::C32P99,
-    Fig::Mem,
-    Fig::Threads,
-    Fig::Ttfb,
-    Fig::ScaleHeld,
-    Fig::ScaleRss,
-    Fig::ScaleThreads,
-];
+/// Every figure, in the order of the table's rows.
+pub fn all() -> Vec<Fig> {
+    let mut v = vec![
+        Fig::Up,
+        Fig::Down,
+        Fig::Cpu,
+        Fig::C1Ops,
+        Fig::C1P50,
+        Fig::C1P99,
+        Fig::C1Cpu,
+        Fig::C32Ops,
+        Fig::C32P99,
+        Fig::C32Cpu,
+        Fig::Mem,
+        Fig::Threads,
+        Fig::Ttfb,
+    ];
+    for size in UDP_SIZES {
+        v.extend([Fig::UdpP50(size), Fig::UdpP99(size), Fig::UdpRate(size), Fig::UdpLost(size)]);
+    }
+    v.extend([Fig::ScaleHeld, Fig::ScaleRss, Fig::ScaleThreads]);
+    v
+}
 
 impl Fig {
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Fig::Up => "upload, 1 connection",
-            Fig::Down => "download, 1 connection",
-            Fig::Cpu => "proxy CPU per GiB moved",
-            Fig::C1Ops => "new connection c=1",
-            Fig::C1P50 => "new connection c=1 p50",
-            Fig::C1P99 => "new connection c=1 p99",
-            Fig::C32Ops => "new connection c=32",
-            Fig::C32P99 => "new connection c=32 p99",
-            Fig::Mem => "RSS per held connection",
-            Fig::Threads => "threads per held connection",
-            Fig::Ttfb => "first byte over a 20 ms RTT link",
-            Fig::ScaleHeld => "scale: held and answering",
-            Fig::ScaleRss => "scale: RSS, all held",
-            Fig::ScaleThreads => "scale: threads, all held",
+            Fig::Up => "upload, 1 connection".into(),
+            Fig::Down => "download, 1 connection".into(),
+            Fig::Cpu => "proxy CPU per GiB moved".into(),
+            Fig::C1Ops => "new connection c=1".into(),
+            Fig::C1P50 => "new connection c=1 p50".into(),
+            Fig::C1P99 => "new connection c=1 p99".into(),
+            Fig::C1Cpu => "proxy CPU per new connection c=1".into(),
+            Fig::C32Ops => "new connection c=32".into(),
+            Fig::C32P99 => "new connection c=32 p99".into(),
+            Fig::C32Cpu => "proxy CPU per new connection c=32".into(),
+            Fig::Mem => "RSS per held connection".into(),
+            Fig::Threads => "threads per held connection".into(),
+            Fig::Ttfb => "first byte over a 20 ms RTT link".into(),
+            Fig::UdpP50(n) => format!("UDP {n} B round trip p50"),
+            Fig::UdpP99(n) => format!("UDP {n} B round trip p99"),
+            Fig::UdpRate(n) => format!("UDP {n} B, {WINDOW} in flight"),
+            Fig::UdpLost(n) => format!("UDP {n} B, {WINDOW} in flight, lost"),
+            Fig::ScaleHeld => "scale: held and answering".into(),
+            Fig::ScaleRss => "scale: RSS, all held".into(),
+            Fig::ScaleThreads => "scale: threads, all held".into(),
         }
     }
 
@@ -64,7 +86,10 @@ impl Fig {
             Fig::Up | Fig::Down => "MiB/s",
             Fig::Cpu => "s/GiB",
             Fig::C1Ops | Fig::C32Ops => "ops/s",
-            Fig::C1P50 | Fig::C1P99 | Fig::C32P99 => "µs",
+            Fig::C1P50 | Fig::C1P99 | Fig::C32P99 | Fig::C1Cpu | Fig::C32Cpu => "µs",
+            Fig::UdpP50(_) | Fig::UdpP99(_) => "µs",
+            Fig::UdpRate(_) => "dgram/s",
+            Fig::UdpLost(_) => "%",
             Fig::Mem => "KiB",
             Fig::Threads => "",
             Fig::Ttfb => "RTT",
@@ -76,14 +101,14 @@ impl Fig {
 
     fn decimals(self) -> usize {
         match self {
-            Fig::Cpu | Fig::Threads | Fig::Ttfb => 2,
+            Fig::Cpu | Fig::Threads | Fig::Ttfb | Fig::UdpLost(_) => 2,
             Fig::Mem => 1,
             _ => 0,
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Fig::Up | Fig::Down | Fig::C1Ops | Fig::C32Ops | Fig::ScaleHeld)
+        matches!(self, Fig::Up | Fig::Down | Fig::C1Ops | Fig::C32Ops | Fig::UdpRate(_) | Fig::ScaleHeld)
     }
 }
 
@@ -141,14 +166,14 @@ pub fn table(r: &Results, bytes_label: &str, scale_n: usize) -> String {
         let _ = write!(out, "{c:>w$}");
     }
     out.push('\n');
-    for fig in ALL {
+    for fig in all() {
         if (0..r.chains.len()).all(|c| r.get(c, fig).is_none()) {
             continue;
         }
         let label = match fig {
             Fig::Up | Fig::Down => format!("{}, {bytes_label}", fig.label()),
             Fig::ScaleHeld => format!("{} (of {scale_n})", fig.label()),
-            _ => fig.label().to_string(),
+            _ => fig.label(),
         };
         let arrow = if fig.higher_is_better() { "↑" } else { "↓" };
         let _ = write!(out, "{:<42}{:<8}", format!("{arrow} {label}"), fig.unit());
@@ -174,7 +199,7 @@ pub fn ratios(r: &Results, ours: usize) -> String {
         let _ = write!(out, "{h:>w$}");
     }
     out.push('\n');
-    for fig in ALL {
+    for fig in all() {
         let mine = r.get(ours, fig);
         let row: Vec<Option<f64>> = peers
             .iter()
