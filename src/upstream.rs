@@ -434,6 +434,9 @@ pub struct Pool {
 /// What a pool holds: the ready connections, oldest first, and the demand.
 struct Stock {
     ready: VecDeque<Ready>,
+    /// Connections a filler is making now, counted so that two fillers do
+    /// not both make the one connection wanted.
+    filling: usize,
     demand: Demand,
 }
 
@@ -460,7 +463,7 @@ impl Pool {
         if size == PoolSize::Fixed(0) {
             return None;
         }
-        let stock = Stock { ready: VecDeque::new(), demand: Demand::new(Instant::now()) };
+        let stock = Stock { ready: VecDeque::new(), filling: 0, demand: Demand::new(Instant::now()) };
         let pool = Arc::new(Pool {
             state: Mutex::new(stock),
             wake: Condvar::new(),
@@ -517,20 +520,25 @@ impl Pool {
             let mut stock = self.lock();
             stock.ready.retain(|r| r.born.elapsed() < self.age && self.upstreams.wanted(&r.link));
             metrics::POOL_READY.set(stock.ready.len() as i64);
-            if stock.ready.len() >= stock.target(self.size) {
+            if stock.ready.len() + stock.filling >= stock.target(self.size) {
                 // Enough: sleep until a client comes or the oldest gets too old.
                 let oldest =
                     stock.ready.front().map_or(self.age, |r| self.age.saturating_sub(r.born.elapsed()));
                 drop(self.wake.wait_timeout(stock, oldest).unwrap_or_else(PoisonError::into_inner));
                 continue;
             }
+            stock.filling += 1;
             drop(stock);
-            match self.upstreams.connect(None) {
-                Ok(mut link) => {
-                    take_tickets(&link.sock, &mut link.conn);
-                    self.lock().ready.push_back(Ready { link, born: Instant::now() });
-                }
+            let made = self.upstreams.connect(None).map(|mut link| {
+                take_tickets(&link.sock, &mut link.conn);
+                link
+            });
+            let mut stock = self.lock();
+            stock.filling -= 1;
+            match made {
+                Ok(link) => stock.ready.push_back(Ready { link, born: Instant::now() }),
                 Err(e) => {
+                    drop(stock);
                     log::warn!("pool: cannot reach server {}: {}", e.server, e.error);
                     thread::sleep(POOL_BACKOFF);
                 }

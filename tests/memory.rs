@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Cycles when `SOAK_CYCLES` is not set: short enough for `make test` (about
-/// 30 s on 2 cores, some 7 to 10 s a cycle), long enough to fail with glibc's
-/// default arenas, whose growth passes the bound by cycle 4.
-const DEFAULT_CYCLES: usize = 4;
+/// 65 s on 2 cores, some 7 to 10 s a cycle), long enough to fail clearly with
+/// glibc's default arenas, which grow 4 to 7 MiB a cycle and pass the bound
+/// by cycle 6 (by 16 MiB at cycle 8).
+const DEFAULT_CYCLES: usize = 8;
 /// New connections per cycle, each a few bytes echoed.
 const NEW_CONNS: usize = 2000;
 /// Client threads opening those connections at once.
@@ -41,8 +42,12 @@ const HOLD: Duration = Duration::from_secs(3);
 const DOWNLOAD: usize = 128 << 20;
 /// Allowed growth of RSS from the second cycle to the last, as a factor.
 const GROWTH: f64 = 1.10;
-/// Allowed growth on top of that, in bytes (page-level noise, a late arena).
-const SLACK: u64 = 4 << 20;
+/// Allowed growth on top of that, in bytes: with 2 arenas per process, each
+/// arena of each process settles at its own high-water mark in one step,
+/// some by the second cycle and some as late as the fourth, up to about
+/// 10 MiB above the second cycle's sum in all (docs/PERFORMANCE.md, "Memory
+/// over time"). Growth that goes on, cycle after cycle, passes it.
+const SLACK: u64 = 12 << 20;
 
 /// Resident memory of a process, in bytes, from /proc/PID/status.
 fn rss(p: &Proc) -> u64 {
