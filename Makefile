@@ -9,6 +9,7 @@
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
 #   make bench    the pair (default flags, and --pool 8) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
+#   make profile  what one new connection costs each process: instructions, wake-ups, system calls, profile
 #   make install  the release binaries to $(PREFIX)/bin, the systemd units to
 #                 $(PREFIX)/lib/systemd/system (PREFIX=/usr/local; DESTDIR for staging)
 #   make uninstall  remove exactly the files make install put there
@@ -25,7 +26,7 @@ TEST_PYTHON := socks:python3-socks
 # nginx and haproxy live in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build run test soak deps certs lint fuzz bench bench-peers bench-deps install uninstall clean
+.PHONY: all build run test soak deps certs lint fuzz bench bench-peers bench-deps profile install uninstall clean
 
 all: build
 
@@ -123,6 +124,13 @@ bench:
 # The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 10 minutes).
 bench-peers: bench-deps
 	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
+
+# What a new connection costs each process, with the local's default flags and with
+# --pool 0: callgrind, perf stat, strace -c and perf record (benches/profile.py;
+# about a minute on 2 cores). PROFILE_ARGS passes options, e.g. "--only perf --n 500".
+PROFILE_ARGS ?=
+profile: build
+	python3 benches/profile.py $(PROFILE_ARGS)
 
 # What the peer chains need and this machine lacks: Debian packages and
 # shadowsocks-rust, built once into target/peers.

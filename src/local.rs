@@ -460,11 +460,8 @@ fn associate(
 /// Reads what `sock` has already received into `buf`, without waiting;
 /// returns its length (0 when nothing has arrived yet).
 fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    sock.set_nonblocking(true)?;
-    let read = match (&*sock).read(buf) {
+    match net::Arrived(sock).read(buf) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         other => other,
-    };
-    sock.set_nonblocking(false)?;
-    read
+    }
 }

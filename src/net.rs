@@ -129,6 +129,25 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
+/// A reader of whatever `sock` has already received, without waiting: each
+/// read is one `recv(MSG_DONTWAIT)`, which fails with `WouldBlock` when
+/// nothing has arrived. The socket stays blocking for everyone else, and no
+/// system call goes to switching it to non-blocking and back.
+pub struct Arrived<'a>(pub &'a TcpStream);
+
+impl Read for Arrived<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        loop {
+            match recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                got => return got.map_err(io::Error::from),
+            }
+        }
+    }
+}
+
 /// Which of two sockets [`wait`] found ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ready {

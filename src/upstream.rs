@@ -569,21 +569,17 @@ fn take_tickets(sock: &TcpStream, conn: &mut ClientConnection) {
 /// tickets the server sends after the handshake (stored for resumption), and
 /// behind them perhaps the end of the connection.
 fn still_open(sock: &TcpStream, conn: &mut ClientConnection) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let open = loop {
-        match conn.read_tls(&mut &*sock) {
-            Ok(0) => break false,
+    loop {
+        match conn.read_tls(&mut net::Arrived(sock)) {
+            Ok(0) => return false,
             Ok(_) => {
                 if conn.process_new_packets().is_err() {
-                    break false;
+                    return false;
                 }
             }
-            Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
         }
-    };
-    open && sock.set_nonblocking(false).is_ok()
+    }
 }
 
 #[cfg(test)]
