@@ -121,7 +121,7 @@ PEER_TOOLS := stunnel4:stunnel4 microsocks:microsocks trojan:trojan
 bench:
 	$(CARGO) bench --bench proxy -- --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 
-# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 10 minutes).
+# The same, with stunnel4+microsocks, trojan and shadowsocks-rust alongside (about 11 minutes).
 bench-peers: bench-deps
 	$(CARGO) bench --bench proxy -- --peers --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 

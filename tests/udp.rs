@@ -110,7 +110,8 @@ fn a_datagram_to_a_denied_address_goes_nowhere_and_is_counted() {
 
 #[test]
 fn an_association_ends_with_its_control_connection_and_leaves_no_thread() {
-    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw"]);
+    // No pool: a ready connection would hold threads on both sides.
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw", "--pool", "0"]);
     let idle = [pair.local.threads(), pair.server.threads()];
     let (echo, _seen) = udp_echo();
     // By hand: UDP ASSOCIATE, one datagram, then the control connection closes.
