@@ -27,6 +27,17 @@ pub enum Exit {
     Failed(Error),
 }
 
+impl std::fmt::Display for Exit {
+    /// The one line a failure or a usage error says (nothing for `Done`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Done => Ok(()),
+            Exit::Usage(msg) => f.write_str(msg),
+            Exit::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 impl From<Error> for Exit {
     fn from(e: Error) -> Self {
         Exit::Failed(e)

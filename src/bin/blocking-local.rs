@@ -211,9 +211,7 @@ impl Reload {
         };
         let secrets = match read_secrets(m) {
             Ok(s) => s,
-            Err(Exit::Failed(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
-            Err(Exit::Usage(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
-            Err(Exit::Done) => return,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
         };
         let mut done = Vec::new();
         if let Some(tls) = tls {

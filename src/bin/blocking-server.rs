@@ -212,9 +212,7 @@ impl Reload {
         let passwords = match password_file {
             true => match cli::passwords(&self.m) {
                 Ok(p) => p.iter().map(|p| trojan_hash(p)).collect(),
-                Err(Exit::Failed(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
-                Err(Exit::Usage(e)) => return log::warn!("reload failed, keeping what was loaded: {e}"),
-                Err(Exit::Done) => return,
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
             },
             false => old.passwords.clone(),
         };
