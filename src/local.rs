@@ -77,12 +77,23 @@ pub struct Secrets {
 pub struct Local {
     acceptor: Acceptor,
     cfg: Arc<Config>,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Local {
-    /// Binds the SOCKS5 listener.
+    /// Binds the SOCKS5 listener. From here on the servers' state is in the
+    /// metrics (all up until a client or the pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
-        Ok(Local { acceptor: Acceptor::bind(listen, cfg.max_conns, None)?, cfg: Arc::new(cfg) })
+        let acceptor = Acceptor::bind(listen, cfg.max_conns, None)?;
+        let upstreams = Arc::new(Upstreams::new(
+            cfg.servers.clone(),
+            cfg.balance,
+            Arc::clone(&cfg.tls),
+            cfg.timeouts.connect,
+        ));
+        let shown = Arc::clone(&upstreams);
+        metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
+        Ok(Local { acceptor, cfg: Arc::new(cfg), upstreams })
     }
 
     /// The address it listens on (useful with port 0).
@@ -97,16 +108,8 @@ impl Local {
 
     /// Serves clients until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
-        let cfg = &self.cfg;
-        let upstreams = Arc::new(Upstreams::new(
-            cfg.servers.clone(),
-            cfg.balance,
-            Arc::clone(&cfg.tls),
-            cfg.timeouts.connect,
-        ));
+        let (cfg, upstreams) = (&self.cfg, self.upstreams);
         upstreams.start_check();
-        let shown = Arc::clone(&upstreams);
-        metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         let cfg = Arc::clone(&self.cfg);
         let handler = move |app, report| client(app, &cfg, &upstreams, pool.as_deref(), report);

@@ -241,9 +241,12 @@ fn seed_header(
         }
         Err(e) => {
             log::debug!("#{} bad header: {e}", report.id);
-            report.end = format!("header: {e}");
-            // A client that closed before its first byte sent no header at all.
-            if !seen.is_empty() || !matches!(&e, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof) {
+            // A client that closed before its first byte (a local's unused
+            // pooled connection, say) sent no header at all.
+            if seen.is_empty() && matches!(&e, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof) {
+                report.end = "header: client closed before its first byte".into();
+            } else {
+                report.end = format!("header: {e}");
                 metrics::HEADER_FAILURES.inc();
             }
             if let (Some(fallback), true) = (&cfg.fallback, worth_a_fallback(&e, &seen)) {

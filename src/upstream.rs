@@ -454,6 +454,23 @@ struct Ready {
     born: Instant,
 }
 
+/// How long closing an unused ready connection may wait to write its close_notify.
+const DISCARD_WRITE: Duration = Duration::from_millis(100);
+
+impl Ready {
+    /// Whether it may still be handed out: young enough, and wanted (see [`Upstreams::wanted`]).
+    fn usable(&self, age: Duration, upstreams: &Upstreams) -> bool {
+        self.born.elapsed() < age && upstreams.wanted(&self.link)
+    }
+
+    /// Closes a ready connection that will not be used with close_notify, so
+    /// that the server sees a clean end, not a connection that broke.
+    fn discard(mut self) {
+        let until = Instant::now() + DISCARD_WRITE;
+        let _ = tls::close(&mut self.link.conn, &mut Deadline::new(&self.link.sock, until));
+    }
+}
+
 /// How long a filler rests after it could not reach any server.
 const POOL_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -500,10 +517,9 @@ impl Pool {
         stock.demand.record(Instant::now());
         let found = loop {
             let Some(mut r) = stock.ready.pop_front() else { break None };
-            if r.born.elapsed() < self.age
-                && self.upstreams.wanted(&r.link)
-                && still_open(&r.link.sock, &mut r.link.conn)
-            {
+            if !r.usable(self.age, &self.upstreams) {
+                r.discard();
+            } else if still_open(&r.link.sock, &mut r.link.conn) {
                 break Some(r.link);
             }
         };
@@ -518,7 +534,10 @@ impl Pool {
     fn fill(&self) {
         loop {
             let mut stock = self.lock();
-            stock.ready.retain(|r| r.born.elapsed() < self.age && self.upstreams.wanted(&r.link));
+            let (keep, stale): (VecDeque<Ready>, VecDeque<Ready>) =
+                stock.ready.drain(..).partition(|r| r.usable(self.age, &self.upstreams));
+            stock.ready = keep;
+            stale.into_iter().for_each(Ready::discard);
             metrics::POOL_READY.set(stock.ready.len() as i64);
             if stock.ready.len() + stock.filling >= stock.target(self.size) {
                 // Enough: sleep until a client comes or the oldest gets too old.
