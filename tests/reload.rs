@@ -249,14 +249,21 @@ fn the_server_reads_its_certificate_and_passwords_again_while_a_transfer_runs_ac
     let (n, digest) = got.join().unwrap();
     assert_eq!((n, digest), (256 * 64 * 1024, want), "the transfer across the reloads is byte-exact");
 
-    // A key that does not match the certificate, then an empty password
-    // file: each keeps what was loaded, with one warning naming the file.
+    // A key that does not match the certificate, a certificate that does not
+    // parse, then an empty password file: each keeps what was loaded, with
+    // one warning naming the file.
     fs::copy(root().join("certs/server.key"), &key).unwrap();
     let line = reload(&server, 2);
     assert!(line.contains("WARN") && line.contains("reload failed") && line.contains(k), "{line}");
     fs::copy(&new_key, &key).unwrap();
-    write(&server_pw, "\n");
+    // A certificate file that does not parse.
+    let renewed = fs::read(&cert).unwrap();
+    write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n");
     let line = reload(&server, 3);
+    assert!(line.contains("WARN") && line.contains("reload failed") && line.contains(c), "{line}");
+    fs::write(&cert, renewed).unwrap();
+    write(&server_pw, "\n");
+    let line = reload(&server, 4);
     assert!(line.contains("WARN") && line.contains(&format!("no password in {sp}")), "{line}");
     let mut still = socks_connect(local.addr, &echo.to_string());
     echoes(&mut still, b"the new password still works");
