@@ -183,18 +183,24 @@ def stop_watchers(ws):
 PERF_EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter"]
 
 
-def perf_stat(work, args, o, echo):
+def watched_batch(work, args, o, echo, cmd_for):
+    """A batch of o.n connections after o.warm warm-up ones, each process of
+    the pair watched by the command cmd_for(name, pid) gives; their outputs."""
     pair = Pair(work, args)
     try:
         batch(o.warm, pair.lport, echo)
         settle()
-        ws = watchers(lambda name, pid: ["perf", "stat", "-x", ",", "-e", ",".join(PERF_EVENTS), "-p", str(pid)],
-                      pair)
+        ws = watchers(cmd_for, pair)
         batch(o.n, pair.lport, echo)
         settle()
-        out = stop_watchers(ws)
+        return stop_watchers(ws)
     finally:
         pair.stop()
+
+
+def perf_stat(work, args, o, echo):
+    out = watched_batch(work, args, o, echo,
+                        lambda name, pid: ["perf", "stat", "-x", ",", "-e", ",".join(PERF_EVENTS), "-p", str(pid)])
     res = {}
     for name, text in out.items():
         vals = {}
@@ -207,16 +213,7 @@ def perf_stat(work, args, o, echo):
 
 
 def strace(work, args, o, echo):
-    pair = Pair(work, args)
-    try:
-        batch(o.warm, pair.lport, echo)
-        settle()
-        ws = watchers(lambda name, pid: ["strace", "-c", "-f", "-p", str(pid)], pair)
-        batch(o.n, pair.lport, echo)
-        settle()
-        out = stop_watchers(ws)
-    finally:
-        pair.stop()
+    out = watched_batch(work, args, o, echo, lambda name, pid: ["strace", "-c", "-f", "-p", str(pid)])
     res = {}
     for name, text in out.items():
         calls = {}

@@ -371,18 +371,13 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Shared>, dir: Dir) {
         }),
     };
     let to = names[dir.destination()];
-    if dir == Dir::Down
-        && copied.is_err()
-        && !dst.failed
-        && !shared.aborted.load(Ordering::SeqCst)
-        && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0
-    {
-        shared.cut_before_reply.store(true, Ordering::SeqCst);
-    }
     let silent = dir == Dir::Down
         && !dst.failed
         && !shared.aborted.load(Ordering::SeqCst)
         && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0;
+    if silent && copied.is_err() {
+        shared.cut_before_reply.store(true, Ordering::SeqCst);
+    }
     if let (true, Some(answer)) = (silent, shared.silence) {
         let from = names[dir.source()];
         let why = match &copied {
