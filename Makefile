@@ -5,6 +5,7 @@
 #   make test     every test (installs the Debian packages the tests need)
 #   make soak     the memory soak test at full length (14 cycles of mixed load)
 #   make lint     rustfmt --check + clippy -D warnings
+#   make layers   what each module uses; fails if one uses a module above it
 #   make certs    regenerate the test CA and server certificate in certs/
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
 #   make bench    the pair (default flags, and --pool 8) next to no proxy at all (target/bench/report.txt)
@@ -26,7 +27,7 @@ TEST_PYTHON := socks:python3-socks
 # nginx and haproxy live in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build run test soak deps certs lint fuzz bench bench-peers bench-deps profile install uninstall clean
+.PHONY: all build run test soak deps certs lint layers fuzz bench bench-peers bench-deps profile install uninstall clean
 
 all: build
 
@@ -74,6 +75,9 @@ deps:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+layers:
+	python3 .ci/layers.py
 
 # A test CA and a certificate for localhost, 127.0.0.1 and ::1 signed by it, valid 20 years.
 certs:

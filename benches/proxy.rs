@@ -737,7 +737,7 @@ fn key_exchange(o: &Opts, root: &std::path::Path, start: Instant) -> Result<Stri
 fn run(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
     // Children inherit the raised limit.
-    let nofile = blocking_proxy::net::raise_fd_limit();
+    let nofile = blocking_proxy::net::limits::raise_fd_limit();
     let out_dir = target_dir().join("bench");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if o.kx_only {

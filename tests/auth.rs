@@ -53,8 +53,8 @@ fn the_right_password_reaches_the_target_and_every_wrong_client_gets_the_fallbac
 }
 
 fn tls_to(server: SocketAddr) -> StreamOwned<ClientConnection, std::net::TcpStream> {
-    let trust = blocking_proxy::tls::Trust::CaFile(CA.into());
-    let tls = blocking_proxy::tls::client_config(&trust, &[]).unwrap();
+    let trust = blocking_proxy::tls::config::Trust::CaFile(CA.into());
+    let tls = blocking_proxy::tls::config::client_config(&trust, &[]).unwrap();
     let conn = ClientConnection::new(tls, ServerName::try_from("localhost").unwrap()).unwrap();
     StreamOwned::new(conn, connect(server))
 }
@@ -304,7 +304,7 @@ fn a_right_password_with_an_unserved_command_is_closed_never_handed_to_the_fallb
     .to_string();
     let server = Proc::server(&["--password", "secret", "--fallback", &fallback]);
     // A trojan client asking for a command the server does not serve (2, as SOCKS5's BIND).
-    let mut header = blocking_proxy::wire::trojan_hash("secret").to_vec();
+    let mut header = blocking_proxy::proto::wire::trojan_hash("secret").to_vec();
     header.extend_from_slice(b"\r\n\x02\x01\x08\x08\x08\x08\x00\x35\r\n");
     let mut tls = tls_to(server.addr);
     tls.write_all(&header).unwrap();

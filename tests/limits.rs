@@ -26,8 +26,8 @@ fn tls_from(source: &str, server: SocketAddr) -> StreamOwned<ClientConnection, T
     sock.connect_timeout(&server.into(), TIMEOUT).unwrap();
     let sock: TcpStream = sock.into();
     timeouts(&sock);
-    let trust = blocking_proxy::tls::Trust::CaFile(CA.into());
-    let tls = blocking_proxy::tls::client_config(&trust, &[]).unwrap();
+    let trust = blocking_proxy::tls::config::Trust::CaFile(CA.into());
+    let tls = blocking_proxy::tls::config::client_config(&trust, &[]).unwrap();
     let conn = ClientConnection::new(tls, ServerName::try_from("localhost").unwrap()).unwrap();
     StreamOwned::new(conn, sock)
 }

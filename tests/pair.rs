@@ -383,7 +383,7 @@ fn ready_connections_the_server_closed_are_not_used() {
 /// EOF after one, must all come through.
 #[test]
 fn bursts_after_quiet_pauses_arrive_whole_both_ways() {
-    let pause = blocking_proxy::relay::QUIET * 3;
+    let pause = blocking_proxy::conn::relay::QUIET * 3;
     let pair = Pair::start();
     let tgt = echo("127.0.0.1:0");
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());

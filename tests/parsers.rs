@@ -5,10 +5,11 @@
 
 use std::sync::atomic::Ordering;
 
-use blocking_proxy::addr::{self, Target};
 use blocking_proxy::error::Error;
-use blocking_proxy::socks5::{self, User};
-use blocking_proxy::wire;
+use blocking_proxy::proto::addr::{self, Target};
+use blocking_proxy::proto::socks5;
+use blocking_proxy::proto::users::User;
+use blocking_proxy::proto::wire;
 
 // The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
 #[path = "common/generated.rs"]

@@ -7,11 +7,11 @@
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 
-use blocking_proxy::addr::Target;
 use blocking_proxy::error::Error;
-use blocking_proxy::http::{self, Request};
-use blocking_proxy::socks4;
-use blocking_proxy::socks5::User;
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::http::{self, Request};
+use blocking_proxy::proto::socks4;
+use blocking_proxy::proto::users::User;
 
 #[path = "common/generated.rs"]
 mod generated;

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use blocking_proxy::error::Error;
-use blocking_proxy::proxy_protocol::{self, Header, V2_MAX_LEN};
+use blocking_proxy::proto::proxy_protocol::{self, Header, V2_MAX_LEN};
 
 #[path = "common/generated.rs"]
 mod generated;

@@ -7,10 +7,10 @@
 
 use std::sync::atomic::Ordering;
 
-use blocking_proxy::addr::Target;
 use blocking_proxy::error::Error;
-use blocking_proxy::socks5;
-use blocking_proxy::wire;
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::socks5;
+use blocking_proxy::proto::wire;
 
 #[path = "common/generated.rs"]
 mod generated;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use blocking_proxy::x509::not_after;
+use blocking_proxy::proto::x509::not_after;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 

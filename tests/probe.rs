@@ -141,9 +141,9 @@ struct Seen {
 }
 
 fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let trust = blocking_proxy::tls::Trust::CaFile(CA.into());
+    let trust = blocking_proxy::tls::config::Trust::CaFile(CA.into());
     let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
-    blocking_proxy::tls::client_config(&trust, &alpn).unwrap()
+    blocking_proxy::tls::config::client_config(&trust, &alpn).unwrap()
 }
 
 /// Runs `steps` against `addr` and reads until the connection ends.

@@ -9,9 +9,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use blocking_proxy::addr::Target;
-use blocking_proxy::proxy_protocol::{write_v2, V2_SIGNATURE};
-use blocking_proxy::wire::encode_seed;
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::proxy_protocol::{write_v2, V2_SIGNATURE};
+use blocking_proxy::proto::wire::encode_seed;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use socket2::{Domain, Socket, Type};
@@ -30,8 +30,8 @@ fn from(source: &str, server: SocketAddr) -> TcpStream {
 
 /// TLS over `sock`, trusting the test CA; the handshake runs on first use.
 fn tls(sock: TcpStream) -> StreamOwned<ClientConnection, TcpStream> {
-    let trust = blocking_proxy::tls::Trust::CaFile(CA.into());
-    let config = blocking_proxy::tls::client_config(&trust, &[]).unwrap();
+    let trust = blocking_proxy::tls::config::Trust::CaFile(CA.into());
+    let config = blocking_proxy::tls::config::client_config(&trust, &[]).unwrap();
     let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     StreamOwned::new(conn, sock)
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use blocking_proxy::addr::Target;
-use blocking_proxy::wire::encode_seed;
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::wire::encode_seed;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -91,7 +91,7 @@ fn the_header_may_arrive_one_byte_per_record() {
 /// for close_notify after a pause.
 #[test]
 fn a_record_split_by_a_quiet_pause_still_arrives() {
-    let pause = blocking_proxy::relay::QUIET * 3;
+    let pause = blocking_proxy::conn::relay::QUIET * 3;
     let server = Proc::server(&[]);
     let tgt = echo("127.0.0.1:0");
     let tls = tls_connect(server.addr, &[&rustls::version::TLS13]);

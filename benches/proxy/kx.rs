@@ -2,9 +2,9 @@
 //! handshakes between a rustls client and server in memory, both in one
 //! thread, so the thread's CPU time is the CPU of both sides.
 //!
-//! The server is the project's own (`blocking_proxy::tls::server_config`
+//! The server is the project's own (`blocking_proxy::tls::config::server_config`
 //! with the built-in test certificate). The clients are built as
-//! `blocking_proxy::tls::client_config` builds them (aws-lc-rs, AES-128-GCM
+//! `blocking_proxy::tls::config::client_config` builds them (aws-lc-rs, AES-128-GCM
 //! first, the test CA, ALPN http/1.1), offering: the project's own groups
 //! (that function itself), X25519MLKEM768 only, and X25519 only. A full
 //! handshake has resumption off on the client; a resumed one uses a ticket
@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blocking_proxy::tls::{self, Identity, Trust};
+use blocking_proxy::tls::config::{self as tls, Identity, Trust};
 use nix::sys::resource::{getrusage, UsageWho};
 use rustls::client::Resumption;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
@@ -66,7 +66,7 @@ fn client_with(
     group: &'static dyn SupportedKxGroup,
 ) -> Result<Arc<ClientConfig>, String> {
     let mut p: CryptoProvider = aws_lc_rs::default_provider();
-    // As blocking_proxy::tls::provider: AES-128-GCM first.
+    // As blocking_proxy::tls::config::provider: AES-128-GCM first.
     p.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
         rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256

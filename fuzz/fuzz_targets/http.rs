@@ -9,8 +9,8 @@
 //! origin form, ends with `Connection: close` and has no Proxy-Authorization.
 #![no_main]
 
-use blocking_proxy::http::{accept, Request};
-use blocking_proxy::socks5::User;
+use blocking_proxy::proto::http::{accept, Request};
+use blocking_proxy::proto::users::User;
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -7,7 +7,7 @@
 //! length it declares.
 #![no_main]
 
-use blocking_proxy::proxy_protocol::{read, V1_MAX, V2_MAX_LEN, V2_SIGNATURE};
+use blocking_proxy::proto::proxy_protocol::{read, V1_MAX, V2_MAX_LEN, V2_SIGNATURE};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

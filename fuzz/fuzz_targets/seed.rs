@@ -8,8 +8,8 @@
 #![no_main]
 
 
-use blocking_proxy::addr::Target;
-use blocking_proxy::wire::{encode_seed, read_seed};
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::wire::{encode_seed, read_seed};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

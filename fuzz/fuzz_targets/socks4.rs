@@ -8,8 +8,8 @@
 //! domain and its NUL, never a byte of the payload after them.
 #![no_main]
 
-use blocking_proxy::addr::Target;
-use blocking_proxy::socks4::{accept, CMD_CONNECT, SOCKS4_VERSION};
+use blocking_proxy::proto::addr::Target;
+use blocking_proxy::proto::socks4::{accept, CMD_CONNECT, SOCKS4_VERSION};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -9,8 +9,9 @@
 #![no_main]
 
 
-use blocking_proxy::socks5::{accept, User, CMD_CONNECT, SOCKS_VERSION};
-use blocking_proxy::addr::{self, Layout};
+use blocking_proxy::proto::socks5::{accept, CMD_CONNECT, SOCKS_VERSION};
+use blocking_proxy::proto::users::User;
+use blocking_proxy::proto::addr::{self, Layout};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

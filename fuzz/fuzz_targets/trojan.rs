@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use blocking_proxy::wire::{encode_trojan, read_trojan, trojan_hash, TrojanHash};
+use blocking_proxy::proto::wire::{encode_trojan, read_trojan, trojan_hash, TrojanHash};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

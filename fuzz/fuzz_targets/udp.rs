@@ -8,7 +8,7 @@
 //! re-encodes to; an accepted datagram header is as long as it re-encodes.
 #![no_main]
 
-use blocking_proxy::{socks5, wire};
+use blocking_proxy::proto::{socks5, wire};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -4,7 +4,7 @@
 //! Input: the DER bytes. Checks: no panic, whatever the lengths say.
 #![no_main]
 
-use blocking_proxy::x509::not_after;
+use blocking_proxy::proto::x509::not_after;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

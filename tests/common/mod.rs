@@ -440,8 +440,8 @@ impl Digest {
 
     /// Lowercase hex, as the library writes certificate fingerprints (also SHA-256).
     pub fn hex(self) -> String {
-        let sum: blocking_proxy::tls::Fingerprint = self.0.finish().as_ref().try_into().unwrap();
-        blocking_proxy::tls::fingerprint_hex(&sum)
+        let sum: blocking_proxy::tls::config::Fingerprint = self.0.finish().as_ref().try_into().unwrap();
+        blocking_proxy::tls::config::fingerprint_hex(&sum)
     }
 }
 

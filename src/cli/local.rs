@@ -1,0 +1,335 @@
+//! blocking-local's command line: its flags read into [`LocalArgs`] (every
+//! cross-check a unit test), the files they name read into a
+//! [`Config`], and the run: bind, warn, serve until a signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::conn::report::Watch;
+use crate::current::Current;
+use crate::error::Error;
+use crate::local::client::Secrets;
+use crate::local::pool::PoolSize;
+use crate::local::upstream::{Balance, Upstream};
+use crate::local::{Config, Local};
+use crate::metrics::Role;
+use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::addr::Target;
+use crate::proto::wire::trojan_hash;
+use crate::tls::config::{self as tls, Trust};
+
+use super::common::{self, Common, Passwords, Users};
+use super::exit::{usage, Exit};
+use super::flags::{self, COMMON, LOCAL, LOCAL_LISTEN, POOL_AGE_SECS};
+use super::signals::{self, Signals};
+
+const PROG: &str = "blocking-local";
+const ABOUT: &str =
+    "SOCKS5, SOCKS4 and HTTP proxy that carries every connection over TLS to blocking-server.";
+
+/// Runs blocking-local with the arguments `argv` (without the program's
+/// name) until SIGTERM or SIGINT.
+pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
+    let args = LocalArgs::parse(argv)?;
+    common::init_logging(args.common.log);
+    let (max_conns, cap_from) = common::cap(args.common.max_conns, FDS_PER_CONNECTION);
+    let (local, reload) = bind(&args, max_conns, None)?;
+    let addr = local.local_addr().map_err(Error::Io)?;
+    if let Trust::Insecure = args.trust {
+        log::warn!("--insecure: the server's certificate is not verified; anyone on the path can read and change the traffic");
+    }
+    if !reload.login && !addr.ip().is_loopback() {
+        log::warn!("no --user: anyone who reaches {addr} can use this proxy");
+    }
+    let stopper = local.stopper().map_err(Error::Io)?;
+    common::serve_metrics(args.common.metrics.as_deref(), Role::Local)?;
+    let format = if reload.secrets.get().password.is_some() { "trojan" } else { "seed" };
+    signals::watch(signals, move || stopper.stop(), move || reload.run())?;
+    let to: Vec<String> = args.servers.iter().map(|s| format!("{} as {}", s.addr, s.name.to_str())).collect();
+    let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
+    log::info!(
+        "listening on {addr} for socks5, socks4 and http, server {}{balance}, {format} format, up to {max_conns} connections ({cap_from})",
+        to.join(", ")
+    );
+    local.run();
+    Ok(())
+}
+
+/// blocking-local's command line, parsed and checked; the files it names
+/// are read by [`bind`].
+#[derive(Clone, Debug)]
+pub struct LocalArgs {
+    /// `--server`, each with the name it is verified as (`--sni`).
+    pub servers: Vec<Upstream>,
+    /// `--balance`.
+    pub balance: Balance,
+    /// `--listen`.
+    pub listen: String,
+    /// `--ca`, `--pin` or `--insecure`.
+    pub trust: Trust,
+    /// `--alpn`.
+    pub alpn: Vec<Vec<u8>>,
+    /// `--password`, `--password-file`.
+    pub passwords: Passwords,
+    /// `--user`, `--user-file`.
+    pub users: Users,
+    /// `--pool`.
+    pub pool: PoolSize,
+    /// `--pool-age`.
+    pub pool_age: Duration,
+    /// The flags both binaries take.
+    pub common: Common,
+}
+
+impl LocalArgs {
+    /// Parses `argv`. `--help` and `--version` print and return [`Exit::Done`].
+    pub fn parse(argv: &[String]) -> Result<LocalArgs, Exit> {
+        let m = flags::parse(PROG, ABOUT, &[LOCAL, COMMON], argv)?;
+        let addrs = m
+            .opt_strs("server")
+            .iter()
+            .map(|s| Target::parse(s).ok_or_else(|| usage(format!("--server wants HOST:PORT, not {s:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if addrs.is_empty() {
+            return Err(usage("--server is required"));
+        }
+        let snis = m.opt_strs("sni");
+        let names: Vec<String> = match snis.len() {
+            0 => addrs.iter().map(Target::host).collect(),
+            1 => vec![snis[0].clone(); addrs.len()],
+            n if n == addrs.len() => snis,
+            n => {
+                return Err(usage(format!(
+                    "--sni is given {n} times for {} servers: give it once for all, or once per --server",
+                    addrs.len()
+                )))
+            }
+        };
+        let servers = addrs
+            .into_iter()
+            .zip(&names)
+            .map(|(addr, name)| Ok(Upstream { addr, name: tls::server_name(name)? }))
+            .collect::<Result<Vec<_>, Exit>>()?;
+        let balance = match m.opt_str("balance") {
+            None => Balance::First,
+            Some(b) => Balance::parse(&b)
+                .ok_or_else(|| usage(format!("--balance wants first or round-robin, not {b:?}")))?,
+        };
+        let pins = m.opt_strs("pin");
+        let trust = match (m.opt_str("ca"), pins.is_empty(), m.opt_present("insecure")) {
+            (None, true, false) => Trust::WebPki,
+            (Some(ca), true, false) => Trust::CaFile(PathBuf::from(ca)),
+            (None, false, false) => Trust::Pin(
+                pins.iter()
+                    .map(|p| tls::parse_fingerprint(p))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| usage("--pin wants 64 hex digits (a SHA-256 fingerprint)"))?,
+            ),
+            (None, true, true) => Trust::Insecure,
+            _ => return Err(usage("--ca, --pin and --insecure exclude each other")),
+        };
+        let pool = match m.opt_str("pool") {
+            None => PoolSize::Demand,
+            Some(v) => PoolSize::parse(&v)
+                .ok_or_else(|| usage(format!("--pool wants a number of connections, not {v:?}")))?,
+        };
+        let pool_age = match m.opt_str("pool-age") {
+            None => Duration::from_secs(POOL_AGE_SECS),
+            Some(v) => common::secs("pool-age", &v)?,
+        };
+        Ok(LocalArgs {
+            servers,
+            balance,
+            listen: m.opt_str("listen").unwrap_or_else(|| LOCAL_LISTEN.into()),
+            trust,
+            alpn: common::alpn(&m)?,
+            passwords: Passwords::parse(&m)?,
+            users: Users::parse(&m)?,
+            pool,
+            pool_age,
+            common: Common::parse(&m)?,
+        })
+    }
+}
+
+/// Reads the files `args` name and binds the local for `max_conns`
+/// connections; with `watch`, each close line is passed to it too. What
+/// [`run`] does before it serves, for a program that runs the local in
+/// its own process (the tests).
+pub fn bind(args: &LocalArgs, max_conns: usize, watch: Option<Watch>) -> Result<(Local, Reload), Exit> {
+    let tls = Arc::new(Current::new(tls::client_config(&args.trust, &args.alpn)?));
+    let secrets = Arc::new(Current::new(read_secrets(args)?));
+    let login = !secrets.get().users.is_empty();
+    let cfg = Config {
+        servers: args.servers.clone(),
+        balance: args.balance,
+        tls: Arc::clone(&tls),
+        timeouts: args.common.timeouts,
+        secrets: Arc::clone(&secrets),
+        max_conns,
+        pool: args.pool,
+        pool_age: args.pool_age,
+        watch,
+    };
+    let local = Local::bind(&args.listen, cfg)?;
+    Ok((local, Reload { args: args.clone(), tls, secrets, login }))
+}
+
+/// The users and the password, read from their flags and files.
+fn read_secrets(args: &LocalArgs) -> Result<Secrets, Exit> {
+    let password = match args.passwords.read()?.as_slice() {
+        [] => None,
+        [one] => Some(trojan_hash(one)),
+        _ => return Err(usage("blocking-local takes one password")),
+    };
+    Ok(Secrets { users: args.users.read()?, password })
+}
+
+/// What SIGHUP reads again: `--user-file`, `--password-file` and `--ca`.
+pub struct Reload {
+    args: LocalArgs,
+    tls: Arc<Current<ClientConfig>>,
+    secrets: Arc<Current<Secrets>>,
+    /// Whether clients log in (a reload never empties the users).
+    login: bool,
+}
+
+impl Reload {
+    /// Reads the files again and puts what they hold in force for new
+    /// connections. Anything that fails keeps everything as it was, with one
+    /// warning that names the file and the reason.
+    pub fn run(&self) {
+        let args = &self.args;
+        let ca = match &args.trust {
+            Trust::CaFile(path) => Some(path),
+            _ => None,
+        };
+        if args.users.file.is_none() && args.passwords.file.is_none() && ca.is_none() {
+            log::info!("reload: nothing to read again (no --user-file, --password-file or --ca)");
+            return;
+        }
+        let tls = match ca.map(|_| tls::client_config(&args.trust, &args.alpn)).transpose() {
+            Ok(tls) => tls,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
+        let secrets = match read_secrets(args) {
+            Ok(s) => s,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
+        let mut done = Vec::new();
+        if let (Some(tls), Some(path)) = (tls, ca) {
+            done.push(format!("CA {}", path.display()));
+            self.tls.set(tls);
+        }
+        if args.users.file.is_some() {
+            let n = secrets.users.len();
+            done.push(format!("{n} user{}", if n == 1 { "" } else { "s" }));
+        }
+        if args.passwords.file.is_some() {
+            done.push("the password".to_owned());
+        }
+        self.secrets.set(secrets);
+        log::info!("reloaded {}; new connections use them", done.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<LocalArgs, Exit> {
+        LocalArgs::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(Exit::Usage(msg)) => msg,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bare_server_gets_every_default() {
+        let a = parse(&["--server", "proxy.example:9012"]).unwrap();
+        assert_eq!(a.servers.len(), 1);
+        assert_eq!(
+            (a.servers[0].addr.to_string(), a.servers[0].name.to_str()),
+            ("proxy.example:9012".into(), "proxy.example".into())
+        );
+        assert_eq!((a.listen.as_str(), a.balance, a.pool), (LOCAL_LISTEN, Balance::First, PoolSize::Demand));
+        assert!(matches!(a.trust, Trust::WebPki));
+        assert_eq!(a.pool_age, Duration::from_secs(POOL_AGE_SECS));
+        assert_eq!(a.alpn, [b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn servers_are_required_and_each_must_be_host_and_port() {
+        assert_eq!(usage_error(&[]), "--server is required");
+        assert_eq!(usage_error(&["--server", "nowhere"]), "--server wants HOST:PORT, not \"nowhere\"");
+        let a = parse(&["--server", "[::1]:9012", "--server", "b.example:1", "--balance", "round-robin"])
+            .unwrap();
+        assert_eq!(
+            a.servers.iter().map(|s| s.name.to_str().into_owned()).collect::<Vec<_>>(),
+            ["::1", "b.example"]
+        );
+        assert_eq!(a.balance, Balance::RoundRobin);
+        assert!(usage_error(&["--server", "a:1", "--balance", "random"]).starts_with("--balance wants"));
+    }
+
+    #[test]
+    fn sni_is_given_once_for_all_or_once_per_server() {
+        let three = ["--server", "a:1", "--server", "b:2", "--server", "c:3"];
+        let names = |extra: &[&str]| {
+            let a = parse(&[&three[..], extra].concat()).unwrap();
+            a.servers.iter().map(|s| s.name.to_str().into_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&["--sni", "x"]), ["x", "x", "x"]);
+        assert_eq!(names(&["--sni", "x", "--sni", "y", "--sni", "z"]), ["x", "y", "z"]);
+        let msg = usage_error(&[&three[..], &["--sni", "x", "--sni", "y"]].concat());
+        assert_eq!(msg, "--sni is given 2 times for 3 servers: give it once for all, or once per --server");
+    }
+
+    #[test]
+    fn ca_pin_and_insecure_exclude_each_other_and_pins_are_fingerprints() {
+        let pin = "ab".repeat(32);
+        assert!(
+            matches!(parse(&["--server", "h:1", "--pin", &pin, "--pin", &pin]).unwrap().trust, Trust::Pin(p) if p.len() == 2)
+        );
+        assert!(matches!(parse(&["--server", "h:1", "--insecure"]).unwrap().trust, Trust::Insecure));
+        for extra in
+            [&["--ca", "x", "--insecure"][..], &["--ca", "x", "--pin", &pin], &["--pin", &pin, "--insecure"]]
+        {
+            assert_eq!(
+                usage_error(&[&["--server", "h:1"][..], extra].concat()),
+                "--ca, --pin and --insecure exclude each other"
+            );
+        }
+        for bad in ["+a".repeat(32), format!(":{pin}"), format!("{pin}:"), format!("a:b{}", "ab".repeat(31))]
+        {
+            assert!(
+                usage_error(&["--server", "h:1", "--pin", &bad]).starts_with("--pin wants 64 hex digits"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pool_takes_a_count_and_its_age_seconds() {
+        let a = parse(&["--server", "h:1", "--pool", "0", "--pool-age", "0.5"]).unwrap();
+        assert_eq!((a.pool, a.pool_age), (PoolSize::Fixed(0), Duration::from_millis(500)));
+        assert!(usage_error(&["--server", "h:1", "--pool", "-1"]).starts_with("--pool wants a number"));
+        assert!(
+            usage_error(&["--server", "h:1", "--pool-age", "0"]).starts_with("--pool-age wants a positive")
+        );
+        assert!(usage_error(&["--server", "h:1", "--alpn", "h2,,x"]).starts_with("--alpn wants"));
+    }
+
+    #[test]
+    fn an_invalid_server_name_fails_naming_it() {
+        let Err(Exit::Failed(e)) = parse(&["--server", "h:1", "--sni", "bad name"]) else { panic!() };
+        assert_eq!(e.to_string(), "invalid server name: bad name");
+    }
+}

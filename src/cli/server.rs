@@ -1,0 +1,358 @@
+//! blocking-server's command line: its flags read into [`ServerArgs`]
+//! (every cross-check a unit test), the files they name read into a
+//! [`Config`], and the run: bind, warn, serve until a signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::conn::report::Watch;
+use crate::current::Current;
+use crate::error::Error;
+use crate::metrics::Role;
+use crate::net::egress::{Cidr, Policy};
+use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::addr::Target;
+use crate::proto::wire::{trojan_hash, TrojanHash};
+use crate::server::keys::{expiry_warning, watch_expiry};
+use crate::server::{Config, Keys, Server};
+use crate::tls::config::{self as tls, Identity};
+
+use super::common::{self, Common, Passwords};
+use super::exit::{usage, Exit};
+use super::flags::{self, COMMON, MAX_PENDING_PER_SOURCE, SERVER, SERVER_LISTEN};
+use super::signals::{self, Signals};
+
+const PROG: &str = "blocking-server";
+const ABOUT: &str = "TLS server for blocking-local: reads the target, connects to it and relays.";
+
+/// Runs blocking-server with the arguments `argv` (without the program's
+/// name) until SIGTERM or SIGINT.
+pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
+    let args = ServerArgs::parse(argv)?;
+    common::init_logging(args.common.log);
+    let (server, reload, serving) = bind(&args, None)?;
+    let addr = server.local_addr().map_err(Error::Io)?;
+    if let Identity::TestCertificate = args.identity {
+        log::warn!("no --cert/--key: using the built-in test certificate for localhost, on loopback only; its key is public, for tests and demos only");
+    }
+    if serving.open && !addr.ip().is_loopback() {
+        log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
+    }
+    if args.proxy_protocol && args.proxy_from.is_empty() {
+        log::warn!("--proxy-protocol without --proxy-from: any client can claim any address; give the balancer's addresses with --proxy-from CIDR");
+    }
+    log::info!(
+        "certificate sha256 fingerprint {} (for blocking-local --pin){}",
+        serving.fingerprint,
+        expiry(serving.expires)
+    );
+    watch_expiry(Arc::clone(&reload.keys));
+    let stopper = server.stopper().map_err(Error::Io)?;
+    common::serve_metrics(args.common.metrics.as_deref(), Role::Server)?;
+    signals::watch(signals, move || stopper.stop(), move || reload.run())?;
+    let mut fallback = args.fallback.as_ref().map_or_else(|| "none".to_owned(), Target::to_string);
+    if args.fallback_proxy_protocol {
+        fallback.push_str(" with a PROXY v2 header");
+    }
+    let format = if serving.open { "seed" } else { "trojan" };
+    let balancer = match (args.proxy_protocol, args.proxy_from.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => ", PROXY protocol from anyone".into(),
+        (true, false) => {
+            let nets: Vec<String> = args.proxy_from.iter().map(ToString::to_string).collect();
+            format!(", PROXY protocol from {}", nets.join(" "))
+        }
+    };
+    let (max_conns, cap_from) = (serving.max_conns, serving.cap_from);
+    let pending = args.max_pending_per_source;
+    log::info!(
+        "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {pending} pending per source"
+    );
+    server.run();
+    Ok(())
+}
+
+/// blocking-server's command line, parsed and checked; the files it names
+/// are read by [`bind`].
+#[derive(Clone, Debug)]
+pub struct ServerArgs {
+    /// `--cert` and `--key`, or the built-in test certificate.
+    pub identity: Identity,
+    /// `--listen`.
+    pub listen: String,
+    /// `--password`, `--password-file`.
+    pub passwords: Passwords,
+    /// `--fallback`.
+    pub fallback: Option<Target>,
+    /// `--alpn`.
+    pub alpn: Vec<Vec<u8>>,
+    /// `--allow-private`.
+    pub allow_private: bool,
+    /// `--deny`.
+    pub deny: Vec<Cidr>,
+    /// `--max-pending-per-ip`.
+    pub max_pending_per_source: usize,
+    /// `--proxy-protocol`.
+    pub proxy_protocol: bool,
+    /// `--proxy-from`.
+    pub proxy_from: Vec<Cidr>,
+    /// `--fallback-proxy-protocol`.
+    pub fallback_proxy_protocol: bool,
+    /// The flags both binaries take.
+    pub common: Common,
+}
+
+impl ServerArgs {
+    /// Parses `argv`. `--help` and `--version` print and return [`Exit::Done`].
+    pub fn parse(argv: &[String]) -> Result<ServerArgs, Exit> {
+        let m = flags::parse(PROG, ABOUT, &[SERVER, COMMON], argv)?;
+        let identity = match (m.opt_str("cert"), m.opt_str("key")) {
+            (Some(cert), Some(key)) => Identity::Files { cert: PathBuf::from(cert), key: PathBuf::from(key) },
+            (None, None) => Identity::TestCertificate,
+            _ => return Err(usage("--cert and --key go together")),
+        };
+        let common = Common::parse(&m)?;
+        let listen = m.opt_str("listen").unwrap_or_else(|| SERVER_LISTEN.into());
+        // Its key is public: anywhere but loopback, anyone could pose as this server.
+        if matches!(identity, Identity::TestCertificate) && common::loopback_only(&listen) == Some(false) {
+            return Err(usage(format!(
+                "--cert and --key are required when listening on {listen} (the built-in test certificate is for \
+                 loopback only); get one with an ACME client such as certbot, or make a self-signed one and pin \
+                 it, see README (Pinning)"
+            )));
+        }
+        let passwords = Passwords::parse(&m)?;
+        let fallback = match m.opt_str("fallback") {
+            Some(f) => Some(
+                Target::parse(&f).ok_or_else(|| usage(format!("--fallback wants HOST:PORT, not {f:?}")))?,
+            ),
+            None => None,
+        };
+        let cidrs = |name: &str| -> Result<Vec<Cidr>, Exit> {
+            m.opt_strs(name).iter().map(|c| c.parse().map_err(|e| usage(format!("--{name}: {e}")))).collect()
+        };
+        let deny = cidrs("deny")?;
+        let proxy_protocol = m.opt_present("proxy-protocol");
+        let proxy_from = cidrs("proxy-from")?;
+        if !proxy_from.is_empty() && !proxy_protocol {
+            return Err(usage("--proxy-from needs --proxy-protocol"));
+        }
+        let fallback_proxy_protocol = m.opt_present("fallback-proxy-protocol");
+        if fallback_proxy_protocol && fallback.is_none() {
+            return Err(usage("--fallback-proxy-protocol needs --fallback"));
+        }
+        let max_pending_per_source = match m.opt_str("max-pending-per-ip") {
+            None => MAX_PENDING_PER_SOURCE,
+            Some(v) => common::positive("max-pending-per-ip", &v)?,
+        };
+        Ok(ServerArgs {
+            identity,
+            listen,
+            passwords,
+            fallback,
+            alpn: common::alpn(&m)?,
+            allow_private: m.opt_present("allow-private"),
+            deny,
+            max_pending_per_source,
+            proxy_protocol,
+            proxy_from,
+            fallback_proxy_protocol,
+            common,
+        })
+    }
+}
+
+/// What a bound server serves with, for the lines `run` logs at start.
+pub struct Serving {
+    /// No password: the seed format, open to anyone who reaches it.
+    pub open: bool,
+    /// The certificate's SHA-256 fingerprint, in hex (what `--pin` takes).
+    pub fingerprint: String,
+    /// When the certificate expires, if that could be read.
+    pub expires: Option<SystemTime>,
+    /// The connection cap,
+    pub max_conns: usize,
+    /// and what set it.
+    pub cap_from: String,
+}
+
+/// Reads the files `args` name, raises the limits and binds the server;
+/// with `watch`, each close line is passed to it too. What [`run`] does
+/// before it serves, for a program that runs the server in its own process
+/// (the tests).
+pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, Serving), Exit> {
+    let passwords = hashes(&args.passwords)?;
+    let egress = Policy::new(args.allow_private, args.deny.clone())?;
+    // With passwords and a fallback, a connection holds the fallback's socket
+    // too until its first record has been read.
+    let probe_resistant = args.fallback.is_some() && !passwords.is_empty();
+    let (max_conns, cap_from) =
+        common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant));
+    let served = tls::server_config(&args.identity, &args.alpn, None)?;
+    let open = passwords.is_empty();
+    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, expires: served.expires }));
+    let cfg = Config {
+        keys: Arc::clone(&keys),
+        timeouts: args.common.timeouts,
+        fallback: args.fallback.clone(),
+        egress,
+        max_conns,
+        max_pending_per_source: args.max_pending_per_source,
+        proxy_protocol: args.proxy_protocol,
+        proxy_from: args.proxy_from.clone(),
+        fallback_proxy_protocol: args.fallback_proxy_protocol,
+        watch,
+    };
+    let server = Server::bind(&args.listen, cfg)?;
+    let serving = Serving {
+        open,
+        fingerprint: tls::fingerprint_hex(&served.fingerprint),
+        expires: served.expires,
+        max_conns,
+        cap_from,
+    };
+    Ok((server, Reload { args: args.clone(), keys }, serving))
+}
+
+/// The trojan hashes of every password.
+fn hashes(passwords: &Passwords) -> Result<Vec<TrojanHash>, Exit> {
+    Ok(passwords.read()?.iter().map(|p| trojan_hash(p)).collect())
+}
+
+/// `, valid N more days` for the start and reload lines, if the end is known.
+fn expiry(expires: Option<SystemTime>) -> String {
+    match expires.map(|t| t.duration_since(SystemTime::now())) {
+        Some(Ok(left)) => format!(", valid {} more days", left.as_secs() / 86_400),
+        Some(Err(_)) => ", expired".to_owned(),
+        None => String::new(),
+    }
+}
+
+/// What SIGHUP reads again: `--cert`, `--key` and `--password-file`.
+pub struct Reload {
+    args: ServerArgs,
+    keys: Arc<Current<Keys>>,
+}
+
+impl Reload {
+    /// Reads the files again and puts what they hold in force for new
+    /// connections. Anything that fails keeps everything as it was, with one
+    /// warning that names the file and the reason.
+    pub fn run(&self) {
+        let args = &self.args;
+        let files = matches!(args.identity, Identity::Files { .. });
+        let password_file = args.passwords.file.is_some();
+        if !files && !password_file {
+            log::info!("reload: nothing to read again (no --cert/--key or --password-file)");
+            return;
+        }
+        let old = self.keys.get();
+        let served = match files {
+            true => match tls::server_config(&args.identity, &args.alpn, Some(&old.tls)) {
+                Ok(served) => Some(served),
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            false => None,
+        };
+        let passwords = match password_file {
+            true => match hashes(&args.passwords) {
+                Ok(p) => p,
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            false => old.passwords.clone(),
+        };
+        let mut done = Vec::new();
+        let (tls, expires) = match served {
+            Some(s) => {
+                done.push(format!(
+                    "certificate sha256 fingerprint {}{}",
+                    tls::fingerprint_hex(&s.fingerprint),
+                    expiry(s.expires)
+                ));
+                (s.config, s.expires)
+            }
+            None => (Arc::clone(&old.tls), old.expires),
+        };
+        if password_file {
+            let n = passwords.len();
+            done.push(format!("{n} password{}", if n == 1 { "" } else { "s" }));
+        }
+        self.keys.set(Keys { tls, passwords, expires });
+        log::info!("reloaded {}; new connections use them", done.join(", "));
+        if let Some(warning) = expires.and_then(|t| expiry_warning(t, SystemTime::now())) {
+            log::warn!("{warning}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerArgs, Exit> {
+        ServerArgs::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(Exit::Usage(msg)) => msg,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn on_loopback_the_defaults_hold_and_the_test_certificate_serves() {
+        let a = parse(&["--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(a.identity, Identity::TestCertificate));
+        assert_eq!(a.max_pending_per_source, MAX_PENDING_PER_SOURCE);
+        assert!(!a.allow_private && !a.proxy_protocol && a.fallback.is_none() && a.deny.is_empty());
+    }
+
+    #[test]
+    fn cert_and_key_go_together_and_are_required_off_loopback() {
+        assert_eq!(usage_error(&["--cert", "only.pem"]), "--cert and --key go together");
+        for listen in ["0.0.0.0:9012", "[::]:9012"] {
+            let msg = usage_error(&["--listen", listen]);
+            assert!(
+                msg.starts_with(&format!("--cert and --key are required when listening on {listen}")),
+                "{msg}"
+            );
+            assert!(msg.contains("certbot") && msg.contains("self-signed"), "{msg}");
+        }
+        assert!(parse(&["--listen", "0.0.0.0:9012", "--cert", "c", "--key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn proxy_flags_need_what_they_qualify() {
+        let lo = ["--listen", "127.0.0.1:0"];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> { [&lo[..], extra].concat() };
+        assert_eq!(
+            usage_error(&with(&["--proxy-from", "127.0.0.3/32"])),
+            "--proxy-from needs --proxy-protocol"
+        );
+        assert_eq!(
+            usage_error(&with(&["--proxy-protocol", "--proxy-from", "balancer"])),
+            "--proxy-from: not an address: balancer"
+        );
+        assert_eq!(
+            usage_error(&with(&["--fallback-proxy-protocol"])),
+            "--fallback-proxy-protocol needs --fallback"
+        );
+        assert_eq!(usage_error(&with(&["--deny", "10.0.0.0/33"])), "--deny: bad prefix length: 33");
+        assert!(usage_error(&with(&["--fallback", "nowhere"])).starts_with("--fallback wants HOST:PORT"));
+        assert!(usage_error(&with(&["--max-pending-per-ip", "0"]))
+            .starts_with("--max-pending-per-ip wants a positive"));
+        let a = parse(&with(&[
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.3",
+            "--fallback",
+            "127.0.0.1:80",
+            "--fallback-proxy-protocol",
+        ]))
+        .unwrap();
+        assert_eq!(a.proxy_from[0].to_string(), "127.0.0.3/32");
+        assert!(a.fallback_proxy_protocol);
+    }
+}

@@ -1,0 +1,526 @@
+//! The life of a relayed connection: two copy threads, half-close, the
+//! idle and linger timeouts, and the abort that ends both directions at once.
+//!
+//! [`relay`] runs `std::io::copy` in each direction ([`Dir`]) on a thread of
+//! its own, with a small stack. The copy buffer is a heap `BufReader`, which
+//! `io::copy` reads into directly, so the thread's stack stays small; and it
+//! lives only for a *burst* (`bursts`): once a direction has been quiet for
+//! [`QUIET`], its buffers are freed and the thread waits for the next byte
+//! holding none. An idle connection costs its two threads' stacks and
+//! rustls's state, not buffers. A TLS leg is one rustls connection split
+//! between the two threads ([`super::split`]).
+//!
+//! A direction that reaches EOF half-closes its destination (close_notify and
+//! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
+//! for the linger time it is closed too. An error in either direction closes
+//! both at once, as a reset. No byte in either direction for the idle time
+//! ends both.
+
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustls::Connection;
+use socket2::SockRef;
+
+use crate::net::poll::{wait, Ready};
+use crate::workers::COPY_THREADS;
+
+use super::end::{Break, End, Side};
+use super::report::Outcome;
+use super::split::{self, ReadHalf, WriteHalf};
+use super::timeouts::Timeouts;
+
+/// The copy buffer of a direction that reads plain TCP: four TLS records'
+/// worth per write.
+pub const COPY_BUF: usize = 64 * 1024;
+
+/// The copy buffer of a direction that reads TLS: the plaintext of the two
+/// records one raw read holds, written to the socket at once.
+const PLAIN_BUF: usize = 32 * 1024;
+
+/// Raw TLS bytes read from the socket at once: two whole records.
+const RAW_BUF: usize = 2 * (16 * 1024 + 256);
+
+/// How long a direction is quiet before its buffers are freed. Within a
+/// burst the buffers stay, so a steady stream pays nothing for this.
+pub const QUIET: Duration = Duration::from_millis(10);
+
+/// A direction of a relayed connection between a first end and a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From the first end to the second (client to target: "up").
+    Up,
+    /// From the second end to the first.
+    Down,
+}
+
+impl Dir {
+    /// Its slot in per-direction arrays.
+    fn index(self) -> usize {
+        match self {
+            Dir::Up => 0,
+            Dir::Down => 1,
+        }
+    }
+
+    /// The end it reads from, as an index into per-end arrays.
+    fn source(self) -> usize {
+        self.index()
+    }
+
+    /// The end it writes to.
+    fn destination(self) -> usize {
+        1 - self.index()
+    }
+}
+
+/// The source side of one direction.
+pub enum Reader {
+    /// A plain TCP socket (the one under the end).
+    Tcp,
+    /// The reading half of a TLS connection.
+    Tls(ReadHalf),
+}
+
+/// The destination side of one direction.
+pub enum Writer {
+    /// A plain TCP socket.
+    Tcp(Arc<TcpStream>),
+    /// The writing half of a TLS connection.
+    Tls(WriteHalf),
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Writer::Tcp(s) => (&**s).write(buf),
+            Writer::Tls(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Frees the buffer of a TLS writer whose direction has gone quiet.
+    fn release(&mut self) {
+        if let Writer::Tls(w) = self {
+            w.release();
+        }
+    }
+
+    /// Ends this direction: close_notify for TLS, then `shutdown(Write)`.
+    pub fn close_write(&mut self) -> io::Result<()> {
+        match self {
+            Writer::Tcp(s) => s.shutdown(Shutdown::Write),
+            Writer::Tls(w) => w.close(),
+        }
+    }
+}
+
+/// One leg of a relayed connection: a reader, a writer and the socket under both.
+pub struct Leg {
+    /// Where bytes from this end come from.
+    pub reader: Reader,
+    /// Where bytes for this end go.
+    pub writer: Writer,
+    sock: Arc<TcpStream>,
+}
+
+impl Leg {
+    /// A plain TCP end.
+    pub fn tcp(sock: TcpStream) -> Leg {
+        let sock = Arc::new(sock);
+        Leg { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock }
+    }
+
+    /// A TLS end whose handshake is complete. A TCP EOF that comes without
+    /// close_notify is an error: a transfer cut short must not look complete.
+    pub fn tls(sock: TcpStream, conn: impl Into<Connection>) -> Leg {
+        Leg::tls_ending(sock, conn.into(), false)
+    }
+
+    /// A TLS end whose peer is a web client, relayed to the fallback site: a
+    /// TCP EOF without close_notify ends its direction as cleanly as
+    /// close_notify does, and is passed on as an EOF, as a web server takes it.
+    pub fn tls_web_client(sock: TcpStream, conn: impl Into<Connection>) -> Leg {
+        Leg::tls_ending(sock, conn.into(), true)
+    }
+
+    fn tls_ending(sock: TcpStream, conn: Connection, bare_eof_ends: bool) -> Leg {
+        let sock = Arc::new(sock);
+        let (read, write) = split::split(Arc::clone(&sock), conn, bare_eof_ends);
+        Leg { reader: Reader::Tls(read), writer: Writer::Tls(write), sock }
+    }
+}
+
+/// What runs when a relay has ended.
+type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
+/// A relay's state, shared by its two copy threads.
+struct Relay {
+    /// The sockets under the two legs, by [`Dir::source`] index.
+    socks: [Arc<TcpStream>; 2],
+    /// The sides the legs lead to, as ends name them (client, target), likewise.
+    sides: [Side; 2],
+    timeouts: Timeouts,
+    start: Instant,
+    /// Milliseconds from `start` to the last byte read in either direction.
+    last: AtomicU64,
+    /// Bytes moved in each direction, by [`Dir::index`].
+    bytes: [AtomicU64; 2],
+    finished: Mutex<u8>,
+    wake: Condvar,
+    aborted: AtomicBool,
+    /// Whether a copy thread is inside a write to each end, by end.
+    writing: [AtomicBool; 2],
+    end: Mutex<Option<End>>,
+    /// Called with the outcome by whichever direction ends last.
+    done: Mutex<Option<OnDone>>,
+    /// Written to the first leg if the second ends before sending a byte.
+    silence: Option<&'static [u8]>,
+}
+
+impl Relay {
+    fn new(socks: [Arc<TcpStream>; 2], sides: [Side; 2], timeouts: Timeouts, done: OnDone) -> Relay {
+        Relay {
+            socks,
+            sides,
+            timeouts,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            finished: Mutex::new(0),
+            wake: Condvar::new(),
+            aborted: AtomicBool::new(false),
+            writing: [AtomicBool::new(false), AtomicBool::new(false)],
+            end: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+            silence: None,
+        }
+    }
+
+    fn touch(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Closes both ends at once; the first reason given is the one reported.
+    ///
+    /// Both ends are reset, never closed cleanly: a peer must not see a
+    /// clean end of stream (a transfer cut short would look complete), and a
+    /// peer stuck behind a full socket of its own notices a reset while it
+    /// waits (see [`bursts`]), where a FIN would wait for it to read. SO_LINGER
+    /// 0 makes the close send RST, and shutting down only the read side wakes
+    /// our reader without a FIN. A write of ours blocked on an end (a peer
+    /// that stopped reading, its window full) is woken by shutting the write
+    /// side down too: that FIN queues behind the unsent data and is never
+    /// sent, since the close that follows resets the connection and drops the
+    /// queue. A write not yet begun sees `aborted` and does not start.
+    fn abort(&self, why: End) {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+        self.aborted.store(true, Ordering::SeqCst);
+        for (s, writing) in self.socks.iter().zip(&self.writing) {
+            let _ = SockRef::from(&**s).set_linger(Some(Duration::ZERO));
+            let _ = s.shutdown(Shutdown::Read);
+            if writing.load(Ordering::SeqCst) {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// Called by each direction when it ends. The first to end waits while
+    /// the other still moves bytes, and closes it once it has been quiet for
+    /// the linger time; the last reports the outcome.
+    fn finish(&self) {
+        let mut done = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        *done += 1;
+        if *done == 2 {
+            self.wake.notify_all();
+            drop(done);
+            self.report();
+            return;
+        }
+        self.touch();
+        let linger = self.timeouts.linger;
+        while *done < 2 && !self.aborted.load(Ordering::Relaxed) {
+            let quiet = self.quiet_for();
+            if quiet >= linger {
+                drop(done);
+                self.abort(End::Linger);
+                return;
+            }
+            done = self.wake.wait_timeout(done, linger - quiet).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    fn report(&self) {
+        let end = self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof);
+        let [up, down] = [Dir::Up, Dir::Down].map(|d| self.bytes[d.index()].load(Ordering::Relaxed));
+        if let Some(done) = self.done.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            done(Outcome { up, down, end, datagrams: None });
+        }
+    }
+}
+
+/// A writer that counts the bytes it delivers and records the activity.
+struct Counted<'a> {
+    inner: Writer,
+    shared: &'a Relay,
+    dir: Dir,
+    /// The last error came from this writer, not from the reader.
+    failed: bool,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Marked before `aborted` is read, and `abort` sets `aborted` before
+        // it reads the mark (both SeqCst): either this write does not start,
+        // or `abort` knows to wake it.
+        let writing = &self.shared.writing[self.dir.destination()];
+        writing.store(true, Ordering::SeqCst);
+        let written = if self.shared.aborted.load(Ordering::SeqCst) {
+            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "aborted"))
+        } else {
+            self.inner.write(buf)
+        };
+        writing.store(false, Ordering::SeqCst);
+        match written {
+            Ok(n) => {
+                self.shared.bytes[self.dir.index()].fetch_add(n as u64, Ordering::Relaxed);
+                self.shared.touch();
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies one direction until EOF or error, then ends it.
+fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
+    let sides = shared.sides;
+    let sock = Arc::clone(&shared.socks[dir.source()]);
+    let mut dst = Counted { inner: writer, shared: &shared, dir, failed: false };
+    // Each burst has buffers of its own: `io::copy` reads straight into the
+    // BufReader's heap buffer, and they are all freed when the burst ends.
+    let copied = match reader {
+        Reader::Tcp => {
+            bursts(&sock, &mut dst, |dst| io::copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), dst))
+        }
+        Reader::Tls(mut half) => bursts(&sock, &mut dst, |dst| {
+            let copied = io::copy(&mut BufReader::with_capacity(PLAIN_BUF, half.burst(RAW_BUF)), dst);
+            half.release();
+            copied
+        }),
+    };
+    let to = sides[dir.destination()];
+    let silent = dir == Dir::Down
+        && !dst.failed
+        && !shared.aborted.load(Ordering::SeqCst)
+        && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0;
+    if let (true, Some(answer)) = (silent, shared.silence) {
+        let from = sides[dir.source()];
+        let why = End::NoReply(from, copied.err().map(Break::of));
+        shared.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+        if let Err(e) = dst.inner.write_all(answer).and_then(|()| dst.inner.close_write()) {
+            shared.abort(End::Broke(to, Break::of(e)));
+        }
+        drop(dst);
+        shared.finish();
+        return;
+    }
+    match copied {
+        // Woken by an abort: the end is a reset, not an EOF to pass on.
+        Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
+        Ok(()) => {
+            if let Err(e) = dst.inner.close_write() {
+                shared.abort(End::Closing(to, e));
+            }
+        }
+        Err(e) => {
+            let side = if dst.failed { to } else { sides[dir.source()] };
+            shared.abort(End::Broke(side, Break::of(e)));
+        }
+    }
+    drop(dst);
+    shared.finish();
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Copies one direction as a series of bursts, until EOF: the one place
+/// where a direction's buffers are made and given back.
+///
+/// `burst` is an `io::copy` from `sock` into `dst` with buffers of its own.
+/// It reads with a [`QUIET`] timeout; when that fires, the burst has ended
+/// and its buffers are freed (the writer's too). The direction then waits for
+/// its next byte with [`wait`], holding no buffer at all, and the next burst
+/// starts when one comes. A quiet spell only says this direction was quiet:
+/// the copy goes on unless both directions have been quiet for the idle time.
+///
+/// While it waits it also watches the destination: an error or a hang-up
+/// there (a reset) ends the connection at once. The other direction, which
+/// reads that end, may be stuck writing to a peer that stopped reading, and
+/// would not see it.
+fn bursts(
+    sock: &TcpStream,
+    dst: &mut Counted<'_>,
+    mut burst: impl FnMut(&mut Counted<'_>) -> io::Result<u64>,
+) -> io::Result<()> {
+    let dst_sock = Arc::clone(&dst.shared.socks[dst.dir.destination()]);
+    loop {
+        sock.set_read_timeout(Some(QUIET))?;
+        match burst(dst) {
+            Ok(_) => return Ok(()),
+            Err(e) if !dst.failed && is_timeout(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        dst.inner.release();
+        loop {
+            let quiet = dst.shared.quiet_for();
+            let idle = dst.shared.timeouts.idle;
+            if quiet >= idle {
+                dst.shared.abort(End::Idle);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+            }
+            match wait(sock, &dst_sock, false, idle - quiet)? {
+                // A byte, an end or an error: the next burst reads it.
+                Ready::First => break,
+                Ready::Second => {
+                    let e = dst_sock
+                        .take_error()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
+                    dst.failed = true;
+                    return Err(e);
+                }
+                Ready::Neither => {}
+            }
+        }
+    }
+}
+
+/// Starts relaying between `a` and `b` and returns at once: one thread
+/// copies a → b ([`Dir::Up`]), another b → a, and whichever ends last calls
+/// `done` with the outcome. `sides` name the two legs' sides in its end (client, target).
+/// A blocked write gives up after the idle time. If a copy thread cannot be
+/// started, the connection is closed and `done` still runs.
+pub fn relay(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    relay_answering_silence(a, b, sides, timeouts, None, done);
+}
+
+/// [`relay`], with an answer for the first end should the second end (with
+/// an EOF or an error) before it has sent a single byte: `silence` is written
+/// to the first end, which is then closed cleanly (not reset), so that it
+/// reads the answer. The end reported says what the second end did. For a
+/// forwarded HTTP request, whose client would otherwise see an empty reply.
+pub fn relay_answering_silence(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    silence: Option<&'static [u8]>,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    for s in [&a.sock, &b.sock] {
+        let _ = s.set_write_timeout(Some(timeouts.idle));
+    }
+    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
+    shared.silence = silence;
+    let shared = Arc::new(shared);
+    for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
+        let mine = Arc::clone(&shared);
+        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));
+        if let Err(e) = spawned {
+            // This direction never runs: close everything and count it as ended.
+            shared.abort(End::NoThread(e));
+            shared.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::thread;
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// Two connected sockets on loopback.
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
+        let (b, _) = l.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn quiet_pauses_end_bursts_and_every_byte_still_arrives() {
+        // peer ── src (read by bursts) … dst ── sink
+        let (mut peer, src) = socket_pair();
+        let (dst, mut sink) = socket_pair();
+        let (src, dst) = (Arc::new(src), Arc::new(dst));
+        let timeouts = Timeouts::default();
+        let shared = Relay::new(
+            [Arc::clone(&src), Arc::clone(&dst)],
+            [Side::Client, Side::Target],
+            timeouts,
+            Box::new(|_| {}),
+        );
+        let writer = thread::spawn(move || {
+            for part in [&b"one"[..], b"two", b"three"] {
+                peer.write_all(part).unwrap();
+                // Longer than QUIET: the pattern under test, not a wait for an event.
+                thread::sleep(QUIET * 5);
+            }
+        });
+        let mut dst_writer =
+            Counted { inner: Writer::Tcp(Arc::clone(&dst)), shared: &shared, dir: Dir::Up, failed: false };
+        let mut bursts_run = 0;
+        let copied = bursts(&src, &mut dst_writer, |d| {
+            bursts_run += 1;
+            io::copy(&mut BufReader::with_capacity(COPY_BUF, &*src), d)
+        });
+        copied.unwrap();
+        writer.join().unwrap();
+        dst.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        sink.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"onetwothree");
+        assert!(bursts_run >= 2, "a pause ended a burst and gave its buffers back ({bursts_run} bursts)");
+        assert_eq!(shared.bytes[Dir::Up.index()].load(Ordering::Relaxed), 11);
+    }
+}

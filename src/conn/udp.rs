@@ -1,0 +1,520 @@
+//! UDP ASSOCIATE (RFC 1928, section 7), carried in trojan's UDP framing
+//! inside one TLS connection per association.
+//!
+//! ```text
+//! app ──UDP: SOCKS5 header + data──▶ blocking-local ══TLS: frames══▶ blocking-server ──UDP──▶ target
+//! ```
+//!
+//! Each side runs an association on two threads, one per direction, as a TCP
+//! connection runs on two copy threads:
+//!
+//! - On the local ([`local`]), the up thread waits on the application's UDP
+//!   socket and on the SOCKS5 control connection at once: a datagram from the
+//!   client (its IP, and its port when the request named one; not a
+//!   fragment) becomes a frame on the stream; the control connection's end
+//!   ends the association. The down thread reads frames and sends each to the
+//!   client with the SOCKS5 UDP header.
+//! - On the server ([`server`]), the up thread reads frames and sends each
+//!   datagram to its target through one UDP socket of the association,
+//!   after the egress check (a denied datagram is dropped and counted); the
+//!   down thread waits on that socket and frames every reply with its source.
+//!
+//! A frame is read with exact reads; a datagram is never split or merged.
+//! The association ends when the stream ends or the control connection
+//! closes, and after `--udp-timeout` with no datagram either way. Whoever
+//! waits on a UDP socket keeps that time; the thread reading the stream is
+//! woken by shutting its socket down.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustls::Connection;
+use socket2::{Domain, SockRef, Socket, Type};
+
+use crate::error::Error;
+use crate::metrics::{self, Way};
+use crate::net::dial;
+use crate::net::egress::Policy;
+use crate::net::poll::{wait, Ready};
+use crate::proto::addr::Target;
+use crate::proto::{socks5, wire};
+use crate::workers::COPY_THREADS;
+
+use super::admission::Place;
+use super::end::{End, Step};
+use super::report::Outcome;
+use super::split::{self, ReadHalf, WriteHalf};
+use super::timeouts::Timeouts;
+
+/// The local's side of an association: the application's control
+/// connection, the UDP socket it was told to send to, and whose datagrams
+/// that socket takes.
+pub struct Client {
+    /// The SOCKS5 connection that asked for the association; its end ends it.
+    pub control: TcpStream,
+    /// The socket whose address the client was given.
+    pub udp: UdpSocket,
+    /// Datagrams are taken only from this address,
+    pub ip: IpAddr,
+    /// and from this port when it is not 0.
+    pub port: u16,
+}
+
+/// Runs a local's association and returns at once. `stream` and `conn` are
+/// the TLS connection to the server, the trojan header already sent. `done`
+/// gets the outcome.
+pub fn local(
+    client: Client,
+    stream: TcpStream,
+    conn: impl Into<Connection>,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    let (reader, mut writer, assoc) = start(stream, conn.into(), timeouts, done);
+    let Client { control, udp, ip, port } = client;
+    let udp = Arc::new(udp);
+    // Where replies go: the client's address, once its first datagram came.
+    let replies_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let (udp_up, replies_up) = (Arc::clone(&udp), Arc::clone(&replies_to));
+    spawn(&assoc, move |a| {
+        let why = local_up(a, &control, &udp_up, &mut writer, |from| {
+            let ok = from.ip() == ip && (port == 0 || from.port() == port);
+            if ok {
+                *replies_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(from);
+            }
+            ok
+        });
+        a.end_writing(why, &mut writer);
+        let _ = control.shutdown(Shutdown::Both);
+    });
+    spawn(&assoc, move |a| {
+        let why = local_down(a, reader, &udp, &replies_to);
+        a.end_reading(why, &udp);
+    });
+}
+
+/// The server's side of an association: the UDP socket its datagrams leave
+/// from, the egress policy each target is checked against, and the
+/// connection's place, which a name lookup holds.
+pub struct Targets {
+    /// From [`server_socket`].
+    pub udp: UdpSocket,
+    /// Which target addresses may be reached.
+    pub policy: Policy,
+    /// The connection's place under the cap.
+    pub place: Place,
+}
+
+/// Runs a server's association and returns at once. `stream` and `conn`
+/// are the TLS connection from the local, whose header asked for UDP;
+/// `early` are the bytes that came after the header (the first frames). A
+/// target's name is looked up under the connect deadline.
+pub fn server(
+    stream: TcpStream,
+    conn: impl Into<Connection>,
+    early: Vec<u8>,
+    targets: Targets,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    let (reader, mut writer, assoc) = start(stream, conn.into(), timeouts, done);
+    let Targets { udp, policy, place } = targets;
+    let udp = Arc::new(udp);
+    let connect = timeouts.connect;
+    let udp_up = Arc::clone(&udp);
+    spawn(&assoc, move |a| {
+        let why = server_up(a, reader, &early, &udp_up, &policy, &place, connect);
+        a.end_reading(why, &udp_up);
+    });
+    spawn(&assoc, move |a| {
+        let why = server_down(a, &mut writer, &udp);
+        a.end_writing(why, &mut writer);
+    });
+}
+
+/// A UDP socket for a server's association: IPv6 with IPv4 mapped in, so
+/// that one socket reaches both; IPv4 alone where the host has no IPv6.
+pub fn server_socket() -> io::Result<UdpSocket> {
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, None).and_then(|s| {
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+        Ok(s)
+    });
+    match dual {
+        Ok(s) => Ok(s.into()),
+        Err(_) => UdpSocket::bind("0.0.0.0:0"),
+    }
+}
+
+/// The largest datagram a UDP socket hands over (IPv4's limit is 65,507
+/// bytes of payload; a SOCKS5 header comes on top on the local).
+const DATAGRAM_MAX: usize = 65_535;
+
+/// Raw TLS bytes read at once by the thread that reads frames.
+const RAW_BUF: usize = 16 * 1024 + 256;
+
+/// The local's up thread: client datagrams into frames, until the control
+/// connection ends, the stream fails or the association is quiet too long.
+fn local_up(
+    a: &Association,
+    control: &TcpStream,
+    udp: &UdpSocket,
+    writer: &mut WriteHalf,
+    mut accept: impl FnMut(SocketAddr) -> bool,
+) -> End {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut frame = Vec::new();
+    loop {
+        let (n, from) = match next_datagram(a, udp, control, true, &mut buf) {
+            Next::Datagram(n, from) => (n, from),
+            Next::Other => break control_ended(control),
+            Next::End(why) => break why,
+        };
+        if !accept(from) {
+            log::debug!("udp datagram from {from}, not the client: dropped");
+            a.dropped();
+            continue;
+        }
+        let (target, at) = match socks5::read_udp_header(&buf[..n]) {
+            Ok(got) => got,
+            Err(e) => {
+                log::debug!("udp datagram from {from}: {e}: dropped");
+                a.dropped();
+                continue;
+            }
+        };
+        frame.clear();
+        wire::encode_udp(&target, &buf[at..n], &mut frame);
+        if let Err(e) = writer.write_all(&frame) {
+            break End::Failed(Step::Server, Error::Io(e));
+        }
+        a.moved(UP, n - at);
+    }
+}
+
+/// Why the control connection woke its waiter: it ended (the usual way an
+/// association ends), failed, or sent bytes it should not have (which ends
+/// the association too: the control connection carries nothing after the
+/// request).
+fn control_ended(control: &TcpStream) -> End {
+    let mut byte = [0u8; 1];
+    match (&*control).read(&mut byte) {
+        Ok(0) => End::ControlClosed,
+        Ok(_) => End::ControlBytes,
+        Err(e) => End::Failed(Step::Control, Error::Io(e)),
+    }
+}
+
+/// The local's down thread: frames from the server to the client.
+fn local_down(
+    a: &Association,
+    mut reader: ReadHalf,
+    udp: &UdpSocket,
+    replies_to: &Mutex<Option<SocketAddr>>,
+) -> End {
+    let mut payload = Vec::new();
+    let mut datagram = Vec::new();
+    let mut frames = reader.burst(RAW_BUF);
+    loop {
+        let source = match wire::read_udp(&mut frames, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return End::Eof,
+            Err(e) => return a.stream_failed(e),
+        };
+        let Some(to) = *replies_to.lock().unwrap_or_else(PoisonError::into_inner) else {
+            a.dropped();
+            continue;
+        };
+        datagram.clear();
+        socks5::write_udp_header(&source, &mut datagram);
+        datagram.extend_from_slice(&payload);
+        match udp.send_to(&datagram, to) {
+            Ok(_) => a.moved(DOWN, payload.len()),
+            Err(e) => {
+                log::debug!("udp to the client {to}: {e}");
+                a.dropped();
+            }
+        }
+    }
+}
+
+/// The server's up thread: frames from the local to their targets.
+fn server_up(
+    a: &Association,
+    mut reader: ReadHalf,
+    early: &[u8],
+    udp: &UdpSocket,
+    policy: &Policy,
+    place: &Place,
+    connect: Duration,
+) -> End {
+    let mut payload = Vec::new();
+    let mut frames = early.chain(reader.burst(RAW_BUF));
+    let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
+    loop {
+        let target = match wire::read_udp(&mut frames, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return End::Eof,
+            Err(e) => return a.stream_failed(e),
+        };
+        let addrs = match &target {
+            Target::Ip(addr) => vec![*addr],
+            Target::Domain(name, port) => match dial::resolve(name, *port, Instant::now() + connect, place) {
+                Ok(found) => found,
+                Err(e) => {
+                    log::debug!("udp to {target}: {e}: dropped");
+                    a.dropped();
+                    continue;
+                }
+            },
+        };
+        let Some(to) = addrs.into_iter().find(|addr| policy.permits(addr.ip()) && (v6 || addr.is_ipv4()))
+        else {
+            metrics::EGRESS_DENIALS.inc();
+            log::debug!("udp to {target}: denied: not a public address: dropped");
+            a.dropped();
+            continue;
+        };
+        let to = if v6 { SocketAddr::from((to_v6(to.ip()), to.port())) } else { to };
+        match udp.send_to(&payload, to) {
+            Ok(_) => a.moved(UP, payload.len()),
+            Err(e) => {
+                log::debug!("udp to {target}: {e}: dropped");
+                a.dropped();
+            }
+        }
+    }
+}
+
+/// The server's down thread: replies to frames, until the association is
+/// quiet too long or the other thread has ended it.
+fn server_down(a: &Association, writer: &mut WriteHalf, udp: &UdpSocket) -> End {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut frame = Vec::new();
+    loop {
+        let (n, from) = match next_datagram(a, udp, &*a.stream, false, &mut buf) {
+            Next::Datagram(n, from) => (n, from),
+            // The stream failed or was shut down: the up thread reports why.
+            Next::Other => break End::Eof,
+            Next::End(why) => break why,
+        };
+        let from = SocketAddr::new(unmapped(from.ip()), from.port());
+        frame.clear();
+        wire::encode_udp(&Target::Ip(from), &buf[..n], &mut frame);
+        if let Err(e) = writer.write_all(&frame) {
+            break End::Failed(Step::Client, Error::Io(e));
+        }
+        a.moved(DOWN, n);
+    }
+}
+
+/// What waiting for the next datagram gave.
+enum Next {
+    /// One of this length, from this address, is in the buffer.
+    Datagram(usize, SocketAddr),
+    /// The other socket woke the wait.
+    Other,
+    /// The association is over, for this reason.
+    End(End),
+}
+
+/// Waits for the next datagram on `udp`, watching `other` too (for bytes as
+/// well as errors, with `other_data`), within the association's timeout.
+fn next_datagram(
+    a: &Association,
+    udp: &UdpSocket,
+    other: &impl AsFd,
+    other_data: bool,
+    buf: &mut [u8],
+) -> Next {
+    loop {
+        let left = a.idle_left();
+        if left.is_zero() {
+            return Next::End(End::UdpIdle);
+        }
+        match wait(udp, other, other_data, left) {
+            // A busy UDP socket wins every tie: look at the other one too, so
+            // that a stream of datagrams cannot hide the end of the control
+            // connection.
+            Ok(Ready::First)
+                if other_data && matches!(wait(other, udp, false, Duration::ZERO), Ok(Ready::First)) =>
+            {
+                return Next::Other
+            }
+            Ok(Ready::First) => {}
+            Ok(Ready::Second) => return Next::Other,
+            Ok(Ready::Neither) => continue,
+            Err(e) => return Next::End(End::Failed(Step::Wait, Error::Io(e))),
+        }
+        match udp.recv_from(buf) {
+            // Shut down by the other thread at the end of the association.
+            Ok((0, _)) if a.ending() => return Next::End(End::Eof),
+            Ok((n, from)) => return Next::Datagram(n, from),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Next::End(End::Failed(Step::Udp, Error::Io(e))),
+        }
+    }
+}
+
+/// Splits the stream and sets up what an association's threads share.
+fn start(
+    stream: TcpStream,
+    conn: Connection,
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) -> (ReadHalf, WriteHalf, Arc<Association>) {
+    // The deadlines of the handshake are over: the reading thread blocks
+    // until the other one wakes it, and a write gives up after the idle time.
+    metrics::UDP_ASSOCIATIONS.inc();
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(Some(timeouts.idle));
+    let stream = Arc::new(stream);
+    let (reader, writer) = split::split(Arc::clone(&stream), conn, false);
+    (reader, writer, Arc::new(Association::new(stream, timeouts.udp, Box::new(done))))
+}
+
+/// Starts `job` on a copy thread; if none can be started, the association
+/// ends and the job counts as done.
+fn spawn(assoc: &Arc<Association>, job: impl FnOnce(&Association) + Send + 'static) {
+    let mine = Arc::clone(assoc);
+    let spawned = COPY_THREADS.spawn(move || {
+        job(&mine);
+        mine.finish();
+    });
+    if let Err(e) = spawned {
+        assoc.note(End::NoThread(e));
+        let _ = assoc.stream.shutdown(Shutdown::Both);
+        assoc.finish();
+    }
+}
+
+/// What runs when an association has ended.
+type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
+/// An association's state, shared by its two threads.
+struct Association {
+    timeout: Duration,
+    start: Instant,
+    /// Milliseconds from `start` to the last datagram either way.
+    last: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Datagrams up, down and dropped.
+    counts: [AtomicU64; 3],
+    /// The stream's socket: shut down to end the association.
+    stream: Arc<TcpStream>,
+    end: Mutex<Option<End>>,
+    /// Threads done, and what is called with the outcome by the last.
+    done: Mutex<(u8, Option<OnDone>)>,
+}
+
+const UP: usize = 0;
+const DOWN: usize = 1;
+const DROPPED: usize = 2;
+
+impl Association {
+    fn new(stream: Arc<TcpStream>, timeout: Duration, done: OnDone) -> Association {
+        Association {
+            timeout,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            counts: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            stream,
+            end: Mutex::new(None),
+            done: Mutex::new((0, Some(done))),
+        }
+    }
+
+    fn moved(&self, way: usize, bytes: usize) {
+        metrics::datagram(if way == UP { Way::Up } else { Way::Down });
+        let total = if way == UP { &self.up } else { &self.down };
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counts[way].fetch_add(1, Ordering::Relaxed);
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn dropped(&self) {
+        metrics::DATAGRAMS_DROPPED.inc();
+        self.counts[DROPPED].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long until the association has been quiet for its timeout.
+    fn idle_left(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        (last + self.timeout).saturating_sub(self.start.elapsed())
+    }
+
+    /// Whether a reason to end has been given already (by the other thread).
+    fn ending(&self) -> bool {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Records why the association ends; the first reason is the one reported.
+    fn note(&self, why: End) {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+    }
+
+    /// How a stream that failed is reported: as the end already given (the
+    /// other thread shut it down), or as the error.
+    fn stream_failed(&self, e: Error) -> End {
+        if self.ending() {
+            return End::Eof;
+        }
+        End::Failed(Step::Stream, e)
+    }
+
+    /// Ends the association from the thread that writes the stream: the
+    /// reason first, then close_notify, then the stream's read side is shut
+    /// down, which wakes the thread reading it.
+    fn end_writing(&self, why: End, writer: &mut WriteHalf) {
+        self.note(why);
+        let _ = writer.close();
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    /// Ends the association from the thread that reads the stream: the
+    /// reason first, then the UDP socket's read side is shut down, which
+    /// wakes the thread waiting on it; that one ends the stream.
+    fn end_reading(&self, why: End, udp: &UdpSocket) {
+        self.note(why);
+        let _ = SockRef::from(udp).shutdown(Shutdown::Read);
+    }
+
+    /// Called by each thread when it is done; the last reports.
+    fn finish(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.0 += 1;
+        if done.0 < 2 {
+            return;
+        }
+        let Some(report) = done.1.take() else { return };
+        drop(done);
+        let end = self.end.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(End::Eof);
+        report(Outcome {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+            end,
+            datagrams: Some([UP, DOWN, DROPPED].map(|i| self.counts[i].load(Ordering::Relaxed))),
+        });
+    }
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

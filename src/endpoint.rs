@@ -1,0 +1,150 @@
+//! The metrics endpoint (`--metrics ADDR:PORT`): `GET /metrics` answered
+//! with the Prometheus text exposition ([`crate::metrics`]).
+//!
+//! It is a listener like the proxies' and runs the same accept loop
+//! ([`Acceptor`]): at most [`MAX_SCRAPES`] scrapes at once, each on a setup
+//! thread, and a 503 written at once to any more. A scrape's request head is
+//! read with the HTTP proxy's reader ([`http::read_request_line`],
+//! [`http::read_headers`]) under [`REQUEST_TIME`], so a scraper that says
+//! nothing holds up neither the proxy nor later scrapes. Its refusals and
+//! scrapes are not connections of the proxy: they are neither counted nor
+//! logged as such.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::conn::accept::Acceptor;
+use crate::conn::admission::Refused;
+use crate::error::Error;
+use crate::metrics::{self, Role};
+use crate::net::deadline::Deadline;
+use crate::proto::http::{self, Fault};
+
+/// Scrapes answered at once; more are answered 503 and closed.
+pub const MAX_SCRAPES: usize = 4;
+/// How long a scraper has to send its request head.
+pub const REQUEST_TIME: Duration = Duration::from_secs(3);
+/// How long one write of the answer may wait for a scraper that does not read.
+const WRITE_TIME: Duration = Duration::from_secs(5);
+/// The stack of the thread that runs the endpoint's accept loop.
+const ACCEPT_STACK: usize = 64 * 1024;
+
+/// Binds `addr` and serves the metrics of `role` there from a thread of
+/// its own; returns the address bound (port 0 gets a free port).
+pub fn serve(addr: &str, role: Role) -> Result<SocketAddr, Error> {
+    let acceptor = Acceptor::bind(addr, MAX_SCRAPES, None)?;
+    let bound = acceptor.local_addr().map_err(Error::Io)?;
+    let admit = move |sock: TcpStream, _peer, place| {
+        move || {
+            answer(&sock, role);
+            drop(place);
+        }
+    };
+    thread::Builder::new()
+        .name("metrics".into())
+        .stack_size(ACCEPT_STACK)
+        .spawn(move || acceptor.run(Duration::ZERO, admit, too_busy))
+        .map_err(|e| Error::Config(format!("cannot start its thread: {e}")))?;
+    Ok(bound)
+}
+
+/// Reads one request head and answers it, then closes. A scraper that
+/// closes, stalls past [`REQUEST_TIME`] or breaks off is closed unanswered.
+fn answer(sock: &TcpStream, role: Role) {
+    let _ = sock.set_write_timeout(Some(WRITE_TIME));
+    let route = match read_route(&mut Deadline::new(sock, Instant::now() + REQUEST_TIME)) {
+        Ok(route) => route,
+        Err(Fault::Io(_)) => return,
+        Err(Fault::Status(status, _)) => Route::Status(status),
+    };
+    // HEAD gets the length of the body it would have had.
+    let (status, body, len) = match route {
+        Route::Metrics { with_body } => {
+            let body = metrics::render(role);
+            let len = body.len();
+            ("200 OK".to_owned(), if with_body { body } else { String::new() }, len)
+        }
+        Route::Status(status) => (format!("{} {}", status.code(), status.reason()), String::new(), 0),
+    };
+    let content_type = if status == "200 OK" { metrics::EXPOSITION } else { "text/plain; charset=utf-8" };
+    let allow = if status.starts_with("405") { "Allow: GET, HEAD\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}Connection: close\r\n\r\n"
+    );
+    let sent = (&*sock).write_all(head.as_bytes()).and_then(|()| (&*sock).write_all(body.as_bytes()));
+    if sent.is_ok() {
+        let _ = sock.shutdown(Shutdown::Write);
+    }
+}
+
+/// Over [`MAX_SCRAPES`]: a 503 written without waiting, then a close.
+fn too_busy(sock: TcpStream, _why: &Refused) {
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+    if sock.set_nonblocking(true).is_ok() {
+        let _ = (&sock).write(answer);
+    }
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
+/// What a request asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// The exposition, without its body for HEAD.
+    Metrics { with_body: bool },
+    /// Anything else: this status, with no body.
+    Status(http::Status),
+}
+
+/// Reads a request head and routes it: `GET` or `HEAD` of `/metrics` (a
+/// query is ignored); another method there is 405, another path 404, a
+/// request line that is not HTTP/1.x or a target not in origin form 400.
+fn read_route(r: &mut impl Read) -> Result<Route, Fault> {
+    let line = http::read_request_line(r)?;
+    http::read_headers(r)?;
+    if !line.target.starts_with('/') {
+        return Ok(Route::Status(http::Status::BadRequest));
+    }
+    let path = line.target.split('?').next().unwrap_or_default();
+    Ok(match (path, line.method.as_str()) {
+        ("/metrics", "GET") => Route::Metrics { with_body: true },
+        ("/metrics", "HEAD") => Route::Metrics { with_body: false },
+        ("/metrics", _) => Route::Status(http::Status::MethodNotAllowed),
+        _ => Route::Status(http::Status::NotFound),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_routed_by_method_and_path() {
+        let r = |s: &str| match read_route(&mut s.as_bytes()) {
+            Ok(route) => route,
+            Err(Fault::Status(status, _)) => Route::Status(status),
+            Err(Fault::Io(e)) => panic!("{s:?}: {e}"),
+        };
+        assert_eq!(r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics { with_body: true });
+        assert_eq!(r("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics { with_body: true });
+        assert_eq!(r("HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Metrics { with_body: false });
+        assert_eq!(r("POST /metrics HTTP/1.1\r\n\r\n"), Route::Status(http::Status::MethodNotAllowed));
+        assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Route::Status(http::Status::NotFound));
+        assert_eq!(r("GET /metricsx HTTP/1.1\r\n\r\n"), Route::Status(http::Status::NotFound));
+        for bad in [
+            "GET /metrics\r\n\r\n",
+            "GET /metrics SPDY/3\r\n\r\n",
+            "GET  /metrics HTTP/1.1\r\n\r\n",
+            "GET metrics HTTP/1.1\r\n\r\n",
+            "\u{1}\r\n\r\n",
+        ] {
+            assert_eq!(r(bad), Route::Status(http::Status::BadRequest), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_cut_short_gets_no_answer() {
+        assert!(matches!(read_route(&mut &b"GET /metrics HTTP/1.1\r\nHost: x\r\n"[..]), Err(Fault::Io(_))));
+    }
+}

@@ -1,0 +1,373 @@
+//! One client of the local, from its first byte to the start of its relay.
+//!
+//! On the client's own setup thread: the first byte, peeked under the
+//! handshake deadline, names the protocol (0x05 SOCKS5, 0x04 SOCKS4, an
+//! ASCII letter HTTP; anything else is closed), whose parser then reads the
+//! request from the start: the SOCKS5 greeting, login (when users are
+//! configured) and request, a SOCKS4 request, or an HTTP request head. Then
+//! a link to a server: a ready one from the [`Pool`], or TCP and TLS to the
+//! server a new client goes to, and failing that to the next one, under the
+//! connect deadline ([`super::upstream`]); a failure becomes the client
+//! protocol's answer for it. Then the success reply, and the header in one
+//! TLS record with whatever the application has already sent (after a
+//! forwarded HTTP request's rewritten head), and the relay. After its
+//! request the local never waits for the application to speak first, so
+//! server-first protocols (SMTP, FTP, MySQL) work.
+//!
+//! A client that fails before it is told its tunnel is up is closed gently
+//! ([`close_gently`]): it reads the answer it was given before the close.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn::end::{Break, End, Hop, Side, Step};
+use crate::conn::relay::{self, Leg};
+use crate::conn::udp;
+use crate::conn::{Outcome, Report, Timeouts};
+use crate::current::Current;
+use crate::error::Error;
+use crate::net::deadline::{close_gently, Arrived, Deadline};
+use crate::proto::addr::Target;
+use crate::proto::failure::Failure;
+use crate::proto::socks5::{self, Request};
+use crate::proto::users::User;
+use crate::proto::wire::{self, Command, TrojanHash, HEADER_MAX};
+use crate::proto::{http, socks4};
+
+use super::pool::Pool;
+use super::upstream::{Link, Unreachable, Upstreams};
+
+/// What every client of one local shares.
+pub struct Context {
+    /// Deadlines of each connection.
+    pub timeouts: Timeouts,
+    /// The users and the password in force; a reload replaces them.
+    pub secrets: Arc<Current<Secrets>>,
+    /// The servers and their state.
+    pub upstreams: Arc<Upstreams>,
+    /// Ready connections, when the local keeps any.
+    pub pool: Option<Arc<Pool>>,
+}
+
+/// What a client's login is checked against and what the server is told,
+/// as loaded at start or by the last reload. A connection takes them once,
+/// when it starts.
+pub struct Secrets {
+    /// When not empty, clients must log in as one of these (SOCKS5, HTTP Basic).
+    pub users: Vec<User>,
+    /// With a password, the trojan header; without, the seed header.
+    pub password: Option<TrojanHash>,
+}
+
+/// Serves one client, up to the start of its relay (which then owns
+/// `report`): the entry point of every connection the local accepts.
+pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
+    let _ = app.set_nodelay(true);
+    let secrets = ctx.secrets.get();
+    match handshake(&app, &secrets, ctx.timeouts.handshake, &mut report) {
+        Ok(Ask::Udp(from)) => associate(app, &from, ctx, &secrets, report),
+        Ok(ask) => tunnel(app, ask, ctx, &secrets, report),
+        Err(end) => refused(&app, report, end),
+    }
+}
+
+/// The protocols served on the one port, told apart by the client's first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// 0x05.
+    Socks5,
+    /// 0x04, SOCKS4 and SOCKS4a.
+    Socks4,
+    /// An ASCII letter: the first of a method.
+    Http,
+}
+
+impl Proto {
+    /// The protocol a client whose first byte is `first` speaks, if it is one served.
+    pub fn of(first: u8) -> Option<Proto> {
+        match first {
+            socks5::SOCKS_VERSION => Some(Proto::Socks5),
+            socks4::SOCKS4_VERSION => Some(Proto::Socks4),
+            b if b.is_ascii_alphabetic() => Some(Proto::Http),
+            _ => None,
+        }
+    }
+
+    /// Its name in logs (`proto=` of the close line).
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Socks5 => "socks5",
+            Proto::Socks4 => "socks4",
+            Proto::Http => "http",
+        }
+    }
+
+    /// The step its parser is, in an end.
+    fn step(self) -> Step {
+        match self {
+            Proto::Socks5 => Step::Socks5,
+            Proto::Socks4 => Step::Socks4,
+            Proto::Http => Step::Http,
+        }
+    }
+}
+
+/// What a client asked for, in its protocol: where to, how to answer, and
+/// (a forwarded HTTP request) the head to send first.
+#[derive(Debug, PartialEq, Eq)]
+enum Ask {
+    Socks5(Target),
+    Socks4(Target),
+    Connect(Target),
+    Forward(Target, Vec<u8>),
+    /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
+    Udp(Target),
+}
+
+impl Ask {
+    /// Where the tunnel goes (for UDP, where datagrams come from).
+    fn target(&self) -> &Target {
+        match self {
+            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, _) | Ask::Udp(t) => t,
+        }
+    }
+
+    /// The answer once the tunnel is up (none for a forwarded request, whose
+    /// upstream answers; UDP names its socket, see [`socks5::reply_bound`]).
+    fn grant(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
+            Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
+            Ask::Connect(_) => w.write_all(http::ESTABLISHED),
+            Ask::Forward(..) | Ask::Udp(_) => Ok(()),
+        }
+    }
+
+    /// The answer when the tunnel cannot be opened.
+    fn refuse(&self, w: &mut impl Write, failure: Failure) -> io::Result<()> {
+        match self {
+            Ask::Socks5(_) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
+            Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
+            Ask::Connect(_) | Ask::Forward(..) => w.write_all(&http::response(http::Status::of(failure))),
+        }
+    }
+}
+
+/// Reads the client's request in the protocol its first byte names, under
+/// the `handshake` deadline. A request not served has been answered where
+/// the protocol has an answer (a refused login is logged at warn).
+fn handshake(app: &TcpStream, secrets: &Secrets, timeout: Duration, report: &mut Report) -> Result<Ask, End> {
+    let id = report.id;
+    let mut io = Deadline::new(app, Instant::now() + timeout);
+    let mut first = [0u8; 1];
+    let proto = match io.peek(&mut first) {
+        Ok(0) => return Err(End::ClosedBeforeRequest),
+        Ok(_) => Proto::of(first[0]),
+        Err(e) => return Err(End::Failed(Step::Client, Error::Io(e))),
+    };
+    let Some(proto) = proto else {
+        log::debug!("#{id} unknown protocol: first byte {:#04x}", first[0]);
+        return Err(End::UnknownProtocol(first[0]));
+    };
+    let name = proto.name();
+    report.proto(name);
+    let asked = match proto {
+        Proto::Socks5 => {
+            socks5::accept_request(&mut io, &secrets.users, secrets.password.is_some()).map(|r| match r {
+                Request::Connect(t) => Ask::Socks5(t),
+                Request::UdpAssociate(from) => Ask::Udp(from),
+            })
+        }
+        Proto::Socks4 => socks4::accept(&mut io, !secrets.users.is_empty()).map(Ask::Socks4),
+        Proto::Http => http::accept(&mut io, &secrets.users).map(|r| match r {
+            http::Request::Connect(t) => Ask::Connect(t),
+            http::Request::Forward { target, head } => Ask::Forward(target, head),
+        }),
+    };
+    asked.map_err(|e| {
+        match &e {
+            Error::Denied(_) => log::warn!("#{id} {name} client {}: {e}", report.peer()),
+            _ => log::debug!("#{id} {name} failed: {e}"),
+        }
+        End::Failed(proto.step(), e)
+    })
+}
+
+/// Ends a client that failed before it was told its tunnel is up.
+fn refused(app: &TcpStream, report: Report, end: End) {
+    close_gently(app);
+    report.end(end);
+}
+
+/// The most application bytes sent along with the header in its first record.
+const EARLY_DATA_MAX: usize = 16 * 1024 - HEADER_MAX;
+
+/// Opens a client's tunnel: a link to a server, the success reply, the
+/// header with the first bytes, and the relay.
+fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
+    log::debug!("#{} connect {}", report.id, ask.target());
+    report.target(ask.target());
+    let mut link = match link(&app, &ask, ctx, &report) {
+        Ok(link) => link,
+        Err(end) => return refused(&app, report, end),
+    };
+    let silence = match granted(&app, ask, &mut link, secrets, ctx.timeouts.handshake, &mut report) {
+        Ok(silence) => silence,
+        Err(end) => return report.end(end),
+    };
+    let (server, upstreams) = (link.server, Arc::clone(&ctx.upstreams));
+    let legs = (Leg::tcp(app), Leg::tls(link.sock, link.conn));
+    relay::relay_answering_silence(
+        legs.0,
+        legs.1,
+        [Side::Client, Side::Server],
+        &ctx.timeouts,
+        silence,
+        move |out| {
+            if cut_before_reply(&out) {
+                upstreams.failed(server, "a connection was cut before any reply byte");
+            }
+            report.finish(out)
+        },
+    );
+}
+
+/// A link to a server for the client of `ask`: a ready one from the pool,
+/// or a new one. When no server can be reached, the client is answered in
+/// its protocol.
+fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Link, End> {
+    let ready = ctx.pool.as_deref().and_then(Pool::take);
+    let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(report.place())), Ok);
+    linked.map_err(|Unreachable { server, error }| {
+        log::warn!("#{} cannot reach server {server}: {error}", report.id);
+        let until = Instant::now() + ctx.timeouts.handshake;
+        let _ = ask.refuse(&mut Deadline::new(app, until), Failure::of(&error));
+        End::Unreachable(Hop::Server(server), error)
+    })
+}
+
+/// Once a server is linked: tells the client its tunnel is up, then sends
+/// the header and, in the same record, the forwarded request's head and
+/// whatever the client has sent already (without waiting for more). Returns
+/// what to answer should the server end without a byte: a forwarded
+/// request's client gets a 502 then, rather than an empty reply.
+fn granted(
+    app: &TcpStream,
+    ask: Ask,
+    link: &mut Link,
+    secrets: &Secrets,
+    timeout: Duration,
+    report: &mut Report,
+) -> Result<Option<&'static [u8]>, End> {
+    let until = Instant::now() + timeout;
+    let client = |e: io::Error| End::Failed(Step::Client, Error::Io(e));
+    ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
+    let (target, head, silence) = match ask {
+        Ask::Forward(target, head) => (target, head, Some(http::SILENT_UPSTREAM)),
+        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) => (t, Vec::new(), None),
+    };
+    // On this short-lived thread's stack, not the heap: the connection keeps none of it.
+    let mut early = [0u8; EARLY_DATA_MAX];
+    let room = EARLY_DATA_MAX.saturating_sub(head.len());
+    // A reset now must not turn into a clean end upstream: the tunnel is dropped unopened.
+    let arrived = read_ready(app, &mut early[..room]).map_err(client)?;
+    let early = &early[..arrived];
+    let mut first = Vec::with_capacity(HEADER_MAX + head.len() + early.len());
+    wire::encode_connect(secrets.password.as_ref(), &target, &mut first);
+    first.extend_from_slice(&head);
+    first.extend_from_slice(early);
+    link.send(&first, until).map_err(|e| End::Failed(Step::Server, e))?;
+    report.up = (head.len() + early.len()) as u64;
+    Ok(silence)
+}
+
+/// Whether a relay's end says that the server, not the target, failed: it
+/// broke the connection off (a reset, a TCP end without close_notify, a TLS
+/// error) before it sent a byte, while the client was still there. A slow
+/// server (a write that timed out) is not counted.
+fn cut_before_reply(out: &Outcome) -> bool {
+    out.down == 0
+        && matches!(
+            &out.end,
+            End::Broke(Side::Server, b) | End::NoReply(Side::Server, Some(b)) if !matches!(b, Break::WriteTimedOut)
+        )
+}
+
+/// Reads what `sock` has already received into `buf`, without waiting;
+/// returns its length (0 when nothing has arrived yet).
+fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    match Arrived(sock).read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+/// Serves a UDP ASSOCIATE: a UDP socket of its own on the listener's
+/// address for the client's datagrams, one TLS connection to the server
+/// whose trojan header asks for UDP, the success reply naming the socket,
+/// then the association's two threads (see [`crate::conn::udp`]). `from` is
+/// where the client said its datagrams will come from: its port, when not
+/// 0, is the only one accepted; the address is always the client's own.
+fn associate(app: TcpStream, from: &Target, ctx: &Context, secrets: &Secrets, mut report: Report) {
+    report.udp();
+    let opened = match open_udp(&app, from, ctx, secrets, &report) {
+        Ok(opened) => opened,
+        Err(end) => return refused(&app, report, end),
+    };
+    let until = Instant::now() + ctx.timeouts.handshake;
+    if let Err(e) = socks5::reply_bound(&mut Deadline::new(&app, until), opened.bound) {
+        return report.end(End::Failed(Step::Client, Error::Io(e)));
+    }
+    log::debug!("#{} udp association on {} for {}", report.id, opened.bound, opened.client);
+    let client = udp::Client { control: app, udp: opened.udp, ip: opened.client.ip(), port: from.port() };
+    let Link { sock, conn, .. } = opened.link;
+    udp::local(client, sock, conn, &ctx.timeouts, move |out| report.finish(out));
+}
+
+/// An association ready for its success reply.
+struct OpenUdp {
+    /// The socket the client sends its datagrams to,
+    udp: UdpSocket,
+    /// at this address.
+    bound: SocketAddr,
+    /// The client's address, as its control connection shows it.
+    client: SocketAddr,
+    /// The link to the server, whose header asked for UDP.
+    link: Link,
+}
+
+/// Everything an association needs before its client is told it is up:
+/// the client's UDP socket, a link to a server and the trojan header that
+/// asks it for UDP. A failure has been answered with its reply code.
+fn open_udp(
+    app: &TcpStream,
+    from: &Target,
+    ctx: &Context,
+    secrets: &Secrets,
+    report: &Report,
+) -> Result<OpenUdp, End> {
+    let until = Instant::now() + ctx.timeouts.handshake;
+    let fail = |failure| {
+        let _ = socks5::reply(&mut Deadline::new(app, until), socks5::reply_code(failure));
+    };
+    let (Ok(here), Ok(client), Some(hash)) = (app.local_addr(), app.peer_addr(), secrets.password) else {
+        fail(Failure::General);
+        return Err(End::NoUdp);
+    };
+    let udp = UdpSocket::bind(SocketAddr::new(here.ip(), 0)).map_err(|e| {
+        fail(Failure::General);
+        End::Failed(Step::Udp, Error::Io(e))
+    })?;
+    let bound = udp.local_addr().unwrap_or(here);
+    let ask = Ask::Udp(from.clone());
+    let mut link = link(app, &ask, ctx, report)?;
+    let mut header = Vec::with_capacity(HEADER_MAX);
+    wire::encode_trojan_request(&hash, Command::UdpAssociate, from, &mut header);
+    link.send(&header, until).map_err(|e| {
+        fail(Failure::of(&e));
+        End::Failed(Step::Server, e)
+    })?;
+    Ok(OpenUdp { udp, bound, client, link })
+}

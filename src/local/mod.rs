@@ -1,0 +1,163 @@
+//! blocking-local: accepts SOCKS5, SOCKS4/4a and HTTP proxy clients on one
+//! port and carries each one over its own TLS connection to blocking-server.
+//!
+//! [`Local`] binds the listener and runs the accept loop; each client is
+//! served on its own thread ([`client`]), over a link to one of the servers
+//! ([`upstream`]: failover, back-off and the check), taken ready from the
+//! [`pool`] when there is one.
+
+pub mod client;
+pub mod pool;
+pub mod upstream;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::conn::accept::{Acceptor, Stopper};
+use crate::conn::admission::Refused;
+use crate::conn::report::Watch;
+use crate::conn::{Report, Timeouts};
+use crate::current::Current;
+use crate::error::Error;
+use crate::metrics;
+use crate::proto::addr::ATYP_IPV4;
+use crate::proto::{http, socks4, socks5};
+
+use client::{Context, Proto, Secrets};
+use pool::{Pool, PoolSize};
+use upstream::{Balance, Upstream, Upstreams};
+
+/// A bound blocking-local, ready to [`run`](Local::run).
+pub struct Local {
+    acceptor: Acceptor,
+    cfg: Config,
+    upstreams: Arc<Upstreams>,
+}
+
+/// Everything a local needs to serve its clients.
+pub struct Config {
+    /// The servers, in order of preference (at least one).
+    pub servers: Vec<Upstream>,
+    /// Which server a new client goes to.
+    pub balance: Balance,
+    /// Built by [`crate::tls::config::client_config`]; a reload of `--ca` replaces it.
+    pub tls: Arc<Current<ClientConfig>>,
+    /// Deadlines of each connection.
+    pub timeouts: Timeouts,
+    /// The users and the password in force; a reload replaces them.
+    pub secrets: Arc<Current<Secrets>>,
+    /// Connections served at once; more are refused (see `refuse`).
+    pub max_conns: usize,
+    /// TLS connections to keep ready: a fixed number (0: none, each client
+    /// waits for its own handshake), or as many as recent demand asks for.
+    pub pool: PoolSize,
+    /// A ready connection older than this is replaced; keep it below the
+    /// server's handshake timeout, after which the server closes it.
+    pub pool_age: Duration,
+    /// Called with each close line, for a program that embeds the local.
+    pub watch: Option<Watch>,
+}
+
+impl Local {
+    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients. From here on
+    /// the servers' state is in the metrics (all up until a client or the
+    /// pool finds otherwise).
+    pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
+        let acceptor = Acceptor::bind(listen, cfg.max_conns, None)?;
+        let upstreams = Arc::new(Upstreams::new(
+            cfg.servers.clone(),
+            cfg.balance,
+            Arc::clone(&cfg.tls),
+            cfg.timeouts.connect,
+        ));
+        let shown = Arc::clone(&upstreams);
+        metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
+        Ok(Local { acceptor, cfg, upstreams })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.acceptor.local_addr()
+    }
+
+    /// A handle that makes [`run`](Local::run) stop accepting and drain.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        self.acceptor.stopper()
+    }
+
+    /// Serves clients until stopped, then drains; returns the connections still open.
+    pub fn run(self) -> usize {
+        let Local { acceptor, cfg, upstreams } = self;
+        upstreams.start_check();
+        let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
+        let ctx =
+            Arc::new(Context { timeouts: cfg.timeouts, secrets: Arc::clone(&cfg.secrets), upstreams, pool });
+        let watch = cfg.watch;
+        let admit = move |app, peer, place| {
+            let (ctx, report) = (Arc::clone(&ctx), Report::new(peer, place, watch.clone()));
+            move || client::serve(app, &ctx, report)
+        };
+        // A reload never empties the users (an empty user file is refused).
+        let login = !cfg.secrets.get().users.is_empty();
+        acceptor.run(cfg.timeouts.drain, admit, move |app, why| refuse(app, why, login))
+    }
+}
+
+/// Over the cap: an answer in the client's protocol when its first byte has
+/// already arrived, else none, then a close; nothing here waits, since the
+/// accept loop runs it. SOCKS5 without users gets method 0x00 and a general
+/// failure; with users, method 0xFF (no acceptable method): 0x00 is not what
+/// such a local serves, and a client that offered only username/password
+/// must not be answered with a method it did not offer. SOCKS4 gets
+/// [`socks4::REQUEST_REJECTED`], HTTP `503 Service Unavailable`.
+fn refuse(app: TcpStream, why: &Refused, login: bool) {
+    metrics::refused(why.into());
+    const NO_METHOD: [u8; 2] = [socks5::SOCKS_VERSION, socks5::METHOD_NO_ACCEPTABLE];
+    const FAILURE: [u8; 12] = [
+        socks5::SOCKS_VERSION,
+        socks5::METHOD_NO_AUTH,
+        socks5::SOCKS_VERSION,
+        socks5::REP_GENERAL_FAILURE,
+        0,
+        ATYP_IPV4,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    const SOCKS4_REJECTED: [u8; 8] = [socks4::REPLY_VERSION, socks4::REQUEST_REJECTED, 0, 0, 0, 0, 0, 0];
+    if app.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut first = [0u8; 1];
+    let busy;
+    let answer: &[u8] = match app.peek(&mut first) {
+        Ok(1) => match Proto::of(first[0]) {
+            Some(Proto::Socks5) if login => &NO_METHOD,
+            Some(Proto::Socks5) => &FAILURE,
+            Some(Proto::Socks4) => &SOCKS4_REJECTED,
+            Some(Proto::Http) => {
+                busy = http::response(http::Status::ServiceUnavailable);
+                &busy
+            }
+            None => &[],
+        },
+        _ => &[],
+    };
+    // Take what has arrived, so that the close is a FIN the client reads the
+    // answer before, not a reset that may discard it.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!((&app).read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = (&app).write(answer);
+    let _ = app.shutdown(std::net::Shutdown::Write);
+}

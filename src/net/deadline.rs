@@ -1,0 +1,120 @@
+//! Deadlines on blocking sockets: a wrapper whose reads and writes fail
+//! once a moment has passed, a read of what has already arrived that never
+//! waits, and the gentle close of a connection that failed before its relay.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A socket wrapper whose reads and writes fail once `until` has passed.
+///
+/// The socket timeout is set to what is left, so a peer that trickles one
+/// byte at a time cannot stretch a handshake past its deadline. It is set
+/// again only when `REARM` (50 ms) has passed since the last time, which bounds the
+/// overshoot by that much and spares a system call per read.
+pub struct Deadline<'a> {
+    sock: &'a TcpStream,
+    until: Instant,
+    read_armed: Option<Instant>,
+    write_armed: Option<Instant>,
+}
+
+/// How stale a deadline's socket timeout may get before it is set again.
+const REARM: Duration = Duration::from_millis(50);
+
+impl<'a> Deadline<'a> {
+    /// Wraps `sock` with a deadline at `until`.
+    pub fn new(sock: &'a TcpStream, until: Instant) -> Self {
+        Deadline { sock, until, read_armed: None, write_armed: None }
+    }
+
+    /// Sets a socket timeout to what is left, unless it was set less than [`REARM`] ago.
+    fn arm(
+        &self,
+        armed: Option<Instant>,
+        set: impl Fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<Option<Instant>> {
+        let now = Instant::now();
+        let left = self.until.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        if armed.is_some_and(|at| now < at + REARM) {
+            return Ok(armed);
+        }
+        set(self.sock, Some(left))?;
+        Ok(Some(now))
+    }
+
+    /// Reads what has arrived into `buf` without taking it off the socket,
+    /// waiting for at least one byte (or an end) until the deadline. Returns
+    /// 0 at the peer's end of stream. How a listener serving several
+    /// protocols tells them apart before handing the socket to the parser.
+    pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
+        self.sock.peek(buf).map_err(timed_out)
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
+        self.sock.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_armed = self.arm(self.write_armed, TcpStream::set_write_timeout)?;
+        self.sock.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A socket timeout shows up as EAGAIN; call it what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+    } else {
+        e
+    }
+}
+
+/// A reader of whatever `sock` has already received, without waiting: each
+/// read is one `recv(MSG_DONTWAIT)`, which fails with `WouldBlock` when
+/// nothing has arrived. The socket stays blocking for everyone else, and no
+/// system call goes to switching it to non-blocking and back.
+pub struct Arrived<'a>(pub &'a TcpStream);
+
+impl Read for Arrived<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        loop {
+            match recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                got => return got.map_err(io::Error::from),
+            }
+        }
+    }
+}
+
+/// Closes a connection that failed before the relay without resetting it:
+/// stop writing, then discard what the peer still sends for a moment, so a
+/// reply already written is not lost to a RST.
+pub fn close_gently(sock: &TcpStream) {
+    let _ = sock.shutdown(Shutdown::Write);
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 512];
+    let mut io = Deadline::new(sock, until);
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match io.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Waiting on two sockets at once: one `poll(2)`, through nix, where a
+//! blocking thread must watch a second socket while it waits on its own.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+/// Which of two sockets [`wait`] found ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The first has bytes, an end or an error to read.
+    First,
+    /// The second has an error or has hung up (or, when asked, bytes).
+    Second,
+    /// Neither, before the timeout (or a signal came).
+    Neither,
+}
+
+/// Waits up to `timeout` until `first` has something to read (bytes, an
+/// end or an error), or `second` has an error or has hung up, or, with
+/// `second_data`, has bytes or an end too. `first` wins a tie. One
+/// `poll(2)`: how a blocking thread watches a second socket while it waits
+/// on its own.
+pub fn wait(
+    first: &impl AsFd,
+    second: &impl AsFd,
+    second_data: bool,
+    timeout: Duration,
+) -> io::Result<Ready> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let second_events = if second_data { PollFlags::POLLIN } else { PollFlags::empty() };
+    let mut fds = [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), second_events)];
+    // Rounded up, so that a wait never ends a little early and spins.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(Ready::Neither),
+        Ok(_) if fds[0].any().unwrap_or(true) => Ok(Ready::First),
+        Ok(_) => Ok(Ready::Second),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,20 @@
+//! The protocols, as pure code: parsers and writers over `Read`, `Write`
+//! and byte slices, with no sockets, threads or clocks, so that each is
+//! tested one byte per read and with bytes coalesced after its message, run
+//! on generated input (tests/parsers) and fuzzed (`make fuzz`).
+//!
+//! Every field is read with exact reads and every length is bounded, so a
+//! parser never reads past its message: what a client sends after its
+//! request stays unread for the relay.
+
+pub mod socks5;
+pub mod socks4;
+pub mod http;
+pub mod wire;
+pub mod proxy_protocol;
+pub mod x509;
+pub mod failure;
+pub mod users;
+pub mod addr;
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,35 @@
+//! Test input that arrives the worst way TCP can split it: one byte per read.
+
+use std::io::{self, Read, Write};
+
+/// A reader that hands out one byte per call.
+pub(crate) struct OneByte<R>(pub R);
+
+impl<R: Read> Read for OneByte<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// A peer for a handshake parser: its input served one byte at a
+/// time, what the parser writes collected.
+pub(crate) struct Duplex<'a> {
+    pub input: OneByte<&'a [u8]>,
+    pub output: Vec<u8>,
+}
+
+impl Read for Duplex<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Duplex<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! One connection from a local, from its first byte to the start of its
+//! relay.
+//!
+//! On the connection's own setup thread: a balancer's PROXY protocol header
+//! when one is expected ([`super::balancer`]), the TLS handshake under the
+//! handshake deadline, read one record at a time; the header; the connect
+//! to the target (every address the name resolves to that the egress policy
+//! permits, in turn) under the connect deadline; then the relay. Bytes that
+//! came after the header go to the target first.
+//!
+//! With passwords the header is a trojan header with a known hash, taken from
+//! the first record that carries data ([`super::fallback`]). Any other first
+//! record (a wrong password, a seed header, a browser's `GET /`, one byte) is
+//! handed, with every byte, to the fallback site if there is one, so that a
+//! prober sees an ordinary web site; otherwise the connection is closed. A
+//! client whose hash was right but whose request is not served (a malformed
+//! rest) is closed, never handed over with its hash.
+//!
+//! Without passwords the seed header is read with exact reads, across
+//! records, under the handshake deadline.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::ServerConnection;
+
+use crate::conn::end::{End, Hop, Side, Step};
+use crate::conn::relay::{self, Leg};
+use crate::conn::report::Watch;
+use crate::conn::udp::{self, Targets};
+use crate::conn::{Report, Timeouts};
+use crate::current::Current;
+use crate::error::Error;
+use crate::metrics;
+use crate::net::deadline::{close_gently, Deadline};
+use crate::net::dial;
+use crate::net::egress::{Cidr, Policy};
+use crate::proto::addr::Target;
+use crate::proto::wire::{self, Command};
+use crate::tls::handshake::{self, Records};
+
+use super::balancer;
+use super::fallback::{self, First};
+use super::keys::Keys;
+
+/// Everything a connection from a local needs.
+pub struct Config {
+    /// The certificate and passwords in force.
+    pub keys: Arc<Current<Keys>>,
+    /// Deadlines of each connection.
+    pub timeouts: Timeouts,
+    /// Where connections without a valid header are handed over.
+    pub fallback: Option<Target>,
+    /// Which target addresses may be reached.
+    pub egress: Policy,
+    /// Connections served at once; more are closed right after accept.
+    pub max_conns: usize,
+    /// Connections from one source (an IPv4 address, an IPv6 /64) that may
+    /// be pending at once: in the TLS handshake or before a valid header.
+    pub max_pending_per_source: usize,
+    /// Every connection begins with a PROXY protocol header (version 1 or
+    /// 2) from a load balancer, whose client stands for the connection's own address.
+    pub proxy_protocol: bool,
+    /// The sources a PROXY protocol header is taken from; others are
+    /// closed. Empty: any source.
+    pub proxy_from: Vec<Cidr>,
+    /// The connection to the fallback begins with a PROXY version 2 header naming the client.
+    pub fallback_proxy_protocol: bool,
+    /// Called with each close line, for a program that embeds the server.
+    pub watch: Option<Watch>,
+}
+
+/// Serves one connection from a local, up to the start of its relay (which
+/// then owns `report`): the entry point of every connection the server accepts.
+pub fn serve(sock: TcpStream, cfg: &Config, mut report: Report) {
+    let _ = sock.set_nodelay(true);
+    let mut incoming = match accept(sock, cfg, &mut report) {
+        Ok(incoming) => incoming,
+        Err(end) => return report.end(end),
+    };
+    let next = if incoming.seed {
+        seed_header(&mut incoming, cfg, &report)
+    } else {
+        trojan_header(&mut incoming, cfg, &report)
+    };
+    match next {
+        Ok(Next::Target(target, early)) => {
+            report.place().authenticated();
+            to_target(incoming, &target, &early, cfg, report)
+        }
+        Ok(Next::Udp(early)) => {
+            report.place().authenticated();
+            associate(incoming, early, cfg, report)
+        }
+        Ok(Next::Fallback { out, seen, site }) => to_fallback(incoming, &seen, out, site, cfg, report),
+        Err(end) => report.end(end),
+    }
+}
+
+/// A connection whose TLS handshake is done, waiting for its header.
+struct Incoming {
+    sock: TcpStream,
+    conn: ServerConnection,
+    /// The handshake deadline, which the header shares.
+    until: Instant,
+    /// Where the client connected to: here, or at the balancer its header names.
+    to: SocketAddr,
+    /// Without passwords when the handshake began: the seed format.
+    seed: bool,
+}
+
+/// What a connection's header asks for.
+enum Next<'a> {
+    /// A tunnel to the target, and the bytes that came with the header.
+    Target(Target, Vec<u8>),
+    /// A UDP association, and the frames that came with the header.
+    Udp(Vec<u8>),
+    /// Not a valid header: the connection goes to the fallback `site` over
+    /// `out`, starting with every byte the client sent (`seen`).
+    Fallback { out: TcpStream, seen: Vec<u8>, site: &'a Target },
+}
+
+/// A balancer's PROXY header if one is expected, then the TLS handshake.
+fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming, End> {
+    let id = report.id;
+    let until = Instant::now() + cfg.timeouts.handshake;
+    let mut to = sock.local_addr().map_err(|e| End::Failed(Step::Socket, Error::Io(e)))?;
+    if cfg.proxy_protocol {
+        match balancer::read_header(&sock, &cfg.proxy_from, report, until) {
+            Ok(Some(destination)) => to = destination,
+            Ok(None) => {}
+            Err(End::HealthCheck) => return Err(End::HealthCheck),
+            Err(end) => {
+                log::debug!("#{id} closed before tls: {end}");
+                return Err(end);
+            }
+        }
+    }
+    let keys = cfg.keys.get();
+    let mut conn = ServerConnection::new(Arc::clone(&keys.tls)).map_err(End::Tls)?;
+    // Record by record, so that nothing after the handshake is read yet.
+    if let Err(e) = handshake::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
+        log::debug!("#{id} tls handshake failed: {e}");
+        return Err(End::Failed(Step::TlsHandshake, e));
+    }
+    Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty() })
+}
+
+/// The seed format: the header is read with exact reads, across records,
+/// under the handshake deadline (the seed format predates probe resistance).
+/// A header that is wrong, or cut short and then silent, goes to the
+/// fallback; a client that closed, broke TLS or never sent a byte is closed.
+fn seed_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) -> Result<Next<'c>, End> {
+    let Incoming { sock, conn, until, to, .. } = incoming;
+    let mut io = Deadline::new(sock, *until);
+    let mut header = Recorder { inner: rustls::Stream::new(conn, &mut io), seen: Vec::new() };
+    let parsed = wire::read_seed(&mut header);
+    let seen = header.seen;
+    let e = match parsed {
+        Ok(target) => return Ok(Next::Target(target, Vec::new())),
+        Err(e) => e,
+    };
+    log::debug!("#{} bad header: {e}", report.id);
+    // A client that closed before its first byte (a local's unused pooled
+    // connection, say) sent no header at all.
+    if seen.is_empty() && matches!(&e, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof) {
+        return Err(End::ClosedBeforeHeader);
+    }
+    metrics::HEADER_FAILURES.inc();
+    let worth_a_fallback = match &e {
+        Error::Protocol(_) => true,
+        Error::Io(e) => {
+            !seen.is_empty() && matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+        }
+        _ => false,
+    };
+    match &cfg.fallback {
+        Some(site) if worth_a_fallback => match open_fallback(site, cfg, report, *to) {
+            Ok(out) => Ok(Next::Fallback { out, seen, site }),
+            Err(e) => Err(End::Unreachable(Hop::Fallback, e)),
+        },
+        _ => Err(End::Failed(Step::Header, e)),
+    }
+}
+
+/// The trojan format, decided on the first application-data record (see
+/// [`super::fallback`]). With a fallback, its connection is opened first,
+/// so that a silent client meets the site's own timeouts, up to the idle time.
+fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) -> Result<Next<'c>, End> {
+    let id = report.id;
+    let fallback =
+        cfg.fallback.as_ref().and_then(|site| match open_fallback(site, cfg, report, incoming.to) {
+            Ok(out) => Some((site, out)),
+            Err(e) => {
+                log::warn!("#{id} cannot reach the fallback {site}: {e}");
+                None
+            }
+        });
+    let wait_until = match fallback {
+        Some(_) => Instant::now() + cfg.timeouts.idle,
+        None => incoming.until,
+    };
+    let first = fallback::first_record(
+        &incoming.sock,
+        &mut incoming.conn,
+        fallback.as_ref().map(|(_, out)| out),
+        wait_until,
+    );
+    let (seen, why) = match first {
+        Ok(First::Data(bytes)) => {
+            // The passwords in force now: one revoked by a reload while this
+            // connection waited (a local's pooled one) no longer opens it.
+            let keys = cfg.keys.get();
+            let passwords = &keys.passwords[..];
+            let mut rest = &bytes[..];
+            match wire::read_trojan_request(&mut rest, passwords, true) {
+                Ok((Command::Connect, target)) => return Ok(Next::Target(target, rest.to_vec())),
+                Ok((Command::UdpAssociate, _)) => return Ok(Next::Udp(rest.to_vec())),
+                // A client that presented a valid password is never handed
+                // over: the fallback would receive its hash in the clear.
+                Err(e) if wire::trojan_hash_known(&bytes, passwords) => {
+                    log::debug!("#{id} bad header after a valid password: {e}");
+                    metrics::HEADER_FAILURES.inc();
+                    return Err(End::Failed(Step::Header, e));
+                }
+                Err(e) => {
+                    log::debug!("#{id} first record is not a valid header: {e}");
+                    metrics::HEADER_FAILURES.inc();
+                    (bytes, End::Failed(Step::Header, cut_short(e)))
+                }
+            }
+        }
+        Ok(First::End) => (Vec::new(), End::ClosedBeforeRecord),
+        Ok(First::FallbackSpoke) => {
+            metrics::HEADER_FAILURES.inc();
+            (Vec::new(), End::FallbackFirst)
+        }
+        Err(e) => {
+            log::debug!("#{id} no first record: {e}");
+            metrics::HEADER_FAILURES.inc();
+            return Err(End::Failed(Step::Header, e));
+        }
+    };
+    match fallback {
+        Some((site, out)) => Ok(Next::Fallback { out, seen, site }),
+        None => Err(why),
+    }
+}
+
+/// A header cut short is called that, rather than the end of the input it was read from.
+fn cut_short(e: Error) -> Error {
+    match e {
+        Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            Error::Protocol("first record is not a whole header")
+        }
+        e => e,
+    }
+}
+
+/// Opens the connection to the fallback `site` under the connect deadline,
+/// with a PROXY v2 header naming the client when `--fallback-proxy-protocol` asks.
+fn open_fallback(site: &Target, cfg: &Config, report: &Report, to: SocketAddr) -> Result<TcpStream, Error> {
+    let until = Instant::now() + cfg.timeouts.connect;
+    let proxy_header = cfg.fallback_proxy_protocol.then_some((report.peer(), to));
+    fallback::open(site, until, proxy_header, report.place())
+}
+
+/// Connects to `target` and relays, starting with `early`: bytes that came
+/// in the same record as the header.
+fn to_target(incoming: Incoming, target: &Target, early: &[u8], cfg: &Config, mut report: Report) {
+    let Incoming { sock, mut conn, .. } = incoming;
+    let id = report.id;
+    log::debug!("#{id} connect {target}");
+    report.target(target);
+    let until = Instant::now() + cfg.timeouts.connect;
+    let out = match dial::connect(target, until, Some(&cfg.egress), report.place()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!("#{id} cannot reach {target}: {e}");
+            // A clean end tells the local that this server works and the target does not.
+            let goodbye = Instant::now() + cfg.timeouts.handshake;
+            if handshake::close(&mut conn, &mut Deadline::new(&sock, goodbye)).is_ok() {
+                close_gently(&sock);
+            }
+            return report.end(End::Unreachable(Hop::Target, e));
+        }
+    };
+    if !early.is_empty() {
+        if let Err(e) = Deadline::new(&out, until).write_all(early) {
+            return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
+        }
+        report.up = early.len() as u64;
+    }
+    relay::relay(
+        Leg::tls(sock, conn),
+        Leg::tcp(out),
+        [Side::Client, Side::Target],
+        &cfg.timeouts,
+        move |out| report.finish(out),
+    );
+}
+
+/// Serves a UDP association: datagrams framed in the stream, each sent to
+/// its target through a UDP socket of the association (see
+/// [`crate::conn::udp`]). `early` holds the first frames, which came with the header.
+fn associate(incoming: Incoming, early: Vec<u8>, cfg: &Config, mut report: Report) {
+    report.udp();
+    let udp = match udp::server_socket() {
+        Ok(s) => s,
+        Err(e) => return report.end(End::Failed(Step::Udp, Error::Io(e))),
+    };
+    log::debug!("#{} udp association", report.id);
+    let targets = Targets { udp, policy: cfg.egress.clone(), place: report.place().clone() };
+    udp::server(incoming.sock, incoming.conn, early, targets, &cfg.timeouts, move |out| report.finish(out));
+}
+
+/// Relays a connection that did not present a valid header to the fallback,
+/// starting with every byte it sent. From then on the connection is the
+/// fallback's: its answer, its timing and its way of closing; an end from
+/// the client, with or without close_notify, reaches it as an EOF.
+fn to_fallback(
+    incoming: Incoming,
+    seen: &[u8],
+    out: TcpStream,
+    site: &Target,
+    cfg: &Config,
+    mut report: Report,
+) {
+    log::debug!("#{} handing {} bytes to the fallback {site}", report.id, seen.len());
+    metrics::FALLBACK_HANDOVERS.inc();
+    report.handed_over(site);
+    let until = Instant::now() + cfg.timeouts.connect;
+    if let Err(e) = Deadline::new(&out, until).write_all(seen) {
+        return report.end(End::Unreachable(Hop::Fallback, Error::Io(e)));
+    }
+    report.up = seen.len() as u64;
+    let client = Leg::tls_web_client(incoming.sock, incoming.conn);
+    relay::relay(client, Leg::tcp(out), [Side::Client, Side::Fallback], &cfg.timeouts, move |out| {
+        report.finish(out)
+    });
+}
+
+/// A reader that keeps a copy of every byte it hands out.
+struct Recorder<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Recorder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}

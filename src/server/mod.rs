@@ -1,0 +1,72 @@
+//! blocking-server: accepts TLS connections from blocking-local, reads the
+//! target from the header and relays to it.
+//!
+//! [`Server`] binds the listener and runs the accept loop; each connection
+//! is served on its own thread ([`connection`]), behind a load balancer's
+//! PROXY header when there is one ([`balancer`]); connections without a
+//! valid header go to the fallback site ([`fallback`]). What a reload
+//! replaces, the certificate and the passwords, is in [`keys`].
+
+pub mod connection;
+pub mod balancer;
+pub mod fallback;
+pub mod keys;
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use crate::conn::accept::{Acceptor, Stopper};
+use crate::conn::admission::Refused;
+use crate::conn::Report;
+use crate::error::Error;
+use crate::metrics;
+
+pub use connection::Config;
+pub use keys::Keys;
+
+/// A bound blocking-server, ready to [`run`](Server::run).
+pub struct Server {
+    acceptor: Acceptor,
+    cfg: Arc<Config>,
+}
+
+impl Server {
+    /// Binds the TLS listener.
+    pub fn bind(listen: &str, cfg: Config) -> Result<Server, Error> {
+        let mut acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source))?;
+        if cfg.proxy_protocol {
+            // Every connection comes from the balancer: its header names the source to count.
+            acceptor = acceptor.source_known_later();
+        }
+        Ok(Server { acceptor, cfg: Arc::new(cfg) })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.acceptor.local_addr()
+    }
+
+    /// A handle that makes [`run`](Server::run) stop accepting and drain.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        self.acceptor.stopper()
+    }
+
+    /// Serves connections until stopped, then drains; returns the connections still open.
+    pub fn run(self) -> usize {
+        let Server { acceptor, cfg } = self;
+        let drain = cfg.timeouts.drain;
+        let admit = move |sock, peer, place| {
+            let report = Report::new(peer, place, cfg.watch.clone());
+            let cfg = Arc::clone(&cfg);
+            move || connection::serve(sock, &cfg, report)
+        };
+        acceptor.run(drain, admit, refuse)
+    }
+}
+
+/// Over a limit there is nothing to say before TLS: the connection is just closed.
+fn refuse(sock: TcpStream, why: &Refused) {
+    metrics::refused(why.into());
+    drop(sock);
+}
