@@ -21,7 +21,7 @@ mod relay;
 mod report;
 #[path = "proxy/udp.rs"]
 mod udp;
-#[path = "../tests/common/trojan.rs"]
+#[path = "../tests/e2e/support/trojan.rs"]
 mod trojan_config;
 
 use std::net::SocketAddr;

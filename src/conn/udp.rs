@@ -518,3 +518,195 @@ fn unmapped(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::admission::Gate;
+    use crate::tls::config::{client_config, server_config, Identity, Trust};
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConnection, ServerConnection, StreamOwned};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
+        let (b, _) = l.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        }
+        (a, b)
+    }
+
+    fn udp() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s
+    }
+
+    /// A handshaken TLS connection over loopback: the client's socket and
+    /// state, and the server's as one blocking stream.
+    fn tls_pair() -> ((TcpStream, ClientConnection), StreamOwned<ServerConnection, TcpStream>) {
+        let (client, server) = socket_pair();
+        let serving = thread::spawn(move || {
+            let config = server_config(&Identity::TestCertificate, &[], None).unwrap().config;
+            let mut conn = ServerConnection::new(config).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut &server).unwrap();
+            }
+            StreamOwned::new(conn, server)
+        });
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem");
+        let config = client_config(&Trust::CaFile(ca.into()), &[]).unwrap();
+        let mut conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut &client).unwrap();
+        }
+        ((client, conn), serving.join().unwrap())
+    }
+
+    fn association(timeout: Duration) -> Association {
+        let (sock, _peer) = socket_pair();
+        Association::new(Arc::new(sock), timeout, Box::new(|_| {}))
+    }
+
+    #[test]
+    fn the_control_connection_ends_an_association_three_ways() {
+        let (client, control) = socket_pair();
+        drop(client);
+        assert!(matches!(control_ended(&control), End::ControlClosed));
+        let (mut client, control) = socket_pair();
+        client.write_all(b"x").unwrap();
+        assert!(matches!(control_ended(&control), End::ControlBytes));
+        let (client, control) = socket_pair();
+        SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(client);
+        assert_eq!(
+            control_ended(&control).to_string(),
+            "control connection: Connection reset by peer (os error 104)"
+        );
+    }
+
+    #[test]
+    fn a_wait_for_a_datagram_ends_with_one_with_the_other_socket_or_with_the_quiet_time() {
+        let (a, sock) = (association(TIMEOUT), udp());
+        let (peer, other) = socket_pair();
+        let mut buf = [0u8; 64];
+        udp().send_to(b"hello", sock.local_addr().unwrap()).unwrap();
+        assert!(matches!(next_datagram(&a, &sock, &other, true, &mut buf), Next::Datagram(5, _)));
+        drop(peer);
+        assert!(
+            matches!(next_datagram(&a, &sock, &other, true, &mut buf), Next::Other),
+            "the control connection ended"
+        );
+        let quiet = association(Duration::from_millis(50));
+        let (_peer, other) = socket_pair();
+        assert!(matches!(next_datagram(&quiet, &sock, &other, true, &mut buf), Next::End(End::UdpIdle)));
+    }
+
+    #[test]
+    fn the_first_reason_to_end_is_the_one_reported_once_both_threads_are_done() {
+        let (tx, rx) = mpsc::channel();
+        let (sock, _peer) = socket_pair();
+        let a = Association::new(Arc::new(sock), TIMEOUT, Box::new(move |out| tx.send(out).unwrap()));
+        a.moved(UP, 10);
+        a.moved(DOWN, 7);
+        a.dropped();
+        assert_eq!(a.stream_failed(Error::Protocol("x")).to_string(), "stream: protocol: x");
+        a.note(End::ControlClosed);
+        a.note(End::UdpIdle);
+        assert_eq!(
+            a.stream_failed(Error::Protocol("x")).to_string(),
+            "eof",
+            "the stream was shut down to end it"
+        );
+        a.finish();
+        assert!(rx.try_recv().is_err(), "one thread is still running");
+        a.finish();
+        let out = rx.try_recv().unwrap();
+        assert_eq!((out.up, out.down, out.datagrams), (10, 7, Some([1, 1, 1])));
+        assert!(matches!(out.end, End::ControlClosed));
+    }
+
+    #[test]
+    fn ipv4_targets_go_mapped_on_a_dual_socket_and_replies_come_back_unmapped() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(to_v6(v4), "::ffff:192.0.2.1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(unmapped(IpAddr::V6(to_v6(v4))), v4);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(unmapped(v6), v6);
+    }
+
+    #[test]
+    fn a_local_association_frames_the_clients_datagrams_and_unframes_the_replies() {
+        let ((sock, conn), mut server) = tls_pair();
+        let (client_control, control) = socket_pair();
+        let (app, relay) = (udp(), udp());
+        let relay_addr = relay.local_addr().unwrap();
+        let client = Client { control, udp: relay, ip: app.local_addr().unwrap().ip(), port: 0 };
+        let (tx, rx) = mpsc::channel();
+        local(client, sock, conn, &Timeouts::default(), move |out| tx.send(out).unwrap());
+
+        let target = Target::Domain("example.com".into(), 53);
+        let mut datagram = Vec::new();
+        socks5::write_udp_header(&target, &mut datagram);
+        datagram.extend_from_slice(b"query");
+        app.send_to(&datagram, relay_addr).unwrap();
+        let mut payload = Vec::new();
+        assert_eq!(wire::read_udp(&mut server, &mut payload).unwrap(), Some(target));
+        assert_eq!(payload, b"query");
+
+        let source = Target::Ip("192.0.2.53:53".parse().unwrap());
+        let mut frame = Vec::new();
+        wire::encode_udp(&source, b"answer", &mut frame);
+        server.write_all(&frame).unwrap();
+        let mut back = [0u8; 64];
+        let (n, from) = app.recv_from(&mut back).unwrap();
+        assert_eq!(from, relay_addr);
+        assert_eq!(socks5::read_udp_header(&back[..n]).unwrap(), (source, n - 6));
+        assert_eq!(&back[n - 6..n], b"answer");
+
+        drop(client_control);
+        let out = rx.recv_timeout(TIMEOUT).unwrap();
+        assert!(matches!(out.end, End::ControlClosed), "{}", out.end);
+        assert_eq!((out.up, out.down, out.datagrams), (5, 6, Some([1, 1, 0])));
+    }
+
+    #[test]
+    fn a_server_association_sends_permitted_datagrams_and_drops_denied_ones() {
+        let ((sock, conn), StreamOwned { conn: server_conn, sock: server_sock }) = tls_pair();
+        let mut local_side = StreamOwned::new(conn, sock);
+        let echo = udp();
+        let echo_addr = echo.local_addr().unwrap();
+        // Denied on loopback, so that a policy that failed would still reach nothing else.
+        let policy = Policy::new(true, vec!["127.0.0.2/32".parse().unwrap()]).unwrap();
+        let place = Gate::new(1, None).enter("127.0.0.1".parse().unwrap()).unwrap();
+        let targets = Targets { udp: server_socket().unwrap(), policy, place };
+        let mut early = Vec::new();
+        wire::encode_udp(&Target::Ip("127.0.0.2:9".parse().unwrap()), b"denied", &mut early);
+        wire::encode_udp(&Target::Ip(echo_addr), b"ping", &mut early);
+        let (tx, rx) = mpsc::channel();
+        server(server_sock, server_conn, early, targets, &Timeouts::default(), move |out| {
+            tx.send(out).unwrap()
+        });
+
+        let mut buf = [0u8; 64];
+        let (n, from) = echo.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        echo.send_to(b"pong", from).unwrap();
+        let mut payload = Vec::new();
+        assert_eq!(wire::read_udp(&mut local_side, &mut payload).unwrap(), Some(Target::Ip(echo_addr)));
+        assert_eq!(payload, b"pong");
+
+        local_side.conn.send_close_notify();
+        local_side.flush().unwrap();
+        let out = rx.recv_timeout(TIMEOUT).unwrap();
+        assert!(matches!(out.end, End::Eof), "{}", out.end);
+        assert_eq!((out.up, out.down, out.datagrams), (4, 4, Some([1, 1, 1])));
+    }
+}

@@ -371,3 +371,199 @@ fn open_udp(
     })?;
     Ok(OpenUdp { udp, bound, client, link })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::admission::Gate;
+    use crate::conn::end::Hop;
+    use std::net::TcpListener;
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// A client's socket and the local's end of it, on loopback.
+    fn client_and_app() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
+        let (app, _) = l.accept().unwrap();
+        for s in [&client, &app] {
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        }
+        (client, app)
+    }
+
+    fn report(app: &TcpStream) -> Report {
+        let peer = app.peer_addr().unwrap();
+        Report::new(peer, Gate::new(1, None).enter(peer.ip()).unwrap(), None)
+    }
+
+    fn secrets(users: &[&str], password: bool) -> Secrets {
+        let users = users.iter().map(|u| User::parse(u).unwrap()).collect();
+        Secrets { users, password: password.then(|| wire::trojan_hash("pw")) }
+    }
+
+    /// What the handshake makes of `input`, sent by a client in one write.
+    fn handshake_of(input: &[u8], secrets: &Secrets, timeout: Duration) -> Result<Ask, End> {
+        handshake_and_rest(input, secrets, timeout).0
+    }
+
+    /// The same, and the bytes the handshake left unread.
+    fn handshake_and_rest(input: &[u8], secrets: &Secrets, timeout: Duration) -> (Result<Ask, End>, Vec<u8>) {
+        let (mut client, app) = client_and_app();
+        client.write_all(input).unwrap();
+        let mut report = report(&app);
+        let asked = handshake(&app, secrets, timeout, &mut report);
+        let mut rest = [0u8; 64];
+        let n = read_ready(&app, &mut rest).unwrap();
+        (asked, rest[..n].to_vec())
+    }
+
+    #[test]
+    fn the_first_byte_names_the_protocol() {
+        assert_eq!(Proto::of(5), Some(Proto::Socks5));
+        assert_eq!(Proto::of(4), Some(Proto::Socks4));
+        for letter in [b'G', b'C', b'p', b'z'] {
+            assert_eq!(Proto::of(letter), Some(Proto::Http), "{letter}");
+        }
+        for other in [0, 1, 3, 6, 0x16, b'0', b' ', 0xff] {
+            assert_eq!(Proto::of(other), None, "{other:#04x}");
+        }
+    }
+
+    #[test]
+    fn each_protocol_is_read_from_the_first_byte_and_bytes_after_the_request_stay() {
+        let open = secrets(&[], false);
+        let socks5 = [&[5, 1, 0, 5, 1, 0, 3, 4][..], b"a.io", &[0, 80], b"early"].concat();
+        let (asked, rest) = handshake_and_rest(&socks5, &open, TIMEOUT);
+        assert_eq!(
+            (asked.unwrap(), rest.as_slice()),
+            (Ask::Socks5(Target::Domain("a.io".into(), 80)), &b"early"[..])
+        );
+        let socks4 = [&[4, 1, 0, 80, 0, 0, 0, 1, 0][..], b"a.io\0"].concat();
+        assert_eq!(
+            handshake_of(&socks4, &open, TIMEOUT).unwrap(),
+            Ask::Socks4(Target::Domain("a.io".into(), 80))
+        );
+        let connect = b"CONNECT a.io:443 HTTP/1.1\r\n\r\n\x16\x03\x01";
+        let (asked, rest) = handshake_and_rest(connect, &open, TIMEOUT);
+        assert_eq!(
+            (asked.unwrap(), rest.as_slice()),
+            (Ask::Connect(Target::Domain("a.io".into(), 443)), &[0x16, 3, 1][..])
+        );
+        let udp = [5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0];
+        let with_password = secrets(&[], true);
+        assert_eq!(
+            handshake_of(&udp, &with_password, TIMEOUT).unwrap(),
+            Ask::Udp(Target::Ip("0.0.0.0:0".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn a_client_that_is_not_served_ends_with_its_reason() {
+        let open = secrets(&[], false);
+        let end =
+            |input: &[u8], secrets: &Secrets| handshake_of(input, secrets, TIMEOUT).unwrap_err().to_string();
+        assert_eq!(end(&[0x16, 3, 1], &open), "unknown protocol: first byte 0x16");
+        assert_eq!(
+            end(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80], &open),
+            "socks5: protocol: bind is not supported"
+        );
+        assert_eq!(
+            end(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0], &open),
+            "socks5: protocol: udp associate is not supported"
+        );
+        let users = secrets(&["alice:wonder"], false);
+        assert!(
+            end(&[4, 1, 0, 80, 1, 2, 3, 4, 0], &users).starts_with("socks4: denied: socks4 has no password")
+        );
+        assert_eq!(end(b"GET / HTTP/1.1\r\n\r\n", &open), "http: protocol: not an absolute http:// target");
+    }
+
+    #[test]
+    fn a_client_that_closes_or_says_nothing_ends_before_its_protocol_is_known() {
+        let (client, app) = client_and_app();
+        drop(client);
+        let mut r = report(&app);
+        assert!(matches!(
+            handshake(&app, &secrets(&[], false), TIMEOUT, &mut r),
+            Err(End::ClosedBeforeRequest)
+        ));
+        let (_client, app) = client_and_app();
+        let mut r = report(&app);
+        let silent = handshake(&app, &secrets(&[], false), Duration::from_millis(50), &mut r).unwrap_err();
+        assert_eq!(silent.to_string(), "client: deadline passed");
+        let (mut client, app) = client_and_app();
+        client.write_all(&[5, 1, 0]).unwrap();
+        let mut r = report(&app);
+        let cut = handshake(&app, &secrets(&[], false), Duration::from_millis(50), &mut r).unwrap_err();
+        assert_eq!(cut.to_string(), "socks5: deadline passed", "the protocol is known from the first byte");
+    }
+
+    #[test]
+    fn each_protocol_is_granted_and_refused_in_its_own_words() {
+        let t = || Target::Domain("a.io".into(), 80);
+        let granted = |ask: Ask| {
+            let mut out = Vec::new();
+            ask.grant(&mut out).unwrap();
+            out
+        };
+        assert_eq!(granted(Ask::Socks5(t())), [5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(granted(Ask::Socks4(t())), [0, 90, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(granted(Ask::Connect(t())), http::ESTABLISHED);
+        assert_eq!(
+            granted(Ask::Forward(t(), b"GET / HTTP/1.1\r\n\r\n".to_vec())),
+            b"",
+            "the upstream answers"
+        );
+        let refused = |ask: Ask, failure| {
+            let mut out = Vec::new();
+            ask.refuse(&mut out, failure).unwrap();
+            out
+        };
+        assert_eq!(refused(Ask::Socks5(t()), Failure::Refused), [5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(refused(Ask::Udp(t()), Failure::TimedOut), [5, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(refused(Ask::Socks4(t()), Failure::TimedOut), [0, 91, 0, 0, 0, 0, 0, 0]);
+        let status = |out: Vec<u8>| String::from_utf8(out).unwrap().lines().next().unwrap().to_owned();
+        assert_eq!(status(refused(Ask::Connect(t()), Failure::TimedOut)), "HTTP/1.1 504 Gateway Timeout");
+        assert_eq!(
+            status(refused(Ask::Forward(t(), Vec::new()), Failure::General)),
+            "HTTP/1.1 502 Bad Gateway"
+        );
+    }
+
+    #[test]
+    fn what_has_arrived_is_read_without_waiting() {
+        let (mut client, app) = client_and_app();
+        let mut buf = [0u8; 16];
+        assert_eq!(read_ready(&app, &mut buf).unwrap(), 0, "nothing yet, and no wait");
+        client.write_all(b"early").unwrap();
+        // The bytes are on loopback once the write returns; a read that must not wait finds them.
+        let mut got = 0;
+        let until = Instant::now() + TIMEOUT;
+        while got == 0 && Instant::now() < until {
+            got = read_ready(&app, &mut buf).unwrap();
+        }
+        assert_eq!(&buf[..got], b"early");
+    }
+
+    #[test]
+    fn only_a_server_that_breaks_off_before_any_reply_byte_is_cut() {
+        let out = |down, end| Outcome { up: 10, down, end, datagrams: None };
+        assert!(cut_before_reply(&out(0, End::Broke(Side::Server, Break::Reset))));
+        assert!(cut_before_reply(&out(0, End::Broke(Side::Server, Break::NoCloseNotify))));
+        assert!(cut_before_reply(&out(0, End::NoReply(Side::Server, Some(Break::Reset)))));
+        assert!(cut_before_reply(&out(
+            0,
+            End::Broke(Side::Server, Break::Error(Error::Tls(rustls::Error::DecryptError)))
+        )));
+        assert!(!cut_before_reply(&out(1, End::Broke(Side::Server, Break::Reset))), "it replied");
+        assert!(!cut_before_reply(&out(0, End::Broke(Side::Client, Break::Reset))), "the client left");
+        assert!(!cut_before_reply(&out(0, End::Broke(Side::Server, Break::WriteTimedOut))), "slow, not cut");
+        assert!(!cut_before_reply(&out(0, End::NoReply(Side::Server, None))), "a clean end: the target's");
+        assert!(!cut_before_reply(&out(0, End::Eof)));
+        assert!(!cut_before_reply(&out(0, End::Idle)));
+        let unreachable = End::Unreachable(Hop::Target, Error::Protocol("x"));
+        assert!(!cut_before_reply(&out(0, unreachable)));
+    }
+}

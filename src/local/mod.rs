@@ -89,11 +89,13 @@ impl Local {
         self.acceptor.stopper()
     }
 
-    /// Serves clients until stopped, then drains; returns the connections still open.
+    /// Serves clients until stopped, then drains, and stops the pool and
+    /// the check; returns the connections still open.
     pub fn run(self) -> usize {
         let Local { acceptor, cfg, upstreams } = self;
         upstreams.start_check();
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
+        let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
         let ctx =
             Arc::new(Context { timeouts: cfg.timeouts, secrets: Arc::clone(&cfg.secrets), upstreams, pool });
         let watch = cfg.watch;
@@ -103,7 +105,12 @@ impl Local {
         };
         // A reload never empties the users (an empty user file is refused).
         let login = !cfg.secrets.get().users.is_empty();
-        acceptor.run(cfg.timeouts.drain, admit, move |app, why| refuse(app, why, login))
+        let left = acceptor.run(cfg.timeouts.drain, admit, move |app, why| refuse(app, why, login));
+        if let Some(pool) = pool_stop {
+            pool.stop();
+        }
+        upstreams_stop.stop();
+        left
     }
 }
 

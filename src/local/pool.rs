@@ -117,6 +117,8 @@ struct Stock {
     /// not both make the one connection wanted.
     filling: usize,
     demand: Demand,
+    /// The local has stopped: the fillers close what is ready and leave.
+    stopped: bool,
 }
 
 impl Stock {
@@ -160,7 +162,8 @@ impl Pool {
         if size == PoolSize::Fixed(0) {
             return None;
         }
-        let stock = Stock { ready: VecDeque::new(), filling: 0, demand: Demand::new(Instant::now()) };
+        let stock =
+            Stock { ready: VecDeque::new(), filling: 0, demand: Demand::new(Instant::now()), stopped: false };
         let pool = Arc::new(Pool {
             state: Mutex::new(stock),
             wake: Condvar::new(),
@@ -210,10 +213,21 @@ impl Pool {
         found
     }
 
-    /// A filler thread: keeps the pool at its size and fresh, forever.
+    /// Stops the fillers; what is ready is closed.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// A filler thread: keeps the pool at its size and fresh, until the pool stops.
     fn fill(&self) {
         loop {
             let mut stock = self.lock();
+            if stock.stopped {
+                stock.ready.drain(..).for_each(Spare::discard);
+                metrics::POOL_READY.set(0);
+                return;
+            }
             let (keep, stale): (VecDeque<Spare>, VecDeque<Spare>) =
                 stock.ready.drain(..).partition(|r| r.usable(self.age, &self.upstreams));
             stock.ready = keep;
@@ -237,9 +251,9 @@ impl Pool {
             match made {
                 Ok(link) => stock.ready.push_back(Spare { link, born: Instant::now() }),
                 Err(e) => {
-                    drop(stock);
                     log::warn!("pool: cannot reach server {}: {}", e.server, e.error);
-                    thread::sleep(POOL_BACKOFF);
+                    // A rest, which a stop cuts short.
+                    drop(self.wake.wait_timeout(stock, POOL_BACKOFF).unwrap_or_else(PoisonError::into_inner));
                 }
             }
         }

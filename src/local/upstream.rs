@@ -21,7 +21,7 @@
 
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -91,8 +91,10 @@ pub struct Upstreams {
     turn: AtomicUsize,
     /// By server: `Some` while it is down.
     down: Mutex<Vec<Option<Down>>>,
-    /// Wakes the check when a server goes down.
+    /// Wakes the check when a server goes down, or the local stops.
     changed: Condvar,
+    /// The local has stopped: the check leaves.
+    stopped: AtomicBool,
     /// Failed connects and handshakes, by server (clients, the pool and the check).
     failures: Vec<AtomicU64>,
 }
@@ -149,7 +151,17 @@ impl Upstreams {
         let down = Mutex::new(servers.iter().map(|_| None).collect());
         let failures = servers.iter().map(|_| AtomicU64::new(0)).collect();
         let turn = AtomicUsize::new(0);
-        Upstreams { servers, balance, tls, connect, turn, down, changed: Condvar::new(), failures }
+        Upstreams {
+            servers,
+            balance,
+            tls,
+            connect,
+            turn,
+            down,
+            changed: Condvar::new(),
+            stopped: AtomicBool::new(false),
+            failures,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Option<Down>>> {
@@ -301,13 +313,23 @@ impl Upstreams {
         }
     }
 
+    /// Stops the check.
+    pub fn stop(&self) {
+        let _down = self.lock();
+        self.stopped.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
     /// The check's loop: sleeps until the first back-off ends, then tries
-    /// each server whose back-off has ended.
+    /// each server whose back-off has ended; leaves when the local stops.
     fn check(&self) {
         loop {
             let due: Vec<usize> = {
                 let mut down = self.lock();
                 loop {
+                    if self.stopped.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let now = Instant::now();
                     let due: Vec<usize> = (0..down.len())
                         .filter(|&i| down[i].as_ref().is_some_and(|d| d.retry_at <= now))

@@ -1,4 +1,4 @@
-//! What every fuzz target feeds its parser, and tests/parsers.rs too: the
+//! What every fuzz target feeds its parser, and tests/parsers too: the
 //! input as a peer that sends it in reads of at most a given size (one byte
 //! per read, or all of it in one), and ignores what it is sent.
 

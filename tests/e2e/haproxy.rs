@@ -6,8 +6,6 @@
 //! are all answered while a server is killed, and the servers name the
 //! local, not the balancer, as the client.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// Requests through the local, one after another; after the first
 /// `KILL_AFTER` a server is killed, and before the one numbered `DOWN_BY`
@@ -159,14 +157,20 @@ fn close_lines(servers: &[Proc], n: usize, pred: impl Fn(&str) -> bool) -> Vec<S
 
 #[test]
 fn a_run_through_haproxy_is_answered_while_a_server_dies_and_servers_log_the_local() {
+    // Processes: one is killed, cutting what it holds.
     let mut servers: Vec<Proc> = (0..3)
-        .map(|_| Proc::server(&["--password", "secret", "--proxy-protocol", "--proxy-from", "127.0.0.3/32"]))
+        .map(|_| {
+            server()
+                .args(&["--password", "secret", "--proxy-protocol", "--proxy-from", "127.0.0.3/32"])
+                .spawn()
+        })
         .collect();
     let mut haproxy = Haproxy::start(&servers.iter().map(|s| s.addr).collect::<Vec<_>>());
     // Two health checks each (rise 2): haproxy is listening and every server is up.
     let checked = |s: &Proc| s.lines().iter().filter(|l| l.ends_with("end=health check")).count() >= 2;
     haproxy.wait_until("two health checks of each server", || servers.iter().all(checked));
-    let local = Proc::local(haproxy.addr, &["--sni", "localhost", "--password", "secret", "--pool", "0"]);
+    let local =
+        local(haproxy.addr).args(&["--sni", "localhost", "--password", "secret", "--pool", "0"]).start();
     let web = http("127.0.0.1:0");
     let served = |l: &str| l.contains(&format!(" target={web} "));
 

@@ -2,15 +2,13 @@
 //! loopback is allowed. Every target here is either on loopback or one of
 //! this machine's own addresses, and each one is refused before any connect,
 //! so no packet leaves the machine. Special-purpose ranges that lie elsewhere
-//! are only unit-tested (src/egress.rs).
-
-mod common;
+//! are only unit-tested (src/net/egress.rs).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Mutex};
 
-use common::*;
+use crate::support::*;
 
 /// The flags that allow every private target except the host's loopback.
 const DENY_LOOPBACK: [&str; 5] = ["--allow-private", "--deny", "127.0.0.0/8", "--deny", "::1/128"];
@@ -31,10 +29,8 @@ fn watched_service() -> (SocketAddr, mpsc::Receiver<()>) {
 /// the connection closes with nothing relayed, and the server logs the target
 /// as denied.
 fn assert_refused(server_args: &[&str], targets: &[String]) {
-    let mut args = vec!["--default-egress"];
-    args.extend_from_slice(server_args);
-    let server = Proc::server(&args);
-    let local = Proc::local(server.addr, &[]);
+    let server = server().default_egress().args(server_args).start();
+    let local = local(server.addr).start();
     for t in targets {
         let mut s = socks_connect(local.addr, t);
         let _ = s.write_all(b"hello?");

@@ -3,8 +3,6 @@
 //! paths and methods are refused, and scrapers that never send a request
 //! hold up neither the proxy nor the scrapes that come after them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -12,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// Where `p` serves its metrics, as its start-up logs say.
 fn metrics_addr(p: &Proc) -> SocketAddr {
@@ -90,7 +88,7 @@ const DATAGRAM: usize = 100;
 
 #[test]
 fn the_counters_move_by_exactly_the_traffic_sent_and_promtool_accepts_them() {
-    let pair = Pair::with_args(
+    let pair = Pair::spawn(
         &["--password", "pw", "--deny", "127.0.0.2/32", "--metrics", "127.0.0.1:0"],
         // No pool: every connection counted here is one the test made.
         &["--password", "pw", "--metrics", "127.0.0.1:0", "--pool", "0"],
@@ -220,7 +218,7 @@ fn the_counters_move_by_exactly_the_traffic_sent_and_promtool_accepts_them() {
 
 #[test]
 fn a_pooled_connection_taken_by_a_client_is_counted() {
-    let pair = Pair::with_args(&["--metrics", "127.0.0.1:0"], &["--pool", "1", "--metrics", "127.0.0.1:0"]);
+    let pair = Pair::spawn(&["--metrics", "127.0.0.1:0"], &["--pool", "1", "--metrics", "127.0.0.1:0"]);
     let web = http("127.0.0.1:0");
     // Waits until the filler has one connection ready: the gauge says so.
     let until = Instant::now() + TIMEOUT;
@@ -237,7 +235,7 @@ fn a_pooled_connection_taken_by_a_client_is_counted() {
 
 #[test]
 fn another_path_is_404_another_method_405_and_a_bad_request_line_400() {
-    let server = Proc::server(&["--metrics", "127.0.0.1:0"]);
+    let server = server().args(&["--metrics", "127.0.0.1:0"]).spawn();
     let at = metrics_addr(&server);
     let (status, _) = ask(at, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -254,7 +252,7 @@ fn another_path_is_404_another_method_405_and_a_bad_request_line_400() {
 #[test]
 fn scrapers_that_never_send_a_request_hold_up_neither_the_proxy_nor_later_scrapes() {
     const SILENT: usize = 8;
-    let pair = Pair::with_args(&[], &["--metrics", "127.0.0.1:0"]);
+    let pair = Pair::spawn(&[], &["--metrics", "127.0.0.1:0"]);
     let at = metrics_addr(&pair.local);
     let mut silent: Vec<TcpStream> = (0..SILENT).map(|_| connect(at)).collect();
     // More than can be answered at once: the last is turned away at once, not left waiting.
@@ -282,7 +280,7 @@ fn scrapers_that_never_send_a_request_hold_up_neither_the_proxy_nor_later_scrape
 
 #[test]
 fn a_metrics_address_off_loopback_is_served_with_a_warning() {
-    let server = Proc::server(&["--metrics", "0.0.0.0:0"]);
+    let server = server().args(&["--metrics", "0.0.0.0:0"]).spawn();
     server.wait_line(|l| l.contains("WARN") && l.contains("--metrics on 0.0.0.0:"));
     let port = metrics_addr(&server).port();
     let (status, _) = ask(SocketAddr::from(([127, 0, 0, 1], port)), "GET /metrics HTTP/1.1\r\n\r\n");
@@ -319,9 +317,9 @@ fn a_metrics_address_that_cannot_be_bound_is_a_one_line_error() {
 #[test]
 fn each_upstream_server_shows_its_state_and_its_failures() {
     let dead = format!("127.0.0.1:{}", free_port());
-    let server = Proc::server(&[]);
+    let server = server().spawn();
     let live = server.addr.to_string();
-    let local = Proc::local(server.addr, &["--server", &dead, "--metrics", "127.0.0.1:0"]);
+    let local = local(server.addr).args(&["--server", &dead, "--metrics", "127.0.0.1:0"]).spawn();
     let before = Scrape::of(&local);
     for s in [&live, &dead] {
         assert_eq!(
@@ -350,7 +348,7 @@ fn each_upstream_server_shows_its_state_and_its_failures() {
 
 #[test]
 fn a_default_local_keeps_nothing_ready_until_clients_come_then_as_many_as_came_at_once() {
-    let pair = Pair::with_args(&[], &["--metrics", "127.0.0.1:0"]);
+    let pair = Pair::spawn(&[], &["--metrics", "127.0.0.1:0"]);
     let echo = echo("127.0.0.1:0");
     assert_eq!(Scrape::of(&pair.local).get("blocking_proxy_pool_ready"), 0.0, "no client yet");
     assert!(

@@ -3,8 +3,6 @@
 //! digest; afterwards both processes are back to their idle threads and
 //! descriptors.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -12,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
 
-use common::*;
+use crate::support::*;
 
 const BULK: usize = 32;
 const BULK_BYTES: usize = 2 << 20;
@@ -21,7 +19,7 @@ const SHORT_EACH: usize = 150;
 
 #[test]
 fn bulk_and_short_connections_lose_nothing_and_leak_nothing() {
-    let pair = Pair::with_args(&[], &["--pool", "0"]);
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
     let idle = [(pair.local.threads(), pair.local.fds()), (pair.server.threads(), pair.server.fds())];
 
     // The bulk target sends its own stream while it digests the client's, then reports.

@@ -1,8 +1,6 @@
 //! Only the people you allow: trojan passwords, the fallback that probes see,
 //! certificate pinning, the egress policy and SOCKS5 logins.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::Command;
@@ -11,7 +9,7 @@ use std::sync::mpsc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
-use common::*;
+use crate::support::*;
 
 /// A target that reports every connection it gets on `rx`, then serves `body`.
 fn watched_target(body: &'static str) -> (SocketAddr, mpsc::Receiver<()>) {
@@ -31,18 +29,18 @@ fn watched_target(body: &'static str) -> (SocketAddr, mpsc::Receiver<()>) {
 fn the_right_password_reaches_the_target_and_every_wrong_client_gets_the_fallback() {
     let fallback = http_page("127.0.0.1:0", "fallback site\n");
     let fb = fallback.to_string();
-    let server = Proc::server(&["--password", "other", "--password", "secret", "--fallback", &fb]);
+    let server = server().args(&["--password", "other", "--password", "secret", "--fallback", &fb]).start();
     let (tgt, seen) = watched_target("the real target\n");
     let url = format!("http://{tgt}/");
 
-    let right = Proc::local(server.addr, &["--password", "secret"]);
+    let right = local(server.addr).args(&["--password", "secret"]).start();
     assert_eq!(curl(&["--socks5", &right.addr.to_string(), &url]), "the real target\n");
     seen.recv_timeout(TIMEOUT).unwrap();
 
     // A wrong password and the seed format (no password) both land on the fallback.
-    let wrong = Proc::local(server.addr, &["--password", "guess"]);
+    let wrong = local(server.addr).args(&["--password", "guess"]).start();
     assert_eq!(curl(&["--socks5", &wrong.addr.to_string(), &url]), "fallback site\n");
-    let seed = Proc::local(server.addr, &[]);
+    let seed = local(server.addr).start();
     assert_eq!(curl(&["--socks5", &seed.addr.to_string(), &url]), "fallback site\n");
     // So does a browser.
     let https = format!("https://127.0.0.1:{}/", server.addr.port());
@@ -62,8 +60,9 @@ fn tls_to(server: SocketAddr) -> StreamOwned<ClientConnection, std::net::TcpStre
 #[test]
 fn a_header_cut_short_then_silence_goes_to_the_fallback_with_every_byte() {
     let echo_fallback = echo("127.0.0.1:0").to_string();
-    let server =
-        Proc::server(&["--password", "secret", "--fallback", &echo_fallback, "--handshake-timeout", "0.3"]);
+    let server = server()
+        .args(&["--password", "secret", "--fallback", &echo_fallback, "--handshake-timeout", "0.3"])
+        .start();
     let mut tls = tls_to(server.addr);
     // 20 of the 56 hex digits, then nothing: at the deadline they go to the fallback, an echo.
     tls.write_all(b"0123456789abcdef0123").unwrap();
@@ -78,7 +77,7 @@ fn a_header_cut_short_then_silence_goes_to_the_fallback_with_every_byte() {
 
 #[test]
 fn without_a_fallback_a_bad_header_is_closed() {
-    let server = Proc::server(&["--password", "secret"]);
+    let server = server().args(&["--password", "secret"]).start();
     let mut tls = tls_to(server.addr);
     tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut rest = Vec::new();
@@ -89,7 +88,8 @@ fn without_a_fallback_a_bad_header_is_closed() {
 
 #[test]
 fn a_pinned_certificate_is_trusted_without_a_ca_and_any_other_is_refused() {
-    let server = Proc::server(&[]);
+    // A process: the fingerprint is in the line it logs at start.
+    let server = server().spawn();
     let line = server.wait_line(|l| l.contains("fingerprint "));
     let logged = line.split("fingerprint ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     // The same fingerprint openssl computes, which --pin also takes with colons.
@@ -104,11 +104,11 @@ fn a_pinned_certificate_is_trusted_without_a_ca_and_any_other_is_refused() {
     let (tgt, seen) = watched_target("pinned\n");
     let url = format!("http://{tgt}/");
     for pin in [&logged, &colons] {
-        let local = Proc::local(server.addr, &["--pin", pin]);
+        let local = local(server.addr).args(&["--pin", pin]).start();
         assert_eq!(curl(&["--socks5", &local.addr.to_string(), &url]), "pinned\n");
         seen.recv_timeout(TIMEOUT).unwrap();
     }
-    let wrong = Proc::local(server.addr, &["--pin", &"ab".repeat(32)]);
+    let wrong = local(server.addr).args(&["--pin", &"ab".repeat(32)]).start();
     let (mut s, rep) = socks_request(wrong.addr, &tgt.to_string());
     assert_eq!(rep, 1);
     read_until_closed(&mut s).unwrap();
@@ -117,11 +117,9 @@ fn a_pinned_certificate_is_trusted_without_a_ca_and_any_other_is_refused() {
 }
 
 /// Requests through a pair whose server has the default egress policy.
-fn refused(server_args: &[&str], local_args: &[&str], targets: &[String]) -> Proc {
-    let mut args = vec!["--default-egress"];
-    args.extend_from_slice(server_args);
-    let server = Proc::server(&args);
-    let local = Proc::local(server.addr, local_args);
+fn refused(server_args: &[&str], local_args: &[&str], targets: &[String]) -> Running {
+    let server = server().default_egress().args(server_args).start();
+    let local = local(server.addr).args(local_args).start();
     for t in targets {
         let mut s = socks_connect(local.addr, t);
         let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
@@ -155,8 +153,8 @@ fn private_targets_are_refused_by_default_and_allowed_with_allow_private() {
     assert!(seen4.try_recv().is_err());
 
     // With --allow-private the loopback ones work (the others would leave this machine).
-    let server = Proc::server(&["--default-egress", "--allow-private"]);
-    let local = Proc::local(server.addr, &[]);
+    let server = crate::support::server().default_egress().args(&["--allow-private"]).start();
+    let local = local(server.addr).start();
     let proxy = local.addr.to_string();
     assert_eq!(curl(&["--socks5", &proxy, &format!("http://{tgt4}/")]), "v4\n");
     assert_eq!(curl(&["--socks5-hostname", &proxy, &format!("http://localhost:{}/", tgt4.port())]), "v4\n");
@@ -198,7 +196,7 @@ fn socks5_login_right_wrong_and_missing() {
     assert_eq!(exchange(&wrong), [5, 2, 1, 1], "status 0x01, then a close");
     assert_eq!(exchange(&[5, 1, 0]), [5, 0xFF], "no auth offered: no acceptable method");
 
-    let line = pair.local.wait_line(|l| l.contains("login failed"));
+    let line = pair.local.wait_line(|l| l.contains("end=socks5: denied: login failed"));
     assert!(line.contains("alice"));
     assert!(pair.local.lines().iter().all(|l| !l.contains("guessed!") && !l.contains("wonder")));
 }
@@ -253,18 +251,10 @@ fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
     let file = dir.join("passwords");
     std::fs::write(&file, "first-secret\r\nsecond-secret\n").unwrap();
     let file = file.display().to_string();
-    let server = Proc::server(&["--password-file", &file, "-vv"]);
+    // Processes: their command lines are what `ps` shows, and the variable is the local's alone.
+    let server = server().args(&["--password-file", &file, "-vv"]).spawn();
     let web = http("127.0.0.1:0");
-    // The variable is set for the child only.
-    let local = {
-        let bin = env!("CARGO_BIN_EXE_blocking-local");
-        let server_addr = server.addr.to_string();
-        Proc::start_with_env(
-            bin,
-            &["--listen", "127.0.0.1:0", "--server", &server_addr, "--ca", CA, "-vv"],
-            &[("BLOCKING_PROXY_PASSWORD", "second-secret")],
-        )
-    };
+    let local = local(server.addr).args(&["-vv"]).env("BLOCKING_PROXY_PASSWORD", "second-secret").spawn();
     assert_eq!(curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]), PAGE);
     server.wait_line(|l| l.contains(&format!("target={web} ")) && l.ends_with("end=eof"));
     for p in [&server, &local] {
@@ -277,17 +267,17 @@ fn passwords_from_a_file_or_the_environment_stay_out_of_logs_and_ps() {
 
 #[test]
 fn open_proxies_warn_at_start() {
-    let (c, k) = (cert("server.pem"), cert("server.key"));
-    let server = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k]);
+    // Processes: the warnings are in the lines they log at start.
+    let server = server_with_certs().args(&["--listen", "0.0.0.0:0"]).spawn();
     let warning = server.wait_line(|l| l.contains("WARN") && l.contains("open proxy"));
     println!("{warning}");
     assert!(
         warning.contains("anyone who finds the port") && warning.contains("--password-file"),
         "{warning}"
     );
-    let local = Proc::local(server.addr, &["--listen", "0.0.0.0:0"]);
+    let local = local(server.addr).args(&["--listen", "0.0.0.0:0"]).spawn();
     local.wait_line(|l| l.contains("WARN") && l.contains("no --user"));
-    let quiet = Proc::server(&["--listen", "0.0.0.0:0", "--cert", &c, "--key", &k, "--password", "x"]);
+    let quiet = server_with_certs().args(&["--listen", "0.0.0.0:0", "--password", "x"]).spawn();
     quiet.wait_line(|l| l.contains("listening on"));
     assert!(quiet.lines().iter().all(|l| !l.contains("open proxy")));
 }
@@ -302,7 +292,7 @@ fn a_right_password_with_an_unserved_command_is_closed_never_handed_to_the_fallb
         let _ = tx.lock().unwrap().send(got);
     })
     .to_string();
-    let server = Proc::server(&["--password", "secret", "--fallback", &fallback]);
+    let server = server().args(&["--password", "secret", "--fallback", &fallback]).start();
     // A trojan client asking for a command the server does not serve (2, as SOCKS5's BIND).
     let mut header = blocking_proxy::proto::wire::trojan_hash("secret").to_vec();
     header.extend_from_slice(b"\r\n\x02\x01\x08\x08\x08\x08\x00\x35\r\n");

@@ -1,8 +1,6 @@
 //! blocking-server against hand-driven rustls clients: the original local's
 //! TLS 1.2 + seed header, and KeyUpdates in the middle of bulk both ways.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -14,7 +12,7 @@ use blocking_proxy::proto::wire::encode_seed;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use common::*;
+use crate::support::*;
 
 fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
@@ -41,7 +39,11 @@ fn tls_connect(
 
 /// Sends close_notify, expects the echo target's EOF back with nothing
 /// before it, and the server to log a clean end.
-fn close_and_expect_eof(mut tls: StreamOwned<ClientConnection, TcpStream>, server: &Proc, tgt: SocketAddr) {
+fn close_and_expect_eof(
+    mut tls: StreamOwned<ClientConnection, TcpStream>,
+    server: &Running,
+    tgt: SocketAddr,
+) {
     tls.conn.send_close_notify();
     tls.flush().unwrap();
     let mut rest = Vec::new();
@@ -58,7 +60,7 @@ fn seed(target: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn a_tls12_client_speaking_the_seed_header_gets_through() {
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let mut tls = tls_connect(server.addr, &[&rustls::version::TLS12]);
     let mut first = seed(tgt);
@@ -73,7 +75,7 @@ fn a_tls12_client_speaking_the_seed_header_gets_through() {
 
 #[test]
 fn the_header_may_arrive_one_byte_per_record() {
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let mut tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
     for b in seed(tgt) {
@@ -92,7 +94,7 @@ fn the_header_may_arrive_one_byte_per_record() {
 #[test]
 fn a_record_split_by_a_quiet_pause_still_arrives() {
     let pause = blocking_proxy::conn::relay::QUIET * 3;
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
     let (mut conn, mut sock) = (tls.conn, tls.sock);
@@ -131,7 +133,7 @@ fn a_record_split_by_a_quiet_pause_still_arrives() {
 #[test]
 fn key_updates_during_bulk_both_ways() {
     const LEN: usize = 8 << 20;
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
     let (mut conn, sock) = (tls.conn, tls.sock);
@@ -204,7 +206,7 @@ fn key_updates_during_bulk_both_ways() {
 
 #[test]
 fn many_connections_with_key_updates_at_once() {
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let workers: Vec<_> = (0..16)
         .map(|i| {
@@ -235,7 +237,7 @@ fn many_connections_with_key_updates_at_once() {
 /// without this crate's encoder, over TLS 1.2 as that local speaks.
 #[test]
 fn the_original_python_locals_bytes_get_through() {
-    let server = Proc::server(&[]);
+    let server = server().start();
     let tgt = echo("127.0.0.1:0");
     let mut tls = tls_connect(server.addr, &[&rustls::version::TLS12]);
     let mut header = vec![0x03, 0x09];

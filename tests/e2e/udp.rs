@@ -3,8 +3,6 @@
 //! byte-exact, a denied target gets nothing, the association ends with its
 //! control connection, and the seed format refuses UDP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -12,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// The Python that has Debian's python3-socks (the distribution's own, not a user's).
 const PYTHON: &str = "/usr/bin/python3";
@@ -104,14 +102,14 @@ fn a_datagram_to_a_denied_address_goes_nowhere_and_is_counted() {
     assert!(out.contains("10 none"), "{out}");
     let line = pair.server.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
     assert!(line.contains("datagrams=0/0 dropped=1"), "{line}");
-    pair.server.wait_line(|l| l.contains("denied") && l.contains("dropped"));
+    pair.server.wait_line(|l| l.contains(&format!("udp to {echo}: denied")) && l.contains("dropped"));
     assert!(seen.try_recv().is_err(), "the target got nothing");
 }
 
 #[test]
 fn an_association_ends_with_its_control_connection_and_leaves_no_thread() {
     // No pool: a ready connection would hold threads on both sides.
-    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw", "--pool", "0"]);
+    let pair = Pair::spawn(&["--password", "pw"], &["--password", "pw", "--pool", "0"]);
     let idle = [pair.local.threads(), pair.server.threads()];
     let (echo, _seen) = udp_echo();
     // By hand: UDP ASSOCIATE, one datagram, then the control connection closes.
@@ -219,8 +217,7 @@ const TROJAN_SIZES: &[usize] = &[1, 100, 1400, 4000];
 #[test]
 fn the_trojan_client_carries_udp_to_blocking_server() {
     let dir = scratch("udp-trojan-client");
-    let server =
-        Proc::server(&["--cert", &cert("server.pem"), "--key", &cert("server.key"), "--password", "pw"]);
+    let server = server_with_certs().args(&["--password", "pw"]).start();
     let port = free_port();
     let _client = trojan(&dir, "client", trojan::client_config(port, server.addr, "pw", CA), port);
     let (echo, seen) = udp_echo();
@@ -236,8 +233,9 @@ fn blocking_local_carries_udp_to_the_trojan_server() {
     let fallback = http("127.0.0.1:0");
     let config = trojan::server_config(port, fallback.port(), "pw", &cert("server.pem"), &cert("server.key"));
     let _server = trojan(&dir, "server", config, port);
-    let local =
-        Proc::local(SocketAddr::from(([127, 0, 0, 1], port)), &["--password", "pw", "--sni", "localhost"]);
+    let local = local(SocketAddr::from(([127, 0, 0, 1], port)))
+        .args(&["--password", "pw", "--sni", "localhost"])
+        .start();
     let (echo, seen) = udp_echo();
     let out = pysocks(local.addr, echo, TROJAN_SIZES, true);
     assert_eq!(out.lines().filter(|l| l.contains(" ok from ")).count(), TROJAN_SIZES.len(), "{out}");

@@ -1,8 +1,6 @@
 //! Faults and shutdown: a peer killed mid-transfer, a target that resets, a
 //! tampered TLS byte, SIGTERM draining and a second signal.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -11,7 +9,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn signal(p: &Proc, sig: &str) {
     let ok = Command::new("kill").args([&format!("-{sig}"), &p.pid().to_string()]).status().unwrap();
@@ -33,7 +31,7 @@ fn streaming_target() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
 
 #[test]
 fn server_killed_mid_transfer_closes_the_app_connection() {
-    let mut pair = Pair::with_args(&[], &["--pool", "0"]);
+    let mut pair = Pair::spawn(&[], &["--pool", "0"]);
     let (local_threads, local_fds) = (pair.local.threads(), pair.local.fds());
     let (tgt, started) = streaming_target();
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
@@ -52,7 +50,7 @@ fn server_killed_mid_transfer_closes_the_app_connection() {
 
 #[test]
 fn local_killed_mid_transfer_releases_the_server_side() {
-    let mut pair = Pair::with_args(&[], &["--pool", "0"]);
+    let mut pair = Pair::spawn(&[], &["--pool", "0"]);
     let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
     // The target sends a burst, then only reads, and reports how its read ended.
     let (tx, rx) = mpsc::channel();
@@ -82,7 +80,7 @@ fn an_app_reset_frees_a_connection_whose_target_stopped_reading_at_once() {
     // full), the other waiting on the quiet way back. The idle timeout is far
     // beyond the test's patience: only a reset seen by the waiting thread,
     // passed on at once, and a blocked writer woken, release the connection.
-    let pair = Pair::with_args(&["--idle-timeout", "120"], &["--idle-timeout", "120", "--pool", "0"]);
+    let pair = Pair::spawn(&["--idle-timeout", "120"], &["--idle-timeout", "120", "--pool", "0"]);
     let (server_threads, server_fds) = (pair.server.threads(), pair.server.fds());
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -114,7 +112,7 @@ fn an_app_reset_frees_a_connection_whose_target_stopped_reading_at_once() {
 
 #[test]
 fn a_target_reset_reaches_the_app_as_a_reset_in_both_directions() {
-    let pair = Pair::with_args(&[], &["--pool", "0"]);
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
     let (local_threads, server_threads) = (pair.local.threads(), pair.server.threads());
     let tgt = target("127.0.0.1:0", |mut s| {
         let mut b = [0u8; 5];
@@ -184,11 +182,10 @@ fn tampering_relay(server: SocketAddr, offset: usize) -> SocketAddr {
 #[test]
 fn a_flipped_tls_byte_closes_the_connection_and_nothing_after_it_reaches_the_target() {
     const LEN: usize = 1 << 20;
-    let (c, k) = (cert("server.pem"), cert("server.key"));
-    let server = Proc::server(&["--cert", &c, "--key", &k]);
+    let server = server_with_certs().start();
     // Well past the handshake: inside the application data.
     let relay = tampering_relay(server.addr, 300_000);
-    let local = Proc::local(relay, &["--pool", "0"]);
+    let local = local(relay).args(&["--pool", "0"]).start();
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     let tgt = target("127.0.0.1:0", move |mut s| {
@@ -211,7 +208,7 @@ fn a_flipped_tls_byte_closes_the_connection_and_nothing_after_it_reaches_the_tar
 
 #[test]
 fn sigterm_drains_a_transfer_in_progress_and_refuses_new_connections() {
-    let mut pair = Pair::with_args(&["--drain-timeout", "20"], &["--drain-timeout", "20", "--pool", "0"]);
+    let mut pair = Pair::spawn(&["--drain-timeout", "20"], &["--drain-timeout", "20", "--pool", "0"]);
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Mutex::new(go_rx);
     // The target sends half, waits for the test's word, then sends the rest.
@@ -242,7 +239,7 @@ fn sigterm_drains_a_transfer_in_progress_and_refuses_new_connections() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let mut server = Proc::server(&["--drain-timeout", "600"]);
+    let mut server = server().args(&["--drain-timeout", "600"]).spawn();
     let idle = server.threads();
     let _held = connect(server.addr); // keeps the drain waiting, once accepted
     let until = std::time::Instant::now() + TIMEOUT;

@@ -4,19 +4,15 @@
 //! panic, allocate more than a small bound, or make the parser take more
 //! than the header it accepted.
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 
 use blocking_proxy::error::Error;
 use blocking_proxy::proto::proxy_protocol::{self, Header, V2_MAX_LEN};
 
-#[path = "common/generated.rs"]
-mod generated;
-use generated::{mutate, Rng, LARGEST};
+use crate::generated::{mutate, Rng, LARGEST};
 
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 
 const CASES: usize = 200_000;
 
@@ -63,7 +59,7 @@ fn valid(r: &mut Rng) -> (Vec<u8>, Header) {
 fn generated_proxy_protocol_headers() {
     let mut r = Rng(0x9E0_C0DE);
     let mut accepted = 0usize;
-    LARGEST.store(0, Ordering::Relaxed);
+    LARGEST.with(|l| l.set(0));
     for case in 0..CASES {
         let (header, said) = valid(&mut r);
         let untouched = r.below(4) == 0;
@@ -86,6 +82,6 @@ fn generated_proxy_protocol_headers() {
         }
     }
     assert!(accepted > CASES / 4, "the generator makes enough valid headers: {accepted}");
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = LARGEST.with(Cell::get);
     assert!(largest <= 4096, "an allocation of {largest} bytes at once");
 }

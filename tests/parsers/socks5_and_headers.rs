@@ -3,7 +3,7 @@
 //! any failure reproducible. No input may panic, allocate more than a small
 //! bound, or make a parser read past the message it accepted.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
 
 use blocking_proxy::error::Error;
 use blocking_proxy::proto::addr::{self, Target};
@@ -11,14 +11,9 @@ use blocking_proxy::proto::socks5;
 use blocking_proxy::proto::users::User;
 use blocking_proxy::proto::wire;
 
-// The reader the fuzz targets use: the input in reads of at most `chunk` bytes, writes dropped.
-#[path = "common/generated.rs"]
-mod generated;
-use generated::{Rng, LARGEST};
+use crate::generated::{Rng, LARGEST};
 
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 
 const CASES: usize = 1_000_000;
 const SEED: u64 = 0x5EED_B10C_u64;
@@ -109,9 +104,10 @@ fn a_million_generated_inputs() {
     let users = [User { name: "alice".into(), password: "wonder".into() }];
     let known = [wire::trojan_hash("secret")];
     let mut r = Rng(SEED);
-    LARGEST.store(0, Ordering::Relaxed);
-    let accepted = generated::run(&mut r, CASES, 8, valid, |data, chunk| check(data, chunk, &users, &known));
+    LARGEST.with(|l| l.set(0));
+    let accepted =
+        crate::generated::run(&mut r, CASES, 8, valid, |data, chunk| check(data, chunk, &users, &known));
     assert!(accepted > CASES / 4, "the generator makes enough valid messages: {accepted}");
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = LARGEST.with(Cell::get);
     assert!(largest <= 4096, "an allocation of {largest} bytes at once");
 }

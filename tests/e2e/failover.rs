@@ -3,30 +3,23 @@
 //! server; a server that comes back is used again; round-robin spreads new
 //! clients; the pool never hands out a connection to a server marked down.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
-/// A blocking-server with the test certificate, on `listen`.
+/// A blocking-server with the test certificate, on `listen`: a process, so
+/// that dropping it kills it and cuts every connection it holds.
 fn server_on(listen: &str) -> Proc {
-    let (c, k) = (cert("server.pem"), cert("server.key"));
-    Proc::server(&["--cert", &c, "--key", &k, "--listen", listen])
+    server_with_certs().args(&["--listen", listen]).spawn()
 }
 
-/// A local for `servers`, in that order, with `extra` arguments.
-fn local_for(servers: &[String], extra: &[&str]) -> Proc {
-    let mut args = vec!["--listen", "127.0.0.1:0", "--ca", CA];
-    for s in servers {
-        args.extend_from_slice(&["--server", s]);
-    }
-    args.extend_from_slice(extra);
-    Proc::start(env!("CARGO_BIN_EXE_blocking-local"), &args)
+/// A local for `servers`, in that order, with `extra` arguments, in this process.
+fn local_with(servers: &[String], extra: &[&str]) -> Running {
+    local_for(servers).args(extra).start()
 }
 
 /// One echo round trip through the local; returns how long it took.
@@ -55,7 +48,7 @@ fn served(p: &Proc, target: SocketAddr, n: usize) -> usize {
 }
 
 /// Lines of the local that record a client's failed attempt on `server`.
-fn failed_attempts(local: &Proc, server: &str) -> usize {
+fn failed_attempts(local: &Running, server: &str) -> usize {
     local.lines().iter().filter(|l| l.contains(&format!("server {server}: "))).count()
 }
 
@@ -67,7 +60,7 @@ fn every_request_succeeds_when_the_first_server_is_never_up_and_the_second_dies(
     let mut s2 = server_on(&second);
     let s3 = server_on("127.0.0.1:0");
     // No pool: each attempt here is a client's.
-    let local = local_for(&[never.clone(), second.clone(), s3.addr.to_string()], &["--pool", "0"]);
+    let local = local_with(&[never.clone(), second.clone(), s3.addr.to_string()], &["--pool", "0"]);
 
     let before: Vec<Duration> = (0..40).map(|_| round_trip(local.addr, echo)).collect();
     assert_eq!(served(&s2, echo, 40), 40, "the second server, the first that is up, served them all");
@@ -108,7 +101,7 @@ fn round_robin_spreads_new_clients_over_the_servers_that_are_up() {
     let c = server_on("127.0.0.1:0");
     let servers = [a.addr.to_string(), b.addr.to_string(), c.addr.to_string()];
     // No pool, whose fillers would take turns too.
-    let local = local_for(&servers, &["--balance", "round-robin", "--pool", "0"]);
+    let local = local_with(&servers, &["--balance", "round-robin", "--pool", "0"]);
     for _ in 0..9 {
         round_trip(local.addr, echo);
     }
@@ -137,7 +130,7 @@ fn a_pooled_local_never_hands_out_a_connection_to_a_server_that_is_down() {
     let a = server_on("127.0.0.1:0");
     let b = server_on("127.0.0.1:0");
     let servers = [a.addr.to_string(), b.addr.to_string()];
-    let local = local_for(&servers, &["--pool", "2"]);
+    let local = local_with(&servers, &["--pool", "2"]);
     for _ in 0..10 {
         round_trip(local.addr, echo);
     }
@@ -153,20 +146,21 @@ fn a_pooled_local_never_hands_out_a_connection_to_a_server_that_is_down() {
 
 #[test]
 fn a_server_that_breaks_off_before_any_reply_is_marked_down() {
-    // A target that accepts and says nothing, so the reply never starts.
+    // A target that accepts and says nothing, so the reply never starts. It
+    // reads until its server goes: had it closed first, the server would
+    // have passed that on as a clean end, and nothing would be cut.
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let silent = target("127.0.0.1:0", move |s| {
+    let silent = target("127.0.0.1:0", move |mut s| {
         let _ = tx.lock().unwrap().send(());
-        let mut s = s;
-        let _ = s.read(&mut [0u8; 64]);
+        let _ = s.read_to_end(&mut Vec::new());
     });
     let echo = echo("127.0.0.1:0");
     let a = server_on("127.0.0.1:0");
     let b = server_on("127.0.0.1:0");
     let servers = [a.addr.to_string(), b.addr.to_string()];
     // No pool, whose filler could find the server dead first, for another reason.
-    let local = local_for(&servers, &["--pool", "0"]);
+    let local = local_with(&servers, &["--pool", "0"]);
 
     let mut waiting = socks_connect(local.addr, &silent.to_string());
     waiting.write_all(b"hello?").unwrap();
@@ -186,7 +180,7 @@ fn a_target_that_cannot_be_reached_leaves_its_server_up() {
     let closed = format!("127.0.0.1:{}", free_port());
     let a = server_on("127.0.0.1:0");
     let b = server_on("127.0.0.1:0");
-    let local = local_for(&[a.addr.to_string(), b.addr.to_string()], &[]);
+    let local = local_with(&[a.addr.to_string(), b.addr.to_string()], &[]);
 
     // The local replies once the server is reached; the server then finds
     // the target refusing and ends the tunnel with close_notify.
@@ -199,7 +193,8 @@ fn a_target_that_cannot_be_reached_leaves_its_server_up() {
 
     round_trip(local.addr, echo);
     assert_eq!(served(&a, echo, 1), 1, "the first server is still the one in use");
-    assert!(!local.lines().iter().any(|l| l.contains(" down: ")), "{:#?}", local.lines());
+    let mine = |l: &str| [a.addr, b.addr].iter().any(|s| l.contains(&format!("server {s} down: ")));
+    assert!(!local.lines().iter().any(|l| mine(l)), "{:#?}", local.lines());
 }
 
 #[test]
@@ -221,7 +216,7 @@ fn sni_is_given_once_for_all_or_once_per_server() {
     let a = server_on("127.0.0.1:0");
     let b = server_on("127.0.0.1:0");
     let servers = [a.addr.to_string(), b.addr.to_string()];
-    let local = local_for(&servers, &["--sni", "wrong.example", "--sni", "localhost"]);
+    let local = local_with(&servers, &["--sni", "wrong.example", "--sni", "localhost"]);
     round_trip(local.addr, echo);
     assert_eq!(served(&b, echo, 1), 1, "the first server's certificate is not for wrong.example");
     let down = local.wait_line(|l| l.contains(&format!("server {} down: ", servers[0])));

@@ -1,20 +1,23 @@
 //! What the generated-input parser tests share: a seeded generator, the way
-//! they spoil valid messages, and an
-//! allocator that records the largest single allocation, so that a test can
-//! bound what any input makes a parser allocate. Included by path by each
-//! such test (it sets the binary's global allocator), not through `common`.
-#![allow(dead_code)]
+//! they spoil valid messages, and an allocator that records the largest
+//! single allocation of each thread, so that a test can bound what any
+//! input makes a parser allocate (each test runs on a thread of its own).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
-/// The largest single allocation made while this binary runs.
+/// The binary's allocator: the system's, recording [`LARGEST`].
 pub struct Largest;
-pub static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The largest single allocation this thread has made since it was set to 0.
+    pub static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
 
 unsafe impl GlobalAlloc for Largest {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // Not during the thread's own teardown, when its locals are gone.
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
         // SAFETY: forwards the caller's layout to the system allocator unchanged.
         unsafe { System.alloc(layout) }
     }

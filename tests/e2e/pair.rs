@@ -1,14 +1,15 @@
-//! The pair end to end: real binaries, real sockets, real curl.
-
-mod common;
+//! The pair end to end with curl and raw sockets: names, IPv4 and IPv6,
+//! bulk both ways, half-close, server-first protocols, early data, many
+//! connections at once, bad SOCKS input, an untrusted server, every
+//! timeout, threads and descriptors, the pool.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 
-use common::*;
+use crate::support::*;
 
 #[test]
 fn curl_fetches_a_page_by_name_by_ipv4_and_by_ipv6() {
@@ -31,9 +32,8 @@ fn curl_fetches_a_page_by_name_by_ipv4_and_by_ipv6() {
 
 #[test]
 fn the_pair_also_runs_over_ipv6_loopback() {
-    let (c, k) = (cert("server.pem"), cert("server.key"));
-    let server = Proc::server(&["--listen", "[::1]:0", "--cert", &c, "--key", &k]);
-    let local = Proc::local(server.addr, &["--listen", "[::1]:0"]);
+    let server = server_with_certs().args(&["--listen", "[::1]:0"]).start();
+    let local = local(server.addr).args(&["--listen", "[::1]:0"]).start();
     let web = http("127.0.0.1:0");
     let body =
         curl(&["--socks5-hostname", &local.addr.to_string(), &format!("http://127.0.0.1:{}/", web.port())]);
@@ -136,7 +136,7 @@ fn two_hundred_concurrent_connections_each_get_their_own_data_back() {
     const N: usize = 200;
     let pair = Pair::start();
     let tgt = echo("127.0.0.1:0");
-    let all_open = Arc::new(Barrier::new(N));
+    let all_open = Arc::new(Latch::new(N));
     let clients: Vec<_> = (0..N)
         .map(|i| {
             let (proxy, all_open) = (pair.local.addr, Arc::clone(&all_open));
@@ -180,12 +180,12 @@ fn bad_socks_input_gets_the_rfc_reply_then_a_close() {
 
 #[test]
 fn an_untrusted_server_is_refused_and_its_target_sees_nothing() {
-    let server = Proc::server(&[]); // the built-in test certificate
+    let server = server().start(); // the built-in test certificate
     let (tx, rx) = mpsc::channel();
     let tgt = target("127.0.0.1:0", move |_| tx.send(()).unwrap());
 
     // Verified against the public roots, the test certificate is refused.
-    let local = Proc::local(server.addr, &["--no-ca"]);
+    let local = local(server.addr).public_roots().start();
     let (mut s, rep) = socks_request(local.addr, &tgt.to_string());
     assert_eq!(rep, 1, "general failure");
     read_until_closed(&mut s).unwrap();
@@ -193,7 +193,7 @@ fn an_untrusted_server_is_refused_and_its_target_sees_nothing() {
     assert!(rx.try_recv().is_err(), "nothing reached the target");
 
     // Trusting the test CA, it works.
-    let local = Proc::local(server.addr, &["--ca", CA]);
+    let local = crate::support::local(server.addr).args(&["--ca", CA]).start();
     let _s = socks_connect(local.addr, &tgt.to_string());
     rx.recv_timeout(TIMEOUT).expect("the target is reached");
 }
@@ -206,7 +206,7 @@ fn a_refused_target_is_closed_and_a_dead_server_is_a_refusal_reply() {
     let _ = read_until_closed(&mut s); // EOF or reset: either way closed, and not a hang
     pair.server.wait_line(|l| l.contains(&format!("target={closed} ")) && l.contains("end=target:"));
 
-    let local = Proc::local(closed, &[]);
+    let local = local(closed).start();
     let (mut s, rep) = socks_request(local.addr, "127.0.0.1:80");
     assert_eq!(rep, 5, "connection refused");
     read_until_closed(&mut s).unwrap();
@@ -232,7 +232,7 @@ fn silent_clients_are_closed_at_the_handshake_deadline() {
 
 #[test]
 fn threads_return_to_idle_once_connections_close() {
-    let pair = Pair::with_args(&[], &["--pool", "0"]);
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
     let (server_idle, local_idle) = (pair.server.threads(), pair.local.threads());
     let tgt = echo("127.0.0.1:0");
     let open: Vec<TcpStream> = (0..20).map(|_| socks_connect(pair.local.addr, &tgt.to_string())).collect();
@@ -314,7 +314,7 @@ fn after_a_half_close_a_silent_peer_is_closed_at_the_linger_timeout() {
 
 #[test]
 fn out_of_descriptors_the_local_backs_off_and_recovers() {
-    let pair = Pair::start();
+    let pair = Pair::spawn(&[], &[]);
     let web = http("127.0.0.1:0");
     let pid = pair.local.pid().to_string();
     // Only the soft limit moves; the hard one stays, so it can be raised again.
@@ -359,11 +359,10 @@ fn the_pool_serves_clients_and_replaces_stale_connections() {
 
 #[test]
 fn ready_connections_the_server_closed_are_not_used() {
-    let (c, k) = (cert("server.pem"), cert("server.key"));
-    let mut server = Proc::server(&["--cert", &c, "--key", &k]);
+    let mut server = server_with_certs().spawn();
     let idle = server.threads();
     let addr = server.addr.to_string();
-    let local = Proc::local(server.addr, &["--pool", "2", "--pool-age", "60"]);
+    let local = local(server.addr).args(&["--pool", "2", "--pool-age", "60"]).spawn();
     // Both ready connections wait on the server, each on a setup thread.
     let until = std::time::Instant::now() + TIMEOUT;
     while server.threads() < idle + 2 {
@@ -372,7 +371,7 @@ fn ready_connections_the_server_closed_are_not_used() {
     }
     // The server restarts: the ready connections are dead, with session tickets unread before the end.
     drop(server);
-    server = Proc::server(&["--listen", &addr, "--cert", &c, "--key", &k]);
+    server = server_with_certs().args(&["--listen", &addr]).spawn();
     let web = http("127.0.0.1:0");
     assert_eq!(curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]), PAGE);
     server.wait_line(|l| l.contains(&format!("target={web} ")));

@@ -2,9 +2,7 @@
 //! close line and the start of another goes through the pair, and every line
 //! both processes log still parses into its own fields.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 /// A name that ends a close line early (its own up=, down=, time=, end=) and
 /// starts a forged one after U+2028, where some log viewers break lines. It is
@@ -93,7 +91,7 @@ fn check_lines(who: &str, p: &Proc) -> Vec<Vec<String>> {
 #[test]
 fn a_forged_target_name_stays_one_field_in_both_logs() {
     // No pool: the one connection in each log is the test's, #1.
-    let pair = Pair::with_args(&[], &["--pool", "0"]);
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
     let (mut s, rep) = socks_request(pair.local.addr, &format!("{FORGED}:80"));
     assert_eq!(rep, 0, "the local hands the name on");
     // The server cannot resolve it and closes; so does the local.

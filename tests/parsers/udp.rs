@@ -5,20 +5,16 @@
 //! reproducible. No input may panic, allocate more than one frame's payload,
 //! or make a parser take more than the message it accepted.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
 
 use blocking_proxy::error::Error;
 use blocking_proxy::proto::addr::Target;
 use blocking_proxy::proto::socks5;
 use blocking_proxy::proto::wire;
 
-#[path = "common/generated.rs"]
-mod generated;
-use generated::{mutate, Rng, LARGEST};
+use crate::generated::{mutate, Rng, LARGEST};
 
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 
 const CASES: usize = 200_000;
 
@@ -80,6 +76,6 @@ fn generated_frames_and_datagram_headers() {
         }
     }
     assert!(accepted > CASES / 4, "the generator makes enough valid messages: {accepted}");
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = LARGEST.with(Cell::get);
     assert!(largest <= 2 * (wire::UDP_PAYLOAD_MAX + 1024), "an allocation of {largest} bytes at once");
 }

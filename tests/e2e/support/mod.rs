@@ -1,7 +1,10 @@
-//! Test harness: the real binaries on 127.0.0.1:0, in-process targets, a
-//! SOCKS5 client, digests. Every socket gets a timeout so a hang fails.
-#![allow(dead_code)]
+//! What the end-to-end tests share: the pair run in this process through
+//! the library ([`Running`]) or as real processes ([`Proc`]), both built
+//! from command lines ([`server`], [`local`]); in-process targets; SOCKS5,
+//! HTTP and UDP clients; digests. Every socket gets a timeout, so a hang
+//! fails instead of blocking the run.
 
+pub mod logs;
 pub mod trojan;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -12,20 +15,197 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use blocking_proxy::cli::common::cap;
+use blocking_proxy::cli::local::{self, LocalArgs};
+use blocking_proxy::cli::server::{self, ServerArgs};
+use blocking_proxy::conn::accept::Stopper;
+use blocking_proxy::conn::report::Watch;
+use blocking_proxy::net::limits::FDS_PER_CONNECTION;
+
 /// The longest any single step of a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The project's root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A file of the test certificates in `certs/`.
 pub fn cert(name: &str) -> String {
     root().join("certs").join(name).display().to_string()
 }
 
-/// A running blocking-server or blocking-local, its stderr collected line by line.
+/// The test CA, which signed the server's test certificate.
+pub const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem");
+
+/// Which binary a command line is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bin {
+    Server,
+    Local,
+}
+
+/// A command line for blocking-server or blocking-local, with what the
+/// tests mostly want filled in: run it in this process ([`Builder::start`])
+/// or as a process of its own ([`Builder::spawn`]).
+#[must_use]
+pub struct Builder {
+    bin: Bin,
+    args: Vec<String>,
+    /// The server may reach loopback and private targets (`--allow-private`).
+    allow_private: bool,
+    /// The local trusts the test CA (`--ca certs/ca.pem`).
+    test_ca: bool,
+    env: Vec<(String, String)>,
+}
+
+/// blocking-server on 127.0.0.1:0 (unless `--listen` is given) with the
+/// built-in test certificate (unless `--cert` and `--key` are), allowed to
+/// reach the tests' targets on loopback (unless [`Builder::default_egress`]).
+pub fn server() -> Builder {
+    Builder { bin: Bin::Server, args: Vec::new(), allow_private: true, test_ca: false, env: Vec::new() }
+}
+
+/// blocking-server with the test certificate files in `certs/`.
+pub fn server_with_certs() -> Builder {
+    server().args(&["--cert", &cert("server.pem"), "--key", &cert("server.key")])
+}
+
+/// blocking-local for `server` on 127.0.0.1:0 (unless `--listen` is
+/// given), trusting the test CA (unless `--ca`, `--pin` or `--insecure` is
+/// given, or [`Builder::public_roots`]).
+pub fn local(server: SocketAddr) -> Builder {
+    local_for(&[server.to_string()])
+}
+
+/// blocking-local with several servers, in order of preference.
+pub fn local_for(servers: &[String]) -> Builder {
+    let args = servers.iter().flat_map(|s| ["--server".to_owned(), s.clone()]).collect();
+    Builder { bin: Bin::Local, args, allow_private: false, test_ca: true, env: Vec::new() }
+}
+
+impl Builder {
+    /// Adds arguments.
+    pub fn args(mut self, args: &[&str]) -> Builder {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// The server keeps its default egress policy: public targets only.
+    pub fn default_egress(mut self) -> Builder {
+        self.allow_private = false;
+        self
+    }
+
+    /// The local verifies the server against the public roots, as it does by default.
+    pub fn public_roots(mut self) -> Builder {
+        self.test_ca = false;
+        self
+    }
+
+    /// An environment variable, for a process ([`Builder::spawn`] only: this
+    /// process's environment is every test's).
+    pub fn env(mut self, name: &str, value: &str) -> Builder {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The whole command line.
+    fn argv(&self) -> Vec<String> {
+        let mut all = self.args.clone();
+        let has = |flag: &str| self.args.iter().any(|a| a == flag);
+        if !has("--listen") {
+            all.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        if self.bin == Bin::Server && self.allow_private {
+            all.push("--allow-private".to_owned());
+        }
+        if self.bin == Bin::Local && self.test_ca && !["--ca", "--pin", "--insecure"].iter().any(|f| has(f)) {
+            all.extend(["--ca".to_owned(), CA.to_owned()]);
+        }
+        all
+    }
+
+    /// Runs it in this process, through the library, on a thread of its
+    /// own; it stops accepting when dropped.
+    pub fn start(self) -> Running {
+        assert!(self.env.is_empty(), "an environment is for processes");
+        logs::capture();
+        let argv = self.argv();
+        let owner = logs::owner();
+        let watch: Watch = Arc::new(move |line: &str, _| logs::push(Some(owner), line.to_owned()));
+        let (addr, stopper) = match self.bin {
+            Bin::Server => {
+                let args = ServerArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let (server, _reload, _serving) =
+                    server::bind(&args, Some(watch)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let started = (server.local_addr().unwrap(), server.stopper().unwrap());
+                thread::spawn(move || server.run());
+                started
+            }
+            Bin::Local => {
+                let args = LocalArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let (max_conns, _) = cap(args.common.max_conns, FDS_PER_CONNECTION);
+                let (local, _reload) =
+                    local::bind(&args, max_conns, Some(watch)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let started = (local.local_addr().unwrap(), local.stopper().unwrap());
+                thread::spawn(move || local.run());
+                started
+            }
+        };
+        Running { addr, owner, stopper }
+    }
+
+    /// Runs it as a process of its own, and waits for its "listening on" line.
+    pub fn spawn(self) -> Proc {
+        let bin = match self.bin {
+            Bin::Server => env!("CARGO_BIN_EXE_blocking-server"),
+            Bin::Local => env!("CARGO_BIN_EXE_blocking-local"),
+        };
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let argv = self.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Proc::start_with_env(bin, &argv, &env)
+    }
+}
+
+/// A blocking-server or blocking-local running in this process. Its close
+/// lines are its own; the other lines the library logs are this process's,
+/// so a test looks for those by what only it has (an address, a port).
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    owner: u64,
+    stopper: Stopper,
+}
+
+impl Running {
+    /// Its close lines, then every other line logged in this process.
+    pub fn lines(&self) -> Vec<String> {
+        logs::lines(self.owner)
+    }
+
+    /// Waits for a line matching `pred` (or fails the test after TIMEOUT).
+    pub fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        logs::wait(self.owner, 1, pred).remove(0)
+    }
+
+    /// Waits for `n` lines matching `pred`.
+    pub fn wait_lines(&self, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        logs::wait(self.owner, n, pred)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stopper.stop();
+    }
+}
+
+/// A running blocking-server or blocking-local process, its stderr collected line by line.
 pub struct Proc {
     child: Child,
+    /// The address it listens on, from its "listening on" line.
     pub addr: SocketAddr,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
@@ -73,38 +253,12 @@ impl Proc {
         p
     }
 
-    /// A server on 127.0.0.1:0 whose targets may be on loopback (the test
-    /// targets are), unless `args` hold the marker `--default-egress`.
-    pub fn server(args: &[&str]) -> Proc {
-        let mut all = vec![];
-        if !args.contains(&"--listen") {
-            all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
-        }
-        if !args.contains(&"--default-egress") {
-            all.push("--allow-private");
-        }
-        all.extend(args.iter().filter(|a| **a != "--default-egress"));
-        Proc::start(env!("CARGO_BIN_EXE_blocking-server"), &all)
-    }
-
-    /// A local for `server`, trusting the test CA unless `args` say otherwise.
-    pub fn local(server: SocketAddr, args: &[&str]) -> Proc {
-        let server = server.to_string();
-        let mut all = vec!["--server", &server];
-        if !args.contains(&"--listen") {
-            all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
-        }
-        if !args.iter().any(|a| ["--ca", "--insecure", "--pin", "--no-ca"].contains(a)) {
-            all.extend_from_slice(&["--ca", CA]);
-        }
-        all.extend(args.iter().filter(|a| **a != "--no-ca"));
-        Proc::start(env!("CARGO_BIN_EXE_blocking-local"), &all)
-    }
-
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Every line it has written to stderr.
     pub fn lines(&self) -> Vec<String> {
         self.log.0.lock().unwrap().clone()
     }
@@ -197,25 +351,33 @@ impl Drop for Proc {
     }
 }
 
-pub const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem");
-
-/// A server with the files in certs/ and a local trusting the test CA.
-pub struct Pair {
-    pub server: Proc,
-    pub local: Proc,
+/// A server with the test certificate files and a local trusting the test CA.
+pub struct Pair<T = Running> {
+    /// blocking-server.
+    pub server: T,
+    /// blocking-local, for that server.
+    pub local: T,
 }
 
 impl Pair {
+    /// Both in this process, with their defaults.
     pub fn start() -> Pair {
         Pair::with_args(&[], &[])
     }
 
+    /// Both in this process, with extra arguments each.
     pub fn with_args(server_args: &[&str], local_args: &[&str]) -> Pair {
-        let (c, k) = (cert("server.pem"), cert("server.key"));
-        let mut s = vec!["--cert", &c, "--key", &k];
-        s.extend_from_slice(server_args);
-        let server = Proc::server(&s);
-        let local = Proc::local(server.addr, local_args);
+        let server = server_with_certs().args(server_args).start();
+        let local = local(server.addr).args(local_args).start();
+        Pair { server, local }
+    }
+}
+
+impl Pair<Proc> {
+    /// Both as processes of their own, with extra arguments each.
+    pub fn spawn(server_args: &[&str], local_args: &[&str]) -> Pair<Proc> {
+        let server = server_with_certs().args(server_args).spawn();
+        let local = local(server.addr).args(local_args).spawn();
         Pair { server, local }
     }
 }
@@ -473,5 +635,29 @@ pub fn recv_digest(r: &mut impl Read) -> (usize, String) {
         }
         d.update(&buf[..n]);
         total += n;
+    }
+}
+
+/// A meeting point for `n` threads: each waits until all have come. A thread
+/// that never comes (its connection refused, say) makes the others fail
+/// after TIMEOUT, where a `Barrier` would leave them waiting for ever.
+pub struct Latch {
+    left: Mutex<usize>,
+    all_in: Condvar,
+}
+
+impl Latch {
+    /// A latch for `n` threads.
+    pub fn new(n: usize) -> Latch {
+        Latch { left: Mutex::new(n), all_in: Condvar::new() }
+    }
+
+    /// Arrives, and waits for the others.
+    pub fn wait(&self) {
+        let mut left = self.left.lock().unwrap();
+        *left -= 1;
+        self.all_in.notify_all();
+        let (left, waited) = self.all_in.wait_timeout_while(left, TIMEOUT, |left| *left > 0).unwrap();
+        assert!(!waited.timed_out(), "{} threads never arrived", *left);
     }
 }

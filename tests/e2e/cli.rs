@@ -1,15 +1,13 @@
 //! Command lines: usage errors exit 2, failures exit 1, each with one line
 //! naming what is wrong; every key format the README promises loads.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::*;
+use crate::support::*;
 
 const LOCAL: &str = env!("CARGO_BIN_EXE_blocking-local");
 const SERVER: &str = env!("CARGO_BIN_EXE_blocking-server");
@@ -118,7 +116,7 @@ fn the_built_in_certificate_serves_loopback_only() {
         assert!(line.contains("certbot") && line.contains("self-signed"), "{line}");
     }
     // A name is resolved: localhost is loopback wherever it points.
-    let server = Proc::server(&["--listen", "localhost:0"]);
+    let server = server().args(&["--listen", "localhost:0"]).spawn();
     server.wait_line(|l| l.contains("WARN") && l.contains("built-in test certificate"));
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
 }
@@ -226,8 +224,8 @@ fn pkcs8_sec1_and_pkcs1_keys_all_work() {
 
     let web = http("127.0.0.1:0");
     for (chain, key) in [(cert("server.pem"), cert("server.key")), (cert("server.pem"), sec1), (crt, rsa)] {
-        let server = Proc::server(&["--cert", &chain, "--key", &key]);
-        let local = Proc::local(server.addr, &[]);
+        let server = server().args(&["--cert", &chain, "--key", &key]).start();
+        let local = local(server.addr).start();
         let body = curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]);
         assert_eq!(body, PAGE, "key {key}");
     }
@@ -235,8 +233,9 @@ fn pkcs8_sec1_and_pkcs1_keys_all_work() {
 
 #[test]
 fn insecure_warns_at_start() {
-    let server = Proc::server(&[]);
-    let local = Proc::local(server.addr, &["--insecure"]);
+    let server = server().start();
+    // A process: the warning is in the lines it logs at start.
+    let local = local(server.addr).args(&["--insecure"]).spawn();
     local.wait_line(|l| l.contains("WARN") && l.contains("not verified"));
     let web = http("127.0.0.1:0");
     let body = curl(&["--socks5", &local.addr.to_string(), &format!("http://{web}/")]);
@@ -245,12 +244,86 @@ fn insecure_warns_at_start() {
 
 #[test]
 fn sni_overrides_the_name_checked() {
-    let server = Proc::server(&[]);
+    let server = server().start();
     let web = http("127.0.0.1:0");
     // The certificate is for localhost, 127.0.0.1 and ::1; any other name fails.
-    let wrong = Proc::local(server.addr, &["--sni", "example.org"]);
+    let wrong = local(server.addr).args(&["--sni", "example.org"]).start();
     let (_s, rep) = socks_request(wrong.addr, &web.to_string());
     assert_eq!(rep, 1);
-    let right = Proc::local(server.addr, &["--sni", "localhost"]);
+    let right = local(server.addr).args(&["--sni", "localhost"]).start();
     assert_eq!(curl(&["--socks5", &right.addr.to_string(), &format!("http://{web}/")]), PAGE);
+}
+
+/// One option as `--help` shows it: names and value, help, default.
+#[derive(Debug, PartialEq)]
+struct Shown {
+    names: String,
+    help: String,
+    default: String,
+}
+
+/// The options of a binary's `--help`, one per line after "Options:".
+fn options(bin: &str) -> Vec<Shown> {
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines = text.lines().skip_while(|l| *l != "Options:").skip(1);
+    lines
+        .map(|line| {
+            let (names, help) = line.trim_start().split_once("  ").unwrap_or_else(|| panic!("{line:?}"));
+            let help = help.trim_start();
+            let (help, default) = if let Some(help) = help.strip_suffix(" (required)") {
+                (help, "required")
+            } else if let Some((help, default)) = help.rsplit_once(" (default ") {
+                (help, default.strip_suffix(')').unwrap_or_else(|| panic!("{line:?}")))
+            } else {
+                (help, "")
+            };
+            Shown { names: names.to_owned(), help: help.to_owned(), default: default.to_owned() }
+        })
+        .collect()
+}
+
+/// A Markdown table of `shown`.
+fn table(shown: &[&Shown]) -> String {
+    let mut out = String::from("| Flag | Default | What it does |\n|---|---|---|\n");
+    for s in shown {
+        out.push_str(&format!("| `{}` | {} | {} |\n", s.names, s.default, s.help));
+    }
+    out
+}
+
+/// Where the text between `<!-- begin NAME -->` and `<!-- end NAME -->` is in `doc`.
+fn section(doc: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let begin = format!("<!-- begin {name} -->\n");
+    let start = doc.find(&begin)? + begin.len();
+    let end = doc[start..].find(&format!("<!-- end {name} -->"))?;
+    Some(start..start + end)
+}
+
+/// docs/REFERENCE.md's flag tables are `--help`'s lines, flag for flag: the
+/// options of both binaries, then each one's own. `UPDATE_REFERENCE=1`
+/// writes the tables `--help` makes into the page.
+#[test]
+fn help_and_the_reference_agree() {
+    let (local, server): (&'static [Shown], &'static [Shown]) =
+        (options(LOCAL).leak(), options(SERVER).leak());
+    let both: Vec<&Shown> = local.iter().filter(|o| server.contains(o)).collect();
+    let own =
+        |all: &'static [Shown]| -> Vec<&'static Shown> { all.iter().filter(|o| !both.contains(o)).collect() };
+    let want = [("both", table(&both)), ("local", table(&own(local))), ("server", table(&own(server)))];
+    let path = root().join("docs/REFERENCE.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap();
+    let update = std::env::var_os("UPDATE_REFERENCE").is_some();
+    for (name, table) in &want {
+        let Some(found) = section(&doc, name) else { panic!("docs/REFERENCE.md has no {name} table") };
+        if doc[found.clone()] != **table {
+            assert!(update, "docs/REFERENCE.md's {name} table is not what --help says; want:\n{table}");
+            doc.replace_range(found, table);
+        }
+    }
+    if update {
+        std::fs::write(&path, doc).unwrap();
+    }
+    assert!(both.iter().any(|o| o.names == "--metrics ADDR:PORT") && own(server).len() > 10);
 }

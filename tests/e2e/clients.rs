@@ -4,8 +4,6 @@
 //! each; request bodies passed exactly; and bad input over a real socket
 //! answered or closed, never left hanging.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,7 +12,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// Every variable through which a tool may pick a proxy, or skip one.
 const PROXY_VARS: [&str; 8] = [
@@ -472,7 +470,7 @@ fn bad_http_and_socks4_get_their_answer_or_a_close_never_a_hang() {
 fn unreachable_servers_and_targets_get_502_504_and_91() {
     // No server at all: refused at once.
     let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let local = Proc::local(dead, &[]);
+    let local = local(dead).start();
     let web = http("127.0.0.1:0");
     let get = format!("GET http://{web}/ HTTP/1.1\r\n\r\n").into_bytes();
     let connect = format!("CONNECT {web} HTTP/1.1\r\n\r\n").into_bytes();
@@ -485,7 +483,7 @@ fn unreachable_servers_and_targets_get_502_504_and_91() {
     let silent = target("127.0.0.1:0", |mut s| {
         let _ = s.read_to_end(&mut Vec::new());
     });
-    let local = Proc::local(silent, &["--connect-timeout", "1"]);
+    let local = crate::support::local(silent).args(&["--connect-timeout", "1"]).start();
     assert_eq!(status_line(&exchange(local.addr, &get, false, false)), "HTTP/1.1 504 Gateway Timeout");
 
     // The server cannot reach the target: the tunnel ends before any byte of a response.
@@ -500,7 +498,8 @@ fn unreachable_servers_and_targets_get_502_504_and_91() {
 
 #[test]
 fn over_the_cap_each_protocol_is_answered_in_its_own() {
-    let pair = Pair::with_args(&[], &["--max-conns", "1"]);
+    // A process: the test stops it (SIGSTOP) to queue requests in the kernel.
+    let pair = Pair::spawn(&[], &["--max-conns", "1"]);
     let echo = echo("127.0.0.1:0");
     let mut held = socks_connect(pair.local.addr, &echo.to_string());
     held.write_all(b"x").unwrap();

@@ -1,13 +1,11 @@
 //! Interoperability with Debian's trojan (1.16, C++), the reference
 //! implementation of the trojan format, in both directions.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::support::*;
 
 /// A trojan process; killed on drop.
 struct Trojan {
@@ -53,7 +51,7 @@ impl Trojan {
 #[test]
 fn curl_through_the_trojan_client_to_blocking_server() {
     let dir = scratch("trojan-client");
-    let server = Proc::server(&["--password", "correct horse"]);
+    let server = server().args(&["--password", "correct horse"]).start();
     let web = http("127.0.0.1:0");
     let port = free_port();
     let config = trojan::client_config(port, server.addr, "correct horse", CA);
@@ -78,7 +76,7 @@ fn curl_through_blocking_local_to_the_trojan_server() {
         &cert("server.key"),
     );
     let server = Trojan::start(&dir, "server", config, port);
-    let local = Proc::local(server.addr, &["--password", "correct horse", "--sni", "localhost"]);
+    let local = local(server.addr).args(&["--password", "correct horse", "--sni", "localhost"]).start();
     let proxy = local.addr.to_string();
     let body = curl(&["--socks5-hostname", &proxy, &format!("http://localhost:{}/", web.port())]);
     assert_eq!(body, PAGE);
@@ -86,7 +84,8 @@ fn curl_through_blocking_local_to_the_trojan_server() {
     assert_eq!(body, PAGE);
 
     // And the trojan server does not take a wrong password: its fallback answers.
-    let wrong = Proc::local(server.addr, &["--password", "wrong", "--sni", "localhost"]);
+    let wrong =
+        crate::support::local(server.addr).args(&["--password", "wrong", "--sni", "localhost"]).start();
     let body =
         curl(&["--socks5-hostname", &wrong.addr.to_string(), &format!("http://localhost:{}/", web.port())]);
     assert_eq!(body, "fallback\n");

@@ -4,8 +4,6 @@
 //! closes the connection; a health check keeps the connection's own address.
 //! The balancer here is the test itself, writing the header by hand.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -16,7 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use socket2::{Domain, Socket, Type};
 
-use common::*;
+use crate::support::*;
 
 /// A TCP connection to `server` from `source` (a loopback address, port 0 for any).
 fn from(source: &str, server: SocketAddr) -> TcpStream {
@@ -82,7 +80,7 @@ fn v2(source: &str, destination: &str) -> Vec<u8> {
 
 #[test]
 fn the_client_a_header_names_is_the_client_in_the_close_line() {
-    let server = Proc::server(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]);
+    let server = server().args(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]).start();
     let echo = echo("127.0.0.1:0");
     let headers = [
         ("192.0.2.1:56324", v1("192.0.2.1:56324", "198.51.100.1:443")),
@@ -101,7 +99,7 @@ fn the_client_a_header_names_is_the_client_in_the_close_line() {
 
 #[test]
 fn a_client_outside_proxy_from_cannot_claim_another_address() {
-    let server = Proc::server(&["--proxy-protocol", "--proxy-from", "127.0.0.3/32"]);
+    let server = server().args(&["--proxy-protocol", "--proxy-from", "127.0.0.3/32"]).start();
     let echo = echo("127.0.0.1:0");
     // A client on 127.0.0.1 tries to pass for 203.0.113.9: closed before its header is read.
     let mut spoof = from("127.0.0.1:0", server.addr);
@@ -119,7 +117,7 @@ fn a_client_outside_proxy_from_cannot_claim_another_address() {
 
 #[test]
 fn a_connection_without_a_valid_header_is_closed() {
-    let server = Proc::server(&["--proxy-protocol", "--handshake-timeout", "0.5"]);
+    let server = server().args(&["--proxy-protocol", "--handshake-timeout", "0.5"]).start();
     let echo = echo("127.0.0.1:0");
     // TLS straight away: its first byte is no header.
     let sock = from("127.0.0.1:0", server.addr);
@@ -151,7 +149,7 @@ fn a_connection_without_a_valid_header_is_closed() {
 
 #[test]
 fn a_health_check_keeps_the_connections_own_address() {
-    let server = Proc::server(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]);
+    let server = server().args(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]).start();
     let echo = echo("127.0.0.1:0");
     // A LOCAL header, then a close: the balancer's health check.
     let mut check = from("127.0.0.1:0", server.addr);
@@ -170,7 +168,9 @@ fn a_health_check_keeps_the_connections_own_address() {
 
 #[test]
 fn the_pending_limit_counts_the_client_a_header_names_not_the_balancer() {
-    let server = Proc::server(&["--proxy-protocol", "--max-conns", "20", "--max-pending-per-ip", "2"]);
+    // A process: the warning is in the lines it logs at start.
+    let server =
+        server().args(&["--proxy-protocol", "--max-conns", "20", "--max-pending-per-ip", "2"]).spawn();
     let warning = server.wait_line(|l| l.contains("WARN") && l.contains("--proxy-protocol"));
     println!("{warning}");
     assert!(warning.contains("any client can claim any address"), "{warning}");

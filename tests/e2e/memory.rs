@@ -14,8 +14,6 @@
 //! `SOAK_CYCLES` sets the cycle count: [`DEFAULT_CYCLES`] in `make test`, 14
 //! in `make soak`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// Cycles when `SOAK_CYCLES` is not set: short enough for `make test` (about
 /// 65 s on 2 cores, some 7 to 10 s a cycle), long enough to fail clearly with
@@ -132,7 +130,7 @@ fn resident_memory_stays_flat_over_cycles_of_load() {
         .map(|v| v.parse().expect("SOAK_CYCLES is a number"))
         .unwrap_or(DEFAULT_CYCLES);
     assert!(cycles >= 3, "SOAK_CYCLES must be at least 3: a warm-up, a baseline and one to compare");
-    let pair = Pair::with_args(&[], &["--pool", "0"]);
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
     let idle = [pair.local.threads(), pair.server.threads()];
     let echo = echo("127.0.0.1:0").to_string();
     let source = target("127.0.0.1:0", |mut s| {

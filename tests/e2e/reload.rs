@@ -2,15 +2,13 @@
 //! was loaded, connections already open go on untouched, and a file that is
 //! missing or invalid keeps everything as it was, with one warning.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::support::*;
 
 fn hup(p: &Proc) {
     let ok = Command::new("kill").args(["-HUP", &p.pid().to_string()]).status().unwrap();
@@ -63,7 +61,7 @@ fn the_local_reads_its_user_file_and_ca_again_and_open_connections_go_on() {
     let (users, ca) = (dir.join("users"), dir.join("ca.pem"));
     write(&users, "alice:wonder\n");
     fs::copy(CA, &ca).unwrap();
-    let pair = Pair::with_args(&[], &["--user-file", users.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    let pair = Pair::spawn(&[], &["--user-file", users.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
     let echo = echo("127.0.0.1:0");
 
     let (mut open, rep) = login_and_connect(pair.local.addr, "alice", "wonder", echo);
@@ -187,8 +185,8 @@ fn the_server_reads_its_certificate_and_passwords_again_while_a_transfer_runs_ac
         server_pw.to_str().unwrap(),
         local_pw.to_str().unwrap(),
     );
-    let server = Proc::server(&["--cert", c, "--key", k, "--password-file", sp]);
-    let local = Proc::local(server.addr, &["--password-file", lp]);
+    let server = server().args(&["--cert", c, "--key", k, "--password-file", sp]).spawn();
+    let local = local(server.addr).args(&["--password-file", lp]).spawn();
     let echo = echo("127.0.0.1:0");
     let start = server.wait_line(|l| l.contains("certificate sha256 fingerprint"));
     assert!(start.contains("valid ") && start.contains(" more days"), "{start}");
@@ -273,7 +271,7 @@ fn the_server_reads_its_certificate_and_passwords_again_while_a_transfer_runs_ac
 fn a_certificate_near_its_end_is_warned_about_at_start() {
     let dir = scratch("expiry");
     let (cert, key) = new_certificate(&dir, "short", 5);
-    let server = Proc::server(&["--cert", &cert, "--key", &key]);
+    let server = server().args(&["--cert", &cert, "--key", &key]).spawn();
     let line = server.wait_line(|l| l.contains("the certificate expires in"));
     assert!(line.contains("WARN") && line.contains("expires in 4 days"), "{line}");
 }

@@ -2,19 +2,17 @@
 //! thousand slow or silent clients, and the deepest call path on the
 //! connection threads' small stacks.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const FLOOD: usize = 1000;
 
 /// A pair whose processes start with a descriptor limit of 256 (soft and hard).
-fn limited_pair() -> Pair {
+fn limited_pair() -> Pair<Proc> {
     let server_bin = env!("CARGO_BIN_EXE_blocking-server");
     let local_bin = env!("CARGO_BIN_EXE_blocking-local");
     let (c, k) = (cert("server.pem"), cert("server.key"));

@@ -3,8 +3,6 @@
 //! source cannot take every place with connections that never authenticate,
 //! and the cap follows the thread limits as well as the descriptor limit.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
@@ -17,7 +15,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use socket2::{Domain, Socket, Type};
 
-use common::*;
+use crate::support::*;
 
 /// A TLS connection to `server` from `source`, trusting the test CA.
 fn tls_from(source: &str, server: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
@@ -50,7 +48,7 @@ fn closed_now(s: &TcpStream) -> bool {
 
 #[test]
 fn one_source_cannot_take_every_place_with_connections_that_say_nothing() {
-    let server = Proc::server(&["--max-conns", "20", "--max-pending-per-ip", "8"]);
+    let server = server().args(&["--max-conns", "20", "--max-pending-per-ip", "8"]).start();
     let echo = echo("127.0.0.1:0");
     // 127.0.0.1 opens twenty connections and never starts TLS.
     let flood: Vec<TcpStream> = (0..20).map(|_| connect(server.addr)).collect();
@@ -107,7 +105,7 @@ fn name_lookups_that_never_return_keep_their_places_under_the_cap() {
     std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:3 attempts:1\n").unwrap();
     let exe = std::env::current_exe().unwrap();
     let script = "ip link set lo up && mount --bind \"$0\" /etc/resolv.conf && \
-                  exec \"$1\" --exact in_a_namespace_with_a_silent_resolver --ignored --nocapture";
+                  exec \"$1\" --exact limits::in_a_namespace_with_a_silent_resolver --ignored --nocapture";
     let status = Command::new("unshare")
         .args(["-m", "-n", "sh", "-c", script])
         .arg(&resolv)
@@ -127,7 +125,7 @@ fn in_a_namespace_with_a_silent_resolver() {
     // The resolver: takes every query, answers none.
     let _silent = UdpSocket::bind("127.0.0.1:53").unwrap();
     const CAP: usize = 20;
-    let server = Proc::server(&["--max-conns", "20", "--connect-timeout", "1"]);
+    let server = server().args(&["--max-conns", "20", "--connect-timeout", "1"]).spawn();
     let idle = server.threads();
     let most = Arc::new(AtomicUsize::new(idle));
     let done = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,31 @@
+//! The pair end to end, against the real things people run beside it:
+//! curl, wget, urllib and PySocks, Debian's trojan, nginx behind the
+//! fallback, HAProxy in front, promtool. Most tests run the pair in this
+//! process through the library; those about processes themselves (the
+//! command line, signals, reloads, installs, threads, descriptors and
+//! memory, the metrics' process-wide counts) run the real binaries. See
+//! docs/DEVELOPING.md for what each module covers.
+
+mod support;
+
+mod auth;
+mod cli;
+mod clients;
+mod egress;
+mod failover;
+mod faults;
+mod flood;
+mod haproxy;
+mod install;
+mod limits;
+mod logs;
+mod memory;
+mod metrics;
+mod pair;
+mod probe;
+mod proxy_protocol;
+mod reload;
+mod soak;
+mod tls;
+mod trojan;
+mod udp;
