@@ -7,7 +7,7 @@
 //! with a thread per direction of every connection spreads its allocations
 //! over all of them, and each keeps its own high-water mark of free memory:
 //! resident memory grows over hours of varied load although nothing leaks
-//! (tests/memory.rs shows it; docs/PERFORMANCE.md has the numbers). With a
+//! (tests/e2e/memory.rs shows it; docs/PERFORMANCE.md has the numbers). With a
 //! small fixed number of arenas, memory freed by one connection's threads is
 //! reused by the next one's.
 

@@ -6,7 +6,7 @@
 //! Every way a connection can end is one variant here, made where it
 //! happens and carried up as the `Err` of the per-connection functions; the
 //! relay and a UDP association report theirs in their [`Outcome`](super::report::Outcome).
-//! docs/OPERATING.md lists the texts; the tests below pin each one and its class.
+//! docs/REFERENCE.md lists the texts; the tests below pin each one and its class.
 
 use std::fmt;
 use std::io;

@@ -1,5 +1,5 @@
 //! Several blocking-servers behind HAProxy (Debian's `haproxy`, installed by
-//! `make deps`) in TCP mode, as docs/DEPLOYMENT.md configures it: each
+//! `make deps`) in TCP mode, as docs/OPERATING.md configures it: each
 //! connection goes to one of three servers with a PROXY protocol v2 header
 //! (`send-proxy-v2`), from a second loopback address (`source 127.0.0.3`),
 //! and health checks take a dead server out. One blocking-local's requests
