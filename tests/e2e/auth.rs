@@ -212,7 +212,8 @@ fn login(name: &str, password: &str) -> Vec<u8> {
 
 #[test]
 fn over_the_cap_a_local_with_users_offers_no_method() {
-    let pair = Pair::with_args(&[], &["--user", "alice:wonder", "--max-conns", "1"]);
+    // A process: the test stops it (SIGSTOP) to queue a greeting in the kernel.
+    let pair = Pair::spawn(&[], &["--user", "alice:wonder", "--max-conns", "1"]);
     let echo = echo("127.0.0.1:0");
     // The one place under the cap, held by a logged-in client.
     let mut held = connect(pair.local.addr);
@@ -227,8 +228,15 @@ fn over_the_cap_a_local_with_users_offers_no_method() {
 
     // Over the cap, a client offering only username/password: method 0xFF
     // (none acceptable), never 0x00, which would let it skip the login.
-    let mut over = connect(pair.local.addr);
-    over.write_all(&[5, 1, 2]).unwrap();
+    // The answer needs the greeting to be there when the local accepts:
+    // with the local stopped, the kernel completes the connection and queues
+    // the greeting, and the local finds both when it continues.
+    let mut over = {
+        let _stopped = Stopped::new(pair.local.pid());
+        let mut over = connect(pair.local.addr);
+        over.write_all(&[5, 1, 2]).unwrap();
+        over
+    };
     let mut method = [0u8; 2];
     over.read_exact(&mut method).unwrap();
     println!("over the cap: {method:?}");

@@ -529,23 +529,6 @@ fn over_the_cap_each_protocol_is_answered_in_its_own() {
     pair.local.wait_line(|l| l.contains("refusing 127.0.0.1:"));
 }
 
-/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), even by a failing test.
-struct Stopped(String);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        let pid = pid.to_string();
-        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
-    }
-}
-
 fn http_busy() -> Vec<u8> {
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\
 Connection: close\r\n\r\n503 Service Unavailable\n"

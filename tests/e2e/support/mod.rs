@@ -661,3 +661,21 @@ impl Latch {
         assert!(!waited.timed_out(), "{} threads never arrived", *left);
     }
 }
+
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), even by a failing test.
+pub struct Stopped(String);
+
+impl Stopped {
+    /// Stops the process `pid`.
+    pub fn new(pid: u32) -> Stopped {
+        let pid = pid.to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
