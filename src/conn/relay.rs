@@ -33,6 +33,51 @@ use super::report::Outcome;
 use super::split::{self, ReadHalf, WriteHalf};
 use super::timeouts::Timeouts;
 
+/// Starts relaying between `a` and `b` and returns at once: one thread
+/// copies a → b ([`Dir::Up`]), another b → a, and whichever ends last calls
+/// `done` with the outcome. `sides` name the two legs' sides in its end (client, target).
+/// A blocked write gives up after the idle time. If a copy thread cannot be
+/// started, the connection is closed and `done` still runs.
+pub fn relay(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    relay_answering_silence(a, b, sides, timeouts, None, done);
+}
+
+/// [`relay`], with an answer for the first end should the second end (with
+/// an EOF or an error) before it has sent a single byte: `silence` is written
+/// to the first end, which is then closed cleanly (not reset), so that it
+/// reads the answer. The end reported says what the second end did. For a
+/// forwarded HTTP request, whose client would otherwise see an empty reply.
+pub fn relay_answering_silence(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    silence: Option<&'static [u8]>,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
+    for s in [&a.sock, &b.sock] {
+        let _ = s.set_write_timeout(Some(timeouts.idle));
+    }
+    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
+    shared.silence = silence;
+    let shared = Arc::new(shared);
+    for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
+        let mine = Arc::clone(&shared);
+        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));
+        if let Err(e) = spawned {
+            // This direction never runs: close everything and count it as ended.
+            shared.abort(End::NoThread(e));
+            shared.finish();
+        }
+    }
+}
+
 /// The copy buffer of a direction that reads plain TCP: four TLS records'
 /// worth per write.
 pub const COPY_BUF: usize = 64 * 1024;
@@ -421,71 +466,12 @@ fn bursts(
     }
 }
 
-/// Starts relaying between `a` and `b` and returns at once: one thread
-/// copies a → b ([`Dir::Up`]), another b → a, and whichever ends last calls
-/// `done` with the outcome. `sides` name the two legs' sides in its end (client, target).
-/// A blocked write gives up after the idle time. If a copy thread cannot be
-/// started, the connection is closed and `done` still runs.
-pub fn relay(
-    a: Leg,
-    b: Leg,
-    sides: [Side; 2],
-    timeouts: &Timeouts,
-    done: impl FnOnce(Outcome) + Send + 'static,
-) {
-    relay_answering_silence(a, b, sides, timeouts, None, done);
-}
-
-/// [`relay`], with an answer for the first end should the second end (with
-/// an EOF or an error) before it has sent a single byte: `silence` is written
-/// to the first end, which is then closed cleanly (not reset), so that it
-/// reads the answer. The end reported says what the second end did. For a
-/// forwarded HTTP request, whose client would otherwise see an empty reply.
-pub fn relay_answering_silence(
-    a: Leg,
-    b: Leg,
-    sides: [Side; 2],
-    timeouts: &Timeouts,
-    silence: Option<&'static [u8]>,
-    done: impl FnOnce(Outcome) + Send + 'static,
-) {
-    for s in [&a.sock, &b.sock] {
-        let _ = s.set_write_timeout(Some(timeouts.idle));
-    }
-    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
-    shared.silence = silence;
-    let shared = Arc::new(shared);
-    for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
-        let mine = Arc::clone(&shared);
-        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));
-        if let Err(e) = spawned {
-            // This direction never runs: close everything and count it as ended.
-            shared.abort(End::NoThread(e));
-            shared.finish();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::testing::socket_pair;
     use std::io::Read;
-    use std::net::TcpListener;
     use std::thread;
-
-    const TIMEOUT: Duration = Duration::from_secs(20);
-
-    /// Two connected sockets on loopback.
-    fn socket_pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
-        let (b, _) = l.accept().unwrap();
-        for s in [&a, &b] {
-            s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(TIMEOUT)).unwrap();
-        }
-        (a, b)
-    }
 
     #[test]
     fn quiet_pauses_end_bursts_and_every_byte_still_arrives() {

@@ -523,25 +523,12 @@ fn unmapped(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
     use crate::conn::admission::Gate;
+    use crate::net::testing::{socket_pair, TIMEOUT};
     use crate::tls::config::{client_config, server_config, Identity, Trust};
     use rustls::pki_types::ServerName;
     use rustls::{ClientConnection, ServerConnection, StreamOwned};
-    use std::net::TcpListener;
     use std::sync::mpsc;
     use std::thread;
-
-    const TIMEOUT: Duration = Duration::from_secs(20);
-
-    fn socket_pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
-        let (b, _) = l.accept().unwrap();
-        for s in [&a, &b] {
-            s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(TIMEOUT)).unwrap();
-        }
-        (a, b)
-    }
 
     fn udp() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -377,20 +377,11 @@ mod tests {
     use super::*;
     use crate::conn::admission::Gate;
     use crate::conn::end::Hop;
-    use std::net::TcpListener;
-
-    const TIMEOUT: Duration = Duration::from_secs(20);
+    use crate::net::testing::{socket_pair, TIMEOUT};
 
     /// A client's socket and the local's end of it, on loopback.
     fn client_and_app() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect_timeout(&l.local_addr().unwrap(), TIMEOUT).unwrap();
-        let (app, _) = l.accept().unwrap();
-        for s in [&client, &app] {
-            s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(TIMEOUT)).unwrap();
-        }
-        (client, app)
+        socket_pair()
     }
 
     fn report(app: &TcpStream) -> Report {

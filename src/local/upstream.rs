@@ -249,7 +249,12 @@ impl Upstreams {
     /// One TCP connection and TLS handshake to the server at `index`.
     fn open(&self, index: usize, until: Instant, place: Option<&Place>) -> Result<Link, Error> {
         let server = &self.servers[index];
-        let opened = dial::connect(&server.addr, until, None, &place.cloned()).and_then(|sock| {
+        // A lookup that outlives its deadline holds the client's place, if there is a client.
+        let connected = match place {
+            Some(place) => dial::connect(&server.addr, until, None, place),
+            None => dial::connect(&server.addr, until, None, &()),
+        };
+        let opened = connected.and_then(|sock| {
             let tls = self.tls.get();
             let mut conn = ClientConnection::new(Arc::clone(&tls), server.name.clone())?;
             handshake::handshake(&mut conn, &mut Deadline::new(&sock, until))?;

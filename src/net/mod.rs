@@ -11,3 +11,5 @@ pub mod limits;
 pub mod egress;
 pub mod deadline;
 pub mod poll;
+#[cfg(test)]
+pub(crate) mod testing;
