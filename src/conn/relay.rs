@@ -284,6 +284,13 @@ impl Relay {
         self.wake.notify_all();
     }
 
+    /// Ends the connection at the idle timeout; out of line, so that the
+    /// waiting direction's frame holds no [`End`] (see [`end_direction`]).
+    #[inline(never)]
+    fn idle(&self) {
+        self.abort(End::Idle);
+    }
+
     /// Called by each direction when it ends. The first to end waits while
     /// the other still moves bytes, and closes it once it has been quiet for
     /// the linger time; the last reports the outcome.
@@ -360,7 +367,6 @@ impl Write for Counted<'_> {
 
 /// Copies one direction until EOF or error, then ends it.
 fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
-    let sides = shared.sides;
     let sock = Arc::clone(&shared.socks[dir.source()]);
     let mut dst = Counted { inner: writer, shared: &shared, dir, failed: false };
     // Each burst has buffers of its own: `io::copy` reads straight into the
@@ -375,6 +381,21 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
             copied
         }),
     };
+    end_direction(copied, dst);
+    shared.finish();
+}
+
+/// Ends one direction once its copy has returned: passes an EOF on, answers
+/// a second side that ended silent, or aborts on an error.
+///
+/// A function of its own, not part of [`pump`]: the copy's deepest calls (a
+/// TLS record decrypted, say) sit on `pump`'s frame, and every stack page
+/// they touch stays resident for as long as the connection is open; the
+/// ends made here would make that frame larger.
+#[inline(never)]
+fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
+    let (shared, dir) = (dst.shared, dst.dir);
+    let sides = shared.sides;
     let to = sides[dir.destination()];
     let silent = dir == Dir::Down
         && !dst.failed
@@ -387,8 +408,6 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
         if let Err(e) = dst.inner.write_all(answer).and_then(|()| dst.inner.close_write()) {
             shared.abort(End::Broke(to, Break::of(e)));
         }
-        drop(dst);
-        shared.finish();
         return;
     }
     match copied {
@@ -404,8 +423,6 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
             shared.abort(End::Broke(side, Break::of(e)));
         }
     }
-    drop(dst);
-    shared.finish();
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -445,7 +462,7 @@ fn bursts(
             let quiet = dst.shared.quiet_for();
             let idle = dst.shared.timeouts.idle;
             if quiet >= idle {
-                dst.shared.abort(End::Idle);
+                dst.shared.idle();
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
             }
             match wait(sock, &dst_sock, false, idle - quiet)? {
