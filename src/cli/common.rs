@@ -117,11 +117,7 @@ impl Passwords {
     pub fn read(&self) -> Result<Vec<String>, Exit> {
         let mut all = self.given.clone();
         if let Some(path) = &self.file {
-            let lines = read_lines(path, "password file")?;
-            if lines.is_empty() {
-                return Err(failed(format!("no password in {}", path.display())));
-            }
-            all.extend(lines);
+            all.extend(read_lines(path, "password")?);
         }
         if let Ok(p) = std::env::var(PASSWORD_ENV) {
             if !p.is_empty() {
@@ -167,11 +163,7 @@ impl Users {
     pub fn read(&self) -> Result<Vec<User>, Exit> {
         let mut users = self.given.clone();
         if let Some(path) = &self.file {
-            let lines = read_lines(path, "user file")?;
-            if lines.is_empty() {
-                return Err(failed(format!("no user in {}", path.display())));
-            }
-            for (i, line) in lines.iter().enumerate() {
+            for (i, line) in read_lines(path, "user")?.iter().enumerate() {
                 let user = User::parse(line).ok_or_else(|| {
                     failed(format!(
                         "{} line {}: want NAME:PASSWORD, each 1 to 255 bytes",
@@ -186,11 +178,17 @@ impl Users {
     }
 }
 
-/// The non-empty lines of a file, without their line endings.
+/// The non-empty lines of a file of `what`s (a password file, a user file),
+/// without their line endings; a file that cannot be read, or holds none, is an error.
 fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| failed(format!("cannot read {what} {}: {e}", path.display())))?;
-    Ok(text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect())
+        .map_err(|e| failed(format!("cannot read {what} file {}: {e}", path.display())))?;
+    let lines: Vec<String> =
+        text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect();
+    if lines.is_empty() {
+        return Err(failed(format!("no {what} in {}", path.display())));
+    }
+    Ok(lines)
 }
 
 /// Raises the descriptor and thread limits and returns `--max-conns`, or

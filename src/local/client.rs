@@ -67,7 +67,7 @@ pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
     let _ = app.set_nodelay(true);
     let secrets = ctx.secrets.get();
     match handshake(&app, &secrets, ctx.timeouts.handshake, &mut report) {
-        Ok(Ask::Udp(from)) => associate(app, &from, ctx, &secrets, report),
+        Ok(ask @ Ask::Udp(_)) => associate(app, &ask, ctx, &secrets, report),
         Ok(ask) => tunnel(app, ask, ctx, &secrets, report),
         Err(end) => refused(&app, report, end),
     }
@@ -307,12 +307,13 @@ fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// Serves a UDP ASSOCIATE: a UDP socket of its own on the listener's
 /// address for the client's datagrams, one TLS connection to the server
 /// whose trojan header asks for UDP, the success reply naming the socket,
-/// then the association's two threads (see [`crate::conn::udp`]). `from` is
-/// where the client said its datagrams will come from: its port, when not
-/// 0, is the only one accepted; the address is always the client's own.
-fn associate(app: TcpStream, from: &Target, ctx: &Context, secrets: &Secrets, mut report: Report) {
+/// then the association's two threads (see [`crate::conn::udp`]). The
+/// request (`ask`, a [`Ask::Udp`]) names where the client's datagrams will
+/// come from: its port, when not 0, is the only one accepted; the address
+/// is always the client's own.
+fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     report.udp();
-    let opened = match open_udp(&app, from, ctx, secrets, &report) {
+    let opened = match open_udp(&app, ask, ctx, secrets, &report) {
         Ok(opened) => opened,
         Err(end) => return refused(&app, report, end),
     };
@@ -321,7 +322,8 @@ fn associate(app: TcpStream, from: &Target, ctx: &Context, secrets: &Secrets, mu
         return report.end(End::Failed(Step::Client, Error::Io(e)));
     }
     log::debug!("#{} udp association on {} for {}", report.id, opened.bound, opened.client);
-    let client = udp::Client { control: app, udp: opened.udp, ip: opened.client.ip(), port: from.port() };
+    let client =
+        udp::Client { control: app, udp: opened.udp, ip: opened.client.ip(), port: ask.target().port() };
     let Link { sock, conn, .. } = opened.link;
     udp::local(client, sock, conn, &ctx.timeouts, move |out| report.finish(out));
 }
@@ -343,7 +345,7 @@ struct OpenUdp {
 /// asks it for UDP. A failure has been answered with its reply code.
 fn open_udp(
     app: &TcpStream,
-    from: &Target,
+    ask: &Ask,
     ctx: &Context,
     secrets: &Secrets,
     report: &Report,
@@ -361,10 +363,9 @@ fn open_udp(
         End::Failed(Step::Udp, Error::Io(e))
     })?;
     let bound = udp.local_addr().unwrap_or(here);
-    let ask = Ask::Udp(from.clone());
-    let mut link = link(app, &ask, ctx, report)?;
+    let mut link = link(app, ask, ctx, report)?;
     let mut header = Vec::with_capacity(HEADER_MAX);
-    wire::encode_trojan_request(&hash, Command::UdpAssociate, from, &mut header);
+    wire::encode_trojan_request(&hash, Command::UdpAssociate, ask.target(), &mut header);
     link.send(&header, until).map_err(|e| {
         fail(Failure::of(&e));
         End::Failed(Step::Server, e)

@@ -131,9 +131,10 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
         match balancer::read_header(&sock, &cfg.proxy_from, report, until) {
             Ok(Some(destination)) => to = destination,
             Ok(None) => {}
-            Err(End::HealthCheck) => return Err(End::HealthCheck),
             Err(end) => {
-                log::debug!("#{id} closed before tls: {end}");
+                if !matches!(end, End::HealthCheck) {
+                    log::debug!("#{id} closed before tls: {end}");
+                }
                 return Err(end);
             }
         }
