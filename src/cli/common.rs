@@ -11,6 +11,7 @@ use getopts::Matches;
 
 use crate::conn::Timeouts;
 use crate::endpoint;
+use crate::file;
 use crate::metrics::Role;
 use crate::net::limits;
 use crate::proto::users::User;
@@ -178,17 +179,9 @@ impl Users {
     }
 }
 
-/// The non-empty lines of a file of `what`s (a password file, a user file),
-/// without their line endings; a file that cannot be read, or holds none, is an error.
+/// The lines of a password or user file, checked by [`file::lines`].
 fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| failed(format!("cannot read {what} file {}: {e}", path.display())))?;
-    let lines: Vec<String> =
-        text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect();
-    if lines.is_empty() {
-        return Err(failed(format!("no {what} in {}", path.display())));
-    }
-    Ok(lines)
+    Ok(file::lines(path, &format!("{what} file"))?)
 }
 
 /// Raises the descriptor and thread limits and returns `--max-conns`, or
