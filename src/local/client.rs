@@ -309,8 +309,9 @@ fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// whose trojan header asks for UDP, the success reply naming the socket,
 /// then the association's two threads (see [`crate::conn::udp`]). The
 /// request (`ask`, a [`Ask::Udp`]) names where the client's datagrams will
-/// come from: its port, when not 0, is the only one accepted; the address
-/// is always the client's own.
+/// come from: its port, when not 0, is the only one accepted, and port 0
+/// binds the association to the first port that sends; the address is
+/// always the control connection's own.
 fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     report.udp();
     let opened = match open_udp(&app, ask, ctx, secrets, &report) {
