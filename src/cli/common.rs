@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use getopts::Matches;
 
+use crate::conn::admission::Fds;
 use crate::conn::Timeouts;
 use crate::endpoint;
 use crate::file;
@@ -184,19 +185,39 @@ fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
     Ok(file::lines(path, &format!("{what} file"))?)
 }
 
-/// Raises the descriptor and thread limits and returns `--max-conns`, or
-/// the cap the limits allow for connections of `fds_per_connection`
-/// descriptors and [`limits::THREADS_PER_CONNECTION`] threads each; with
-/// it, what set the cap, for the start-up line.
-pub fn cap(max_conns: Option<usize>, fds_per_connection: u64) -> (usize, String) {
-    let fds = limits::raise_fd_limit();
+/// What the limits allow a process: its connection cap, what set it (for
+/// the start-up line), and the descriptors its connections may hold.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// Connections at once: `--max-conns`, or what the limits allow.
+    pub conns: usize,
+    /// What set `conns`.
+    pub why: String,
+    /// The descriptors the connections may hold between them, whatever
+    /// `--max-conns` says: a connection over it is refused, never left to
+    /// fail on EMFILE.
+    pub fds: Fds,
+}
+
+/// Raises the descriptor and thread limits and returns the caps for
+/// connections of `fds_per_connection` descriptors and
+/// [`limits::THREADS_PER_CONNECTION`] threads each, with `kept` descriptors
+/// set aside (a pool's ready connections): `--max-conns` when given, else
+/// what the limits allow.
+pub fn cap(max_conns: Option<usize>, fds_per_connection: u64, kept: u64) -> Caps {
+    let limit = limits::raise_fd_limit();
     let threads = limits::thread_limit();
+    let budget = limits::fd_budget(limit, kept);
+    let fds = Fds {
+        budget: usize::try_from(budget).unwrap_or(usize::MAX),
+        per_connection: usize::try_from(fds_per_connection).unwrap_or(usize::MAX),
+    };
     if let Some(n) = max_conns {
-        return (n, "--max-conns".into());
+        return Caps { conns: n, why: "--max-conns".into(), fds };
     }
-    let by_fds = limits::connection_cap(fds, fds_per_connection);
-    let why_fds = format!("descriptor limit {fds}, {fds_per_connection} per connection");
-    match threads {
+    let by_fds = limits::connection_cap(budget, fds_per_connection);
+    let why_fds = format!("descriptor limit {limit}, {fds_per_connection} per connection");
+    let (conns, why) = match threads {
         Some((limit, name)) if limits::thread_cap(limit) < by_fds => (
             limits::thread_cap(limit),
             format!(
@@ -205,7 +226,8 @@ pub fn cap(max_conns: Option<usize>, fds_per_connection: u64) -> (usize, String)
             ),
         ),
         _ => (by_fds, why_fds),
-    }
+    };
+    Caps { conns, why, fds }
 }
 
 /// Serves the metrics on `--metrics ADDR:PORT`, if given, from a thread of

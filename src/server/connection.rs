@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use rustls::ServerConnection;
 
+use crate::conn::admission::Fds;
 use crate::conn::end::{End, Hop, Side, Step};
 use crate::conn::relay::{self, Leg};
 use crate::conn::report::Watch;
@@ -57,6 +58,8 @@ pub struct Config {
     pub egress: Policy,
     /// Connections served at once; more are closed right after accept.
     pub max_conns: usize,
+    /// The descriptors connections may hold between them, if counted.
+    pub fds: Option<Fds>,
     /// Connections from one source (an IPv4 address, an IPv6 /64) that may
     /// be pending at once: in the TLS handshake or before a valid header.
     pub max_pending_per_source: usize,
