@@ -8,7 +8,7 @@
 //!
 //! A reload reads files, and a read can block: a path swapped for a FIFO, a
 //! hung network mount. So the signal thread never reloads itself: it hands
-//! each SIGHUP to a reload thread ([`Reloader`]) and goes back to waiting,
+//! each SIGHUP to a reload thread (`Reloader`) and goes back to waiting,
 //! so SIGTERM and SIGINT are acted on whatever a reload is doing. SIGHUPs
 //! that arrive while a reload runs are coalesced into one more reload after
 //! it, which reads the files as they are by then.
