@@ -100,6 +100,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Every IPv4 address, `0.0.0.0/0`.
+    pub const EVERY_IPV4: Cidr = Cidr { net: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix: 0 };
+    /// Every IPv6 address, `::/0`.
+    pub const EVERY_IPV6: Cidr = Cidr { net: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 0 };
+
+    /// Whether it holds every address of its family (a prefix of 0).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     /// Whether `ip` is inside this network (IPv4 never matches an IPv6 network or back).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
