@@ -34,7 +34,7 @@ use crate::proto::proxy_protocol::{self, Header};
 /// the connection's client, pending against its source. Returns the
 /// address that client connected to, or `None` when the connection's own
 /// addresses stand (a `LOCAL` or `UNKNOWN` header, no address of TCP over
-/// IPv4 or IPv6, or one no client can have: see [`is_usable_client`]).
+/// IPv4 or IPv6, or one no client can have: unspecified, broadcast, multicast).
 pub fn read_header(
     sock: &TcpStream,
     from: &[Cidr],
