@@ -115,10 +115,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Writes `first` (a header, and whatever goes with it) to the server
-    /// in one TLS record, before `until`.
-    pub fn send(&mut self, first: &[u8], until: Instant) -> Result<(), Error> {
-        self.conn.writer().write_all(first)?;
+    /// Writes `records` (a header, and whatever goes with it) to the server
+    /// before `until`, each in TLS records of its own (one, up to 16 KiB),
+    /// in one flush.
+    pub fn send(&mut self, records: &[&[u8]], until: Instant) -> Result<(), Error> {
+        for record in records.iter().filter(|r| !r.is_empty()) {
+            self.conn.writer().write_all(record)?;
+        }
         let mut io = Deadline::new(&self.sock, until);
         while self.conn.wants_write() {
             self.conn.write_tls(&mut io)?;
