@@ -5,6 +5,7 @@
 //! fails instead of blocking the run.
 
 pub mod logs;
+pub mod nginx;
 pub mod trojan;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
