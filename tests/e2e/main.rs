@@ -27,5 +27,6 @@ mod proxy_protocol;
 mod reload;
 mod soak;
 mod tls;
+mod tls_face;
 mod trojan;
 mod udp;

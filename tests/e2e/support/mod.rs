@@ -4,6 +4,7 @@
 //! HTTP and UDP clients; digests. Every socket gets a timeout, so a hang
 //! fails instead of blocking the run.
 
+pub mod hello;
 pub mod logs;
 pub mod nginx;
 pub mod trojan;
