@@ -286,7 +286,7 @@ fn handshake_error(
 /// in the clear instead of a ServerHello; so does blocking-server, in both
 /// TLS versions, and a TLS client reads it as that alert.
 #[test]
-fn a_client_offering_only_protocols_we_do_not_speak_gets_the_no_application_protocol_alert() {
+fn a_client_offering_only_protocols_the_server_lacks_gets_no_application_protocol() {
     let server = server().start();
     let mut seen = Vec::new();
     for offered in [&["h2"][..], &["x-unknown/1"]] {
