@@ -398,7 +398,8 @@ mod tests {
         assert_eq!(tickets.lifetime(), 300);
         NOW.store(1_700_000_000, SeqCst);
         let ticket = tickets.encrypt(b"session state").unwrap();
-        for (at, taken) in [(1_700_000_000, true), (1_700_000_300, true), (1_700_000_301, false), (1_699_999_000, true)]
+        for (at, taken) in
+            [(1_700_000_000, true), (1_700_000_300, true), (1_700_000_301, false), (1_699_999_000, true)]
         {
             NOW.store(at, SeqCst);
             let state = tickets.decrypt(&ticket);

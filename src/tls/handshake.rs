@@ -86,7 +86,9 @@ fn refuse(
     e: rustls::Error,
     write_alert: impl FnOnce(&mut Records<'_>) -> io::Result<()>,
 ) -> Error {
-    use rustls::PeerIncompatible::{SignatureAlgorithmsExtensionRequired, Tls12NotOffered, Tls12NotOfferedOrEnabled};
+    use rustls::PeerIncompatible::{
+        SignatureAlgorithmsExtensionRequired, Tls12NotOffered, Tls12NotOfferedOrEnabled,
+    };
     let for_its_version = matches!(
         e,
         rustls::Error::PeerIncompatible(
@@ -190,7 +192,14 @@ const RECORD_HEADER: usize = 5;
 impl<'a> Records<'a> {
     /// Reads records from `inner`.
     pub fn new(inner: Deadline<'a>) -> Self {
-        Records { inner, head: [0; RECORD_HEADER], head_len: 0, body_left: 0, start: [0; hello::START], start_len: 0 }
+        Records {
+            inner,
+            head: [0; RECORD_HEADER],
+            head_len: 0,
+            body_left: 0,
+            start: [0; hello::START],
+            start_len: 0,
+        }
     }
 
     /// The first bytes read from the socket, up to [`hello::START`] of them.

@@ -291,8 +291,13 @@ fn a_client_offering_only_protocols_the_server_lacks_gets_no_application_protoco
     let mut seen = Vec::new();
     for offered in [&["h2"][..], &["x-unknown/1"]] {
         for (name, hello) in [("TLS 1.3", hello::curl()), ("TLS 1.2", hello::curl().tls12_only())] {
-            let answer = hello::exchange(server.addr, &hello.with(ext::ALPN, Some(hello::alpn(offered))).bytes());
-            println!("a hello offering {offered:?} over {name}: {}, records {}", answer.outcome(), answer.split());
+            let answer =
+                hello::exchange(server.addr, &hello.with(ext::ALPN, Some(hello::alpn(offered))).bytes());
+            println!(
+                "a hello offering {offered:?} over {name}: {}, records {}",
+                answer.outcome(),
+                answer.split()
+            );
             seen.push((format!("{offered:?} over {name}"), answer.outcome(), answer.split()));
         }
         for version in [&rustls::version::TLS13, &rustls::version::TLS12] {

@@ -36,7 +36,9 @@ impl Face {
     /// The alert, or the version and suite, without the group.
     fn answer(&self) -> String {
         match &self.outcome {
-            Outcome::Hello { version, suite, .. } => format!("{} {}", hello::version_name(*version), hello::suite_name(*suite)),
+            Outcome::Hello { version, suite, .. } => {
+                format!("{} {}", hello::version_name(*version), hello::suite_name(*suite))
+            }
             other => other.to_string(),
         }
     }
@@ -123,7 +125,8 @@ fn coalesced(split: &str) -> String {
 /// The names of the bold items of "Known differences from nginx" in docs/PROTOCOL.md.
 fn documented() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(root().join("docs/PROTOCOL.md")).unwrap();
-    let start = doc.find("### Known differences from nginx").expect("PROTOCOL.md lists the known differences");
+    let start =
+        doc.find("### Known differences from nginx").expect("PROTOCOL.md lists the known differences");
     let section = &doc[start..];
     let section = &section[..section[4..].find("\n#").map_or(section.len(), |e| e + 4)];
     section
@@ -251,7 +254,10 @@ fn every_client_hello_is_answered_as_nginx_answers_it_or_with_a_known_difference
         };
         println!("{name}: nginx={site} ours={ours} -> {verdict}");
     }
-    assert!(unexplained.is_empty(), "differences from nginx that docs/PROTOCOL.md does not list: {unexplained:?}");
+    assert!(
+        unexplained.is_empty(),
+        "differences from nginx that docs/PROTOCOL.md does not list: {unexplained:?}"
+    );
     let known: BTreeSet<String> = KNOWN.iter().map(|k| k.name.to_owned()).collect();
     assert_eq!(known, documented(), "the known differences here and in docs/PROTOCOL.md");
     let unused: Vec<_> = known.difference(&used).collect();
@@ -278,9 +284,24 @@ fn s_client(addr: SocketAddr, args: &[&str]) -> String {
 fn the_clients_order_of_suites_decides_as_on_nginx() {
     let server = server().start();
     let cases = [
-        ("-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"),
-        ("-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
-        ("-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        (
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ),
     ];
     let mut chosen = Vec::new();
     for (version, flag, offered, expected) in cases {
@@ -304,7 +325,10 @@ fn a_client_offering_only_p521_is_served_over_tls13_and_refused_over_tls12_as_by
     let tls13 = s_client(server.addr, &["-tls1_3", "-groups", "P-521"]);
     let tls12 = s_client(server.addr, &["-tls1_2", "-groups", "P-521"]);
     let show = |out: &str| {
-        out.lines().filter(|l| l.contains("Temp Key") || l.contains("Cipher is") || l.contains("alert")).collect::<Vec<_>>().join(" / ")
+        out.lines()
+            .filter(|l| l.contains("Temp Key") || l.contains("Cipher is") || l.contains("alert"))
+            .collect::<Vec<_>>()
+            .join(" / ")
     };
     println!("TLS 1.3: {}\nTLS 1.2: {}", show(&tls13), show(&tls12));
     assert!(tls13.contains("Server Temp Key: ECDH, secp521r1, 521 bits"), "{tls13}");

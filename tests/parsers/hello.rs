@@ -22,8 +22,9 @@ fn hello(version: u16, len: u16) -> Vec<u8> {
 
 #[test]
 fn generated_client_hello_starts() {
-    let hellos: Vec<(u16, Vec<u8>)> =
-        [(0x0301, 0x63), (0x0302, 0x63), (0x0303, 0xfc), (0x0303, 0x200)].map(|(v, l)| (v, hello(v, l))).into();
+    let hellos: Vec<(u16, Vec<u8>)> = [(0x0301, 0x63), (0x0302, 0x63), (0x0303, 0xfc), (0x0303, 0x200)]
+        .map(|(v, l)| (v, hello(v, l)))
+        .into();
     let mut r = Rng(0x1e11_0303);
     let mut read = 0usize;
     LARGEST.with(|l| l.set(0));
