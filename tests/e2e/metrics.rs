@@ -377,3 +377,20 @@ fn a_default_local_keeps_nothing_ready_until_clients_come_then_as_many_as_came_a
     assert!(after.get("blocking_proxy_pool_ready") <= 16.0, "never more than the cap");
     drop(open);
 }
+
+#[test]
+fn ready_connections_that_age_out_unused_are_neither_hand_overs_nor_errors() {
+    const AGED: usize = 6;
+    let site = http("127.0.0.1:0").to_string();
+    let pair = Pair::spawn(
+        &["--password", "pw", "--fallback", &site, "--metrics", "127.0.0.1:0"],
+        &["--password", "pw", "--pool", "2", "--pool-age", "0.2"],
+    );
+    // The local replaces its two ready connections every 0.2 s; none is used.
+    let ends = pair.server.wait_lines(AGED, |l| l.contains("INFO") && l.contains(" end="));
+    let scrape = Scrape::of(&pair.server);
+    for end in &ends {
+        assert!(end.ends_with("end=header: client closed before its first record"), "{ends:#?}");
+    }
+    assert_eq!(scrape.get("blocking_proxy_fallback_handovers_total"), 0.0);
+}
