@@ -71,7 +71,7 @@ pub struct Config {
     /// 2) from a load balancer, whose client stands for the connection's own address.
     pub proxy_protocol: bool,
     /// The sources a PROXY protocol header is taken from; others are
-    /// closed. Empty: any source.
+    /// closed. Empty: none (the command line's `any` is `0.0.0.0/0` and `::/0`).
     pub proxy_from: Vec<Cidr>,
     /// The connection to the fallback begins with a PROXY version 2 header naming the client.
     pub fallback_proxy_protocol: bool,
