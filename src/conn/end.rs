@@ -192,8 +192,36 @@ pub enum Break {
     NoCloseNotify,
     /// A write to it waited longer than the idle time: `write timed out`.
     WriteTimedOut,
+    /// A server sent nothing at all, not even the answer its TLS owes to a
+    /// key update, within the connect timeout: `silent`.
+    Silent,
     /// Anything else: `: ` and the error.
     Error(Error),
+}
+
+/// The error a relay direction fails with when its source owed an answer
+/// and sent nothing in time (see [`Break::Silent`]).
+#[derive(Debug)]
+pub struct Silent;
+
+impl fmt::Display for Silent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no answer in time")
+    }
+}
+
+impl std::error::Error for Silent {}
+
+impl Silent {
+    /// The error: a timeout, which says why.
+    pub fn error() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, Silent)
+    }
+
+    /// Whether `e` is this error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Silent>())
+    }
 }
 
 impl Break {
@@ -202,6 +230,9 @@ impl Break {
         // rustls reports a bad record or alert as InvalidData wrapping its error.
         if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             return Break::Error(Error::Tls(tls.clone()));
+        }
+        if Silent::is(&e) {
+            return Break::Silent;
         }
         match e.kind() {
             io::ErrorKind::UnexpectedEof => Break::NoCloseNotify,
@@ -215,7 +246,7 @@ impl Break {
     fn class(&self) -> Closed {
         match self {
             Break::Reset | Break::Gone | Break::NoCloseNotify => Closed::Reset,
-            Break::WriteTimedOut => Closed::Timeout,
+            Break::WriteTimedOut | Break::Silent => Closed::Timeout,
             Break::Error(e) => class_of(e),
         }
     }
@@ -226,6 +257,7 @@ impl Break {
             Break::Gone => write!(f, "{side} gone"),
             Break::NoCloseNotify => write!(f, "{side} closed without close_notify"),
             Break::WriteTimedOut => write!(f, "{side} write timed out"),
+            Break::Silent => write!(f, "{side} silent"),
             Break::Error(e) => write!(f, "{side}: {e}"),
         }
     }
@@ -536,6 +568,11 @@ mod tests {
             (End::NoReply(Side::Target, None), "target closed before any byte", Closed::Eof),
             (End::NoReply(Side::Target, Some(Break::Reset)), "target reset before any byte", Closed::Reset),
             (
+                End::NoReply(Side::Server, Some(Break::Silent)),
+                "server silent before any byte",
+                Closed::Timeout,
+            ),
+            (
                 End::NoReply(Side::Server, Some(Break::NoCloseNotify)),
                 "server closed without close_notify before any byte",
                 Closed::Reset,
@@ -589,6 +626,7 @@ mod tests {
         assert_eq!(said(os(32)), "server gone");
         assert_eq!(said(io(WouldBlock, "x")), "server write timed out");
         assert_eq!(said(io(TimedOut, "x")), "server write timed out");
+        assert_eq!(said(Silent::error()), "server silent");
         let tls = io::Error::new(InvalidData, rustls::Error::DecryptError);
         assert_eq!(said(tls), "server: tls: cannot decrypt peer's message");
         assert_eq!(said(os(113)), "server: No route to host (os error 113)");

@@ -32,7 +32,7 @@ use socket2::SockRef;
 use crate::net::poll::{wait, Ready};
 use crate::workers::COPY_THREADS;
 
-use super::end::{Break, End, Side};
+use super::end::{Break, End, Side, Silent};
 use super::report::Outcome;
 use super::split::{self, ReadHalf, WriteHalf};
 use super::timeouts::Timeouts;
@@ -65,11 +65,43 @@ pub fn relay_answering_silence(
     silence: Option<&'static [u8]>,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
+    relay_expecting_answer(a, b, sides, timeouts, silence, None, done);
+}
+
+/// The answer the second end owes by a moment: a TLS record other than a
+/// session ticket, with data or not, before `by`. The local asks its
+/// server's TLS for a key update before the header; blocking-server
+/// answers it at once and asks for one back, which says so (`prompt` is set
+/// then, and cleared by a server that answers only with its first data, as
+/// OpenSSL does). For a server known to answer at once, no answer by `by`
+/// ends the direction from it as [`Break::Silent`], answered with `answer`
+/// if there is one (else as a reset); for any other, the relay just goes on.
+#[derive(Clone)]
+pub struct Owed {
+    /// When the answer is due.
+    pub by: Instant,
+    /// Written to the first end if it does not come.
+    pub answer: Option<&'static [u8]>,
+    /// Whether the server is known to answer at once (see above).
+    pub prompt: Arc<AtomicBool>,
+}
+
+/// [`relay_answering_silence`], with an answer `owed` by the second end.
+pub fn relay_expecting_answer(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    silence: Option<&'static [u8]>,
+    owed: Option<Owed>,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
     for s in [&a.sock, &b.sock] {
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
     let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
     shared.silence = silence;
+    shared.owed = owed;
     let shared = Arc::new(shared);
     for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
         let mine = Arc::clone(&shared);
@@ -237,6 +269,8 @@ struct Relay {
     done: Mutex<Option<OnDone>>,
     /// Written to the first leg if the second ends before sending a byte.
     silence: Option<&'static [u8]>,
+    /// What the second leg owes, and by when.
+    owed: Option<Owed>,
 }
 
 impl Relay {
@@ -256,6 +290,7 @@ impl Relay {
             end: Mutex::new(None),
             done: Mutex::new(Some(done)),
             silence: None,
+            owed: None,
         }
     }
 
@@ -377,7 +412,24 @@ impl Write for Counted<'_> {
 /// Copies one direction until EOF or error, then ends it.
 fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
     let sock = Arc::clone(&shared.socks[dir.source()]);
-    let mut dst = Counted { inner: writer, shared: &shared, dir, failed: false };
+    let dst = Counted { inner: writer, shared: &shared, dir, failed: false };
+    let reader = match (shared.owed.as_ref().filter(|_| dir == Dir::Down), reader) {
+        (Some(owed), Reader::Tls(mut half)) => {
+            match half.await_answer(owed.by, owed.prompt.load(Ordering::Relaxed)) {
+                Ok(asked) => {
+                    owed.prompt.store(asked, Ordering::Relaxed);
+                    Reader::Tls(half)
+                }
+                Err(e) => {
+                    end_direction(Err(e), dst);
+                    shared.finish();
+                    return;
+                }
+            }
+        }
+        (_, reader) => reader,
+    };
+    let mut dst = dst;
     // Each burst has buffers of its own: `io::copy` reads straight into the
     // BufReader's heap buffer, and they are all freed when the burst ends.
     let copied = match reader {
@@ -410,7 +462,11 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         && !dst.failed
         && !shared.aborted.load(Ordering::SeqCst)
         && shared.bytes[dir.index()].load(Ordering::Relaxed) == 0;
-    if let (true, Some(answer)) = (silent, shared.silence) {
+    let owed_answer = match &copied {
+        Err(e) if Silent::is(e) => shared.owed.as_ref().and_then(|o| o.answer),
+        _ => shared.silence,
+    };
+    if let (true, Some(answer)) = (silent, owed_answer) {
         let from = sides[dir.source()];
         let why = End::NoReply(from, copied.err().map(Break::of));
         shared.end.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);

@@ -23,8 +23,13 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rustls::Connection;
+
+use crate::net::deadline::Deadline;
+
+use super::end::Silent;
 
 fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
     m.lock().map_err(|_| io::Error::other("tls state poisoned by a panic"))
@@ -106,6 +111,89 @@ impl ReadHalf {
     /// Frees what the half keeps for TLS output, once its direction is quiet.
     pub fn release(&mut self) {
         self.out = Vec::new();
+    }
+
+    /// Waits until `by` for the peer's answer to a key update asked of it:
+    /// any record that is not a TLS 1.3 session ticket (which a server
+    /// sends unasked after a handshake) counts, and so does an end. Records
+    /// are read whole, one at a time, without the lock, and given to rustls
+    /// as they come, so the copy that follows finds their plaintext there;
+    /// a key update the peer asks for is answered at once. Returns whether
+    /// the peer asked for one (blocking-server does, to say that it answers
+    /// at once); at `by`, fails with [`Silent`] if `enforce`, else returns
+    /// `false`. Each ticket is taken to come in a record of its own, as
+    /// rustls and OpenSSL send them.
+    pub fn await_answer(&mut self, by: Instant, enforce: bool) -> io::Result<bool> {
+        let late = |e: io::Error| match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock if enforce => Err(Silent::error()),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Ok(false),
+            _ => Err(e),
+        };
+        let mut io = Deadline::new(&self.sock, by);
+        let mut record = Vec::new();
+        loop {
+            let mut head = [0u8; RECORD_HEADER];
+            match read_or_end(&mut io, &mut head) {
+                Ok(false) => return Ok(false), // an end: the copy reads it
+                Ok(true) => {}
+                Err(e) => return late(e),
+            }
+            record.clear();
+            record.extend_from_slice(&head);
+            record.resize(RECORD_HEADER + usize::from(u16::from_be_bytes([head[3], head[4]])), 0);
+            if let Err(e) = io.read_exact(&mut record[RECORD_HEADER..]) {
+                // Cut short: nothing is lost by failing, the record is broken.
+                return late(e).and(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let mut conn = lock(&self.shared.conn)?;
+            let tickets = tickets_received(&conn);
+            conn.read_tls(&mut &record[..])?;
+            let state = match conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = self.shared.send(conn, &mut self.out);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            let answered = tickets_received(&conn) == tickets
+                || state.plaintext_bytes_to_read() > 0
+                || state.peer_has_closed();
+            // An empty write puts the answer to a key update the peer asked
+            // for on the wire now (rustls keeps it for the next data).
+            let nothing = conn.writer().write(&[])?;
+            debug_assert_eq!(nothing, 0);
+            let asked = conn.wants_write();
+            self.shared.send(conn, &mut self.out)?;
+            if answered {
+                return Ok(asked);
+            }
+        }
+    }
+}
+
+/// A TLS record header: content type (1), version (2), length (2).
+const RECORD_HEADER: usize = 5;
+
+/// Fills `buf`, or finds the stream ended before its first byte (`false`).
+fn read_or_end(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The session tickets a client has received (a server receives none).
+fn tickets_received(conn: &Connection) -> u32 {
+    match conn {
+        Connection::Client(c) => c.tls13_tickets_received(),
+        Connection::Server(_) => 0,
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::end::{Break, End, Hop, Side, Step};
-use crate::conn::relay::{self, Leg};
+use crate::conn::relay::{self, Leg, Owed};
 use crate::conn::udp;
 use crate::conn::{Outcome, Report, Timeouts};
 use crate::current::Current;
@@ -214,21 +214,27 @@ fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report
         Ok(link) => link,
         Err(end) => return refused(&app, report, end),
     };
-    let silence = match granted(&app, ask, &mut link, secrets, ctx.timeouts.handshake, &mut report) {
-        Ok(silence) => silence,
+    let (silence, due) = match granted(&app, ask, &mut link, secrets, &ctx.timeouts, &mut report) {
+        Ok(answers) => answers,
         Err(end) => return report.end(end),
     };
     let (server, upstreams) = (link.server, Arc::clone(&ctx.upstreams));
+    let owed = due.map(|by| Owed {
+        by,
+        answer: silence.map(|_| http::SILENT_SERVER),
+        prompt: upstreams.prompt(server),
+    });
     let legs = (Leg::tcp(app), Leg::tls(link.sock, link.conn));
-    relay::relay_answering_silence(
+    relay::relay_expecting_answer(
         legs.0,
         legs.1,
         [Side::Client, Side::Server],
         &ctx.timeouts,
         silence,
+        owed,
         move |out| {
-            if cut_before_reply(&out) {
-                upstreams.failed(server, "a connection was cut before any reply byte");
+            if let Some(why) = server_fault(&out) {
+                upstreams.failed(server, why);
             }
             report.finish(out)
         },
@@ -256,17 +262,23 @@ fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Li
 /// Once a server is linked: tells the client its tunnel is up, then sends
 /// the header and, in the same record, the forwarded request's head and
 /// whatever the client has sent already (without waiting for more). Returns
-/// what to answer should the server end without a byte: a forwarded
-/// request's client gets a 502 then, rather than an empty reply.
+/// what to answer should the server end without a byte (a forwarded
+/// request's client gets a 502 then, rather than an empty reply), and what
+/// the server owes: before the header goes a TLS 1.3 key update that asks
+/// for one back, which the server's TLS sends as it reads the header,
+/// whatever its target does. Nothing back within the connect timeout is a
+/// server gone silent (a stalled process, a middlebox that let the
+/// handshake through and drops the rest): its client gets a 504 or a
+/// reset, and the server is marked down.
 fn granted(
     app: &TcpStream,
     ask: Ask,
     link: &mut Link,
     secrets: &Secrets,
-    timeout: Duration,
+    timeouts: &Timeouts,
     report: &mut Report,
-) -> Result<Option<&'static [u8]>, End> {
-    let until = Instant::now() + timeout;
+) -> Result<Answers, End> {
+    let until = Instant::now() + timeouts.handshake;
     let client = |e: io::Error| End::Failed(Step::Client, Error::Io(e));
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
     let (target, head, silence) = match ask {
@@ -290,21 +302,35 @@ fn granted(
     first.extend_from_slice(&head);
     first.extend_from_slice(early);
     let (header, rest) = first.split_at(header);
+    // TLS 1.2 has no key update: then nothing is owed.
+    let asked = link.conn.refresh_traffic_keys().is_ok();
     link.send(&[header, rest], until).map_err(|e| End::Failed(Step::Server, e))?;
     report.up = (head.len() + early.len()) as u64;
-    Ok(silence)
+    Ok((silence, asked.then(|| Instant::now() + timeouts.connect)))
 }
 
-/// Whether a relay's end says that the server, not the target, failed: it
-/// broke the connection off (a reset, a TCP end without close_notify, a TLS
-/// error) before it sent a byte, while the client was still there. A slow
-/// server (a write that timed out) is not counted.
-fn cut_before_reply(out: &Outcome) -> bool {
-    out.down == 0
-        && matches!(
-            &out.end,
-            End::Broke(Side::Server, b) | End::NoReply(Side::Server, Some(b)) if !matches!(b, Break::WriteTimedOut)
-        )
+/// What a relay answers for a server that ends without a byte, and when
+/// the server's answer to the key update is due: see [`granted`].
+type Answers = (Option<&'static [u8]>, Option<Instant>);
+
+/// Whether a relay's end says that the server, not the target, failed, and
+/// why: it broke the connection off (a reset, a TCP end without
+/// close_notify, a TLS error) before it sent a byte, while the client was
+/// still there, or it said nothing at all in time ([`Break::Silent`]). A
+/// slow server (a write that timed out) is not counted.
+fn server_fault(out: &Outcome) -> Option<&'static str> {
+    match &out.end {
+        _ if out.down > 0 => None,
+        End::Broke(Side::Server, Break::Silent) | End::NoReply(Side::Server, Some(Break::Silent)) => {
+            Some("no answer to a key update within the connect timeout")
+        }
+        End::Broke(Side::Server, b) | End::NoReply(Side::Server, Some(b))
+            if !matches!(b, Break::WriteTimedOut) =>
+        {
+            Some("a connection was cut before any reply byte")
+        }
+        _ => None,
+    }
 }
 
 /// Reads what `sock` has already received into `buf`, without waiting;
@@ -558,8 +584,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_server_that_breaks_off_before_any_reply_byte_is_cut() {
+    fn only_a_server_that_breaks_off_or_says_nothing_before_any_reply_byte_is_at_fault() {
         let out = |down, end| Outcome { up: 10, down, end, datagrams: None };
+        let cut_before_reply = |out: &Outcome| server_fault(out).is_some();
+        assert!(cut_before_reply(&out(0, End::Broke(Side::Server, Break::Silent))));
+        assert!(cut_before_reply(&out(0, End::NoReply(Side::Server, Some(Break::Silent)))));
         assert!(cut_before_reply(&out(0, End::Broke(Side::Server, Break::Reset))));
         assert!(cut_before_reply(&out(0, End::Broke(Side::Server, Break::NoCloseNotify))));
         assert!(cut_before_reply(&out(0, End::NoReply(Side::Server, Some(Break::Reset)))));

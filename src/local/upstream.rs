@@ -106,6 +106,9 @@ pub struct Upstreams {
     stopped: AtomicBool,
     /// Failed connects and handshakes, by server (clients, the pool and the check).
     failures: Vec<AtomicU64>,
+    /// By server: whether it answers a key update at once (see
+    /// [`crate::conn::relay::Owed`]). Assumed until a server shows otherwise.
+    prompt: Vec<Arc<AtomicBool>>,
 }
 
 /// A TLS connection to one of the servers, handshake done.
@@ -162,6 +165,7 @@ impl Upstreams {
     ) -> Upstreams {
         let down = Mutex::new(servers.iter().map(|_| None).collect());
         let failures = servers.iter().map(|_| AtomicU64::new(0)).collect();
+        let prompt = servers.iter().map(|_| Arc::new(AtomicBool::new(true))).collect();
         let turn = AtomicUsize::new(0);
         Upstreams {
             servers,
@@ -173,6 +177,7 @@ impl Upstreams {
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
             failures,
+            prompt,
         }
     }
 
@@ -188,6 +193,12 @@ impl Upstreams {
     /// Whether the server at `index` is up.
     pub fn is_up(&self, index: usize) -> bool {
         self.lock().get(index).is_some_and(Option::is_none)
+    }
+
+    /// Whether the server at `index` answers a key update at once, as far
+    /// as its connections have shown; each connection's relay updates it.
+    pub fn prompt(&self, index: usize) -> Arc<AtomicBool> {
+        Arc::clone(&self.prompt[index])
     }
 
     /// Whether any server is up.

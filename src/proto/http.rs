@@ -56,6 +56,11 @@ pub const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 pub const SILENT_UPSTREAM: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n";
 
+/// [`response`] for [`Status::GatewayTimeout`], for a relay to write when
+/// the server says nothing at all in time (see `relay::Owed`).
+pub const SILENT_SERVER: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\
+Content-Length: 20\r\nConnection: close\r\n\r\n504 Gateway Timeout\n";
+
 /// The statuses the proxy answers with itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -675,6 +680,7 @@ X-Gone: 1\r\n\
             assert!(head.starts_with(&format!("HTTP/1.1 {} ", s.code())), "{r}");
         }
         assert_eq!(SILENT_UPSTREAM, response(Status::BadGateway));
+        assert_eq!(SILENT_SERVER, response(Status::GatewayTimeout));
     }
 
     #[test]

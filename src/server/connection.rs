@@ -177,7 +177,10 @@ fn seed_header<'c>(
     let parsed = wire::read_seed(&mut header);
     let seen = header.seen;
     let e = match parsed {
-        Ok(target) => return Ok(Next::Target(target, Vec::new())),
+        Ok(target) => {
+            answer_key_update(conn, &mut io).map_err(|e| End::Failed(Step::Header, Error::Io(e)))?;
+            return Ok(Next::Target(target, Vec::new()));
+        }
         Err(e) => e,
     };
     if matches!(&e, Error::Io(e) if drain::is_draining(e)) {
@@ -262,7 +265,12 @@ fn trojan_header<'c>(
             let passwords = &keys.passwords[..];
             let mut rest = &bytes[..];
             match wire::read_trojan_request(&mut rest, passwords, true) {
-                Ok((Command::Connect, target)) => return Ok(Next::Target(target, rest.to_vec())),
+                Ok((Command::Connect, target)) => {
+                    let mut io = Deadline::new(&incoming.sock, incoming.until);
+                    answer_key_update(&mut incoming.conn, &mut io)
+                        .map_err(|e| End::Failed(Step::Header, Error::Io(e)))?;
+                    return Ok(Next::Target(target, rest.to_vec()));
+                }
                 Ok((Command::UdpAssociate, _)) => return Ok(Next::Udp(rest.to_vec())),
                 // A client that presented a valid password is never handed
                 // over: the fallback would receive its hash in the clear.
@@ -304,6 +312,26 @@ fn trojan_header<'c>(
         Some((site, out)) => Ok(Next::Fallback { out, seen, site }),
         None => Err(why),
     }
+}
+
+/// Answers at once a key update the client asked for before its header, and
+/// asks for one back. rustls (like OpenSSL) would send the answer with the
+/// first data, after the target has answered; a blocking-local asks before
+/// every header and, from a server that asks back, expects the answer
+/// within its connect timeout, so it can tell a server gone silent from a
+/// slow target. A client that asked for nothing gets nothing.
+fn answer_key_update(conn: &mut ServerConnection, io: &mut impl Write) -> io::Result<()> {
+    // An empty write puts a pending answer in the queue to send.
+    let nothing = conn.writer().write(&[])?;
+    debug_assert_eq!(nothing, 0);
+    if conn.wants_write() {
+        // TLS 1.2 has no key update, and then nothing was pending either.
+        let _ = conn.refresh_traffic_keys();
+    }
+    while conn.wants_write() {
+        conn.write_tls(io)?;
+    }
+    Ok(())
 }
 
 /// A header cut short is called that, rather than the end of the input it was read from.

@@ -275,3 +275,86 @@ fn a_pool_facing_a_server_that_fails_every_handshake_follows_the_servers_back_of
     let warned: Vec<&String> = lines.iter().filter(|l| l.contains("WARN") && l.contains("pool")).collect();
     assert!(warned.is_empty(), "{warned:#?}");
 }
+
+/// A middlebox in front of `server` that lets the TLS handshake through and
+/// then drops everything the client sends (a familiar censor move): each
+/// client record is passed on up to and including its first encrypted one
+/// (TLS 1.3's Finished); after that, nothing more reaches the server.
+fn dropping_after_handshake(server: SocketAddr) -> SocketAddr {
+    target("127.0.0.1:0", move |mut client| {
+        let Ok(mut up) = std::net::TcpStream::connect_timeout(&server, TIMEOUT) else { return };
+        timeouts(&up);
+        let (mut down_from, mut down_to) = (up.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut down_from, &mut down_to);
+        });
+        let mut passing = true;
+        loop {
+            let mut head = [0u8; 5];
+            if client.read_exact(&mut head).is_err() {
+                return;
+            }
+            let mut body = vec![0u8; u16::from_be_bytes([head[3], head[4]]) as usize];
+            if client.read_exact(&mut body).is_err() {
+                return;
+            }
+            if passing && (up.write_all(&head).is_err() || up.write_all(&body).is_err()) {
+                return;
+            }
+            // Application data (23): the handshake's last client record.
+            passing &= head[0] != 23;
+        }
+    })
+}
+
+#[test]
+fn a_server_that_goes_silent_after_the_handshake_is_routed_around_within_the_connect_timeout() {
+    let web = http("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let silent = dropping_after_handshake(a.addr);
+    let servers = [silent.to_string(), b.addr.to_string()];
+    let local = local_with(&servers, &["--pool", "0", "--connect-timeout", "1"]);
+    let (proxy, url) = (format!("http://{}", local.addr), format!("http://{web}/"));
+    // The first request meets the silent server: a 504 once the connect
+    // timeout has passed with no answer, not a hang.
+    let start = Instant::now();
+    let first = curl(&["--max-time", "8", "-w", " %{http_code}", "-x", &proxy, &url]);
+    println!("through the silent server: {first:?} after {:?}", start.elapsed());
+    assert!(first.ends_with(" 504"), "{first:?}");
+    local.wait_line(|l| {
+        l.contains(&format!("server {silent} down: no answer to a key update within the connect timeout"))
+    });
+    // The next goes to the second server at once.
+    let start = Instant::now();
+    assert_eq!(curl(&["--max-time", "8", "-x", &proxy, &url]), PAGE);
+    println!("through the second server: {:?}", start.elapsed());
+    assert_eq!(served(&b, web, 1), 1);
+}
+
+#[test]
+fn a_server_whose_target_is_slower_than_the_connect_timeout_stays_up() {
+    // The target answers 2.5 s after the request, the connect timeout is 1 s.
+    let slow = target("127.0.0.1:0", |mut s| {
+        let mut request = [0u8; 5];
+        if s.read_exact(&mut request).is_ok() {
+            std::thread::sleep(Duration::from_millis(2500));
+            let _ = s.write_all(b"late!");
+        }
+    });
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    let local = local_with(&servers, &["--pool", "0", "--connect-timeout", "1"]);
+    let start = Instant::now();
+    let mut s = socks_connect(local.addr, &slow.to_string());
+    s.write_all(b"hello").unwrap();
+    let mut answer = [0u8; 5];
+    s.read_exact(&mut answer).unwrap();
+    println!("a slow target answered through the first server after {:?}", start.elapsed());
+    assert_eq!(&answer, b"late!");
+    drop(s);
+    let ours = |l: &String| servers.iter().any(|s| l.contains(&format!("server {s} down: ")));
+    assert!(!local.lines().iter().any(ours), "{:#?}", local.lines());
+    assert_eq!(served(&a, slow, 1), 1);
+}

@@ -177,3 +177,39 @@ fn a_client_that_reads_at_once_gets_every_byte_the_seed_server_sent() {
     let (len, got) = recv_digest(&mut s);
     assert_eq!((len, got), (RESPONSE, digest));
 }
+
+/// The local asks each server's TLS for a key update before the header.
+/// blocking-server answers at once and asks for one back, so from it no
+/// answer within the connect timeout is a server gone silent, and a slow
+/// target is just slow. OpenSSL (the seed's server) answers only with its
+/// first data: its first connection shows that, and from then on the local
+/// waits for it as long as the target takes.
+#[test]
+fn a_target_slower_than_the_connect_timeout_marks_no_server_down() {
+    let echo = echo("127.0.0.1:0");
+    let slow = target("127.0.0.1:0", |mut s| {
+        let mut request = [0u8; 4];
+        if s.read_exact(&mut request).is_ok() {
+            thread::sleep(Duration::from_millis(2500));
+            let _ = s.write_all(b"late!");
+        }
+    });
+    let seed = SeedServer::start();
+    let ours = server_with_certs().start();
+    for (name, server) in [("the seed's server", seed.addr), ("blocking-server", ours.addr)] {
+        let local = local(server).args(&["--pool", "0", "--connect-timeout", "1"]).start();
+        // A first connection, to a quick target, shows how the server answers.
+        let mut first = socks_connect(local.addr, &echo.to_string());
+        first.write_all(b"ping").unwrap();
+        let mut pong = [0u8; 4];
+        first.read_exact(&mut pong).unwrap();
+        drop(first);
+        let mut s = socks_connect(local.addr, &slow.to_string());
+        s.write_all(b"GET\n").unwrap();
+        let mut answer = [0u8; 5];
+        s.read_exact(&mut answer).unwrap_or_else(|e| panic!("through {name}: {e}"));
+        assert_eq!(&answer, b"late!", "through {name}");
+        let down = format!("server {server} down: ");
+        assert!(!local.lines().iter().any(|l| l.contains(&down)), "through {name}");
+    }
+}
