@@ -6,6 +6,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::proto::http::Peek;
+
 /// A socket wrapper whose reads and writes fail once `until` has passed.
 ///
 /// The socket timeout is set to what is left, so a peer that trickles one
@@ -53,6 +55,13 @@ impl<'a> Deadline<'a> {
     pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
         self.sock.peek(buf).map_err(timed_out)
+    }
+}
+
+/// The HTTP proxy's head reader looks through [`Deadline::peek`].
+impl Peek for Deadline<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Deadline::peek(self, buf)
     }
 }
 

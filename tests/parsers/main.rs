@@ -10,6 +10,7 @@ mod generated;
 mod input;
 
 mod http_and_socks4;
+mod http_body;
 mod proxy_protocol;
 mod socks5_and_headers;
 mod udp;
