@@ -75,7 +75,8 @@ deps:
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --locked -- -D warnings -W clippy::incompatible_msrv
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --locked
 
 layers:
 	python3 .ci/layers.py

@@ -34,7 +34,7 @@ const ACCEPT_STACK: usize = 64 * 1024;
 /// Binds `addr` and serves the metrics of `role` there from a thread of
 /// its own; returns the address bound (port 0 gets a free port).
 pub fn serve(addr: &str, role: Role) -> Result<SocketAddr, Error> {
-    let acceptor = Acceptor::bind(addr, MAX_SCRAPES, None)?;
+    let acceptor = Acceptor::bind(addr, MAX_SCRAPES, None, None)?;
     let bound = acceptor.local_addr().map_err(Error::Io)?;
     let admit = move |sock: TcpStream, _peer, place| {
         move || {

@@ -31,6 +31,20 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// Whether this process ran out of something of its own: descriptors
+    /// (EMFILE, ENFILE), memory or socket buffers (ENOMEM, ENOBUFS), local
+    /// ports (EADDRNOTAVAIL). That is this side's problem, never the peer's:
+    /// it says nothing about whether the peer is up.
+    pub fn is_exhaustion(&self) -> bool {
+        let Error::Io(e) = self else { return false };
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EADDRNOTAVAIL)
+        )
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -56,5 +70,23 @@ impl From<io::Error> for Error {
 impl From<rustls::Error> for Error {
     fn from(e: rustls::Error) -> Self {
         Error::Tls(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_memory_or_ports_is_exhaustion_and_a_peer_failing_is_not() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS, libc::EADDRNOTAVAIL] {
+            assert!(Error::Io(io::Error::from_raw_os_error(errno)).is_exhaustion(), "{errno}");
+        }
+        for errno in [libc::ECONNREFUSED, libc::ETIMEDOUT, libc::EAGAIN, libc::ECONNRESET, libc::EHOSTUNREACH]
+        {
+            assert!(!Error::Io(io::Error::from_raw_os_error(errno)).is_exhaustion(), "{errno}");
+        }
+        assert!(!Error::Io(io::ErrorKind::TimedOut.into()).is_exhaustion());
+        assert!(!Error::Tls(rustls::Error::DecryptError).is_exhaustion());
     }
 }

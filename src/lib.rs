@@ -16,6 +16,7 @@ pub mod proto;
 pub mod metrics;
 pub mod workers;
 pub mod current;
+pub mod file;
 pub mod text;
 pub mod error;
 pub mod sys;

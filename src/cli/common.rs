@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use getopts::Matches;
 
+use crate::conn::admission::Fds;
 use crate::conn::Timeouts;
 use crate::endpoint;
+use crate::file;
 use crate::metrics::Role;
 use crate::net::limits;
 use crate::proto::users::User;
@@ -178,32 +180,44 @@ impl Users {
     }
 }
 
-/// The non-empty lines of a file of `what`s (a password file, a user file),
-/// without their line endings; a file that cannot be read, or holds none, is an error.
+/// The lines of a password or user file, checked by [`file::lines`].
 fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, Exit> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| failed(format!("cannot read {what} file {}: {e}", path.display())))?;
-    let lines: Vec<String> =
-        text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).map(String::from).collect();
-    if lines.is_empty() {
-        return Err(failed(format!("no {what} in {}", path.display())));
-    }
-    Ok(lines)
+    Ok(file::lines(path, &format!("{what} file"))?)
 }
 
-/// Raises the descriptor and thread limits and returns `--max-conns`, or
-/// the cap the limits allow for connections of `fds_per_connection`
-/// descriptors and [`limits::THREADS_PER_CONNECTION`] threads each; with
-/// it, what set the cap, for the start-up line.
-pub fn cap(max_conns: Option<usize>, fds_per_connection: u64) -> (usize, String) {
-    let fds = limits::raise_fd_limit();
+/// What the limits allow a process: its connection cap, what set it (for
+/// the start-up line), and the descriptors its connections may hold.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// Connections at once: `--max-conns`, or what the limits allow.
+    pub conns: usize,
+    /// What set `conns`.
+    pub why: String,
+    /// The descriptors the connections may hold between them, whatever
+    /// `--max-conns` says: a connection over it is refused, never left to
+    /// fail on EMFILE.
+    pub fds: Fds,
+}
+
+/// Raises the descriptor and thread limits and returns the caps for
+/// connections of `fds_per_connection` descriptors and
+/// [`limits::THREADS_PER_CONNECTION`] threads each, with `kept` descriptors
+/// set aside (a pool's ready connections): `--max-conns` when given, else
+/// what the limits allow.
+pub fn cap(max_conns: Option<usize>, fds_per_connection: u64, kept: u64) -> Caps {
+    let limit = limits::raise_fd_limit();
     let threads = limits::thread_limit();
+    let budget = limits::fd_budget(limit, kept);
+    let fds = Fds {
+        budget: usize::try_from(budget).unwrap_or(usize::MAX),
+        per_connection: usize::try_from(fds_per_connection).unwrap_or(usize::MAX),
+    };
     if let Some(n) = max_conns {
-        return (n, "--max-conns".into());
+        return Caps { conns: n, why: "--max-conns".into(), fds };
     }
-    let by_fds = limits::connection_cap(fds, fds_per_connection);
-    let why_fds = format!("descriptor limit {fds}, {fds_per_connection} per connection");
-    match threads {
+    let by_fds = limits::connection_cap(budget, fds_per_connection);
+    let why_fds = format!("descriptor limit {limit}, {fds_per_connection} per connection");
+    let (conns, why) = match threads {
         Some((limit, name)) if limits::thread_cap(limit) < by_fds => (
             limits::thread_cap(limit),
             format!(
@@ -212,7 +226,8 @@ pub fn cap(max_conns: Option<usize>, fds_per_connection: u64) -> (usize, String)
             ),
         ),
         _ => (by_fds, why_fds),
-    }
+    };
+    Caps { conns, why, fds }
 }
 
 /// Serves the metrics on `--metrics ADDR:PORT`, if given, from a thread of

@@ -12,7 +12,7 @@ use crate::conn::report::Watch;
 use crate::current::Current;
 use crate::error::Error;
 use crate::local::client::Secrets;
-use crate::local::pool::PoolSize;
+use crate::local::pool::{PoolSize, DEMAND_CAP};
 use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
 use crate::metrics::Role;
@@ -21,7 +21,7 @@ use crate::proto::addr::Target;
 use crate::proto::wire::trojan_hash;
 use crate::tls::config::{self as tls, Trust};
 
-use super::common::{self, Common, Passwords, Users};
+use super::common::{self, Caps, Common, Passwords, Users};
 use super::exit::{usage, Exit};
 use super::flags::{self, COMMON, LOCAL, LOCAL_LISTEN, POOL_AGE_SECS};
 use super::signals::{self, Signals};
@@ -35,8 +35,9 @@ const ABOUT: &str =
 pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     let args = LocalArgs::parse(argv)?;
     common::init_logging(args.common.log);
-    let (max_conns, cap_from) = common::cap(args.common.max_conns, FDS_PER_CONNECTION);
-    let (local, reload) = bind(&args, max_conns, None)?;
+    let caps = caps(&args);
+    let (max_conns, cap_from) = (caps.conns, caps.why.clone());
+    let (local, reload) = bind(&args, &caps, None)?;
     let addr = local.local_addr().map_err(Error::Io)?;
     if let Trust::Insecure = args.trust {
         log::warn!("--insecure: the server's certificate is not verified; anyone on the path can read and change the traffic");
@@ -155,11 +156,25 @@ impl LocalArgs {
     }
 }
 
-/// Reads the files `args` name and binds the local for `max_conns`
-/// connections; with `watch`, each close line is passed to it too. What
-/// [`run`] does before it serves, for a program that runs the local in
-/// its own process (the tests).
-pub fn bind(args: &LocalArgs, max_conns: usize, watch: Option<Watch>) -> Result<(Local, Reload), Exit> {
+/// Raises the limits and returns the local's caps: two descriptors per
+/// connection (the client's socket and the TLS connection), a third that a
+/// UDP association holds for its UDP socket (see [`crate::conn::admission`]),
+/// and the pool's ready connections set aside.
+pub fn caps(args: &LocalArgs) -> Caps {
+    let pool = match args.pool {
+        PoolSize::Fixed(n) => n,
+        PoolSize::Demand => DEMAND_CAP,
+    };
+    // Each filler may hold one more while it replaces a stale one.
+    let kept = u64::try_from(pool).unwrap_or(u64::MAX).saturating_add(2);
+    common::cap(args.common.max_conns, FDS_PER_CONNECTION, kept)
+}
+
+/// Reads the files `args` name and binds the local under `caps`; with
+/// `watch`, each close line is passed to it too. What [`run`] does before
+/// it serves, for a program that runs the local in its own process (the
+/// tests).
+pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Local, Reload), Exit> {
     let tls = Arc::new(Current::new(tls::client_config(&args.trust, &args.alpn)?));
     let secrets = Arc::new(Current::new(read_secrets(args)?));
     let login = !secrets.get().users.is_empty();
@@ -169,7 +184,8 @@ pub fn bind(args: &LocalArgs, max_conns: usize, watch: Option<Watch>) -> Result<
         tls: Arc::clone(&tls),
         timeouts: args.common.timeouts,
         secrets: Arc::clone(&secrets),
-        max_conns,
+        max_conns: caps.conns,
+        fds: Some(caps.fds),
         pool: args.pool,
         pool_age: args.pool_age,
         watch,

@@ -187,8 +187,7 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
     let probe_resistant = args.fallback.is_some() && !passwords.is_empty();
-    let (max_conns, cap_from) =
-        common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant));
+    let caps = common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant), 0);
     let served = tls::server_config(&args.identity, &args.alpn, None)?;
     let open = passwords.is_empty();
     let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, expires: served.expires }));
@@ -197,7 +196,8 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         timeouts: args.common.timeouts,
         fallback: args.fallback.clone(),
         egress,
-        max_conns,
+        max_conns: caps.conns,
+        fds: Some(caps.fds),
         max_pending_per_source: args.max_pending_per_source,
         proxy_protocol: args.proxy_protocol,
         proxy_from: args.proxy_from.clone(),
@@ -209,8 +209,8 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         open,
         fingerprint: tls::fingerprint_hex(&served.fingerprint),
         expires: served.expires,
-        max_conns,
-        cap_from,
+        max_conns: caps.conns,
+        cap_from: caps.why,
     };
     Ok((server, Reload { args: args.clone(), keys }, serving))
 }

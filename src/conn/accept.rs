@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::net::dial::listen;
 use crate::workers::SETUP_THREADS;
 
-use super::admission::{Gate, Place, Refused};
+use super::admission::{Fds, Gate, Place, Refused};
 
 /// How long the accept loop rests after a resource error (EMFILE, a failed spawn).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -46,11 +46,17 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Binds `addr` (the error names it) for at most `max_conns` connections
-    /// at once, and with `per_source`, at most that many pending from one source.
-    pub fn bind(addr: &str, max_conns: usize, per_source: Option<usize>) -> Result<Acceptor, Error> {
+    /// at once, with `per_source`, at most that many pending from one source,
+    /// and with `fds`, only as many as the descriptors allow.
+    pub fn bind(
+        addr: &str,
+        max_conns: usize,
+        per_source: Option<usize>,
+        fds: Option<Fds>,
+    ) -> Result<Acceptor, Error> {
         Ok(Acceptor {
             listener: listen(addr)?,
-            gate: Gate::new(max_conns, per_source),
+            gate: Gate::with_fds(max_conns, per_source, fds),
             stop: Arc::new(AtomicBool::new(false)),
             source_at_accept: true,
         })

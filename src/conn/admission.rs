@@ -2,6 +2,13 @@
 //! many one source may keep pending, and the place each connection holds
 //! until everything working for it is done.
 //!
+//! Descriptors are counted too, by what each kind of connection holds: a
+//! connection takes [`Fds::per_connection`] as it is admitted (its client's
+//! socket and the onward one), and one that opens more (a local's UDP
+//! association: its UDP socket too) takes them with [`Place::hold`]. So the
+//! process is refused cleanly at its budget instead of running into EMFILE,
+//! whichever kinds of connection fill it.
+//!
 //! A connection is usually counted against its source as it is admitted.
 //! Behind a load balancer every connection comes from the balancer, so it
 //! is admitted without a source ([`Gate::enter_unsourced`]) and counted
@@ -28,11 +35,23 @@ pub struct Gate {
     changed: Condvar,
     cap: usize,
     per_source: Option<usize>,
+    fds: Option<Fds>,
+}
+
+/// The descriptors a [`Gate`]'s connections may hold between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fds {
+    /// All of them: the descriptor limit, less what the process keeps for itself.
+    pub budget: usize,
+    /// What every connection holds once admitted.
+    pub per_connection: usize,
 }
 
 /// What a [`Gate`] counts.
 struct Admitted {
     active: usize,
+    /// Descriptors held by the connections (with an [`Fds`] budget).
+    fds: usize,
     /// Pending connections per source (see [`Source`]).
     pending: HashMap<Source, usize>,
 }
@@ -84,6 +103,8 @@ pub enum Refused {
     Cap(usize),
     /// Its source has this many pending connections already.
     PerSource(Source, usize),
+    /// The connections hold every descriptor of the budget (this many).
+    Fds(usize),
 }
 
 impl fmt::Display for Refused {
@@ -91,6 +112,7 @@ impl fmt::Display for Refused {
         match self {
             Refused::Cap(cap) => write!(f, "at capacity ({cap} connections)"),
             Refused::PerSource(src, n) => write!(f, "{n} connections from {src} already pending"),
+            Refused::Fds(budget) => write!(f, "out of descriptors ({budget} for connections)"),
         }
     }
 }
@@ -98,7 +120,7 @@ impl fmt::Display for Refused {
 impl From<&Refused> for Refusal {
     fn from(why: &Refused) -> Refusal {
         match why {
-            Refused::Cap(_) => Refusal::Cap,
+            Refused::Cap(_) | Refused::Fds(_) => Refusal::Cap,
             Refused::PerSource(..) => Refusal::PerSource,
         }
     }
@@ -111,6 +133,8 @@ pub struct Ticket {
     gate: Arc<Gate>,
     /// The source it still counts against, until it is past its header.
     pending: Mutex<Option<Source>>,
+    /// Descriptors it holds beyond [`Fds::per_connection`] ([`Place::hold`]).
+    extra: Mutex<usize>,
 }
 
 /// A share of a connection's [`Ticket`].
@@ -143,6 +167,21 @@ impl Place {
         Ok(())
     }
 
+    /// Counts `n` more descriptors for this connection (a socket it is about
+    /// to open), unless that would pass the gate's budget. They are given
+    /// back with the place.
+    pub fn hold(&self, n: usize) -> Result<(), Refused> {
+        let gate = &self.0.gate;
+        let Some(fds) = gate.fds else { return Ok(()) };
+        let mut count = gate.count();
+        if count.fds + n > fds.budget {
+            return Err(Refused::Fds(fds.budget));
+        }
+        count.fds += n;
+        *self.0.extra.lock().unwrap_or_else(PoisonError::into_inner) += n;
+        Ok(())
+    }
+
     /// The connection is past its header: it no longer counts as pending
     /// against its source (its place under the cap stays).
     pub fn authenticated(&self) {
@@ -157,8 +196,13 @@ impl Gate {
     /// A gate for `cap` connections, and with `per_source`, at most that
     /// many pending from one source.
     pub fn new(cap: usize, per_source: Option<usize>) -> Arc<Gate> {
-        let state = Mutex::new(Admitted { active: 0, pending: HashMap::new() });
-        Arc::new(Gate { state, changed: Condvar::new(), cap, per_source })
+        Gate::with_fds(cap, per_source, None)
+    }
+
+    /// A gate that counts descriptors too, against `fds`.
+    pub fn with_fds(cap: usize, per_source: Option<usize>, fds: Option<Fds>) -> Arc<Gate> {
+        let state = Mutex::new(Admitted { active: 0, fds: 0, pending: HashMap::new() });
+        Arc::new(Gate { state, changed: Condvar::new(), cap, per_source, fds })
     }
 
     fn count(&self) -> std::sync::MutexGuard<'_, Admitted> {
@@ -181,6 +225,12 @@ impl Gate {
         if n.active >= self.cap {
             return Err(Refused::Cap(self.cap));
         }
+        let fds = self.fds.map_or(0, |f| f.per_connection);
+        if let Some(f) = self.fds {
+            if n.fds + fds > f.budget {
+                return Err(Refused::Fds(f.budget));
+            }
+        }
         let pressed = n.active >= self.cap / 2;
         let pending = match (self.per_source, peer) {
             (Some(limit), Some(peer)) => {
@@ -195,7 +245,9 @@ impl Gate {
             _ => None,
         };
         n.active += 1;
-        Ok(Place(Arc::new(Ticket { gate: Arc::clone(self), pending: Mutex::new(pending) })))
+        n.fds += fds;
+        let ticket = Ticket { gate: Arc::clone(self), pending: Mutex::new(pending), extra: Mutex::new(0) };
+        Ok(Place(Arc::new(ticket)))
     }
 
     fn leave_pending(&self, source: Source) {
@@ -230,7 +282,12 @@ impl Drop for Ticket {
         if let Some(source) = source {
             self.gate.leave_pending(source);
         }
-        self.gate.count().active -= 1;
+        let held = self.gate.fds.map_or(0, |f| f.per_connection)
+            + *self.extra.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut n = self.gate.count();
+        n.active -= 1;
+        n.fds -= held;
+        drop(n);
         self.gate.changed.notify_all();
     }
 }
@@ -317,6 +374,32 @@ mod tests {
         let sixth = gate.enter_unsourced().unwrap();
         assert_eq!(sixth.pending_from(a).err(), Some(Refused::PerSource(Source::of(a), 5)));
         assert!(sixth.pending_from("192.0.2.2".parse().unwrap()).is_ok(), "another client still gets in");
+    }
+
+    #[test]
+    fn each_connection_holds_its_descriptors_and_more_only_within_the_budget() {
+        // Eleven descriptors, two per connection: five TCP connections, or
+        // three UDP associations of three (2 + 1 held) and a connection.
+        let fds = Fds { budget: 11, per_connection: 2 };
+        let gate = Gate::with_fds(100, None, Some(fds));
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut assocs: Vec<Place> = (0..3).map(|_| gate.enter(ip).unwrap()).collect();
+        for a in &assocs {
+            a.hold(1).unwrap();
+        }
+        let tcp = gate.enter(ip).unwrap();
+        assert_eq!(gate.enter(ip).err(), Some(Refused::Fds(11)), "all 11 held");
+        assert_eq!(tcp.hold(1).err(), Some(Refused::Fds(11)));
+        assert_eq!(Refused::Fds(11).to_string(), "out of descriptors (11 for connections)");
+        assocs.pop();
+        tcp.hold(1).unwrap();
+        let more = gate.enter(ip).unwrap();
+        assert_eq!(gate.enter(ip).err(), Some(Refused::Fds(11)), "3 + 3 + 3 + 2");
+        drop((tcp, more, assocs));
+        assert_eq!(gate.count().fds, 0, "everything given back");
+        let five: Vec<Place> = (0..5).map(|_| gate.enter(ip).unwrap()).collect();
+        assert_eq!(gate.enter(ip).err(), Some(Refused::Fds(11)));
+        drop(five);
     }
 
     #[test]

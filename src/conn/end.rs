@@ -107,6 +107,9 @@ pub enum Step {
     Socket,
     /// Waiting on an association's sockets.
     Wait,
+    /// The local's own descriptors or memory, out while it opened a link to
+    /// a server (see [`Error::is_exhaustion`]).
+    Local,
 }
 
 impl Step {
@@ -125,6 +128,7 @@ impl Step {
             Step::Control => "control connection",
             Step::Socket => "socket",
             Step::Wait => "wait",
+            Step::Local => "local",
         }
     }
 }
@@ -452,6 +456,16 @@ mod tests {
             (
                 End::Failed(Step::Wait, Error::Io(os(9))),
                 "wait: Bad file descriptor (os error 9)",
+                Closed::Other,
+            ),
+            (
+                End::Failed(Step::Local, Error::Io(os(24))),
+                "local: Too many open files (os error 24)",
+                Closed::Other,
+            ),
+            (
+                End::Refused(Refused::Fds(536)),
+                "refused: out of descriptors (536 for connections)",
                 Closed::Other,
             ),
             (

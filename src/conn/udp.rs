@@ -10,10 +10,13 @@
 //!
 //! - On the local ([`local`]), the up thread waits on the application's UDP
 //!   socket and on the SOCKS5 control connection at once: a datagram from the
-//!   client (its IP, and its port when the request named one; not a
-//!   fragment) becomes a frame on the stream; the control connection's end
-//!   ends the association. The down thread reads frames and sends each to the
-//!   client with the SOCKS5 UDP header.
+//!   client (not a fragment) becomes a frame on the stream; the control
+//!   connection's end ends the association. The client is the address and
+//!   port the request named, or, when it named port 0 (as most clients do),
+//!   the first source on the control connection's IP that sends: the
+//!   association is bound to it, and anyone else's datagrams are dropped. The
+//!   down thread reads frames and sends each to that client alone, with the
+//!   SOCKS5 UDP header.
 //! - On the server ([`server`]), the up thread reads frames and sends each
 //!   datagram to its target through one UDP socket of the association,
 //!   after the egress check (a denied datagram is dropped and counted); the
@@ -60,7 +63,7 @@ pub struct Client {
     pub udp: UdpSocket,
     /// Datagrams are taken only from this address,
     pub ip: IpAddr,
-    /// and from this port when it is not 0.
+    /// and from this port; when it is 0, from the port of the first datagram.
     pub port: u16,
 }
 
@@ -77,16 +80,23 @@ pub fn local(
     let (reader, mut writer, assoc) = start(stream, conn.into(), timeouts, done);
     let Client { control, udp, ip, port } = client;
     let udp = Arc::new(udp);
-    // Where replies go: the client's address, once its first datagram came.
-    let replies_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    // The client's address and port: the one the request named, or else the
+    // first source on the client's IP to use the socket. Datagrams are taken
+    // from it alone, and replies go to it alone.
+    let named = (port != 0).then(|| SocketAddr::new(ip, port));
+    let replies_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(named));
     let (udp_up, replies_up) = (Arc::clone(&udp), Arc::clone(&replies_to));
     spawn(&assoc, move |a| {
         let why = local_up(a, &control, &udp_up, &mut writer, |from| {
-            let ok = from.ip() == ip && (port == 0 || from.port() == port);
-            if ok {
-                *replies_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(from);
+            let mut bound = replies_up.lock().unwrap_or_else(PoisonError::into_inner);
+            match *bound {
+                Some(client) => from == client,
+                None if from.ip() == ip => {
+                    *bound = Some(from);
+                    true
+                }
+                None => false,
             }
-            ok
         });
         a.end_writing(why, &mut writer);
         let _ = control.shutdown(Shutdown::Both);

@@ -36,6 +36,7 @@ use crate::conn::{Outcome, Report, Timeouts};
 use crate::current::Current;
 use crate::error::Error;
 use crate::net::deadline::{close_gently, Arrived, Deadline};
+use crate::net::limits::{FDS_PER_CONNECTION, FDS_PER_LOCAL_ASSOCIATION};
 use crate::proto::addr::Target;
 use crate::proto::failure::Failure;
 use crate::proto::socks5::{self, Request};
@@ -255,9 +256,13 @@ fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Li
     let ready = ctx.pool.as_deref().and_then(Pool::take);
     let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(report.place())), Ok);
     linked.map_err(|Unreachable { server, error }| {
-        log::warn!("#{} cannot reach server {server}: {error}", report.id);
         let until = Instant::now() + ctx.timeouts.handshake;
         let _ = ask.refuse(&mut Deadline::new(app, until), Failure::of(&error));
+        if error.is_exhaustion() {
+            log::warn!("#{} out of resources here, not at server {server}: {error}", report.id);
+            return End::Failed(Step::Local, error);
+        }
+        log::warn!("#{} cannot reach server {server}: {error}", report.id);
         End::Unreachable(Hop::Server(server), error)
     })
 }
@@ -347,8 +352,9 @@ fn read_ready(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// whose trojan header asks for UDP, the success reply naming the socket,
 /// then the association's two threads (see [`crate::conn::udp`]). The
 /// request (`ask`, a [`Ask::Udp`]) names where the client's datagrams will
-/// come from: its port, when not 0, is the only one accepted; the address
-/// is always the client's own.
+/// come from: its port, when not 0, is the only one accepted, and port 0
+/// binds the association to the first port that sends; the address is
+/// always the control connection's own.
 fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     report.udp();
     let opened = match open_udp(&app, ask, ctx, secrets, &report) {
@@ -396,6 +402,11 @@ fn open_udp(
         fail(Failure::General);
         return Err(End::NoUdp);
     };
+    // Its UDP socket is one descriptor more than a TCP connection holds.
+    report.place().hold((FDS_PER_LOCAL_ASSOCIATION - FDS_PER_CONNECTION) as usize).map_err(|why| {
+        fail(Failure::General);
+        End::Refused(why)
+    })?;
     let udp = UdpSocket::bind(SocketAddr::new(here.ip(), 0)).map_err(|e| {
         fail(Failure::General);
         End::Failed(Step::Udp, Error::Io(e))

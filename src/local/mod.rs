@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 
 use crate::conn::accept::{Acceptor, Stopper};
-use crate::conn::admission::Refused;
+use crate::conn::admission::{Fds, Refused};
 use crate::conn::report::Watch;
 use crate::conn::{Report, Timeouts};
 use crate::current::Current;
@@ -52,6 +52,9 @@ pub struct Config {
     pub secrets: Arc<Current<Secrets>>,
     /// Connections served at once; more are refused (see `refuse`).
     pub max_conns: usize,
+    /// The descriptors connections may hold between them, if counted: a
+    /// UDP association holds one more than a TCP connection.
+    pub fds: Option<Fds>,
     /// TLS connections to keep ready: a fixed number (0: none, each client
     /// waits for its own handshake), or as many as recent demand asks for.
     pub pool: PoolSize,
@@ -67,7 +70,7 @@ impl Local {
     /// the servers' state is in the metrics (all up until a client or the
     /// pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
-        let acceptor = Acceptor::bind(listen, cfg.max_conns, None)?;
+        let acceptor = Acceptor::bind(listen, cfg.max_conns, None, cfg.fds)?;
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),
             cfg.balance,

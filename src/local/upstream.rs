@@ -3,7 +3,9 @@
 //! brings a server back.
 //!
 //! `--server` may be given several times, in order of preference. A server
-//! is marked down when a TCP connect or TLS handshake to it fails, or when it
+//! is marked down when a TCP connect or TLS handshake to it fails (but not
+//! when the local itself is out of descriptors or memory: see
+//! [`Error::is_exhaustion`]), or when it
 //! breaks a client's connection off before any reply byte (the local's
 //! client flow reads that from the relay's end); it stays down for a back-off
 //! of 1 s, doubling up to 60 s each time its check fails. While it is down no
@@ -232,6 +234,11 @@ impl Upstreams {
                     self.up(index);
                     return Ok(link);
                 }
+                // The local's own descriptors or memory ran out: no server
+                // is to blame, and the next would fare no better.
+                Err(error) if error.is_exhaustion() => {
+                    return Err(Unreachable { server: self.servers[index].addr.clone(), error })
+                }
                 Err(error) => {
                     let server = &self.servers[index].addr;
                     log::debug!("server {server}: {error}");
@@ -261,7 +268,7 @@ impl Upstreams {
             log::trace!("tls to server: {:?} {:?}", conn.handshake_kind(), conn.negotiated_cipher_suite());
             Ok(Link { server: index, sock, conn, tls })
         });
-        if opened.is_err() {
+        if opened.as_ref().is_err_and(|e| !e.is_exhaustion()) {
             self.failures[index].fetch_add(1, Ordering::Relaxed);
         }
         opened

@@ -8,6 +8,10 @@ use crate::workers;
 const RESERVED_FDS: u64 = 64;
 /// Descriptors one connection holds: the client's socket and the onward one.
 pub const FDS_PER_CONNECTION: u64 = 2;
+/// Descriptors a local's UDP association holds: its control connection, its
+/// UDP socket and its TLS connection to the server (a server's holds two:
+/// the TLS connection and its UDP socket).
+pub const FDS_PER_LOCAL_ASSOCIATION: u64 = 3;
 
 /// Raises the soft descriptor limit to the hard one and returns the limit in force.
 pub fn raise_fd_limit() -> u64 {
@@ -19,9 +23,15 @@ pub fn raise_fd_limit() -> u64 {
     soft
 }
 
-/// The connection cap that `fd_limit` descriptors allow, at `per_connection` each.
-pub fn connection_cap(fd_limit: u64, per_connection: u64) -> usize {
-    let cap = fd_limit.saturating_sub(RESERVED_FDS) / per_connection.max(1);
+/// The descriptors connections may hold between them under `fd_limit`:
+/// all but the process's own and `kept` more (a pool's ready connections).
+pub fn fd_budget(fd_limit: u64, kept: u64) -> u64 {
+    fd_limit.saturating_sub(RESERVED_FDS + kept)
+}
+
+/// The connection cap that a budget of `fds` descriptors allows, at `per_connection` each.
+pub fn connection_cap(fds: u64, per_connection: u64) -> usize {
+    let cap = fds / per_connection.max(1);
     usize::try_from(cap).unwrap_or(usize::MAX).max(1)
 }
 
@@ -126,6 +136,8 @@ mod tests {
     fn four_threads_per_connection_must_fit_under_the_thread_limit() {
         assert_eq!(thread_cap(1000), (1000 - RESERVED_THREADS as usize) / 4);
         assert_eq!(thread_cap(10), 1, "never below one connection");
-        assert_eq!(connection_cap(1024, 2), 480);
+        assert_eq!(connection_cap(fd_budget(1024, 0), 2), 480);
+        assert_eq!(fd_budget(1024, 18), 1024 - 64 - 18);
+        assert_eq!(fd_budget(10, 0), 0);
     }
 }

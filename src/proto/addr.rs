@@ -150,9 +150,7 @@ fn read_port<R: Read>(r: &mut R) -> io::Result<u16> {
     Ok(u16::from_be_bytes(p))
 }
 
-/// Reads a domain name of `len` bytes; it must be non-empty UTF-8 without
-/// control characters. Other text (spaces, U+2028) is passed on to the
-/// resolver, which refuses it; logs write it escaped (see [`Escaped`]).
+/// Reads a domain name of `len` bytes, which must be a [`host_name`].
 fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> {
     if len == 0 {
         return Err(Error::Protocol("empty domain name"));
@@ -160,10 +158,17 @@ fn read_domain<R: Read>(r: &mut R, len: u8) -> Result<String, Error> {
     let mut name = [0u8; 255];
     let name = &mut name[..usize::from(len)];
     r.read_exact(name)?;
-    match std::str::from_utf8(name) {
-        Ok(s) if !s.chars().any(char::is_control) => Ok(s.to_owned()),
-        _ => Err(Error::Protocol("domain name is not text")),
-    }
+    host_name(name).map(str::to_owned).ok_or(Error::Protocol("domain name is not text"))
+}
+
+/// `name` as a host name every protocol accepts (SOCKS5, SOCKS4a, the
+/// wire headers): non-empty UTF-8 without control characters, or None.
+/// Other text (spaces, U+2028) is passed on to the resolver, which refuses
+/// it; logs write it escaped (see [`Escaped`]). A name the local lets
+/// through is one the server takes, so a client's bad name is refused at
+/// the local and never reaches a server.
+pub fn host_name(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name).ok().filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
 }
 
 #[cfg(test)]

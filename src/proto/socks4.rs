@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use crate::error::Error;
 use crate::text::Escaped;
 
-use super::addr::Target;
+use super::addr::{host_name, Target};
 
 /// VN of a request: the protocol version.
 pub const SOCKS4_VERSION: u8 = 4;
@@ -50,8 +50,8 @@ pub const FIELD_MAX: usize = 255;
 ///
 /// With `login_required` (users are configured; SOCKS4 has no password) a
 /// well-formed request is refused. Bad input the protocol has a reply for
-/// (BIND, an unknown command, a USERID or domain too long or empty or not
-/// UTF-8, a refusal) gets [`REQUEST_REJECTED`] here, after the whole request
+/// (BIND, an unknown command, a USERID too long, a domain too long or not a
+/// [`host_name`] as SOCKS5 requires, a refusal) gets [`REQUEST_REJECTED`] here, after the whole request
 /// has been read; a wrong version gets none. Either way the caller closes.
 /// On success nothing is written: the caller replies with [`reply`] once it
 /// knows whether the server could be reached.
@@ -76,11 +76,11 @@ pub fn accept<S: Read + Write>(s: &mut S, login_required: bool) -> Result<Target
             reply(s, REQUEST_REJECTED)?;
             return Err(Error::Protocol("socks4a domain too long"));
         };
-        match std::str::from_utf8(name) {
-            Ok(n) if !n.is_empty() => Some(n.to_owned()),
-            _ => {
+        match host_name(name) {
+            Some(n) => Some(n.to_owned()),
+            None => {
                 reply(s, REQUEST_REJECTED)?;
-                return Err(Error::Protocol("socks4a domain empty or not utf-8"));
+                return Err(Error::Protocol("socks4a domain empty or not text"));
             }
         }
     } else {
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_empty_or_invalid_domain_is_rejected() {
-        for name in [&b""[..], b"\xff\xfe"] {
+        for name in [&b""[..], b"\xff\xfe", b"bad\x01name", b"tab\there", b"del\x7f", b"c1\xc2\x85"] {
             let (res, out, _) = run(&request(CMD_CONNECT, [0, 0, 0, 1], b"", Some(name)), false);
             assert!(matches!(res, Err(Error::Protocol(_))), "{res:?}");
             assert_eq!(out, REJECTED);

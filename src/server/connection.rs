@@ -14,7 +14,8 @@
 //! handed, with every byte, to the fallback site if there is one, so that a
 //! prober sees an ordinary web site; otherwise the connection is closed. A
 //! client whose hash was right but whose request is not served (a malformed
-//! rest) is closed, never handed over with its hash.
+//! rest) is closed with close_notify, never handed over with its hash: the
+//! local reads that as "your request", not as a broken server.
 //!
 //! Without passwords the seed header is read with exact reads, across
 //! records, under the handshake deadline.
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 use rustls::ServerConnection;
 
+use crate::conn::admission::Fds;
 use crate::conn::end::{End, Hop, Side, Step};
 use crate::conn::relay::{self, Leg};
 use crate::conn::report::Watch;
@@ -57,6 +59,8 @@ pub struct Config {
     pub egress: Policy,
     /// Connections served at once; more are closed right after accept.
     pub max_conns: usize,
+    /// The descriptors connections may hold between them, if counted.
+    pub fds: Option<Fds>,
     /// Connections from one source (an IPv4 address, an IPv6 /64) that may
     /// be pending at once: in the TLS handshake or before a valid header.
     pub max_pending_per_source: usize,
@@ -182,7 +186,25 @@ fn seed_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) ->
             Ok(out) => Ok(Next::Fallback { out, seen, site }),
             Err(e) => Err(End::Unreachable(Hop::Fallback, e)),
         },
-        _ => Err(End::Failed(Step::Header, e)),
+        _ => {
+            if worth_a_fallback {
+                goodbye(sock, conn, cfg);
+            }
+            Err(End::Failed(Step::Header, e))
+        }
+    }
+}
+
+/// Ends a connection whose client the server will not serve although it
+/// may (a valid password, or the seed format, open to anyone) with
+/// close_notify, then closes it gently: the local reads a clean end and
+/// knows that its request was refused, not that this server broke (which
+/// would mark it down). Probes are not told: they go to the fallback, or
+/// are cut without close_notify.
+fn goodbye(sock: &TcpStream, conn: &mut ServerConnection, cfg: &Config) {
+    let until = Instant::now() + cfg.timeouts.handshake;
+    if handshake::close(conn, &mut Deadline::new(sock, until)).is_ok() {
+        close_gently(sock);
     }
 }
 
@@ -224,6 +246,7 @@ fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) 
                 Err(e) if wire::trojan_hash_known(&bytes, passwords) => {
                     log::debug!("#{id} bad header after a valid password: {e}");
                     metrics::HEADER_FAILURES.inc();
+                    goodbye(&incoming.sock, &mut incoming.conn, cfg);
                     return Err(End::Failed(Step::Header, e));
                 }
                 Err(e) => {
@@ -281,10 +304,7 @@ fn to_target(incoming: Incoming, target: &Target, early: &[u8], cfg: &Config, mu
         Err(e) => {
             log::debug!("#{id} cannot reach {target}: {e}");
             // A clean end tells the local that this server works and the target does not.
-            let goodbye = Instant::now() + cfg.timeouts.handshake;
-            if handshake::close(&mut conn, &mut Deadline::new(&sock, goodbye)).is_ok() {
-                close_gently(&sock);
-            }
+            goodbye(&sock, &mut conn, cfg);
             return report.end(End::Unreachable(Hop::Target, e));
         }
     };

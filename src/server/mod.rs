@@ -34,7 +34,7 @@ pub struct Server {
 impl Server {
     /// Binds the TLS listener.
     pub fn bind(listen: &str, cfg: Config) -> Result<Server, Error> {
-        let mut acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source))?;
+        let mut acceptor = Acceptor::bind(listen, cfg.max_conns, Some(cfg.max_pending_per_source), cfg.fds)?;
         if cfg.proxy_protocol {
             // Every connection comes from the balancer: its header names the source to count.
             acceptor = acceptor.source_known_later();

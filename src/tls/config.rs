@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::error::Error;
+use crate::file;
 use crate::proto::x509;
 use crate::text::hex;
 
@@ -172,8 +173,8 @@ pub fn server_config(
     let (chain, key, what) = match identity {
         Identity::Files { cert, key: key_path } => {
             let chain = read_certs(cert, "certificate file")?;
-            let key =
-                PrivateKeyDer::from_pem_file(key_path).map_err(|e| pem_error(key_path, "key file", e))?;
+            let pem = file::read(key_path, "key file")?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_error(key_path, "key file", e))?;
             let what = format!("key {} with certificate {}", key_path.display(), cert.display());
             (chain, key, what)
         }
@@ -213,10 +214,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
     ServerName::try_from(host.to_owned()).map_err(|_| Error::Config(format!("invalid server name: {host}")))
 }
 
-/// Reads every certificate of a PEM file; an empty file is an error.
+/// Reads every certificate of a PEM file (by [`file::read`]); an empty file is an error.
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, what, e))?
+    let pem = file::read(path, what)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, what, e))?;
     if certs.is_empty() {

@@ -222,3 +222,32 @@ fn sni_is_given_once_for_all_or_once_per_server() {
     let down = local.wait_line(|l| l.contains(&format!("server {} down: ", servers[0])));
     assert!(down.contains("certificate"), "{down}");
 }
+
+#[test]
+fn a_clients_bad_socks4a_name_is_refused_at_the_local_and_marks_no_server_down() {
+    let echo = echo("127.0.0.1:0");
+    let a = server_on("127.0.0.1:0");
+    let b = server_on("127.0.0.1:0");
+    let local = local_with(&[a.addr.to_string(), b.addr.to_string()], &["--pool", "0"]);
+    let mut replies = Vec::new();
+    for name in ["bad\u{1}name", "tab\there", "del\u{7f}", "nl\nx.example"] {
+        // SOCKS4a: 0.0.0.1, an empty USERID, then the name.
+        let mut req = vec![4, 1];
+        req.extend(echo.port().to_be_bytes());
+        req.extend([0, 0, 0, 1, 0]);
+        req.extend(name.as_bytes());
+        req.push(0);
+        let mut s = connect(local.addr);
+        s.write_all(&req).unwrap();
+        let mut reply = [0u8; 8];
+        s.read_exact(&mut reply).unwrap();
+        let _ = read_until_closed(&mut s);
+        replies.push(reply[1]);
+        round_trip(local.addr, echo);
+    }
+    let down: Vec<String> = local.lines().into_iter().filter(|l| l.contains(" down: ")).collect();
+    assert!(down.is_empty(), "{down:#?}");
+    assert_eq!(replies, [91; 4], "rejected, as SOCKS5 refuses the same names");
+    assert_eq!(served(&a, echo, 4), 4, "every ordinary request went to the first server");
+    assert!(!a.lines().iter().any(|l| l.contains("bad header")), "no bad name reached a server");
+}

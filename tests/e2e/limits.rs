@@ -166,3 +166,92 @@ fn in_a_namespace_with_a_silent_resolver() {
     assert!(most <= idle + 2 * CAP + 8, "{most} threads for a cap of {CAP} ({idle} idle)");
     server.wait_line(|l| l.contains("end=target: name resolution timed out"));
 }
+
+/// A UDP ASSOCIATE on a control connection of its own: the reply code, or
+/// None when the local closed without one.
+fn ask_udp(local: SocketAddr) -> (TcpStream, Option<u8>) {
+    let mut c = connect(local);
+    c.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut head = [0u8; 2 + 4];
+    if c.read_exact(&mut head).is_err() {
+        return (c, None);
+    }
+    let mut rest = [0u8; 6];
+    let code = c.read_exact(&mut rest).ok().map(|_| head[3]);
+    (c, code)
+}
+
+#[test]
+fn udp_associations_past_the_descriptor_limit_are_refused_cleanly_and_never_mark_the_server_down() {
+    let server = server().args(&["--password", "pw"]).spawn();
+    // An association holds three descriptors at the local: its control
+    // connection, its UDP socket and its TLS connection.
+    let local = local(server.addr).args(&["--password", "pw", "--pool", "0"]).nofile(600).spawn();
+    let mut held = Vec::new();
+    let (mut granted, mut refused, mut closed) = (0, 0, 0);
+    for i in 0..300 {
+        let (c, code) = ask_udp(local.addr);
+        match code {
+            Some(0) => granted += 1,
+            Some(1) => refused += 1,
+            // Refused as it was accepted, before its first byte had arrived.
+            None => closed += 1,
+            other => panic!("association {i}: {other:?}; {:#?}", local.lines()),
+        }
+        held.push(c);
+    }
+    println!("600 descriptors: {granted} associations granted, {refused} refused with reply 1, {closed} closed at accept");
+    let refused = refused + closed;
+    let lines = local.lines();
+    let blamed: Vec<&String> = lines.iter().filter(|l| l.contains(" down: ")).collect();
+    assert!(blamed.is_empty(), "the local's own limit blamed the server: {blamed:#?}");
+    let exhausted: Vec<&String> = lines.iter().filter(|l| l.contains("Too many open files")).collect();
+    assert!(exhausted.is_empty(), "the local ran out of descriptors: {exhausted:#?}");
+    assert!(refused > 0 && granted >= 150, "{granted} granted, {refused} refused");
+
+    // Once they close, a new association is served, through the same server.
+    drop(held);
+    local.wait_lines(granted, |l| l.contains("target=udp ") && l.contains("end=client closed the control"));
+    let (echo, _seen) = udp_echo();
+    let (control, relay) = associate(local.addr, 0);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    udp.send_to(&datagram(0, echo, b"after"), relay).unwrap();
+    let mut back = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut back).unwrap();
+    assert!(back[..n].ends_with(b"after"));
+    drop(control);
+}
+
+#[test]
+fn out_of_descriptors_at_the_local_is_its_own_problem_and_no_server_is_marked_down() {
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
+    let web = http("127.0.0.1:0");
+    let pid = pair.local.pid().to_string();
+    let limit = |n: &str| {
+        let ok = Command::new("prlimit").args(["--pid", &pid, &format!("--nofile={n}:")]).status().unwrap();
+        assert!(ok.success());
+    };
+    // Room for one client and its TLS connection, and for one client more:
+    // the second client's TLS connection is one descriptor too many. The
+    // limit bounds descriptor numbers, so it goes where three are free below it.
+    let open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().parse().unwrap())
+        .collect();
+    let room = (0u64..).find(|&n| n - open.iter().filter(|&&fd| fd < n).count() as u64 == 3).unwrap();
+    limit(&room.to_string());
+    let (first, rep) = socks_request(pair.local.addr, &web.to_string());
+    assert_eq!(rep, 0);
+    let (_second, rep) = socks_request(pair.local.addr, &web.to_string());
+    assert_eq!(rep, 1, "general failure: the local could not open its side");
+    let line = pair.local.wait_line(|l| l.contains("out of resources here"));
+    assert!(line.contains("not at server") && line.contains("Too many open files"), "{line}");
+    pair.local.wait_line(|l| l.contains("end=local: Too many open files"));
+    let blamed: Vec<String> = pair.local.lines().into_iter().filter(|l| l.contains(" down: ")).collect();
+    assert!(blamed.is_empty(), "the local's own limit blamed the server: {blamed:#?}");
+    drop(first);
+    limit("4096");
+    let body = curl(&["--socks5-hostname", &pair.local.addr.to_string(), &format!("http://{web}/")]);
+    assert_eq!(body, PAGE);
+}

@@ -275,3 +275,83 @@ fn a_certificate_near_its_end_is_warned_about_at_start() {
     let line = server.wait_line(|l| l.contains("the certificate expires in"));
     assert!(line.contains("WARN") && line.contains("expires in 4 days"), "{line}");
 }
+
+/// Replaces `path` with a FIFO that nobody writes: reading it blocks forever.
+fn fifo(path: &Path) {
+    let _ = fs::remove_file(path);
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success());
+}
+
+fn signal(p: &Proc, name: &str) {
+    let ok = Command::new("kill").args([&format!("-{name}"), &p.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn a_reload_of_a_file_that_would_block_never_delays_a_stop() {
+    let dir = scratch("reload-fifo");
+    let (users, pw) = (dir.join("users"), dir.join("password"));
+    write(&users, "alice:wonder\n");
+    write(&pw, "secret\n");
+    let (u, p) = (users.to_str().unwrap(), pw.to_str().unwrap());
+    let mut server = server().args(&["--password-file", p]).spawn();
+    let mut local = local(server.addr).args(&["--user-file", u, "--password-file", p]).spawn();
+    let echo = echo("127.0.0.1:0");
+
+    // A deploy swaps the files for FIFOs: a reload must neither hang on
+    // them nor take them, and SIGTERM must still stop each process.
+    fifo(&users);
+    fifo(&pw);
+    for (name, proc_) in [("server", &server), ("local", &local)] {
+        hup(proc_);
+        let line = proc_.wait_line(|l| l.contains("reload failed"));
+        let named = line.contains(p) || line.contains(u);
+        assert!(named && line.contains("not a regular file"), "{name}: {line}");
+    }
+    assert_eq!(login_and_connect(local.addr, "alice", "wonder", echo).1, 0, "what was loaded stays");
+    for (name, proc_) in [("local", &mut local), ("server", &mut server)] {
+        signal(proc_, "TERM");
+        assert_eq!(proc_.wait_exit(), Some(0), "{name} stops on SIGTERM after the reload");
+    }
+}
+
+#[test]
+fn a_credential_file_with_control_characters_or_too_large_replaces_nothing() {
+    let dir = scratch("reload-bounds");
+    let (users, pw) = (dir.join("users"), dir.join("password"));
+    write(&users, "alice:wonder\n");
+    write(&pw, "secret\n");
+    let (u, p) = (users.to_str().unwrap(), pw.to_str().unwrap());
+    let pair = Pair::spawn(&["--password-file", p], &["--user-file", u, "--password-file", p]);
+    let echo = echo("127.0.0.1:0");
+
+    let big = vec![0u8; 2 << 20];
+    let long = format!("{}\n", "a".repeat(2000));
+    let long_user = format!("alice:{}\n", "w".repeat(2000));
+    let cases: [(&Proc, &Path, &[u8], &str); 8] = [
+        (&pair.server, &pw, &big, "bytes, more than the 1048576 a credential file may hold"),
+        (&pair.server, &pw, b"new\0secret\n", "line 1 holds a control character"),
+        (&pair.server, &pw, b"secret\nnew\x1bsecret\n", "line 2 holds a control character"),
+        (&pair.server, &pw, long.as_bytes(), "line 1 is longer than 1024 bytes"),
+        (&pair.server, &pw, b"\xff\xfe\n", "line 1 is not UTF-8"),
+        (&pair.local, &users, &big, "bytes, more than the 1048576 a credential file may hold"),
+        (&pair.local, &users, b"alice:won\x7fder\n", "line 1 holds a control character"),
+        (&pair.local, &users, long_user.as_bytes(), "line 1 is longer than 1024 bytes"),
+    ];
+    let mut failed = [0, 0];
+    for (proc_, path, text, says) in cases {
+        fs::write(path, text).unwrap();
+        let i = usize::from(std::ptr::eq(proc_, &pair.local));
+        failed[i] += 1;
+        let line = reload(proc_, failed[i]);
+        assert!(line.contains("WARN") && line.contains("reload failed, keeping what was loaded"), "{line}");
+        assert!(line.contains(&path.display().to_string()) && line.contains(says), "{says}: {line}");
+        assert!(!line.contains("secret") && !line.contains("wonder"), "{line}");
+        write(&pw, "secret\n");
+        write(&users, "alice:wonder\n");
+        let (mut s, rep) = login_and_connect(pair.local.addr, "alice", "wonder", echo);
+        assert_eq!(rep, 0, "{says}: the old password and user still work");
+        echoes(&mut s, says.as_bytes());
+    }
+}

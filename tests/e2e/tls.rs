@@ -258,3 +258,36 @@ fn the_original_python_locals_bytes_get_through() {
     tls.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"v4");
 }
+
+#[test]
+fn a_request_refused_after_a_valid_password_ends_with_close_notify() {
+    let server = server().args(&["--password", "pw"]).start();
+    let hash = blocking_proxy::proto::wire::trojan_hash("pw");
+    // A valid password, then a header the server will not serve: an
+    // unknown command, and a name with a control character.
+    let mut unknown = Vec::new();
+    blocking_proxy::proto::wire::encode_trojan_request(
+        &hash,
+        blocking_proxy::proto::wire::Command::Connect,
+        &Target::Ip("127.0.0.1:9".parse().unwrap()),
+        &mut unknown,
+    );
+    unknown[58] = 9;
+    let mut bad_name = Vec::new();
+    blocking_proxy::proto::wire::encode_trojan_request(
+        &hash,
+        blocking_proxy::proto::wire::Command::Connect,
+        &Target::Domain("bad\u{1}name".into(), 80),
+        &mut bad_name,
+    );
+    for header in [unknown, bad_name] {
+        let mut tls = tls_connect(server.addr, &[&rustls::version::TLS13]);
+        tls.write_all(&header).unwrap();
+        tls.flush().unwrap();
+        let mut rest = Vec::new();
+        // read_to_end fails with UnexpectedEof on a TCP end without close_notify.
+        let end = tls.read_to_end(&mut rest);
+        assert!(end.is_ok() && rest.is_empty(), "{end:?}: the server said it ended on purpose");
+    }
+    server.wait_lines(2, |l| l.contains("end=header: protocol: "));
+}

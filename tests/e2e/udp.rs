@@ -174,6 +174,42 @@ fn a_fragment_or_a_stranger_is_dropped() {
 }
 
 #[test]
+fn an_association_that_names_no_port_belongs_to_the_first_source_that_uses_it() {
+    let pair = Pair::with_args(&["--password", "pw"], &["--password", "pw", "--user", "alice:wonder"]);
+    let (echo, seen) = udp_echo();
+    let mut control = connect(pair.local.addr);
+    control.write_all(&[5, 1, 2, 1, 5]).unwrap();
+    control.write_all(b"alice\x06wonder").unwrap();
+    // Port 0, what most clients send: the client does not know its port yet.
+    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut reply = [0u8; 2 + 2 + 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!([reply[1], reply[3], reply[5]], [2, 0, 0], "logged in, then success");
+    let relay = SocketAddr::from((
+        [reply[8], reply[9], reply[10], reply[11]],
+        u16::from_be_bytes([reply[12], reply[13]]),
+    ));
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut back = [0u8; 64];
+    client.send_to(&datagram(0, echo, b"first"), relay).unwrap();
+    let (n, _) = client.recv_from(&mut back).unwrap();
+    assert!(back[..n].ends_with(b"first"));
+    // Another process on the client's address, without the login, finds the
+    // relay port: its datagrams go nowhere and draw no reply away.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    other.send_to(&datagram(0, echo, b"not logged in"), relay).unwrap();
+    client.send_to(&datagram(0, echo, b"second"), relay).unwrap();
+    let (n, _) = client.recv_from(&mut back).unwrap();
+    assert!(back[..n].ends_with(b"second"), "the reply to the client's datagram came back to it");
+    assert_eq!(seen.try_iter().collect::<Vec<_>>(), [5, 6], "only the client's datagrams reached the target");
+    drop(control);
+    let line = pair.local.wait_line(|l| l.contains("target=udp ") && l.contains(" closed "));
+    assert!(line.contains("datagrams=2/2 dropped=1"), "{line}");
+}
+
+#[test]
 fn the_seed_format_has_no_udp_and_says_so() {
     let pair = Pair::start();
     let mut control = connect(pair.local.addr);

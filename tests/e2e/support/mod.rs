@@ -15,12 +15,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use blocking_proxy::cli::common::cap;
 use blocking_proxy::cli::local::{self, LocalArgs};
 use blocking_proxy::cli::server::{self, ServerArgs};
 use blocking_proxy::conn::accept::Stopper;
 use blocking_proxy::conn::report::Watch;
-use blocking_proxy::net::limits::FDS_PER_CONNECTION;
 
 /// The longest any single step of a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,13 +55,22 @@ pub struct Builder {
     /// The local trusts the test CA (`--ca certs/ca.pem`).
     test_ca: bool,
     env: Vec<(String, String)>,
+    /// Run under `prlimit --nofile=N:N` ([`Builder::spawn`] only).
+    nofile: Option<u32>,
 }
 
 /// blocking-server on 127.0.0.1:0 (unless `--listen` is given) with the
 /// built-in test certificate (unless `--cert` and `--key` are), allowed to
 /// reach the tests' targets on loopback (unless [`Builder::default_egress`]).
 pub fn server() -> Builder {
-    Builder { bin: Bin::Server, args: Vec::new(), allow_private: true, test_ca: false, env: Vec::new() }
+    Builder {
+        bin: Bin::Server,
+        args: Vec::new(),
+        allow_private: true,
+        test_ca: false,
+        env: Vec::new(),
+        nofile: None,
+    }
 }
 
 /// blocking-server with the test certificate files in `certs/`.
@@ -81,7 +88,7 @@ pub fn local(server: SocketAddr) -> Builder {
 /// blocking-local with several servers, in order of preference.
 pub fn local_for(servers: &[String]) -> Builder {
     let args = servers.iter().flat_map(|s| ["--server".to_owned(), s.clone()]).collect();
-    Builder { bin: Bin::Local, args, allow_private: false, test_ca: true, env: Vec::new() }
+    Builder { bin: Bin::Local, args, allow_private: false, test_ca: true, env: Vec::new(), nofile: None }
 }
 
 impl Builder {
@@ -110,6 +117,13 @@ impl Builder {
         self
     }
 
+    /// Runs the process with a descriptor limit of `n`, soft and hard
+    /// ([`Builder::spawn`] only), through prlimit.
+    pub fn nofile(mut self, n: u32) -> Builder {
+        self.nofile = Some(n);
+        self
+    }
+
     /// The whole command line.
     fn argv(&self) -> Vec<String> {
         let mut all = self.args.clone();
@@ -129,7 +143,7 @@ impl Builder {
     /// Runs it in this process, through the library, on a thread of its
     /// own; it stops accepting when dropped.
     pub fn start(self) -> Running {
-        assert!(self.env.is_empty(), "an environment is for processes");
+        assert!(self.env.is_empty() && self.nofile.is_none(), "an environment or a limit is for processes");
         logs::capture();
         let argv = self.argv();
         let owner = logs::owner();
@@ -145,9 +159,8 @@ impl Builder {
             }
             Bin::Local => {
                 let args = LocalArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-                let (max_conns, _) = cap(args.common.max_conns, FDS_PER_CONNECTION);
-                let (local, _reload) =
-                    local::bind(&args, max_conns, Some(watch)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let (local, _reload) = local::bind(&args, &local::caps(&args), Some(watch))
+                    .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
                 let started = (local.local_addr().unwrap(), local.stopper().unwrap());
                 thread::spawn(move || local.run());
                 started
@@ -163,7 +176,14 @@ impl Builder {
             Bin::Local => env!("CARGO_BIN_EXE_blocking-local"),
         };
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let argv = self.argv();
+        let mut argv = self.argv();
+        let bin = match self.nofile {
+            Some(n) => {
+                argv.splice(0..0, [format!("--nofile={n}:{n}"), "--".to_owned(), bin.to_owned()]);
+                "prlimit"
+            }
+            None => bin,
+        };
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         Proc::start_with_env(bin, &argv, &env)
     }
