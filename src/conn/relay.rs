@@ -16,7 +16,11 @@
 //!
 //! A direction that reaches EOF half-closes its destination (close_notify and
 //! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
-//! for the linger time it is closed too. An error in either direction closes
+//! for the linger time it is closed too. A TLS source whose TCP stream ends
+//! without close_notify is passed on the same way, after every byte it sent
+//! (the end still says "closed without close_notify"): a reset would make the
+//! far end's kernel drop what its application has not read yet. An error in
+//! either direction (a reset, a TLS error, a write that times out) closes
 //! both at once, as a reset. No byte in either direction for the idle time
 //! ends both.
 
@@ -231,7 +235,9 @@ impl Leg {
     }
 
     /// A TLS end whose handshake is complete. A TCP EOF that comes without
-    /// close_notify is an error: a transfer cut short must not look complete.
+    /// close_notify ends the relay as `closed without close_notify`, so a
+    /// transfer cut short never looks complete in the log and the metrics;
+    /// the EOF is still passed on after every byte (see the module header).
     pub fn tls(sock: TcpStream, conn: impl Into<Connection>) -> Leg {
         Leg::tls_ending(sock, conn.into(), false)
     }
@@ -464,6 +470,21 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         // Woken by an abort: the end is a reset, not an EOF to pass on.
         Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
         Ok(()) => {
+            if let Err(e) = dst.inner.close_write() {
+                shared.abort(End::Closing(to, e));
+            }
+        }
+        // A TLS source that ended without close_notify: every byte it sent
+        // has been written on, so its end is passed on as an EOF, not a
+        // reset, which would make the far kernel drop what its application
+        // has not read yet. The end still says how the source closed.
+        Err(e) if !dst.failed && e.kind() == io::ErrorKind::UnexpectedEof => {
+            let from = sides[dir.source()];
+            shared
+                .end
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(End::Broke(from, Break::of(e)));
             if let Err(e) = dst.inner.close_write() {
                 shared.abort(End::Closing(to, e));
             }

@@ -304,9 +304,16 @@ fn granted(
     let early = &early[..arrived];
     let mut first = Vec::with_capacity(HEADER_MAX + head.len() + early.len());
     wire::encode_connect(secrets.password.as_ref(), &target, &mut first);
+    // The seed format's header goes in a record of its own: the seed's
+    // server reads it, then waits for the socket to be readable before the
+    // next read, and would never see bytes already decrypted with it. A
+    // trojan header shares the first record with what follows, as trojan
+    // clients send it (the server decides on that record).
+    let header = if secrets.password.is_some() { 0 } else { first.len() };
     first.extend_from_slice(&head);
     first.extend_from_slice(early);
-    link.send(&first, until).map_err(|e| End::Failed(Step::Server, e))?;
+    let (header, rest) = first.split_at(header);
+    link.send(&[header, rest], until).map_err(|e| End::Failed(Step::Server, e))?;
     report.up = (head.len() + early.len()) as u64;
     Ok(body)
 }
@@ -415,7 +422,7 @@ fn open_udp(
     let mut link = link(app, ask, ctx, report)?;
     let mut header = Vec::with_capacity(HEADER_MAX);
     wire::encode_trojan_request(&hash, Command::UdpAssociate, ask.target(), &mut header);
-    link.send(&header, until).map_err(|e| {
+    link.send(&[&header], until).map_err(|e| {
         fail(Failure::of(&e));
         End::Failed(Step::Server, e)
     })?;

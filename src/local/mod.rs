@@ -96,8 +96,8 @@ impl Local {
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
         let Local { acceptor, cfg, upstreams } = self;
-        upstreams.start_check();
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
+        upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
         let ctx =
             Arc::new(Context { timeouts: cfg.timeouts, secrets: Arc::clone(&cfg.secrets), upstreams, pool });

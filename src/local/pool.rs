@@ -153,8 +153,12 @@ impl Spare {
     }
 }
 
-/// How long a filler rests after it could not reach any server.
+/// How long a filler rests after it could not reach any server and none
+/// was marked down for it (the local itself was out of descriptors, say).
 const POOL_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a filler waits for a server to come back before it looks at
+/// its stock again (a stop, a change of demand).
+const POOL_WAIT_UP: Duration = Duration::from_secs(1);
 
 impl Pool {
     /// Starts the filler threads for a pool of `size` (none for `Fixed(0)`).
@@ -240,6 +244,12 @@ impl Pool {
                 drop(self.wake.wait_timeout(stock, oldest).unwrap_or_else(PoisonError::into_inner));
                 continue;
             }
+            // Every server down: the check, not the pool, tries them again.
+            if !self.upstreams.any_up() {
+                drop(stock);
+                self.upstreams.wait_up(POOL_WAIT_UP);
+                continue;
+            }
             stock.filling += 1;
             drop(stock);
             let made = self.upstreams.connect(None).map(|mut link| {
@@ -251,9 +261,16 @@ impl Pool {
             match made {
                 Ok(link) => stock.ready.push_back(Spare { link, born: Instant::now() }),
                 Err(e) => {
-                    log::warn!("pool: cannot reach server {}: {}", e.server, e.error);
-                    // A rest, which a stop cuts short.
-                    drop(self.wake.wait_timeout(stock, POOL_BACKOFF).unwrap_or_else(PoisonError::into_inner));
+                    // The server's down line says it once; the pool adds detail.
+                    log::debug!("pool: cannot reach server {}: {}", e.server, e.error);
+                    if self.upstreams.any_up() {
+                        // Nobody to blame: a rest, which a stop cuts short.
+                        drop(
+                            self.wake
+                                .wait_timeout(stock, POOL_BACKOFF)
+                                .unwrap_or_else(PoisonError::into_inner),
+                        );
+                    }
                 }
             }
         }

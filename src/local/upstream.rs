@@ -18,8 +18,15 @@
 //! The check runs on a thread of its own: when a down server's back-off
 //! ends, it opens one TCP connection and TLS handshake to it and closes them
 //! cleanly. Success marks the server up, so it comes back without a client
-//! paying for the probe. Each change of state is logged at `info`:
-//! `server HOST:PORT down: REASON` and `server HOST:PORT up`.
+//! paying for the probe. A client that tries a down server after its
+//! back-off and fails doubles the back-off as a failed check does. Each
+//! change of state is logged at `info`: `server HOST:PORT down: REASON` and
+//! `server HOST:PORT up`.
+//!
+//! The pool (see [`super::pool`]) follows the same state: it connects only
+//! while a server is up, and otherwise waits for the check to bring one
+//! back ([`Upstreams::wait_up`]), so a server that is down or refuses the
+//! handshake sees one attempt per back-off, not one per second.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -115,10 +122,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Writes `first` (a header, and whatever goes with it) to the server
-    /// in one TLS record, before `until`.
-    pub fn send(&mut self, first: &[u8], until: Instant) -> Result<(), Error> {
-        self.conn.writer().write_all(first)?;
+    /// Writes `records` (a header, and whatever goes with it) to the server
+    /// before `until`, each in TLS records of its own (one, up to 16 KiB),
+    /// in one flush.
+    pub fn send(&mut self, records: &[&[u8]], until: Instant) -> Result<(), Error> {
+        for record in records.iter().filter(|r| !r.is_empty()) {
+            self.conn.writer().write_all(record)?;
+        }
         let mut io = Deadline::new(&self.sock, until);
         while self.conn.wants_write() {
             self.conn.write_tls(&mut io)?;
@@ -178,6 +188,11 @@ impl Upstreams {
     /// Whether the server at `index` is up.
     pub fn is_up(&self, index: usize) -> bool {
         self.lock().get(index).is_some_and(Option::is_none)
+    }
+
+    /// Whether any server is up.
+    pub fn any_up(&self) -> bool {
+        self.lock().iter().any(Option::is_none)
     }
 
     /// The servers a new client tries, at most two: the servers that are
@@ -274,14 +289,26 @@ impl Upstreams {
         opened
     }
 
-    /// Marks the server at `index` down for `reason`, unless it is already
-    /// down (then its check, not a client, decides when it is tried again).
+    /// Marks the server at `index` down for `reason`. If it is already down,
+    /// a failure after its back-off ended doubles the back-off, as a failed
+    /// check does; one before (a client sent there because every server is
+    /// down) leaves it to the check.
     pub fn failed(&self, index: usize, reason: &str) {
         let mut down = self.lock();
-        if down[index].is_none() {
-            log::info!("server {} down: {reason}", self.servers[index].addr);
-            down[index] = Some(Down { retry_at: Instant::now() + BACKOFF_FIRST, backoff: BACKOFF_FIRST });
-            self.changed.notify_all();
+        let now = Instant::now();
+        match down[index].as_mut() {
+            None => {
+                log::info!("server {} down: {reason}", self.servers[index].addr);
+                down[index] = Some(Down { retry_at: now + BACKOFF_FIRST, backoff: BACKOFF_FIRST });
+                self.changed.notify_all();
+            }
+            Some(d) if d.retry_at <= now => {
+                d.backoff = (d.backoff * 2).min(BACKOFF_MAX);
+                d.retry_at = now + d.backoff;
+                let (server, next) = (&self.servers[index].addr, d.backoff.as_secs());
+                log::debug!("server {server} still down: {reason}; next check in {next}s");
+            }
+            Some(_) => {}
         }
     }
 
@@ -290,7 +317,22 @@ impl Upstreams {
         let mut down = self.lock();
         if down[index].take().is_some() {
             log::info!("server {} up", self.servers[index].addr);
+            self.changed.notify_all();
         }
+    }
+
+    /// Waits until a server is up, the local stops, or `most` has passed;
+    /// returns whether a server is up. The pool waits here while every
+    /// server is down, for the check (or a client) to bring one back.
+    pub fn wait_up(&self, most: Duration) -> bool {
+        let down = self.lock();
+        let (down, _) = self
+            .changed
+            .wait_timeout_while(down, most, |d| {
+                d.iter().all(Option::is_some) && !self.stopped.load(Ordering::SeqCst)
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        down.iter().any(Option::is_none)
     }
 
     /// Writes each server's state and failures as metrics (see [`metrics::add_collector`]).
@@ -311,10 +353,11 @@ impl Upstreams {
     }
 
     /// Starts the thread that checks down servers when their back-off ends.
-    /// With one server there is nothing to fail over to, and its clients
-    /// try it anyway: no check runs.
-    pub fn start_check(self: &Arc<Self>) {
-        if self.servers.len() < 2 {
+    /// With one server and no pool there is nothing to fail over to, and its
+    /// clients try it anyway: no check runs. A pool waits for the check, so
+    /// with a pool (`for_pool`) it runs for one server too.
+    pub fn start_check(self: &Arc<Self>, for_pool: bool) {
+        if self.servers.len() < 2 && !for_pool {
             return;
         }
         let me = Arc::clone(self);
@@ -368,18 +411,7 @@ impl Upstreams {
                         let _ = handshake::close(&mut link.conn, &mut Deadline::new(&link.sock, until));
                         self.up(index);
                     }
-                    Err(e) => {
-                        let mut down = self.lock();
-                        if let Some(d) = down[index].as_mut() {
-                            d.backoff = (d.backoff * 2).min(BACKOFF_MAX);
-                            d.retry_at = Instant::now() + d.backoff;
-                            log::debug!(
-                                "server {} still down: {e}; next check in {}s",
-                                self.servers[index].addr,
-                                d.backoff.as_secs()
-                            );
-                        }
-                    }
+                    Err(e) => self.failed(index, &e.to_string()),
                 }
             }
         }

@@ -167,6 +167,8 @@ fn a_server_that_breaks_off_before_any_reply_is_marked_down() {
     rx.recv_timeout(TIMEOUT).unwrap();
     drop(a);
     assert!(read_until_closed(&mut waiting).map_or(true, |got| got.is_empty()));
+    // The application closes at the end it was given, and the relay is over.
+    drop(waiting);
     local.wait_line(|l| {
         l.contains(&format!("server {} down: a connection was cut before any reply byte", servers[0]))
     });
@@ -245,9 +247,31 @@ fn a_clients_bad_socks4a_name_is_refused_at_the_local_and_marks_no_server_down()
         replies.push(reply[1]);
         round_trip(local.addr, echo);
     }
-    let down: Vec<String> = local.lines().into_iter().filter(|l| l.contains(" down: ")).collect();
+    // Down lines are the process's: other tests' servers go down too.
+    let ours = |l: &str| [a.addr, b.addr].iter().any(|s| l.contains(&format!("server {s} down: ")));
+    let down: Vec<String> = local.lines().into_iter().filter(|l| ours(l)).collect();
     assert!(down.is_empty(), "{down:#?}");
     assert_eq!(replies, [91; 4], "rejected, as SOCKS5 refuses the same names");
     assert_eq!(served(&a, echo, 4), 4, "every ordinary request went to the first server");
     assert!(!a.lines().iter().any(|l| l.contains("bad header")), "no bad name reached a server");
+}
+
+#[test]
+fn a_pool_facing_a_server_that_fails_every_handshake_follows_the_servers_back_off() {
+    // One server, whose certificate the local cannot verify (no test CA):
+    // every handshake fails, on both sides.
+    let server = server_with_certs().spawn();
+    let local = local(server.addr).public_roots().args(&["--pool", "2"]).spawn();
+    let addr = server.addr.to_string();
+    // The check's second failure doubles the back-off from 2 s to 4 s.
+    local.wait_line(|l| l.contains(&format!("server {addr} still down: ")) && l.contains("next check in 4s"));
+    // By then the server has seen the pool's first tries (one per filler)
+    // and two checks, not a try every half second.
+    let failed = server.lines().iter().filter(|l| l.contains("tls handshake failed")).count();
+    assert!((2..=4).contains(&failed), "{failed} failed handshakes at the server");
+    let lines = local.lines();
+    let down: Vec<&String> = lines.iter().filter(|l| l.contains(&format!("server {addr} down: "))).collect();
+    assert_eq!(down.len(), 1, "{down:#?}");
+    let warned: Vec<&String> = lines.iter().filter(|l| l.contains("WARN") && l.contains("pool")).collect();
+    assert!(warned.is_empty(), "{warned:#?}");
 }

@@ -26,6 +26,7 @@ mod pair;
 mod probe;
 mod proxy_protocol;
 mod reload;
+mod seed;
 mod soak;
 mod tls;
 mod trojan;
