@@ -3,12 +3,18 @@
 //!
 //! It is a listener like the proxies' and runs the same accept loop
 //! ([`Acceptor`]): at most [`MAX_SCRAPES`] scrapes at once, each on a setup
-//! thread, and a 503 written at once to any more. A scrape's request head is
-//! read with the HTTP proxy's reader ([`http::read_request_line`],
-//! [`http::read_headers`]) under [`REQUEST_TIME`], so a scraper that says
-//! nothing holds up neither the proxy nor later scrapes. Its refusals and
-//! scrapes are not connections of the proxy: they are neither counted nor
-//! logged as such.
+//! thread, and once half of those places are taken, at most
+//! [`MAX_SCRAPES_PER_SOURCE`] from one address (an IPv6 /64), as the
+//! server's per-source limit works; a 503 is written at once to any more.
+//! So sockets one address holds open (idle, or reopened as soon as they are
+//! closed) never keep another address's scrapes out. A scrape's request
+//! head is read with the HTTP proxy's reader ([`http::read_request_line`],
+//! [`http::read_headers`]) under [`REQUEST_TIME`], a second, so a scraper
+//! that says nothing holds a place only that long and holds up neither the
+//! proxy nor later scrapes. A scrape gives its place back before its
+//! answer ends, so a scraper that asks again once it has read one answer
+//! always finds the place free. Its refusals and scrapes are not
+//! connections of the proxy: they are neither counted nor logged as such.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -16,16 +22,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::conn::accept::Acceptor;
-use crate::conn::admission::Refused;
+use crate::conn::admission::{Place, Refused};
 use crate::error::Error;
 use crate::metrics::{self, Role};
 use crate::net::deadline::Deadline;
 use crate::proto::http::{self, Fault};
 
 /// Scrapes answered at once; more are answered 503 and closed.
-pub const MAX_SCRAPES: usize = 4;
-/// How long a scraper has to send its request head.
-pub const REQUEST_TIME: Duration = Duration::from_secs(3);
+pub const MAX_SCRAPES: usize = 8;
+/// Scrapes answered at once from one address (an IPv6 /64) once half of
+/// [`MAX_SCRAPES`] are taken; more from it are answered 503 and closed.
+pub const MAX_SCRAPES_PER_SOURCE: usize = 2;
+/// How long a scraper has to send its request head (a scraper sends it
+/// as it connects).
+pub const REQUEST_TIME: Duration = Duration::from_secs(1);
 /// How long one write of the answer may wait for a scraper that does not read.
 const WRITE_TIME: Duration = Duration::from_secs(5);
 /// The stack of the thread that runs the endpoint's accept loop.
@@ -34,14 +44,9 @@ const ACCEPT_STACK: usize = 64 * 1024;
 /// Binds `addr` and serves the metrics of `role` there from a thread of
 /// its own; returns the address bound (port 0 gets a free port).
 pub fn serve(addr: &str, role: Role) -> Result<SocketAddr, Error> {
-    let acceptor = Acceptor::bind(addr, MAX_SCRAPES, None, None)?;
+    let acceptor = Acceptor::bind(addr, MAX_SCRAPES, Some(MAX_SCRAPES_PER_SOURCE), None)?;
     let bound = acceptor.local_addr().map_err(Error::Io)?;
-    let admit = move |sock: TcpStream, _peer, place| {
-        move || {
-            answer(&sock, role);
-            drop(place);
-        }
-    };
+    let admit = move |sock: TcpStream, _peer, place| move || answer(&sock, role, place);
     thread::Builder::new()
         .name("metrics".into())
         .stack_size(ACCEPT_STACK)
@@ -50,9 +55,10 @@ pub fn serve(addr: &str, role: Role) -> Result<SocketAddr, Error> {
     Ok(bound)
 }
 
-/// Reads one request head and answers it, then closes. A scraper that
-/// closes, stalls past [`REQUEST_TIME`] or breaks off is closed unanswered.
-fn answer(sock: &TcpStream, role: Role) {
+/// Reads one request head and answers it, gives `place` back, then
+/// closes. A scraper that closes, stalls past [`REQUEST_TIME`] or breaks
+/// off is closed unanswered.
+fn answer(sock: &TcpStream, role: Role, place: Place) {
     let _ = sock.set_write_timeout(Some(WRITE_TIME));
     let route = match read_route(&mut Deadline::new(sock, Instant::now() + REQUEST_TIME)) {
         Ok(route) => route,
@@ -74,12 +80,15 @@ fn answer(sock: &TcpStream, role: Role) {
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}Connection: close\r\n\r\n"
     );
     let sent = (&*sock).write_all(head.as_bytes()).and_then(|()| (&*sock).write_all(body.as_bytes()));
+    // Before the scraper can see the end of the answer: its next scrape finds the place free.
+    drop(place);
     if sent.is_ok() {
         let _ = sock.shutdown(Shutdown::Write);
     }
 }
 
-/// Over [`MAX_SCRAPES`]: a 503 written without waiting, then a close.
+/// Over [`MAX_SCRAPES`] or [`MAX_SCRAPES_PER_SOURCE`]: a 503 written
+/// without waiting, then a close.
 fn too_busy(sock: TcpStream, _why: &Refused) {
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
     if sock.set_nonblocking(true).is_ok() {

@@ -168,14 +168,14 @@ pub const SERVER: &[Flag] = &[
     flag(
         "proxy-protocol",
         Takes::Nothing,
-        "every connection begins with a PROXY protocol header (v1 or v2) from a load balancer",
+        "every connection begins with a PROXY protocol header (v1 or v2) from a load balancer (needs --proxy-from)",
         Default::None,
     ),
     flag(
         "proxy-from",
         Takes::Many("CIDR"),
-        "take the PROXY protocol header only from this network (repeatable; needs --proxy-protocol)",
-        Default::Is("anyone"),
+        "take the PROXY protocol header only from this network, the balancers' (repeatable; required by --proxy-protocol; `any`: from anyone, with a warning)",
+        Default::None,
     ),
     flag(
         "fallback-proxy-protocol",

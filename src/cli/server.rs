@@ -39,8 +39,8 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     if serving.open && !addr.ip().is_loopback() {
         log::warn!("no --password on {addr}: this is an open proxy, anyone who finds the port can use it; give it a password with --password-file FILE");
     }
-    if args.proxy_protocol && args.proxy_from.is_empty() {
-        log::warn!("--proxy-protocol without --proxy-from: any client can claim any address; give the balancer's addresses with --proxy-from CIDR");
+    if args.proxy_protocol && args.proxy_from.iter().any(Cidr::is_everything) {
+        log::warn!("--proxy-from any: any client can claim any address; give the balancer's addresses with --proxy-from CIDR, or firewall the port to the balancers");
     }
     log::info!(
         "certificate sha256 fingerprint {} (for blocking-local --pin){}",
@@ -56,10 +56,9 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         fallback.push_str(" with a PROXY v2 header");
     }
     let format = if serving.open { "seed" } else { "trojan" };
-    let balancer = match (args.proxy_protocol, args.proxy_from.is_empty()) {
-        (false, _) => String::new(),
-        (true, true) => ", PROXY protocol from anyone".into(),
-        (true, false) => {
+    let balancer = match args.proxy_protocol {
+        false => String::new(),
+        true => {
             let nets: Vec<String> = args.proxy_from.iter().map(ToString::to_string).collect();
             format!(", PROXY protocol from {}", nets.join(" "))
         }
@@ -95,7 +94,8 @@ pub struct ServerArgs {
     pub max_pending_per_source: usize,
     /// `--proxy-protocol`.
     pub proxy_protocol: bool,
-    /// `--proxy-from`.
+    /// `--proxy-from`: never empty with `--proxy-protocol` (`any` is
+    /// `0.0.0.0/0` and `::/0`).
     pub proxy_from: Vec<Cidr>,
     /// `--fallback-proxy-protocol`.
     pub fallback_proxy_protocol: bool,
@@ -134,9 +134,15 @@ impl ServerArgs {
         };
         let deny = cidrs("deny")?;
         let proxy_protocol = m.opt_present("proxy-protocol");
-        let proxy_from = cidrs("proxy-from")?;
+        let proxy_from = proxy_from(&m.opt_strs("proxy-from"))?;
         if !proxy_from.is_empty() && !proxy_protocol {
             return Err(usage("--proxy-from needs --proxy-protocol"));
+        }
+        // Without it, anyone who reaches the port could claim any address.
+        if proxy_protocol && proxy_from.is_empty() {
+            return Err(usage(
+                "--proxy-protocol needs --proxy-from: the balancers' networks (or `any`, if only they can reach the port)",
+            ));
         }
         let fallback_proxy_protocol = m.opt_present("fallback-proxy-protocol");
         if fallback_proxy_protocol && fallback.is_none() {
@@ -161,6 +167,19 @@ impl ServerArgs {
             common,
         })
     }
+}
+
+/// The networks of `--proxy-from`: each a CIDR, or `any` for every
+/// address (`0.0.0.0/0` and `::/0`).
+fn proxy_from(values: &[String]) -> Result<Vec<Cidr>, Exit> {
+    let mut nets = Vec::new();
+    for v in values {
+        match v.as_str() {
+            "any" => nets.extend([Cidr::EVERY_IPV4, Cidr::EVERY_IPV6]),
+            cidr => nets.push(cidr.parse().map_err(|e| usage(format!("--proxy-from: {e}")))?),
+        }
+    }
+    Ok(nets)
 }
 
 /// What a bound server serves with, for the lines `run` logs at start.
@@ -354,5 +373,16 @@ mod tests {
         .unwrap();
         assert_eq!(a.proxy_from[0].to_string(), "127.0.0.3/32");
         assert!(a.fallback_proxy_protocol);
+    }
+
+    #[test]
+    fn proxy_protocol_needs_proxy_from_and_any_is_every_address() {
+        let lo = ["--listen", "127.0.0.1:0"];
+        let msg = usage_error(&[&lo[..], &["--proxy-protocol"]].concat());
+        assert!(msg.starts_with("--proxy-protocol needs --proxy-from"), "{msg}");
+        let a = parse(&[&lo[..], &["--proxy-protocol", "--proxy-from", "any"]].concat()).unwrap();
+        let nets: Vec<String> = a.proxy_from.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["0.0.0.0/0", "::/0"]);
+        assert!(a.proxy_from.iter().all(Cidr::is_everything));
     }
 }

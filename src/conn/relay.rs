@@ -276,6 +276,8 @@ struct Relay {
     aborted: AtomicBool,
     /// Whether a copy thread is inside a write to each end, by end.
     writing: [AtomicBool; 2],
+    /// Whether each end has finished sending (an EOF read from it), by end.
+    ended: [AtomicBool; 2],
     end: Mutex<Option<End>>,
     /// Called with the outcome by whichever direction ends last.
     done: Mutex<Option<OnDone>>,
@@ -296,6 +298,7 @@ impl Relay {
             wake: Condvar::new(),
             aborted: AtomicBool::new(false),
             writing: [AtomicBool::new(false), AtomicBool::new(false)],
+            ended: [AtomicBool::new(false), AtomicBool::new(false)],
             end: Mutex::new(None),
             done: Mutex::new(Some(done)),
             silence: None,
@@ -470,8 +473,13 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         // Woken by an abort: the end is a reset, not an EOF to pass on.
         Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
         Ok(()) => {
-            if let Err(e) = dst.inner.close_write() {
-                shared.abort(End::Closing(to, e));
+            shared.ended[dir.source()].store(true, Ordering::SeqCst);
+            match dst.inner.close_write() {
+                // A destination that had finished too and is gone by now (a
+                // client that closed at once) closed normally: not an error.
+                Err(e) if shared.ended[dir.destination()].load(Ordering::SeqCst) && is_gone(&e) => {}
+                Err(e) => shared.abort(End::Closing(to, e)),
+                Ok(()) => {}
             }
         }
         // A TLS source that ended without close_notify: every byte it sent
@@ -480,6 +488,7 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         // has not read yet. The end still says how the source closed.
         Err(e) if !dst.failed && e.kind() == io::ErrorKind::UnexpectedEof => {
             let from = sides[dir.source()];
+            shared.ended[dir.source()].store(true, Ordering::SeqCst);
             shared
                 .end
                 .lock()
@@ -494,6 +503,14 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
             shared.abort(End::Broke(side, Break::of(e)));
         }
     }
+}
+
+/// Whether a write found its peer gone: reset, or no longer connected.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotConnected | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {

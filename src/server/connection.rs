@@ -13,6 +13,9 @@
 //! record (a wrong password, a seed header, a browser's `GET /`, one byte) is
 //! handed, with every byte, to the fallback site if there is one, so that a
 //! prober sees an ordinary web site; otherwise the connection is closed. A
+//! client that ends before its first record (a local's ready connection
+//! that aged out unused) is not handed over: it is closed with close_notify,
+//! as a web server closes it, and counted as an end, not a hand-over. A
 //! client whose hash was right but whose request is not served (a malformed
 //! rest) is closed with close_notify, never handed over with its hash: the
 //! local reads that as "your request", not as a broken server.
@@ -68,7 +71,7 @@ pub struct Config {
     /// 2) from a load balancer, whose client stands for the connection's own address.
     pub proxy_protocol: bool,
     /// The sources a PROXY protocol header is taken from; others are
-    /// closed. Empty: any source.
+    /// closed. Empty: none (the command line's `any` is `0.0.0.0/0` and `::/0`).
     pub proxy_from: Vec<Cidr>,
     /// The connection to the fallback begins with a PROXY version 2 header naming the client.
     pub fallback_proxy_protocol: bool,
@@ -256,7 +259,13 @@ fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) 
                 }
             }
         }
-        Ok(First::End) => (Vec::new(), End::ClosedBeforeRecord),
+        // Not a hand-over: a local's ready connection that aged out unused
+        // ends this way, many a minute. The site's connection is dropped
+        // unused, and the client gets the close a web server gives it.
+        Ok(First::End) => {
+            goodbye(&incoming.sock, &mut incoming.conn, cfg);
+            return Err(End::ClosedBeforeRecord);
+        }
         Ok(First::FallbackSpoke) => {
             metrics::HEADER_FAILURES.inc();
             (Vec::new(), End::FallbackFirst)

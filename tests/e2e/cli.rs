@@ -64,6 +64,7 @@ fn usage_errors_exit_2_with_one_line() {
             &["--listen", "127.0.0.1:0", "--proxy-from", "127.0.0.3/32"][..],
             "--proxy-from needs --proxy-protocol",
         ),
+        (SERVER, &["--listen", "127.0.0.1:0", "--proxy-protocol"][..], "--proxy-protocol needs --proxy-from"),
         (
             SERVER,
             &["--listen", "127.0.0.1:0", "--proxy-protocol", "--proxy-from", "balancer"][..],

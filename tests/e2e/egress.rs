@@ -6,7 +6,11 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{mpsc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -105,4 +109,108 @@ fn the_hosts_own_addresses_are_refused_by_default_and_with_loopback() {
     assert_refused(&[], &targets);
     assert_refused(&DENY_LOOPBACK, &targets);
     assert!(seen.try_recv().is_err());
+}
+
+/// What one read of the host's addresses (getifaddrs) costs here, printed.
+fn print_what_a_read_of_the_host_addresses_costs(where_: &str) {
+    const READS: u32 = 2000;
+    let n = blocking_proxy::net::egress::interface_addresses().unwrap().len();
+    let start = Instant::now();
+    for _ in 0..READS {
+        std::hint::black_box(blocking_proxy::net::egress::interface_addresses().unwrap());
+    }
+    let each = start.elapsed() / READS;
+    eprintln!("{where_}: one read of the host's {n} addresses (getifaddrs) takes {each:?}");
+}
+
+/// Set in the environment of the copy of this test binary that runs inside
+/// the network namespace.
+const IN_NETNS: &str = "BLOCKING_PROXY_TEST_IN_NETNS";
+
+#[test]
+fn an_address_added_to_the_host_after_start_is_refused_within_seconds() {
+    print_what_a_read_of_the_host_addresses_costs("this host");
+    // A network namespace of our own: the address is added to its loopback
+    // interface, and every packet stays inside it.
+    let allowed = Command::new("unshare").args(["-n", "true"]).stderr(Stdio::null()).status();
+    if !allowed.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipped: `unshare -n` is not allowed here (it needs root); no namespace to add an address in"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let script = "ip link set lo up && exec \"$0\" --exact \
+                  egress::in_a_namespace_an_address_is_added_after_start --ignored --nocapture";
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", script])
+        .arg(&exe)
+        .env(IN_NETNS, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the run inside the namespace failed");
+}
+
+#[test]
+#[ignore = "run by an_address_added_to_the_host_after_start_is_refused_within_seconds, inside its namespace"]
+fn in_a_namespace_an_address_is_added_after_start() {
+    if std::env::var_os(IN_NETNS).is_none() {
+        return;
+    }
+    print_what_a_read_of_the_host_addresses_costs("a namespace with only loopback");
+    // A service on every address of the namespace, counting the connections it gets.
+    let reached = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let reached = Arc::clone(&reached);
+        target("0.0.0.0:0", move |mut s| {
+            reached.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"reached\n");
+        })
+    };
+    // Private targets allowed, loopback (and so the host itself) denied.
+    let server = server().default_egress().args(&DENY_LOOPBACK).start();
+    let local = local(server.addr).start();
+    let ask = |to: &str| -> Vec<u8> {
+        let mut s = socks_connect(local.addr, to);
+        let _ = s.write_all(b"hello?");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    let on_lo = format!("127.0.0.1:{}", service.port());
+    assert_eq!(ask(&on_lo), b"", "loopback is denied");
+    server.wait_line(|l| l.contains(&format!("target={on_lo} ")) && l.contains("end=target: denied"));
+    // The host gains an address after the server started.
+    let added = format!("10.200.0.1:{}", service.port());
+    let out = Command::new("ip").args(["addr", "add", "10.200.0.1/32", "dev", "lo"]).output().unwrap();
+    assert!(out.status.success(), "ip addr add: {}", String::from_utf8_lossy(&out.stderr));
+    let since = Instant::now();
+    // Asked again and again: how long until the server refuses it as the host itself?
+    let (mut asked, mut served) = (0, 0);
+    loop {
+        asked += 1;
+        if ask(&added) == b"reached\n" {
+            served += 1;
+        }
+        let denied = server
+            .lines()
+            .iter()
+            .any(|l| l.contains(&format!("target={added} ")) && l.contains("end=target: denied"));
+        if denied {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{added} is still served {:?} after it was added: {served} of {asked} requests reached it",
+            since.elapsed()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{added} refused {:?} after it was added; before that, {served} of {asked} requests reached it",
+        since.elapsed()
+    );
+    let after = reached.load(Ordering::SeqCst);
+    assert_eq!(ask(&added), b"", "refused from then on");
+    assert_eq!(reached.load(Ordering::SeqCst), after, "and never reached again");
 }

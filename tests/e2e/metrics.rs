@@ -377,3 +377,107 @@ fn a_default_local_keeps_nothing_ready_until_clients_come_then_as_many_as_came_a
     assert!(after.get("blocking_proxy_pool_ready") <= 16.0, "never more than the cap");
     drop(open);
 }
+
+#[test]
+fn ready_connections_that_age_out_unused_are_neither_hand_overs_nor_errors() {
+    const AGED: usize = 6;
+    let site = http("127.0.0.1:0").to_string();
+    let pair = Pair::spawn(
+        &["--password", "pw", "--fallback", &site, "--metrics", "127.0.0.1:0"],
+        &["--password", "pw", "--pool", "2", "--pool-age", "0.2"],
+    );
+    // The local replaces its two ready connections every 0.2 s; none is used.
+    let ends = pair.server.wait_lines(AGED, |l| l.contains("INFO") && l.contains(" end="));
+    let scrape = Scrape::of(&pair.server);
+    for end in &ends {
+        assert!(end.ends_with("end=header: client closed before its first record"), "{ends:#?}");
+    }
+    assert_eq!(scrape.get("blocking_proxy_fallback_handovers_total"), 0.0);
+}
+
+/// A connection to `addr` from the loopback address `source` (port 0: any).
+fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+    let sock: TcpStream = sock.into();
+    timeouts(&sock);
+    sock
+}
+
+#[test]
+fn idle_sockets_from_one_address_never_starve_the_scrapes_of_another() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const IDLE: usize = blocking_proxy::endpoint::MAX_SCRAPES;
+    let server = server().args(&["--metrics", "127.0.0.1:0"]).spawn();
+    let at = metrics_addr(&server);
+    // 127.0.0.1 keeps as many idle sockets open as the endpoint serves at
+    // once, each opened again as soon as it is closed (a 503, or the head
+    // deadline), at most every 50 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle: Vec<TcpStream> = (0..IDLE).map(|_| connect_from("127.0.0.1", at)).collect();
+    let hog = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut opened = 0;
+            let workers: Vec<_> = idle
+                .into_iter()
+                .map(|mut s| {
+                    let stop = Arc::clone(&stop);
+                    thread::spawn(move || {
+                        let mut n = 1;
+                        while !stop.load(Ordering::Relaxed) {
+                            let since = Instant::now();
+                            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                            let mut buf = [0u8; 256];
+                            match s.read(&mut buf) {
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                                _ => {}
+                            }
+                            // Closed by the server: open another.
+                            thread::sleep(Duration::from_millis(50).saturating_sub(since.elapsed()));
+                            s = connect_from("127.0.0.1", at);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            for w in workers {
+                opened += w.join().unwrap();
+            }
+            opened
+        })
+    };
+    // Scrapes from 127.0.0.2, another address, for longer than a head deadline.
+    let mut answers = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let mut s = connect_from("127.0.0.2", at);
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let answer = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+        answers.push(answer.lines().next().unwrap_or_default().to_owned());
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = hog.join().unwrap();
+    let ok = answers.iter().filter(|a| *a == "HTTP/1.1 200 OK").count();
+    println!(
+        "127.0.0.1 opened {opened} idle sockets; 127.0.0.2 got {ok} of {} scrapes answered: {answers:?}",
+        answers.len()
+    );
+    assert_eq!(ok, answers.len(), "{answers:?}");
+}
+
+#[test]
+fn scrapes_asked_one_after_another_are_never_refused() {
+    // Each scrape's place is given back before its answer ends, so the next
+    // one finds it free however late the answering thread runs.
+    let server = server().args(&["--metrics", "127.0.0.1:0"]).spawn();
+    let at = metrics_addr(&server);
+    let statuses: Vec<String> = (0..200).map(|_| ask(at, "HEAD /metrics HTTP/1.1\r\n\r\n").0).collect();
+    let refused = statuses.iter().filter(|s| *s != "HTTP/1.1 200 OK").count();
+    println!("{refused} of {} back-to-back scrapes refused", statuses.len());
+    assert_eq!(refused, 0, "{statuses:?}");
+}

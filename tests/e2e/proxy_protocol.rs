@@ -117,7 +117,9 @@ fn a_client_outside_proxy_from_cannot_claim_another_address() {
 
 #[test]
 fn a_connection_without_a_valid_header_is_closed() {
-    let server = server().args(&["--proxy-protocol", "--handshake-timeout", "0.5"]).start();
+    let server = server()
+        .args(&["--proxy-protocol", "--proxy-from", "127.0.0.1", "--handshake-timeout", "0.5"])
+        .start();
     let echo = echo("127.0.0.1:0");
     // TLS straight away: its first byte is no header.
     let sock = from("127.0.0.1:0", server.addr);
@@ -168,12 +170,17 @@ fn a_health_check_keeps_the_connections_own_address() {
 
 #[test]
 fn the_pending_limit_counts_the_client_a_header_names_not_the_balancer() {
-    // A process: the warning is in the lines it logs at start.
-    let server =
-        server().args(&["--proxy-protocol", "--max-conns", "20", "--max-pending-per-ip", "2"]).spawn();
-    let warning = server.wait_line(|l| l.contains("WARN") && l.contains("--proxy-protocol"));
-    println!("{warning}");
-    assert!(warning.contains("any client can claim any address"), "{warning}");
+    let server = server()
+        .args(&[
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.1",
+            "--max-conns",
+            "20",
+            "--max-pending-per-ip",
+            "2",
+        ])
+        .spawn();
     let echo = echo("127.0.0.1:0");
     // Half the places, all from the balancer (127.0.0.1), for ten clients that then say nothing.
     let mut held: Vec<TcpStream> = (1..=10)
@@ -205,4 +212,132 @@ fn the_pending_limit_counts_the_client_a_header_names_not_the_balancer() {
         "the balancer is never counted"
     );
     drop(held);
+}
+
+/// A version 2 `PROXY` header of address family and protocol `family` with
+/// `len` bytes of zeros for its addresses: `0x31` is AF_UNIX over a stream
+/// (216 bytes of two paths), `0x00` AF_UNSPEC (no addresses).
+fn v2_family(family: u8, len: u16) -> Vec<u8> {
+    let [hi, lo] = len.to_be_bytes();
+    [&V2_SIGNATURE[..], &[0x21, family, hi, lo], &vec![0u8; usize::from(len)]].concat()
+}
+
+/// Headers from a balancer that name no client this server can use: an
+/// unspecified, broadcast or multicast source, or an AF_UNIX or AF_UNSPEC one.
+fn unusable_claims() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("v1 0.0.0.0", v1("0.0.0.0:1001", "192.0.2.100:443")),
+        ("v1 ::", v1("[::]:1002", "[2001:db8::2]:443")),
+        ("v1 255.255.255.255", v1("255.255.255.255:1003", "192.0.2.100:443")),
+        ("v1 224.0.0.1", v1("224.0.0.1:1004", "192.0.2.100:443")),
+        ("v1 ff02::1", v1("[ff02::1]:1005", "[2001:db8::2]:443")),
+        ("v2 0.0.0.0", v2("0.0.0.0:1006", "192.0.2.100:443")),
+        ("v2 ::ffff:255.255.255.255", v2("[::ffff:255.255.255.255]:1007", "[2001:db8::2]:443")),
+        ("v2 AF_UNIX", v2_family(0x31, 216)),
+        ("v2 AF_UNSPEC", v2_family(0x00, 0)),
+    ]
+}
+
+#[test]
+fn a_proxy_header_claiming_an_unusable_address_counts_as_the_balancers_own() {
+    let server = server().args(&["--proxy-protocol", "--proxy-from", "127.0.0.1/32"]).start();
+    let echo = echo("127.0.0.1:0");
+    // Each claim, then a ping: the close line names the connection's own address.
+    for (i, (what, header)) in unusable_claims().iter().enumerate() {
+        let own = ping_after(header, "127.0.0.1:0", server.addr, echo);
+        let closes = server.wait_lines(i + 1, |l| l.contains(&format!("target={echo} ")));
+        let line = closes.iter().find(|l| l.contains(&format!("client={own} "))).unwrap_or_else(|| {
+            panic!("{what}: no close line names the balancer's {own}; got {:#?}", closes.last())
+        });
+        println!("{what}: {line}");
+        let why =
+            server.wait_line(|l| l.contains("[DEBUG]") && l.contains(&format!("PROXY header from {own}")));
+        println!("{what}: {why}");
+        assert!(why.contains(&format!("counts as from {own}")), "{what}: {why}");
+    }
+    let lines = server.lines();
+    for forged in
+        ["client=0.0.0.0:", "client=[::]:", "client=255.255.255.255:", "client=224.", "client=[ff02"]
+    {
+        assert!(lines.iter().all(|l| !l.contains(forged)), "{forged} in {lines:#?}");
+    }
+}
+
+#[test]
+fn connections_claiming_unusable_addresses_are_limited_as_the_balancers_own() {
+    let server = server()
+        .args(&[
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.1/32",
+            "--max-conns",
+            "20",
+            "--max-pending-per-ip",
+            "2",
+        ])
+        .start();
+    // Half the places, from the balancer (127.0.0.1), for ten real clients that then say nothing.
+    let mut held: Vec<TcpStream> = (1..=10)
+        .map(|i| {
+            let mut s = from("127.0.0.1:0", server.addr);
+            s.write_all(&v1(&format!("198.51.100.{i}:1000"), "192.0.2.100:443")).unwrap();
+            s
+        })
+        .collect();
+    server.wait_lines(10, |l| l.contains("PROXY header from 127.0.0.1:") && l.contains("client 198.51.100."));
+    // Three connections that claim three different unusable addresses count
+    // as one source, the balancer: two may be pending, the third is refused.
+    let claims = unusable_claims();
+    let mut refused = None;
+    for (what, header) in [&claims[0], &claims[2], &claims[7]] {
+        let mut s = from("127.0.0.1:0", server.addr);
+        let own = s.local_addr().unwrap();
+        s.write_all(header).unwrap();
+        server.wait_line(|l| l.contains(&format!("PROXY header from {own}")));
+        println!("{what}: from {own}");
+        held.push(s);
+        refused = Some(own);
+    }
+    let own = refused.unwrap();
+    let line = server.wait_line(|l| l.contains(" closed client=") && l.contains("end=refused"));
+    println!("{line}");
+    assert!(line.contains(&format!("client={own} ")), "the third, under its own address: {line}");
+    assert!(line.ends_with("end=refused: 2 connections from 127.0.0.1 already pending"), "{line}");
+    drop(held);
+}
+
+#[test]
+fn proxy_protocol_without_proxy_from_refuses_to_start_and_proxy_from_any_warns() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    // Started, it would serve anyone's header: it must exit with a usage error instead.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blocking-server"))
+        .args(["--listen", "127.0.0.1:0", "--proxy-protocol"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("listening on") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("it started: {line}\n{lines:#?}");
+        }
+        lines.push(line);
+    }
+    let status = child.wait().unwrap();
+    println!("exit {:?}: {lines:?}", status.code());
+    assert_eq!(status.code(), Some(2), "{lines:#?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:#?}");
+    assert!(lines[0].contains("--proxy-protocol needs --proxy-from"), "{}", lines[0]);
+    // `--proxy-from any` is the explicit choice: it starts, with the warning.
+    let server = server().args(&["--proxy-protocol", "--proxy-from", "any"]).spawn();
+    let warning = server.wait_line(|l| l.contains("WARN") && l.contains("--proxy-from any"));
+    println!("{warning}");
+    assert!(warning.contains("any client can claim any address"), "{warning}");
+    let start = server.wait_line(|l| l.contains("listening on"));
+    assert!(start.contains("PROXY protocol from 0.0.0.0/0 ::/0"), "{start}");
 }
