@@ -150,12 +150,14 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
         }
     }
     let keys = cfg.keys.get();
-    let mut conn = ServerConnection::new(Arc::clone(&keys.tls)).map_err(End::Tls)?;
     // Record by record, so that nothing after the handshake is read yet.
-    if let Err(e) = handshake::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
-        log::debug!("#{id} tls handshake failed: {e}");
-        return Err(End::Failed(Step::TlsHandshake, e));
-    }
+    let conn = match handshake::accept(&keys.tls, &mut Records::new(Deadline::new(&sock, until))) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::debug!("#{id} tls handshake failed: {e}");
+            return Err(End::Failed(Step::TlsHandshake, e));
+        }
+    };
     Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty() })
 }
 

@@ -4,7 +4,9 @@
 //! HTTP and UDP clients; digests. Every socket gets a timeout, so a hang
 //! fails instead of blocking the run.
 
+pub mod hello;
 pub mod logs;
+pub mod nginx;
 pub mod trojan;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
