@@ -76,6 +76,9 @@ pub enum End {
     ControlBytes,
     /// A UDP association could not be set up: `udp: no address or no password`.
     NoUdp,
+    /// The server began to drain before the client's header arrived, and
+    /// closed it with close_notify: `draining: closed before its header`.
+    Draining,
 }
 
 /// A step before the relay, named first in its end: `socks5: …`.
@@ -253,9 +256,12 @@ impl End {
             },
             End::Broke(_, b) | End::NoReply(_, Some(b)) => b.class(),
             End::Closing(_, e) => io_class(e),
-            End::Aborted | End::NoThread(_) | End::Refused(_) | End::HealthCheck | End::NoUdp => {
-                Closed::Other
-            }
+            End::Aborted
+            | End::NoThread(_)
+            | End::Refused(_)
+            | End::HealthCheck
+            | End::NoUdp
+            | End::Draining => Closed::Other,
         }
     }
 }
@@ -307,6 +313,7 @@ impl fmt::Display for End {
             End::NotBalancer(ip) => write!(f, "proxy protocol: {ip} is not in --proxy-from"),
             End::Refused(why) => write!(f, "refused: {why}"),
             End::HealthCheck => f.write_str("health check"),
+            End::Draining => f.write_str("draining: closed before its header"),
             End::ClosedBeforeHeader => f.write_str("header: client closed before its first byte"),
             End::ClosedBeforeRecord => f.write_str("header: client closed before its first record"),
             End::FallbackFirst => f.write_str("header: the fallback spoke first"),
@@ -555,6 +562,7 @@ mod tests {
                 Closed::Other,
             ),
             (End::HealthCheck, "health check", Closed::Other),
+            (End::Draining, "draining: closed before its header", Closed::Other),
             (End::ClosedBeforeHeader, "header: client closed before its first byte", Closed::Eof),
             (End::ClosedBeforeRecord, "header: client closed before its first record", Closed::Eof),
             (End::FallbackFirst, "header: the fallback spoke first", Closed::Protocol),

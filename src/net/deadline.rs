@@ -6,6 +6,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::drain::{draining, Drain};
+use super::poll::{wait, Ready};
 use crate::proto::http::Peek;
 
 /// A socket wrapper whose reads and writes fail once `until` has passed.
@@ -19,6 +21,9 @@ pub struct Deadline<'a> {
     until: Instant,
     read_armed: Option<Instant>,
     write_armed: Option<Instant>,
+    /// Reads also give up, with a [`Draining`](super::drain::Draining)
+    /// error, once this drain starts.
+    drain: Option<&'a Drain>,
 }
 
 /// How stale a deadline's socket timeout may get before it is set again.
@@ -27,7 +32,36 @@ const REARM: Duration = Duration::from_millis(50);
 impl<'a> Deadline<'a> {
     /// Wraps `sock` with a deadline at `until`.
     pub fn new(sock: &'a TcpStream, until: Instant) -> Self {
-        Deadline { sock, until, read_armed: None, write_armed: None }
+        Deadline { sock, until, read_armed: None, write_armed: None, drain: None }
+    }
+
+    /// Makes reads give up, with a [`Draining`](super::drain::Draining)
+    /// error, once `drain` has started: each read first waits for the
+    /// socket or the drain, and the drain wins a tie. For a server's
+    /// connections that wait for a header.
+    pub fn or_drain(mut self, drain: &'a Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// With a drain: waits until the socket has something to read, or fails
+    /// once the drain has started or the deadline has passed.
+    fn wait_unless_draining(&self) -> io::Result<()> {
+        let Some(drain) = self.drain else { return Ok(()) };
+        loop {
+            if drain.started() {
+                return Err(draining());
+            }
+            let left = self.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            match wait(self.sock, drain.watch(), true, left)? {
+                Ready::First if !drain.started() => return Ok(()),
+                Ready::First | Ready::Second => return Err(draining()),
+                Ready::Neither => {}
+            }
+        }
     }
 
     /// Sets a socket timeout to what is left, unless it was set less than [`REARM`] ago.
@@ -53,6 +87,7 @@ impl<'a> Deadline<'a> {
     /// 0 at the peer's end of stream. How a listener serving several
     /// protocols tells them apart before handing the socket to the parser.
     pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.wait_unless_draining()?;
         self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
         self.sock.peek(buf).map_err(timed_out)
     }
@@ -67,6 +102,7 @@ impl Peek for Deadline<'_> {
 
 impl Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.wait_unless_draining()?;
         self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
         self.sock.read(buf).map_err(timed_out)
     }

@@ -10,6 +10,7 @@ pub mod dial;
 pub mod limits;
 pub mod egress;
 pub mod deadline;
+pub mod drain;
 pub mod poll;
 #[cfg(test)]
 pub(crate) mod testing;

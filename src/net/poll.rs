@@ -1,9 +1,12 @@
-//! Waiting on two sockets at once: one `poll(2)`, through nix, where a
-//! blocking thread must watch a second socket while it waits on its own.
+//! Waiting on two sockets (or a few) at once: one `poll(2)`, through nix,
+//! where a blocking thread must watch a second socket while it waits on its
+//! own.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Which of two sockets [`wait`] found ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,16 +30,30 @@ pub fn wait(
     second_data: bool,
     timeout: Duration,
 ) -> io::Result<Ready> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let second_events = if second_data { PollFlags::POLLIN } else { PollFlags::empty() };
     let mut fds = [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), second_events)];
-    // Rounded up, so that a wait never ends a little early and spins.
-    let ms = timeout.as_micros().div_ceil(1000);
-    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-    match poll(&mut fds, timeout) {
+    match poll(&mut fds, poll_timeout(timeout)) {
         Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(Ready::Neither),
         Ok(_) if fds[0].any().unwrap_or(true) => Ok(Ready::First),
         Ok(_) => Ok(Ready::Second),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Waits up to `timeout` until one of `fds` has something to read (bytes,
+/// an end, an error or a hang-up); returns the first of them that has, by
+/// index, or `None` at the timeout (or when a signal came).
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Option<usize>> {
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    match poll(&mut polled, poll_timeout(timeout)) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
+        Ok(_) => Ok(polled.iter().position(|p| p.any().unwrap_or(true))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A poll timeout, rounded up, so that a wait never ends a little early and spins.
+fn poll_timeout(timeout: Duration) -> PollTimeout {
+    let ms = timeout.as_micros().div_ceil(1000);
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }

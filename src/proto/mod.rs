@@ -13,6 +13,7 @@ pub mod http;
 pub mod wire;
 pub mod proxy_protocol;
 pub mod x509;
+pub mod hello;
 pub mod failure;
 pub mod users;
 pub mod addr;

@@ -41,6 +41,7 @@ use crate::error::Error;
 use crate::metrics;
 use crate::net::deadline::{close_gently, Deadline};
 use crate::net::dial;
+use crate::net::drain::{self, Drain};
 use crate::net::egress::{Cidr, Policy};
 use crate::proto::addr::Target;
 use crate::proto::wire::{self, Command};
@@ -80,17 +81,19 @@ pub struct Config {
 }
 
 /// Serves one connection from a local, up to the start of its relay (which
-/// then owns `report`): the entry point of every connection the server accepts.
-pub fn serve(sock: TcpStream, cfg: &Config, mut report: Report) {
+/// then owns `report`): the entry point of every connection the server
+/// accepts. Once `drain` has started, a connection still waiting for its
+/// header is closed with close_notify instead.
+pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
     let _ = sock.set_nodelay(true);
     let mut incoming = match accept(sock, cfg, &mut report) {
         Ok(incoming) => incoming,
         Err(end) => return report.end(end),
     };
     let next = if incoming.seed {
-        seed_header(&mut incoming, cfg, &report)
+        seed_header(&mut incoming, cfg, drain, &report)
     } else {
-        trojan_header(&mut incoming, cfg, &report)
+        trojan_header(&mut incoming, cfg, drain, &report)
     };
     match next {
         Ok(Next::Target(target, early)) => {
@@ -147,12 +150,14 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
         }
     }
     let keys = cfg.keys.get();
-    let mut conn = ServerConnection::new(Arc::clone(&keys.tls)).map_err(End::Tls)?;
     // Record by record, so that nothing after the handshake is read yet.
-    if let Err(e) = handshake::handshake(&mut conn, &mut Records::new(Deadline::new(&sock, until))) {
-        log::debug!("#{id} tls handshake failed: {e}");
-        return Err(End::Failed(Step::TlsHandshake, e));
-    }
+    let conn = match handshake::accept(&keys.tls, &mut Records::new(Deadline::new(&sock, until))) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::debug!("#{id} tls handshake failed: {e}");
+            return Err(End::Failed(Step::TlsHandshake, e));
+        }
+    };
     Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty() })
 }
 
@@ -160,9 +165,14 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
 /// under the handshake deadline (the seed format predates probe resistance).
 /// A header that is wrong, or cut short and then silent, goes to the
 /// fallback; a client that closed, broke TLS or never sent a byte is closed.
-fn seed_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) -> Result<Next<'c>, End> {
+fn seed_header<'c>(
+    incoming: &mut Incoming,
+    cfg: &'c Config,
+    drain: &Drain,
+    report: &Report,
+) -> Result<Next<'c>, End> {
     let Incoming { sock, conn, until, to, .. } = incoming;
-    let mut io = Deadline::new(sock, *until);
+    let mut io = Deadline::new(sock, *until).or_drain(drain);
     let mut header = Recorder { inner: rustls::Stream::new(conn, &mut io), seen: Vec::new() };
     let parsed = wire::read_seed(&mut header);
     let seen = header.seen;
@@ -170,6 +180,10 @@ fn seed_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) ->
         Ok(target) => return Ok(Next::Target(target, Vec::new())),
         Err(e) => e,
     };
+    if matches!(&e, Error::Io(e) if drain::is_draining(e)) {
+        goodbye(sock, conn, cfg);
+        return Err(End::Draining);
+    }
     log::debug!("#{} bad header: {e}", report.id);
     // A client that closed before its first byte (a local's unused pooled
     // connection, say) sent no header at all.
@@ -214,7 +228,12 @@ fn goodbye(sock: &TcpStream, conn: &mut ServerConnection, cfg: &Config) {
 /// The trojan format, decided on the first application-data record (see
 /// [`super::fallback`]). With a fallback, its connection is opened first,
 /// so that a silent client meets the site's own timeouts, up to the idle time.
-fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) -> Result<Next<'c>, End> {
+fn trojan_header<'c>(
+    incoming: &mut Incoming,
+    cfg: &'c Config,
+    drain: &Drain,
+    report: &Report,
+) -> Result<Next<'c>, End> {
     let id = report.id;
     let fallback =
         cfg.fallback.as_ref().and_then(|site| match open_fallback(site, cfg, report, incoming.to) {
@@ -232,6 +251,7 @@ fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) 
         &incoming.sock,
         &mut incoming.conn,
         fallback.as_ref().map(|(_, out)| out),
+        drain,
         wait_until,
     );
     let (seen, why) = match first {
@@ -269,6 +289,10 @@ fn trojan_header<'c>(incoming: &mut Incoming, cfg: &'c Config, report: &Report) 
         Ok(First::FallbackSpoke) => {
             metrics::HEADER_FAILURES.inc();
             (Vec::new(), End::FallbackFirst)
+        }
+        Err(Error::Io(e)) if drain::is_draining(&e) => {
+            goodbye(&incoming.sock, &mut incoming.conn, cfg);
+            return Err(End::Draining);
         }
         Err(e) => {
             log::debug!("#{id} no first record: {e}");

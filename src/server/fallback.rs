@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use rustls::ServerConnection;
@@ -18,7 +19,8 @@ use rustls::ServerConnection;
 use crate::error::Error;
 use crate::net::deadline::Deadline;
 use crate::net::dial;
-use crate::net::poll::{wait, Ready};
+use crate::net::drain::{draining, Drain};
+use crate::net::poll::wait_any;
 use crate::proto::addr::Target;
 use crate::proto::proxy_protocol;
 use crate::tls::handshake::Records;
@@ -59,12 +61,13 @@ pub fn first_record(
     sock: &TcpStream,
     conn: &mut ServerConnection,
     fallback: Option<&TcpStream>,
+    drain: &Drain,
     until: Instant,
 ) -> Result<First, Error> {
-    let mut io = Records::new(Deadline::new(sock, until));
+    let mut io = Records::new(Deadline::new(sock, until).or_drain(drain));
     loop {
         if let Some(out) = fallback {
-            if !client_first(sock, out, until)? {
+            if !client_first(sock, out, drain, until)? {
                 return Ok(First::FallbackSpoke);
             }
         }
@@ -94,16 +97,28 @@ pub fn first_record(
 
 /// Waits until the client or the fallback has something to read (data, an
 /// end or an error); true when the client has, which is looked at first.
-fn client_first(client: &TcpStream, fallback: &TcpStream, until: Instant) -> Result<bool, Error> {
+/// Fails with a [`Draining`](crate::net::drain::Draining) error once the
+/// drain has started.
+fn client_first(
+    client: &TcpStream,
+    fallback: &TcpStream,
+    drain: &Drain,
+    until: Instant,
+) -> Result<bool, Error> {
+    let fds = [client.as_fd(), fallback.as_fd(), drain.watch().as_fd()];
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")));
         }
-        match wait(client, fallback, true, left)? {
-            Ready::First => return Ok(true),
-            Ready::Second => return Ok(false),
-            Ready::Neither => {}
+        let ready = wait_any(&fds, left)?;
+        if drain.started() {
+            return Err(Error::Io(draining()));
+        }
+        match ready {
+            Some(0) => return Ok(true),
+            Some(_) => return Ok(false),
+            None => {}
         }
     }
 }

@@ -16,11 +16,12 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use crate::conn::accept::{Acceptor, Stopper};
+use crate::conn::accept::{self, Acceptor};
 use crate::conn::admission::Refused;
 use crate::conn::Report;
 use crate::error::Error;
 use crate::metrics;
+use crate::net::drain::Drain;
 
 pub use connection::Config;
 pub use keys::Keys;
@@ -29,6 +30,26 @@ pub use keys::Keys;
 pub struct Server {
     acceptor: Acceptor,
     cfg: Arc<Config>,
+    /// Started with the stop: connections still waiting for their header
+    /// are closed then (see [`crate::net::drain`]).
+    drain: Arc<Drain>,
+}
+
+/// Stops a [`Server`] from another thread (the signal thread): the accept
+/// loop ends and the drain starts.
+pub struct Stopper {
+    acceptor: accept::Stopper,
+    drain: Arc<Drain>,
+}
+
+impl Stopper {
+    /// Stops accepting, and closes the connections that have sent no header
+    /// yet; connections already served go on until they end or the drain
+    /// time is up.
+    pub fn stop(&self) {
+        self.drain.start();
+        self.acceptor.stop();
+    }
 }
 
 impl Server {
@@ -39,7 +60,8 @@ impl Server {
             // Every connection comes from the balancer: its header names the source to count.
             acceptor = acceptor.source_known_later();
         }
-        Ok(Server { acceptor, cfg: Arc::new(cfg) })
+        let drain = Arc::new(Drain::new()?);
+        Ok(Server { acceptor, cfg: Arc::new(cfg), drain })
     }
 
     /// The address it listens on (useful with port 0).
@@ -49,19 +71,19 @@ impl Server {
 
     /// A handle that makes [`run`](Server::run) stop accepting and drain.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        self.acceptor.stopper()
+        Ok(Stopper { acceptor: self.acceptor.stopper()?, drain: Arc::clone(&self.drain) })
     }
 
     /// Serves connections until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
-        let Server { acceptor, cfg } = self;
-        let drain = cfg.timeouts.drain;
+        let Server { acceptor, cfg, drain } = self;
+        let drain_time = cfg.timeouts.drain;
         let admit = move |sock, peer, place| {
             let report = Report::new(peer, place, cfg.watch.clone());
-            let cfg = Arc::clone(&cfg);
-            move || connection::serve(sock, &cfg, report)
+            let (cfg, drain) = (Arc::clone(&cfg), Arc::clone(&drain));
+            move || connection::serve(sock, &cfg, &drain, report)
         };
-        acceptor.run(drain, admit, refuse)
+        acceptor.run(drain_time, admit, refuse)
     }
 }
 

@@ -4,6 +4,12 @@
 //! (rustls-pemfile is unmaintained, RUSTSEC-2025-0134). The crypto provider is
 //! rustls's default, aws-lc-rs; TLS 1.3 and 1.2 are both offered.
 //!
+//! The server's handshake shows what a web server's (nginx on OpenSSL)
+//! shows where rustls lets it: the client's order of suites decides, a TLS
+//! 1.3 client may use P-521 ([`super::kx`]), and session tickets last 5
+//! minutes. What rustls does not let it change is listed in PROTOCOL.md
+//! ("Known differences from nginx").
+//!
 //! The local verifies the server by default against the Mozilla roots in
 //! webpki-roots. Trusting a private CA ([`Trust::CaFile`]) or exactly one
 //! certificate ([`Trust::Pin`], for a self-signed server) is a choice; not
@@ -12,18 +18,21 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::error::Error;
 use crate::file;
 use crate::proto::x509;
 use crate::text::hex;
+
+use super::kx;
 
 /// The test server certificate chain, used by `blocking-server` when no `--cert` is given.
 pub const TEST_CERT_PEM: &[u8] = include_bytes!("../../certs/server.pem");
@@ -60,8 +69,9 @@ pub enum Identity {
 /// rustls's default provider (aws-lc-rs) with AES-128-GCM first: the same
 /// suites and key exchanges (X25519MLKEM768 first), but bulk encryption and
 /// the key schedule (SHA-256 rather than SHA-384) cost less per byte and per
-/// handshake.
-fn provider() -> Arc<CryptoProvider> {
+/// handshake. The local offers the suites in this order, and the server,
+/// which follows the client's order, picks AES-128-GCM for it.
+fn provider() -> CryptoProvider {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     p.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
@@ -69,7 +79,62 @@ fn provider() -> Arc<CryptoProvider> {
         | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
         _ => 2,
     });
+    p
+}
+
+/// The server's provider: the local's, and P-521 last for TLS 1.3 clients
+/// that offer nothing else, as OpenSSL serves them ([`kx`]).
+fn server_provider() -> Arc<CryptoProvider> {
+    let mut p = provider();
+    p.kx_groups.push(kx::SECP521R1);
     Arc::new(p)
+}
+
+/// How long a session ticket says it may be used, and is taken: nginx's
+/// `ssl_session_timeout` by default, 5 minutes, so the server's tickets
+/// say what a web server's say. A local that comes back within that time
+/// resumes; later, it makes a full handshake.
+pub const TICKET_LIFETIME_SECS: u32 = 300;
+
+/// rustls's ticketer (its keys rotate every 6 hours), with tickets that say
+/// and keep [`TICKET_LIFETIME_SECS`]: each ticket carries, inside its
+/// encryption, when it was made, and one older than its lifetime is not
+/// taken (nginx does not resume an expired session either; rustls would
+/// take any ticket its keys open).
+#[derive(Debug)]
+struct Tickets {
+    keys: Arc<dyn ProducesTickets>,
+    /// Seconds since the Unix epoch: the system clock, or a test's.
+    now: fn() -> u64,
+}
+
+/// The system clock in seconds since the Unix epoch (0 if it is set before it).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ProducesTickets for Tickets {
+    fn enabled(&self) -> bool {
+        self.keys.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        TICKET_LIFETIME_SECS
+    }
+
+    fn encrypt(&self, state: &[u8]) -> Option<Vec<u8>> {
+        let mut plain = (self.now)().to_be_bytes().to_vec();
+        plain.extend_from_slice(state);
+        self.keys.encrypt(&plain)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.keys.decrypt(ticket)?;
+        let (made, state) = plain.split_first_chunk::<8>()?;
+        // A clock set back makes a ticket younger, never refused.
+        let age = (self.now)().saturating_sub(u64::from_be_bytes(*made));
+        (age <= u64::from(TICKET_LIFETIME_SECS)).then(|| state.to_vec())
+    }
 }
 
 /// The ALPN protocols both sides use unless told otherwise: what a web
@@ -86,7 +151,7 @@ pub fn parse_alpn(list: &str) -> Option<Vec<Vec<u8>>> {
 /// Builds the client configuration for the connection to the server,
 /// offering the ALPN protocols `alpn` (in order of preference).
 pub fn client_config(trust: &Trust, alpn: &[Vec<u8>]) -> Result<Arc<ClientConfig>, Error> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("tls: {e}")))?;
     let mut config = match trust {
@@ -162,9 +227,11 @@ pub struct Served {
 /// Builds the server configuration; a key that does not match the certificate
 /// is an error here. The server selects the first protocol of `alpn` that the
 /// client offers, and refuses a client that offers ALPN but none of them (as
-/// RFC 7301 and web servers do); a client that offers none gets none. With a
-/// `previous` configuration (a reload), its session-ticket keys are kept, so
-/// the locals' next connections still resume.
+/// RFC 7301 and web servers do); a client that offers none gets none. It
+/// follows the client's order of suites, and its session tickets last
+/// [`TICKET_LIFETIME_SECS`], as nginx's do. With a `previous` configuration
+/// (a reload), its session-ticket keys are kept, so the locals' next
+/// connections still resume.
 pub fn server_config(
     identity: &Identity,
     alpn: &[Vec<u8>],
@@ -189,21 +256,25 @@ pub fn server_config(
     };
     let leaf = fingerprint(&chain[0]);
     let expires = x509::not_after(&chain[0]);
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("tls: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| Error::Config(format!("cannot use {what}: {e}")))?;
-    // The server's order of suites wins, so other clients get AES-128-GCM too.
-    config.ignore_client_order = true;
+    // The client's order of suites wins, as on nginx (`ssl_prefer_server_ciphers off`).
+    config.ignore_client_order = false;
     config.alpn_protocols = alpn.to_vec();
-    // Stateless session tickets (keys rotate every few hours), so a local's
-    // next connection resumes instead of repeating the full handshake.
+    // Stateless session tickets, good for 5 minutes as nginx's are, so a
+    // local's next connection soon after resumes instead of repeating the
+    // full handshake.
     config.ticketer = match previous {
         Some(p) => Arc::clone(&p.ticketer),
-        None => rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| Error::Config(format!("cannot set up session tickets: {e}")))?,
+        None => {
+            let keys = rustls::crypto::aws_lc_rs::Ticketer::new()
+                .map_err(|e| Error::Config(format!("cannot set up session tickets: {e}")))?;
+            Arc::new(Tickets { keys, now: unix_now })
+        }
     };
     Ok(Served { config: Arc::new(config), fingerprint: leaf, expires })
 }
@@ -311,6 +382,33 @@ mod tests {
         {
             assert_eq!(parse_fingerprint(&bad), None, "{bad}");
         }
+    }
+
+    static NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    fn test_clock() -> u64 {
+        NOW.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn session_tickets_say_five_minutes_and_are_not_taken_after() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let keys = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        let tickets = Tickets { keys, now: test_clock };
+        assert_eq!(tickets.lifetime(), 300);
+        NOW.store(1_700_000_000, SeqCst);
+        let ticket = tickets.encrypt(b"session state").unwrap();
+        for (at, taken) in
+            [(1_700_000_000, true), (1_700_000_300, true), (1_700_000_301, false), (1_699_999_000, true)]
+        {
+            NOW.store(at, SeqCst);
+            let state = tickets.decrypt(&ticket);
+            assert_eq!(state.as_deref(), taken.then_some(&b"session state"[..]), "at {at}");
+        }
+        let mut forged = ticket.clone();
+        forged[20] ^= 1;
+        NOW.store(1_700_000_000, SeqCst);
+        assert_eq!(tickets.decrypt(&forged), None);
     }
 
     #[test]

@@ -246,6 +246,35 @@ fn sigterm_drains_a_transfer_in_progress_and_refuses_new_connections() {
 }
 
 #[test]
+fn a_draining_server_closes_ready_connections_and_serves_nothing_new_on_them() {
+    for password in [Some("pw"), None] {
+        let creds: Vec<&str> = password.map(|p| vec!["--password", p]).unwrap_or_default();
+        let mut server = server_with_certs().args(&creds).args(&["--drain-timeout", "20"]).spawn();
+        let before = server.fds();
+        let local = local(server.addr).args(&creds).args(&["--pool", "2", "--pool-age", "60"]).spawn();
+        // The local's two ready connections are open at the server, waiting for a header.
+        server.wait_fds(before + 2);
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let tgt = target("127.0.0.1:0", move |_| {
+            let _ = tx.lock().unwrap().send(());
+        });
+        signal(&server, "TERM");
+        // Both are closed at once with close_notify, not at their deadline.
+        let closed = server.wait_lines(2, |l| l.ends_with("end=draining: closed before its header"));
+        assert_eq!(closed.len(), 2, "{closed:#?}");
+        assert_eq!(server.wait_exit(), Some(0), "nothing was left to drain");
+        // A new client is not served on them: the local finds them closed,
+        // and the server takes no new connection.
+        let (_s, reply) = socks_request(local.addr, &tgt.to_string());
+        assert_ne!(reply, 0, "{password:?}: the request was served");
+        assert!(rx.try_recv().is_err(), "{password:?}: the target was reached");
+        let cut = |l: &String| l.contains("without close_notify");
+        assert!(!local.lines().iter().any(cut), "{:#?}", local.lines());
+    }
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let mut server = server().args(&["--drain-timeout", "600"]).spawn();
     let idle = server.threads();

@@ -29,5 +29,6 @@ mod reload;
 mod seed;
 mod soak;
 mod tls;
+mod tls_face;
 mod trojan;
 mod udp;

@@ -2,7 +2,8 @@
 //! must answer every probe exactly as the web site behind it does.
 //!
 //! The reference is nginx (Debian's nginx-light, installed by `make deps`)
-//! serving HTTPS itself with the test certificate. The subject is
+//! serving HTTPS itself with the test certificate, TLS 1.2 and 1.3
+//! ([`crate::support::nginx`]). The subject is
 //! blocking-server with `--fallback` to the same nginx's plain HTTP port. Each
 //! probe is sent to both at once; the decrypted bytes (Date removed), whether
 //! the end was a reset, and the time from the end of the handshake to the end
@@ -10,8 +11,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,101 +18,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
+use crate::support::nginx::{Nginx, HEADER_TIMEOUT_SECS};
 use crate::support::*;
-
-/// nginx's header timeout in these tests: how long a silent client is kept.
-const HEADER_TIMEOUT_SECS: u64 = 2;
-
-/// An nginx serving one small site on a plain port, on a TLS port, and on a
-/// plain port that takes a PROXY protocol header first and logs the client
-/// it names, in the foreground as one process, so that dropping it stops it.
-struct Nginx {
-    child: Child,
-    plain: SocketAddr,
-    tls: SocketAddr,
-    proxied: SocketAddr,
-    /// Where the proxied port logs each request: `CLIENT to DESTINATION via PEER "REQUEST" STATUS`.
-    proxied_log: PathBuf,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let (plain, tls, proxied) = (free_port(), free_port(), free_port());
-        let dir = scratch(&format!("nginx-{plain}"));
-        let www = dir.join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), "<html><body>an ordinary web site</body></html>\n").unwrap();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_header_timeout {HEADER_TIMEOUT_SECS}s;\n  \
-             keepalive_timeout {HEADER_TIMEOUT_SECS}s;\n  \
-             log_format proxied '$proxy_protocol_addr:$proxy_protocol_port to \
-             $proxy_protocol_server_addr:$proxy_protocol_server_port via $remote_addr \"$request\" $status';\n  \
-             server {{\n    listen 127.0.0.1:{plain};\n    listen 127.0.0.1:{tls} ssl;\n    \
-             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n  \
-             server {{\n    listen 127.0.0.1:{proxied} proxy_protocol;\n    \
-             access_log {dir}/proxied.log proxied;\n    root {www};\n  }}\n}}\n",
-            dir = dir.display(),
-            cert = cert("server.pem"),
-            key = cert("server.key"),
-            www = www.display(),
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx_binary())
-            .args(["-p", &dir.display().to_string(), "-c", &conf_path.display().to_string()])
-            .args(["-e", &dir.join("error.log").display().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is installed (make deps installs nginx-light)");
-        let nginx = Nginx {
-            child,
-            plain: SocketAddr::from(([127, 0, 0, 1], plain)),
-            tls: SocketAddr::from(([127, 0, 0, 1], tls)),
-            proxied: SocketAddr::from(([127, 0, 0, 1], proxied)),
-            proxied_log: dir.join("proxied.log"),
-        };
-        for addr in [nginx.plain, nginx.tls] {
-            let until = Instant::now() + TIMEOUT;
-            while TcpStream::connect_timeout(&addr, TIMEOUT).is_err() {
-                assert!(Instant::now() < until, "nginx does not listen on {addr}");
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        nginx
-    }
-
-    /// Waits for a line of the proxied port's access log that starts with `start`.
-    fn wait_proxied_log(&self, start: &str) -> String {
-        let until = Instant::now() + TIMEOUT;
-        loop {
-            let log = std::fs::read_to_string(&self.proxied_log).unwrap_or_default();
-            if let Some(line) = log.lines().find(|l| l.starts_with(start)) {
-                return line.to_owned();
-            }
-            assert!(Instant::now() < until, "no access log line starting {start:?}: {log:?}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or("nginx".into())
-}
 
 /// One step of a probe, after the TLS handshake.
 #[derive(Clone, Copy, Debug)]

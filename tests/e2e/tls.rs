@@ -1,5 +1,6 @@
-//! blocking-server against hand-driven rustls clients: the original local's
-//! TLS 1.2 + seed header, and KeyUpdates in the middle of bulk both ways.
+//! blocking-server against hand-driven rustls clients and hand-written
+//! ClientHellos: the original local's TLS 1.2 + seed header, KeyUpdates in
+//! the middle of bulk both ways, and the alerts of refused handshakes.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -12,6 +13,7 @@ use blocking_proxy::proto::wire::encode_seed;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use crate::support::hello::{self, ext, Outcome};
 use crate::support::*;
 
 fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
@@ -257,6 +259,79 @@ fn the_original_python_locals_bytes_get_through() {
     let mut back = [0u8; 2];
     tls.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"v4");
+}
+
+/// The error a rustls client offering `alpn` over `version` meets in its handshake with `server`.
+fn handshake_error(
+    server: SocketAddr,
+    version: &'static rustls::SupportedProtocolVersion,
+    alpn: &[&str],
+) -> Option<rustls::Error> {
+    let mut config = (*client_config(&[version])).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = connect(server);
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            let tls = e.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>()).cloned();
+            return Some(tls.unwrap_or_else(|| rustls::Error::General(format!("not a TLS error: {e}"))));
+        }
+    }
+    None
+}
+
+/// RFC 7301 (and PROTOCOL.md): a server that speaks none of the protocols a
+/// client offers answers no_application_protocol. nginx (OpenSSL) sends it
+/// in the clear instead of a ServerHello; so does blocking-server, in both
+/// TLS versions, and a TLS client reads it as that alert.
+#[test]
+fn a_client_offering_only_protocols_the_server_lacks_gets_no_application_protocol() {
+    let server = server().start();
+    let mut seen = Vec::new();
+    for offered in [&["h2"][..], &["x-unknown/1"]] {
+        for (name, hello) in [("TLS 1.3", hello::curl()), ("TLS 1.2", hello::curl().tls12_only())] {
+            let answer =
+                hello::exchange(server.addr, &hello.with(ext::ALPN, Some(hello::alpn(offered))).bytes());
+            println!(
+                "a hello offering {offered:?} over {name}: {}, records {}",
+                answer.outcome(),
+                answer.split()
+            );
+            seen.push((format!("{offered:?} over {name}"), answer.outcome(), answer.split()));
+        }
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let error = handshake_error(server.addr, version, offered);
+            println!("a rustls client offering {offered:?} over {:?}: {error:?}", version.version);
+            let alert = rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol);
+            assert_eq!(error, Some(alert), "{offered:?} over {:?}", version.version);
+        }
+    }
+    for (what, outcome, split) in seen {
+        assert_eq!(outcome, Outcome::Alert { description: 120, record: hello::TLS12 }, "{what}");
+        assert_eq!(split, "alert", "{what}: the alert alone, then the close");
+    }
+    // A client that offers one of ours, or none, is served.
+    assert_eq!(handshake_error(server.addr, &rustls::version::TLS13, &["h2", "http/1.1"]), None);
+    assert_eq!(handshake_error(server.addr, &rustls::version::TLS13, &[]), None);
+}
+
+/// A client that speaks TLS 1.0 or 1.1 at most is refused with
+/// protocol_version in a record of its own version, as nginx (OpenSSL)
+/// refuses it, with or without signature_algorithms in its hello.
+#[test]
+fn a_tls10_or_tls11_client_is_refused_with_protocol_version_in_its_own_version() {
+    let server = server().start();
+    for version in [hello::TLS10, hello::TLS11] {
+        let plain = hello::legacy(version);
+        let signing = plain.clone().with(ext::SIGNATURE_ALGORITHMS, Some(hello::list(&[0x0403, 0x0201])));
+        for hello in [plain, signing] {
+            let answer = hello::exchange(server.addr, &hello.bytes());
+            println!("{}: {}, records {}", hello::version_name(version), answer.outcome(), answer.split());
+            assert_eq!(answer.outcome(), Outcome::Alert { description: 70, record: version });
+            assert_eq!(answer.split(), "alert");
+        }
+    }
 }
 
 #[test]

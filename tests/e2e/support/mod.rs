@@ -4,7 +4,9 @@
 //! HTTP and UDP clients; digests. Every socket gets a timeout, so a hang
 //! fails instead of blocking the run.
 
+pub mod hello;
 pub mod logs;
+pub mod nginx;
 pub mod trojan;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -17,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use blocking_proxy::cli::local::{self, LocalArgs};
 use blocking_proxy::cli::server::{self, ServerArgs};
-use blocking_proxy::conn::accept::Stopper;
 use blocking_proxy::conn::report::Watch;
 
 /// The longest any single step of a test may take.
@@ -153,7 +154,8 @@ impl Builder {
                 let args = ServerArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
                 let (server, _reload, _serving) =
                     server::bind(&args, Some(watch)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-                let started = (server.local_addr().unwrap(), server.stopper().unwrap());
+                let stopper = server.stopper().unwrap();
+                let started = (server.local_addr().unwrap(), Box::new(move || stopper.stop()) as Stop);
                 thread::spawn(move || server.run());
                 started
             }
@@ -161,7 +163,8 @@ impl Builder {
                 let args = LocalArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
                 let (local, _reload) = local::bind(&args, &local::caps(&args), Some(watch))
                     .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-                let started = (local.local_addr().unwrap(), local.stopper().unwrap());
+                let stopper = local.stopper().unwrap();
+                let started = (local.local_addr().unwrap(), Box::new(move || stopper.stop()) as Stop);
                 thread::spawn(move || local.run());
                 started
             }
@@ -196,8 +199,11 @@ pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
     owner: u64,
-    stopper: Stopper,
+    stopper: Stop,
 }
+
+/// Stops a proxy run in this process.
+type Stop = Box<dyn Fn() + Send>;
 
 impl Running {
     /// Its close lines, then every other line logged in this process.
@@ -218,7 +224,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stopper.stop();
+        (self.stopper)();
     }
 }
 
