@@ -16,7 +16,7 @@
 //! always finds the place free. Its refusals and scrapes are not
 //! connections of the proxy: they are neither counted nor logged as such.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -109,7 +109,7 @@ enum Route {
 /// Reads a request head and routes it: `GET` or `HEAD` of `/metrics` (a
 /// query is ignored); another method there is 405, another path 404, a
 /// request line that is not HTTP/1.x or a target not in origin form 400.
-fn read_route(r: &mut impl Read) -> Result<Route, Fault> {
+fn read_route(r: &mut impl http::Peek) -> Result<Route, Fault> {
     let line = http::read_request_line(r)?;
     http::read_headers(r)?;
     if !line.target.starts_with('/') {

@@ -6,10 +6,11 @@
 //! Checks: no panic; on success the parser consumed exactly the request head
 //! (up to and including its empty line, never a byte of the body after it);
 //! with users, the head carried alice's credentials; a forwarded head is in
-//! origin form, ends with `Connection: close` and has no Proxy-Authorization.
+//! origin form, ends with `Connection: close`, has no Proxy-Authorization,
+//! and says the body's framing once, as decided.
 #![no_main]
 
-use blocking_proxy::proto::http::{accept, Request};
+use blocking_proxy::proto::http::{accept, Framing, Request};
 use blocking_proxy::proto::users::User;
 use libfuzzer_sys::fuzz_target;
 
@@ -35,10 +36,22 @@ fuzz_target!(|data: &[u8]| {
         let text = String::from_utf8_lossy(consumed);
         assert!(text.contains("YWxpY2U6d29uZGVy"), "accepted without alice's credentials: {text:?}");
     }
-    if let Request::Forward { head, .. } = req {
+    if let Request::Forward { head, framing, .. } = req {
         let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
         assert!(text.split(' ').nth(1).is_some_and(|p| p.starts_with('/')), "origin form: {text:?}");
         assert!(text.ends_with("\r\nconnection: close\r\n\r\n"), "{text:?}");
         assert!(!text.contains("\r\nproxy-authorization:"), "{text:?}");
+        // The framing decided, said once, and no other.
+        let said = |h: &str| text.matches(h).count();
+        let (length, chunked) = (said("\r\ncontent-length: "), said("\r\ntransfer-encoding: "));
+        let want = match framing {
+            Framing::None => (0, 0),
+            Framing::Length(n) => {
+                assert!(text.contains(&format!("\r\ncontent-length: {n}\r\n")), "{text:?}");
+                (1, 0)
+            }
+            Framing::Chunked => (0, 1),
+        };
+        assert_eq!((length, chunked), want, "{text:?}");
     }
 });

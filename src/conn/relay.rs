@@ -10,6 +10,10 @@
 //! rustls's state, not buffers. A TLS leg is one rustls connection split
 //! between the two threads ([`super::split`]).
 //!
+//! A direction that reads plain TCP may read it through a [`Message`]
+//! that knows where the peer's message ends (a forwarded HTTP request's
+//! body): it forwards that message and drops what follows.
+//!
 //! A direction that reaches EOF half-closes its destination (close_notify and
 //! `shutdown(Write)` for TLS) and the other goes on; once it has been quiet
 //! for the linger time it is closed too. A TLS source whose TCP stream ends
@@ -20,7 +24,7 @@
 //! both at once, as a reset. No byte in either direction for the idle time
 //! ends both.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -162,8 +166,44 @@ impl Dir {
 pub enum Reader {
     /// A plain TCP socket (the one under the end).
     Tcp,
+    /// A plain TCP socket whose bytes go through a [`Message`], which says
+    /// which of them to forward.
+    Message(Box<dyn Message>),
     /// The reading half of a TLS connection.
     Tls(ReadHalf),
+}
+
+/// What a direction that reads plain TCP forwards of a message it knows
+/// the end of (a forwarded HTTP request's body): the message's bytes, and
+/// nothing the peer sends after it, which is read and dropped until the
+/// peer's end, so that the direction still ends with it.
+pub trait Message: Send {
+    /// Keeps in place, at the start of `bytes` (just read), those to
+    /// forward, and returns how many. An error ends the connection, both
+    /// directions reset, as a broken peer does.
+    fn pass(&mut self, bytes: &mut [u8]) -> io::Result<usize>;
+}
+
+/// A socket read through a [`Message`]: a read returns only bytes to
+/// forward, and reads again when a read had none (0 is still the peer's end).
+struct Passed<'a> {
+    sock: &'a TcpStream,
+    message: &'a mut dyn Message,
+}
+
+impl Read for Passed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.sock.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let kept = self.message.pass(&mut buf[..n])?;
+            if kept > 0 {
+                return Ok(kept);
+            }
+        }
+    }
 }
 
 /// The destination side of one direction.
@@ -218,6 +258,12 @@ impl Leg {
     pub fn tcp(sock: TcpStream) -> Leg {
         let sock = Arc::new(sock);
         Leg { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock }
+    }
+
+    /// A plain TCP end whose bytes go through `message` (see [`Message`]).
+    pub fn tcp_message(sock: TcpStream, message: Box<dyn Message>) -> Leg {
+        let sock = Arc::new(sock);
+        Leg { reader: Reader::Message(message), writer: Writer::Tcp(Arc::clone(&sock)), sock }
     }
 
     /// A TLS end whose handshake is complete. A TCP EOF that comes without
@@ -436,6 +482,10 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
         Reader::Tcp => {
             bursts(&sock, &mut dst, |dst| io::copy(&mut BufReader::with_capacity(COPY_BUF, &*sock), dst))
         }
+        Reader::Message(mut message) => bursts(&sock, &mut dst, |dst| {
+            let passed = Passed { sock: &sock, message: &mut *message };
+            io::copy(&mut BufReader::with_capacity(COPY_BUF, passed), dst)
+        }),
         Reader::Tls(mut half) => bursts(&sock, &mut dst, |dst| {
             let copied = io::copy(&mut BufReader::with_capacity(PLAIN_BUF, half.burst(RAW_BUF)), dst);
             half.release();

@@ -14,6 +14,13 @@
 //! request the local never waits for the application to speak first, so
 //! server-first protocols (SMTP, FTP, MySQL) work.
 //!
+//! A forwarded HTTP request is one request per connection: what the client
+//! sends after its head goes through an [`http::Body`], in the first record
+//! and then in the relay's client-to-server direction ([`relay::Message`]),
+//! so only the request's body goes upstream and nothing after it; a body
+//! whose framing breaks before the first record gets 400 and nothing is
+//! sent, and one that breaks later ends the connection, reset both ways.
+//!
 //! A client that fails before it is told its tunnel is up is closed gently
 //! ([`close_gently`]): it reads the answer it was given before the close.
 
@@ -116,13 +123,13 @@ impl Proto {
 }
 
 /// What a client asked for, in its protocol: where to, how to answer, and
-/// (a forwarded HTTP request) the head to send first.
+/// (a forwarded HTTP request) the head to send first and how its body is framed.
 #[derive(Debug, PartialEq, Eq)]
 enum Ask {
     Socks5(Target),
     Socks4(Target),
     Connect(Target),
-    Forward(Target, Vec<u8>),
+    Forward(Target, Vec<u8>, http::Framing),
     /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
     Udp(Target),
 }
@@ -131,7 +138,7 @@ impl Ask {
     /// Where the tunnel goes (for UDP, where datagrams come from).
     fn target(&self) -> &Target {
         match self {
-            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, _) | Ask::Udp(t) => t,
+            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, ..) | Ask::Udp(t) => t,
         }
     }
 
@@ -184,7 +191,7 @@ fn handshake(app: &TcpStream, secrets: &Secrets, timeout: Duration, report: &mut
         Proto::Socks4 => socks4::accept(&mut io, !secrets.users.is_empty()).map(Ask::Socks4),
         Proto::Http => http::accept(&mut io, &secrets.users).map(|r| match r {
             http::Request::Connect(t) => Ask::Connect(t),
-            http::Request::Forward { target, head } => Ask::Forward(target, head),
+            http::Request::Forward { target, head, framing } => Ask::Forward(target, head, framing),
         }),
     };
     asked.map_err(|e| {
@@ -214,9 +221,16 @@ fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report
         Ok(link) => link,
         Err(end) => return refused(&app, report, end),
     };
-    let (silence, due) = match granted(&app, ask, &mut link, secrets, &ctx.timeouts, &mut report) {
+    let (body, due) = match granted(&app, ask, &mut link, secrets, &ctx.timeouts, &mut report) {
         Ok(answers) => answers,
         Err(end) => return report.end(end),
+    };
+    // A forwarded request's client gets a 502 should the server end without
+    // a byte, rather than an empty reply.
+    let silence = body.as_ref().map(|_| http::SILENT_UPSTREAM);
+    let client = match body {
+        Some(body) => Leg::tcp_message(app, Box::new(body)),
+        None => Leg::tcp(app),
     };
     let (server, upstreams) = (link.server, Arc::clone(&ctx.upstreams));
     let owed = due.map(|by| Owed {
@@ -224,7 +238,7 @@ fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report
         answer: silence.map(|_| http::SILENT_SERVER),
         prompt: upstreams.prompt(server),
     });
-    let legs = (Leg::tcp(app), Leg::tls(link.sock, link.conn));
+    let legs = (client, Leg::tls(link.sock, link.conn));
     relay::relay_expecting_answer(
         legs.0,
         legs.1,
@@ -261,15 +275,15 @@ fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Li
 
 /// Once a server is linked: tells the client its tunnel is up, then sends
 /// the header and, in the same record, the forwarded request's head and
-/// whatever the client has sent already (without waiting for more). Returns
-/// what to answer should the server end without a byte (a forwarded
-/// request's client gets a 502 then, rather than an empty reply), and what
-/// the server owes: before the header goes a TLS 1.3 key update that asks
-/// for one back, which the server's TLS sends as it reads the header,
-/// whatever its target does. Nothing back within the connect timeout is a
-/// server gone silent (a stalled process, a middlebox that let the
-/// handshake through and drops the rest): its client gets a 504 or a
-/// reset, and the server is marked down.
+/// whatever the client has sent already (without waiting for more): for a
+/// forwarded request, only what its [`http::Body`] passes. A body whose
+/// framing is already broken gets 400, and nothing is sent. Returns that
+/// body, to pass the rest of the client's bytes through in the relay, and
+/// when the server's answer is due: before the header goes a TLS 1.3 key
+/// update that asks for one back, which blocking-server sends as it reads
+/// the header, whatever its target does. Nothing back by then is a server
+/// gone silent (a stalled process, a middlebox that let the handshake
+/// through and drops the rest): see [`relay::Owed`].
 fn granted(
     app: &TcpStream,
     ask: Ask,
@@ -281,15 +295,23 @@ fn granted(
     let until = Instant::now() + timeouts.handshake;
     let client = |e: io::Error| End::Failed(Step::Client, Error::Io(e));
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
-    let (target, head, silence) = match ask {
-        Ask::Forward(target, head) => (target, head, Some(http::SILENT_UPSTREAM)),
+    let (target, head, mut body) = match ask {
+        Ask::Forward(target, head, framing) => (target, head, Some(http::Body::new(framing))),
         Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) => (t, Vec::new(), None),
     };
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];
     let room = EARLY_DATA_MAX.saturating_sub(head.len());
     // A reset now must not turn into a clean end upstream: the tunnel is dropped unopened.
-    let arrived = read_ready(app, &mut early[..room]).map_err(client)?;
+    let mut arrived = read_ready(app, &mut early[..room]).map_err(client)?;
+    if let Some(body) = &mut body {
+        arrived = body.pass(&mut early[..arrived]).map_err(|e| {
+            log::debug!("#{} http failed: {e}", report.id);
+            let _ = Deadline::new(app, until).write_all(&http::response(http::Status::BadRequest));
+            close_gently(app);
+            End::Failed(Step::Http, e)
+        })?;
+    }
     let early = &early[..arrived];
     let mut first = Vec::with_capacity(HEADER_MAX + head.len() + early.len());
     wire::encode_connect(secrets.password.as_ref(), &target, &mut first);
@@ -306,12 +328,27 @@ fn granted(
     let asked = link.conn.refresh_traffic_keys().is_ok();
     link.send(&[header, rest], until).map_err(|e| End::Failed(Step::Server, e))?;
     report.up = (head.len() + early.len()) as u64;
-    Ok((silence, asked.then(|| Instant::now() + timeouts.connect)))
+    Ok((body, asked.then(|| Instant::now() + timeouts.connect)))
 }
 
-/// What a relay answers for a server that ends without a byte, and when
-/// the server's answer to the key update is due: see [`granted`].
-type Answers = (Option<&'static [u8]>, Option<Instant>);
+/// A forwarded request's body, as the relay's client-to-server direction
+/// passes it. A body that breaks its framing there ends the connection as
+/// `client: request body: …` (the head has gone upstream: no 400 now).
+impl relay::Message for http::Body {
+    fn pass(&mut self, bytes: &mut [u8]) -> io::Result<usize> {
+        http::Body::pass(self, bytes).map_err(|e| {
+            let why = match e {
+                Error::Protocol(why) => why.to_owned(),
+                other => other.to_string(),
+            };
+            io::Error::new(io::ErrorKind::InvalidData, format!("request body: {why}"))
+        })
+    }
+}
+
+/// A forwarded request's body, and when the server's answer to the key
+/// update is due: see [`granted`].
+type Answers = (Option<http::Body>, Option<Instant>);
 
 /// Whether a relay's end says that the server, not the target, failed, and
 /// why: it broke the connection off (a reset, a TCP end without
@@ -548,7 +585,7 @@ mod tests {
         assert_eq!(granted(Ask::Socks4(t())), [0, 90, 0, 0, 0, 0, 0, 0]);
         assert_eq!(granted(Ask::Connect(t())), http::ESTABLISHED);
         assert_eq!(
-            granted(Ask::Forward(t(), b"GET / HTTP/1.1\r\n\r\n".to_vec())),
+            granted(Ask::Forward(t(), b"GET / HTTP/1.1\r\n\r\n".to_vec(), http::Framing::None)),
             b"",
             "the upstream answers"
         );
@@ -563,7 +600,7 @@ mod tests {
         let status = |out: Vec<u8>| String::from_utf8(out).unwrap().lines().next().unwrap().to_owned();
         assert_eq!(status(refused(Ask::Connect(t()), Failure::TimedOut)), "HTTP/1.1 504 Gateway Timeout");
         assert_eq!(
-            status(refused(Ask::Forward(t(), Vec::new()), Failure::General)),
+            status(refused(Ask::Forward(t(), Vec::new(), http::Framing::None), Failure::General)),
             "HTTP/1.1 502 Bad Gateway"
         );
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::drain::{draining, Drain};
 use super::poll::{wait, Ready};
+use crate::proto::http::Peek;
 
 /// A socket wrapper whose reads and writes fail once `until` has passed.
 ///
@@ -89,6 +90,13 @@ impl<'a> Deadline<'a> {
         self.wait_unless_draining()?;
         self.read_armed = self.arm(self.read_armed, TcpStream::set_read_timeout)?;
         self.sock.peek(buf).map_err(timed_out)
+    }
+}
+
+/// The HTTP proxy's head reader looks through [`Deadline::peek`].
+impl Peek for Deadline<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Deadline::peek(self, buf)
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::io::{self, Read, Write};
 
+use super::http::Peek;
+
 /// A reader that hands out one byte per call.
 pub(crate) struct OneByte<R>(pub R);
 
@@ -9,6 +11,14 @@ impl<R: Read> Read for OneByte<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = buf.len().min(1);
         self.0.read(&mut buf[..n])
+    }
+}
+
+/// A peek shows one byte too, as if only one had arrived.
+impl Peek for OneByte<&[u8]> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.peek(&mut buf[..n])
     }
 }
 
@@ -22,6 +32,12 @@ pub(crate) struct Duplex<'a> {
 impl Read for Duplex<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.input.read(buf)
+    }
+}
+
+impl Peek for Duplex<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.peek(buf)
     }
 }
 

@@ -16,6 +16,7 @@ mod failover;
 mod faults;
 mod flood;
 mod haproxy;
+mod http_proxy;
 mod install;
 mod limits;
 mod logs;

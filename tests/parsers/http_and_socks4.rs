@@ -34,6 +34,14 @@ impl Read for Input<'_> {
     }
 }
 
+impl http::Peek for Input<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.chunk).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        Ok(n)
+    }
+}
+
 impl Write for Input<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.extend_from_slice(buf);
@@ -65,13 +73,21 @@ fn valid(r: &mut Rng, kind: usize) -> Vec<u8> {
             v.push(0);
             v
         }
-        2 => format!(
-            "GET http://{}.example:{port}/{}?q=1 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6d29uZGVy\r\n\
-Connection: keep-alive, X-A\r\nX-A: 1\r\nContent-Length: 3\r\n\r\nabc",
-            r.name(),
-            r.name()
-        )
-        .into_bytes(),
+        2 => {
+            let framing = match r.below(4) {
+                0 => "Content-Length: 3\r\n",
+                1 => "Transfer-Encoding: gzip, chunked\r\n",
+                2 => "Content-Length: 3, 3\r\nContent-Length: 3\r\n",
+                _ => "",
+            };
+            format!(
+                "POST http://{}.example:{port}/{}?q=1 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6d29uZGVy\r\n\
+Connection: keep-alive, X-A\r\nX-A: 1\r\n{framing}\r\nabc",
+                r.name(),
+                r.name()
+            )
+            .into_bytes()
+        }
         _ => format!(
             "CONNECT {}.example:{port} HTTP/1.1\r\nProxy-Authorization: basic YWxpY2U6d29uZGVy\r\n\r\n\x16\x03",
             r.name()
@@ -122,11 +138,27 @@ fn check(data: &[u8], chunk: usize, users: &[User]) -> usize {
                     "read past the head: {data:?}"
                 );
                 assert!(inp.out.is_empty());
-                if let Request::Forward { head, .. } = req {
+                if let Request::Forward { head, framing, .. } = req {
                     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
                     assert!(text.ends_with("\r\nconnection: close\r\n\r\n"), "{text}");
                     assert!(!text.contains("\r\nproxy-authorization:"), "{text}");
                     assert_eq!(text.matches("\r\nhost: ").count(), 1, "{text}");
+                    // The framing decided, said once, and no other.
+                    let (length, chunked) = (
+                        text.matches("\r\ncontent-length: ").count(),
+                        text.matches("\r\ntransfer-encoding: ").count(),
+                    );
+                    match framing {
+                        http::Framing::None => assert_eq!((length, chunked), (0, 0), "{text}"),
+                        http::Framing::Length(n) => {
+                            assert_eq!((length, chunked), (1, 0), "{text}");
+                            assert!(text.contains(&format!("\r\ncontent-length: {n}\r\n")), "{text}");
+                        }
+                        http::Framing::Chunked => {
+                            assert_eq!((length, chunked), (0, 1), "{text}");
+                            assert!(text.contains("chunked\r\n"), "{text}");
+                        }
+                    }
                 }
                 accepted += 1;
             }

@@ -11,6 +11,7 @@ mod input;
 
 mod hello;
 mod http_and_socks4;
+mod http_body;
 mod proxy_protocol;
 mod socks5_and_headers;
 mod udp;

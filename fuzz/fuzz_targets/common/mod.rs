@@ -29,6 +29,16 @@ impl Read for Input<'_> {
     }
 }
 
+/// A peek shows what the next read would return, without taking it.
+impl blocking_proxy::proto::http::Peek for Input<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let n = buf.len().min(self.chunk).min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
 impl Write for Input<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         Ok(buf.len())
