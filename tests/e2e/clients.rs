@@ -196,23 +196,7 @@ fn exchange(local: SocketAddr, input: &[u8], one_byte: bool, half_close: bool) -
     if written.is_ok() && half_close {
         let _ = s.shutdown(Shutdown::Write);
     }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                panic!("not closed within {TIMEOUT:?}; got {:?}", String::from_utf8_lossy(&got))
-            }
-            Err(_) => return got,
-        }
-    }
-}
-
-fn status_line(resp: &[u8]) -> String {
-    let text = String::from_utf8_lossy(resp);
-    text.split("\r\n").next().unwrap_or("").to_owned()
+    read_answer(&mut s)
 }
 
 /// A SOCKS4 request; `domain` makes it SOCKS4a.

@@ -4,8 +4,8 @@
 //! forwarded exactly; never a pipelined request, never the proxy's login;
 //! ambiguous framing refused with 400 before anything reaches the site.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Mutex;
 
@@ -65,27 +65,6 @@ fn exchange(local: SocketAddr, input: &[u8], one_byte: bool) -> Vec<u8> {
     s.set_nodelay(true).unwrap();
     let _ = if one_byte { input.chunks(1).try_for_each(|b| s.write_all(b)) } else { s.write_all(input) };
     read_answer(&mut s)
-}
-
-/// Everything read until the peer closes (an EOF or a reset); a peer that
-/// keeps the connection open fails the test after TIMEOUT.
-fn read_answer(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                panic!("not closed within {TIMEOUT:?}; got {:?}", String::from_utf8_lossy(&got))
-            }
-            Err(_) => return got,
-        }
-    }
-}
-
-fn status_line(resp: &[u8]) -> String {
-    String::from_utf8_lossy(resp).split("\r\n").next().unwrap_or("").to_owned()
 }
 
 /// What the site received on its next connection, once it has ended.

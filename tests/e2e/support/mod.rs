@@ -477,6 +477,28 @@ pub fn read_until_closed(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Everything read until the peer closes (an EOF or a reset); a peer that
+/// keeps the connection open fails the test after TIMEOUT.
+pub fn read_answer(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                panic!("not closed within {TIMEOUT:?}; got {:?}", String::from_utf8_lossy(&got))
+            }
+            Err(_) => return got,
+        }
+    }
+}
+
+/// The status line of an HTTP response.
+pub fn status_line(resp: &[u8]) -> String {
+    String::from_utf8_lossy(resp).split("\r\n").next().unwrap_or("").to_owned()
+}
+
 /// A listener on `bind` whose connections are handled by `f`, each on its own thread.
 pub fn target(bind: &str, f: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
     let l = TcpListener::bind(bind).unwrap();
