@@ -107,14 +107,28 @@ pub fn relay_expecting_answer(
     shared.silence = silence;
     shared.owed = owed;
     let shared = Arc::new(shared);
-    for (dir, reader, writer) in [(Dir::Up, a.reader, b.writer), (Dir::Down, b.reader, a.writer)] {
-        let mine = Arc::clone(&shared);
-        let spawned = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir));
-        if let Err(e) = spawned {
-            // This direction never runs: close everything and count it as ended.
-            shared.abort(End::NoThread(e));
-            shared.finish();
-        }
+    let (mut down_reader, down_writer) = (b.reader, a.writer);
+    spawn_pump(&shared, Dir::Up, a.reader, b.writer);
+    // What the second end owes is awaited here, on the calling (setup)
+    // thread, while the first direction already runs: the key updates'
+    // arithmetic would leave stack pages resident in a copy thread for as
+    // long as the connection is open (4 KiB a connection, measured).
+    if let Err(e) = await_owed(&mut down_reader, &shared, Dir::Down) {
+        let dst = Counted { inner: down_writer, shared: &shared, dir: Dir::Down, failed: false };
+        end_direction(Err(e), dst);
+        shared.finish();
+        return;
+    }
+    spawn_pump(&shared, Dir::Down, down_reader, down_writer);
+}
+
+/// Starts the copy thread of one direction.
+fn spawn_pump(shared: &Arc<Relay>, dir: Dir, reader: Reader, writer: Writer) {
+    let mine = Arc::clone(shared);
+    if let Err(e) = COPY_THREADS.spawn(move || pump(reader, writer, mine, dir)) {
+        // This direction never runs: close everything and count it as ended.
+        shared.abort(End::NoThread(e));
+        shared.finish();
     }
 }
 
@@ -458,24 +472,7 @@ impl Write for Counted<'_> {
 /// Copies one direction until EOF or error, then ends it.
 fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
     let sock = Arc::clone(&shared.socks[dir.source()]);
-    let dst = Counted { inner: writer, shared: &shared, dir, failed: false };
-    let reader = match (shared.owed.as_ref().filter(|_| dir == Dir::Down), reader) {
-        (Some(owed), Reader::Tls(mut half)) => {
-            match half.await_answer(owed.by, owed.prompt.load(Ordering::Relaxed)) {
-                Ok(asked) => {
-                    owed.prompt.store(asked, Ordering::Relaxed);
-                    Reader::Tls(half)
-                }
-                Err(e) => {
-                    end_direction(Err(e), dst);
-                    shared.finish();
-                    return;
-                }
-            }
-        }
-        (_, reader) => reader,
-    };
-    let mut dst = dst;
+    let mut dst = Counted { inner: writer, shared: &shared, dir, failed: false };
     // Each burst has buffers of its own: `io::copy` reads straight into the
     // BufReader's heap buffer, and they are all freed when the burst ends.
     let copied = match reader {
@@ -494,6 +491,18 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
     };
     end_direction(copied, dst);
     shared.finish();
+}
+
+/// Before the copy from the second end: waits for the answer it owes (see
+/// [`Owed`]) and notes whether it came at once.
+fn await_owed(reader: &mut Reader, shared: &Relay, dir: Dir) -> io::Result<()> {
+    let (Some(owed), Reader::Tls(half)) = (shared.owed.as_ref().filter(|_| dir == Dir::Down), reader) else {
+        return Ok(());
+    };
+    if let Some(asked) = half.await_answer(owed.by, owed.prompt.load(Ordering::Relaxed))? {
+        owed.prompt.store(asked, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Ends one direction once its copy has returned: passes an EOF on, answers

@@ -115,27 +115,32 @@ impl ReadHalf {
 
     /// Waits until `by` for the peer's answer to a key update asked of it:
     /// any record that is not a TLS 1.3 session ticket (which a server
-    /// sends unasked after a handshake) counts, and so does an end. Records
+    /// sends unasked after a handshake) counts, and so does an end. An
+    /// answer without data is followed by one more record, sent with it:
+    /// blocking-server's own request for a key update, which says that it
+    /// answers at once, or the data OpenSSL sends its answer with. Records
     /// are read whole, one at a time, without the lock, and given to rustls
-    /// as they come, so the copy that follows finds their plaintext there;
-    /// a key update the peer asks for is answered at once. Returns whether
-    /// the peer asked for one (blocking-server does, to say that it answers
-    /// at once); at `by`, fails with [`Silent`] if `enforce`, else returns
-    /// `false`. Each ticket is taken to come in a record of its own, as
-    /// rustls and OpenSSL send them.
-    pub fn await_answer(&mut self, by: Instant, enforce: bool) -> io::Result<bool> {
+    /// as they come, so the copy that follows finds their plaintext there
+    /// (rustls answers the peer's request with this side's next data).
+    /// Returns whether the peer asked for a key update, or `None` when it
+    /// ended first or, unless `enforce`, did not answer by `by`; with
+    /// `enforce`, fails with [`Silent`] then. Each ticket is taken to come
+    /// in a record of its own, as rustls and OpenSSL send them.
+    pub fn await_answer(&mut self, by: Instant, enforce: bool) -> io::Result<Option<bool>> {
         let late = |e: io::Error| match e.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock if enforce => Err(Silent::error()),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Ok(false),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Ok(None),
             _ => Err(e),
         };
         let mut io = Deadline::new(&self.sock, by);
         let mut record = Vec::new();
+        let mut answered = false;
         loop {
             let mut head = [0u8; RECORD_HEADER];
             match read_or_end(&mut io, &mut head) {
-                Ok(false) => return Ok(false), // an end: the copy reads it
+                Ok(false) => return Ok(None), // an end: the copy reads it
                 Ok(true) => {}
+                Err(_) if answered => return Ok(Some(false)),
                 Err(e) => return late(e),
             }
             record.clear();
@@ -147,7 +152,9 @@ impl ReadHalf {
             }
             let mut conn = lock(&self.shared.conn)?;
             let tickets = tickets_received(&conn);
-            conn.read_tls(&mut &record[..])?;
+            // rustls takes a few KiB per call: a whole record may take more.
+            let mut rest = &record[..];
+            while !rest.is_empty() && conn.read_tls(&mut rest)? > 0 {}
             let state = match conn.process_new_packets() {
                 Ok(state) => state,
                 Err(e) => {
@@ -155,18 +162,19 @@ impl ReadHalf {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
-            let answered = tickets_received(&conn) == tickets
-                || state.plaintext_bytes_to_read() > 0
-                || state.peer_has_closed();
-            // An empty write puts the answer to a key update the peer asked
-            // for on the wire now (rustls keeps it for the next data).
-            let nothing = conn.writer().write(&[])?;
-            debug_assert_eq!(nothing, 0);
-            let asked = conn.wants_write();
+            let data_or_end = state.plaintext_bytes_to_read() > 0 || state.peer_has_closed();
+            let not_ticket = tickets_received(&conn) == tickets;
+            // Output that reading produced (an alert); an answer to a key
+            // update the peer asks for waits for this side's next data.
             self.shared.send(conn, &mut self.out)?;
-            if answered {
-                return Ok(asked);
+            if data_or_end {
+                return Ok(Some(false));
             }
+            if not_ticket && answered {
+                // A second handshake message, no data: blocking-server's request.
+                return Ok(Some(true));
+            }
+            answered |= not_ticket;
         }
     }
 }

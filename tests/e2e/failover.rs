@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -276,12 +276,14 @@ fn a_pool_facing_a_server_that_fails_every_handshake_follows_the_servers_back_of
     assert!(warned.is_empty(), "{warned:#?}");
 }
 
-/// A middlebox in front of `server` that lets the TLS handshake through and
-/// then drops everything the client sends (a familiar censor move): each
-/// client record is passed on up to and including its first encrypted one
-/// (TLS 1.3's Finished); after that, nothing more reaches the server.
-fn dropping_after_handshake(server: SocketAddr) -> SocketAddr {
+/// A middlebox in front of `server` that, once `dropping` is set, lets the
+/// TLS handshake through and then drops everything the client sends (a
+/// familiar censor move): each client record is passed on up to and
+/// including its first encrypted one (TLS 1.3's Finished); after that,
+/// nothing more reaches the server. Before, it passes everything.
+fn dropping_after_handshake(server: SocketAddr, dropping: Arc<AtomicBool>) -> SocketAddr {
     target("127.0.0.1:0", move |mut client| {
+        let drops = dropping.load(Ordering::SeqCst);
         let Ok(mut up) = std::net::TcpStream::connect_timeout(&server, TIMEOUT) else { return };
         timeouts(&up);
         let (mut down_from, mut down_to) = (up.try_clone().unwrap(), client.try_clone().unwrap());
@@ -302,7 +304,7 @@ fn dropping_after_handshake(server: SocketAddr) -> SocketAddr {
                 return;
             }
             // Application data (23): the handshake's last client record.
-            passing &= head[0] != 23;
+            passing &= !drops || head[0] != 23;
         }
     })
 }
@@ -312,12 +314,17 @@ fn a_server_that_goes_silent_after_the_handshake_is_routed_around_within_the_con
     let web = http("127.0.0.1:0");
     let a = server_on("127.0.0.1:0");
     let b = server_on("127.0.0.1:0");
-    let silent = dropping_after_handshake(a.addr);
+    let dropping = Arc::new(AtomicBool::new(false));
+    let silent = dropping_after_handshake(a.addr, Arc::clone(&dropping));
     let servers = [silent.to_string(), b.addr.to_string()];
     let local = local_with(&servers, &["--pool", "0", "--connect-timeout", "1"]);
     let (proxy, url) = (format!("http://{}", local.addr), format!("http://{web}/"));
-    // The first request meets the silent server: a 504 once the connect
-    // timeout has passed with no answer, not a hang.
+    // The server works at first, and shows the local that it answers at once.
+    assert_eq!(curl(&["--max-time", "8", "-x", &proxy, &url]), PAGE);
+    assert_eq!(served(&a, web, 1), 1);
+    // Then the path goes silent after each handshake: a 504 once the
+    // connect timeout has passed with no answer, not a hang.
+    dropping.store(true, Ordering::SeqCst);
     let start = Instant::now();
     let first = curl(&["--max-time", "8", "-w", " %{http_code}", "-x", &proxy, &url]);
     println!("through the silent server: {first:?} after {:?}", start.elapsed());
