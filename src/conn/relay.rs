@@ -23,6 +23,12 @@
 //! either direction (a reset, a TLS error, a write that times out) closes
 //! both at once, as a reset. No byte in either direction for the idle time
 //! ends both.
+//!
+//! A second end that owes an answer ([`Owed`]: the local's server, asked
+//! for a key update before the header) is waited for on the calling setup
+//! thread, after the first direction has started and before the second's
+//! copy thread starts; no answer from a server known to answer at once
+//! ends the connection as `server silent`.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
