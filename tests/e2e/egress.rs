@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -123,38 +123,23 @@ fn print_what_a_read_of_the_host_addresses_costs(where_: &str) {
     eprintln!("{where_}: one read of the host's {n} addresses (getifaddrs) takes {each:?}");
 }
 
-/// Set in the environment of the copy of this test binary that runs inside
-/// the network namespace.
-const IN_NETNS: &str = "BLOCKING_PROXY_TEST_IN_NETNS";
-
 #[test]
 fn an_address_added_to_the_host_after_start_is_refused_within_seconds() {
     print_what_a_read_of_the_host_addresses_costs("this host");
     // A network namespace of our own: the address is added to its loopback
     // interface, and every packet stays inside it.
-    let allowed = Command::new("unshare").args(["-n", "true"]).stderr(Stdio::null()).status();
-    if !allowed.is_ok_and(|s| s.success()) {
+    let test = "egress::in_a_namespace_an_address_is_added_after_start";
+    if !in_namespace(&["-n"], "", test, &[]) {
         eprintln!(
             "skipped: `unshare -n` is not allowed here (it needs root); no namespace to add an address in"
         );
-        return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let script = "ip link set lo up && exec \"$0\" --exact \
-                  egress::in_a_namespace_an_address_is_added_after_start --ignored --nocapture";
-    let status = Command::new("unshare")
-        .args(["-n", "sh", "-c", script])
-        .arg(&exe)
-        .env(IN_NETNS, "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "the run inside the namespace failed");
 }
 
 #[test]
 #[ignore = "run by an_address_added_to_the_host_after_start_is_refused_within_seconds, inside its namespace"]
 fn in_a_namespace_an_address_is_added_after_start() {
-    if std::env::var_os(IN_NETNS).is_none() {
+    if !inside_namespace() {
         return;
     }
     print_what_a_read_of_the_host_addresses_costs("a namespace with only loopback");

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -86,40 +86,25 @@ fn the_cap_follows_the_thread_limit_and_the_start_line_says_so() {
     assert!(line.contains("up to 214 connections (RLIMIT_NPROC 1000, 4 threads per connection;"), "{line}");
 }
 
-/// Set in the environment of the copy of this test binary that runs inside
-/// the network namespace.
-const IN_NETNS: &str = "BLOCKING_PROXY_TEST_IN_NETNS";
-
 #[test]
 fn name_lookups_that_never_return_keep_their_places_under_the_cap() {
     // A network namespace of our own, so that the resolver can be one that never answers.
-    let allowed = Command::new("unshare").args(["-m", "-n", "true"]).stderr(Stdio::null()).status();
-    if !allowed.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "skipped: `unshare -m -n` is not allowed here (it needs root); no namespace, no silent resolver"
-        );
-        return;
-    }
     let dir = scratch("netns");
     let resolv = dir.join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:3 attempts:1\n").unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let script = "ip link set lo up && mount --bind \"$0\" /etc/resolv.conf && \
-                  exec \"$1\" --exact limits::in_a_namespace_with_a_silent_resolver --ignored --nocapture";
-    let status = Command::new("unshare")
-        .args(["-m", "-n", "sh", "-c", script])
-        .arg(&resolv)
-        .arg(&exe)
-        .env(IN_NETNS, "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "the run inside the namespace failed");
+    let setup = "mount --bind \"$1\" /etc/resolv.conf &&";
+    let test = "limits::in_a_namespace_with_a_silent_resolver";
+    if !in_namespace(&["-m", "-n"], setup, test, &[&resolv]) {
+        eprintln!(
+            "skipped: `unshare -m -n` is not allowed here (it needs root); no namespace, no silent resolver"
+        );
+    }
 }
 
 #[test]
 #[ignore = "run by name_lookups_that_never_return_keep_their_places_under_the_cap, inside its namespace"]
 fn in_a_namespace_with_a_silent_resolver() {
-    if std::env::var_os(IN_NETNS).is_none() {
+    if !inside_namespace() {
         return;
     }
     // The resolver: takes every query, answers none.

@@ -477,6 +477,38 @@ pub fn read_until_closed(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Set in the environment of the copy of the test binary that runs inside a
+/// namespace ([`in_namespace`]).
+pub const IN_NETNS: &str = "BLOCKING_PROXY_TEST_IN_NETNS";
+
+/// Whether this is the copy of the test binary run inside a namespace.
+pub fn inside_namespace() -> bool {
+    std::env::var_os(IN_NETNS).is_some()
+}
+
+/// Runs the ignored test `test` of this binary again inside new namespaces
+/// (`unshare` with `flags`, such as `-n`), once `lo` is up and `setup` (a
+/// shell line; `files` are its `$1`, `$2`…) has run; false when `unshare`
+/// with those flags is not allowed here (it needs root). Fails the test if
+/// the run inside fails.
+pub fn in_namespace(flags: &[&str], setup: &str, test: &str, files: &[&std::path::Path]) -> bool {
+    let allowed = Command::new("unshare").args(flags).arg("true").stderr(Stdio::null()).status();
+    if !allowed.is_ok_and(|s| s.success()) {
+        return false;
+    }
+    let script = format!("ip link set lo up && {setup} exec \"$0\" --exact {test} --ignored --nocapture");
+    let status = Command::new("unshare")
+        .args(flags)
+        .args(["sh", "-c", &script])
+        .arg(std::env::current_exe().unwrap())
+        .args(files)
+        .env(IN_NETNS, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the run inside the namespace failed");
+    true
+}
+
 /// Everything read until the peer closes (an EOF or a reset); a peer that
 /// keeps the connection open fails the test after TIMEOUT.
 pub fn read_answer(s: &mut TcpStream) -> Vec<u8> {
