@@ -119,7 +119,7 @@ pub fn relay_expecting_answer(
     // thread, while the first direction already runs: the key updates'
     // arithmetic would leave stack pages resident in a copy thread for as
     // long as the connection is open (4 KiB a connection, measured).
-    if let Err(e) = await_owed(&mut down_reader, &shared, Dir::Down) {
+    if let Err(e) = await_owed(&mut down_reader, &shared) {
         let dst = Counted { inner: down_writer, shared: &shared, dir: Dir::Down, failed: false };
         end_direction(Err(e), dst);
         shared.finish();
@@ -499,10 +499,10 @@ fn pump(reader: Reader, writer: Writer, shared: Arc<Relay>, dir: Dir) {
     shared.finish();
 }
 
-/// Before the copy from the second end: waits for the answer it owes (see
-/// [`Owed`]) and notes whether it came at once.
-fn await_owed(reader: &mut Reader, shared: &Relay, dir: Dir) -> io::Result<()> {
-    let (Some(owed), Reader::Tls(half)) = (shared.owed.as_ref().filter(|_| dir == Dir::Down), reader) else {
+/// Before the copy from the second end (`reader`): waits for the answer it
+/// owes (see [`Owed`]) and notes whether it came at once.
+fn await_owed(reader: &mut Reader, shared: &Relay) -> io::Result<()> {
+    let (Some(owed), Reader::Tls(half)) = (shared.owed.as_ref(), reader) else {
         return Ok(());
     };
     if let Some(asked) = half.await_answer(owed.by, owed.prompt.load(Ordering::Relaxed))? {
