@@ -98,6 +98,10 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
     match next {
         Ok(Next::Target(target, early)) => {
             report.place().authenticated();
+            let mut io = Deadline::new(&incoming.sock, incoming.until);
+            if let Err(e) = answer_key_update(&mut incoming.conn, &mut io) {
+                return report.end(End::Failed(Step::Header, Error::Io(e)));
+            }
             to_target(incoming, &target, &early, cfg, report)
         }
         Ok(Next::Udp(early)) => {
@@ -105,6 +109,10 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
             associate(incoming, early, cfg, report)
         }
         Ok(Next::Fallback { out, seen, site }) => to_fallback(incoming, &seen, out, site, cfg, report),
+        Err(End::Draining) => {
+            goodbye(&incoming.sock, &mut incoming.conn, cfg);
+            report.end(End::Draining)
+        }
         Err(end) => report.end(end),
     }
 }
@@ -177,14 +185,10 @@ fn seed_header<'c>(
     let parsed = wire::read_seed(&mut header);
     let seen = header.seen;
     let e = match parsed {
-        Ok(target) => {
-            answer_key_update(conn, &mut io).map_err(|e| End::Failed(Step::Header, Error::Io(e)))?;
-            return Ok(Next::Target(target, Vec::new()));
-        }
+        Ok(target) => return Ok(Next::Target(target, Vec::new())),
         Err(e) => e,
     };
     if matches!(&e, Error::Io(e) if drain::is_draining(e)) {
-        goodbye(sock, conn, cfg);
         return Err(End::Draining);
     }
     log::debug!("#{} bad header: {e}", report.id);
@@ -265,12 +269,7 @@ fn trojan_header<'c>(
             let passwords = &keys.passwords[..];
             let mut rest = &bytes[..];
             match wire::read_trojan_request(&mut rest, passwords, true) {
-                Ok((Command::Connect, target)) => {
-                    let mut io = Deadline::new(&incoming.sock, incoming.until);
-                    answer_key_update(&mut incoming.conn, &mut io)
-                        .map_err(|e| End::Failed(Step::Header, Error::Io(e)))?;
-                    return Ok(Next::Target(target, rest.to_vec()));
-                }
+                Ok((Command::Connect, target)) => return Ok(Next::Target(target, rest.to_vec())),
                 Ok((Command::UdpAssociate, _)) => return Ok(Next::Udp(rest.to_vec())),
                 // A client that presented a valid password is never handed
                 // over: the fallback would receive its hash in the clear.
@@ -298,10 +297,7 @@ fn trojan_header<'c>(
             metrics::HEADER_FAILURES.inc();
             (Vec::new(), End::FallbackFirst)
         }
-        Err(Error::Io(e)) if drain::is_draining(&e) => {
-            goodbye(&incoming.sock, &mut incoming.conn, cfg);
-            return Err(End::Draining);
-        }
+        Err(Error::Io(e)) if drain::is_draining(&e) => return Err(End::Draining),
         Err(e) => {
             log::debug!("#{id} no first record: {e}");
             metrics::HEADER_FAILURES.inc();
