@@ -1,6 +1,6 @@
 //! Waiting on two sockets (or a few) at once: one `poll(2)`, through nix,
 //! where a blocking thread must watch a second socket while it waits on its
-//! own.
+//! own, or wait for the first of the connects it races to end.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -44,7 +44,21 @@ pub fn wait(
 /// an end, an error or a hang-up); returns the first of them that has, by
 /// index, or `None` at the timeout (or when a signal came).
 pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Option<usize>> {
-    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    first_ready(fds, PollFlags::POLLIN, timeout)
+}
+
+/// Waits up to `timeout` until one of `fds` can be written or has an error
+/// or a hang-up, which is how a connect in progress shows that it has
+/// ended, either way; returns the first of them, by index, or `None` at the
+/// timeout (or when a signal came).
+pub fn wait_writable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Option<usize>> {
+    first_ready(fds, PollFlags::POLLOUT, timeout)
+}
+
+/// One `poll(2)` for `events` on each of `fds` (errors and hang-ups are
+/// always reported): the index of the first with any, or `None`.
+fn first_ready(fds: &[BorrowedFd<'_>], events: PollFlags, timeout: Duration) -> io::Result<Option<usize>> {
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, events)).collect();
     match poll(&mut polled, poll_timeout(timeout)) {
         Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
         Ok(_) => Ok(polled.iter().position(|p| p.any().unwrap_or(true))),
