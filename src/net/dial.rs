@@ -1,11 +1,15 @@
 //! Listening, and connecting to a host by name or address: the name lookup
-//! (on a worker thread, under a deadline) and the egress check on every
-//! address it gives.
+//! (on a worker thread, under a deadline), the egress check on every
+//! address it gives, and Happy Eyeballs (RFC 8305) among those left: the
+//! IPv6 and IPv4 taken in turn, each next connect started 250 ms after the
+//! last or at once when one fails, all of them waited on by the calling
+//! thread with one `poll(2)`, and the first to connect kept.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::time::Instant;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
@@ -15,6 +19,7 @@ use crate::proto::addr::Target;
 use crate::workers::SETUP_THREADS;
 
 use super::egress::Policy;
+use super::poll::wait_writable;
 
 /// Pending connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -30,11 +35,28 @@ pub fn listen(addr: &str) -> Result<TcpListener, Error> {
     Ok(sock.into())
 }
 
-/// Connects to `target`, trying each address it resolves to until one
-/// answers; resolution and all attempts together end at `until`. With a
-/// `policy`, only the addresses it permits are tried, and none is a
+/// RFC 8305's Connection Attempt Delay (section 5, its recommended value):
+/// how long an attempt has to itself before the next address is tried
+/// beside it.
+pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to `target`, racing the addresses it resolves to as RFC 8305
+/// (Happy Eyeballs) says: IPv6 and IPv4 in turn ([`interleave`]), each
+/// next attempt started [`CONNECTION_ATTEMPT_DELAY`] after the last one or
+/// as soon as an attempt fails, all on this thread; the first to connect
+/// wins, in blocking mode with `TCP_NODELAY`, and the others are closed.
+/// Resolution and all attempts together end at `until`. With a `policy`,
+/// only the addresses it permits are tried, and none is a
 /// [`Error::Denied`]. A name lookup that outlives `until` keeps a clone of
 /// `hold` (the connection's place under the cap) until it returns.
+///
+/// When no attempt connects, the error is the first refusal, if any
+/// address refused: its host answered, so the name is right and nothing
+/// listens on the port, which says more than another address's silence.
+/// Otherwise it is the failure that came last: a timeout when attempts were
+/// still in flight (or not yet started) at `until`, else the last attempt's
+/// error, since later failures come from further away (a missing route
+/// fails at once, a router's "unreachable" after a round trip).
 pub fn connect<H: Clone + Send + 'static>(
     target: &Target,
     until: Instant,
@@ -53,25 +75,109 @@ pub fn connect<H: Clone + Send + 'static>(
             return Err(Error::Denied(format!("{target} is not a public address")));
         }
     }
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-    for (i, addr) in addrs.iter().enumerate() {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            break;
+    if addrs.is_empty() {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, "name resolved to no address")));
+    }
+    Ok(race(&interleave(&addrs), until, CONNECTION_ATTEMPT_DELAY)?)
+}
+
+/// The order to try `addrs` in (RFC 8305 section 4, with a First Address
+/// Family Count of 1): one address of the family the resolver put first,
+/// then one of the other, and so on, each family in the resolver's order;
+/// when one family runs out, the rest of the other.
+pub fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let (first, other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6() == first_v6);
+    let (mut first, mut other) = (first.into_iter(), other.into_iter());
+    let mut order = Vec::with_capacity(addrs.len());
+    while order.len() < addrs.len() {
+        order.extend(first.next());
+        order.extend(other.next());
+    }
+    order
+}
+
+/// Connects to the first of `addrs` (in this order) that answers, before
+/// `until`, as [`connect`] says, starting each next attempt `delay` after
+/// the last one: each attempt is a non-blocking connect, and one `poll(2)`
+/// waits on all those in flight.
+fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<TcpStream> {
+    let mut untried = addrs.iter();
+    let mut in_flight: Vec<Socket> = Vec::new();
+    let mut failed: Option<io::Error> = None;
+    let mut next_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Err(match failed {
+                Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => e,
+                _ => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            });
         }
-        // Each address gets its share of what is left, so one that never
-        // answers (an AAAA without a route, say) does not starve the rest.
-        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
-        match TcpStream::connect_timeout(addr, share) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+        if now >= next_at || in_flight.is_empty() {
+            match untried.next() {
+                Some(addr) => {
+                    next_at = match start(addr) {
+                        Ok(sock) => {
+                            in_flight.push(sock);
+                            now + delay
+                        }
+                        Err(e) => {
+                            failed = Some(worse(failed, e));
+                            now
+                        }
+                    }
+                }
+                None if in_flight.is_empty() => {
+                    return Err(failed.unwrap_or_else(|| io::ErrorKind::NotFound.into()));
+                }
+                None => next_at = until,
             }
-            Err(e) => last = e,
+            continue;
+        }
+        let fds: Vec<BorrowedFd<'_>> = in_flight.iter().map(AsFd::as_fd).collect();
+        let Some(i) = wait_writable(&fds, next_at.min(until).saturating_duration_since(now))? else {
+            continue;
+        };
+        let sock = in_flight.swap_remove(i);
+        // A connect that has ended is writable (or has an error or a hang-up);
+        // SO_ERROR says how it ended, as std's connect_timeout reads it, so
+        // no getpeername is needed.
+        match sock.take_error() {
+            Ok(None) => {
+                let stream = TcpStream::from(sock);
+                stream.set_nonblocking(false)?;
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Some(e)) | Err(e) => {
+                failed = Some(worse(failed, e));
+                next_at = now;
+            }
         }
     }
-    Err(Error::Io(last))
+}
+
+/// Starts a connect to `addr` without waiting for it: a socket made
+/// non-blocking by `socket(2)` itself, so it costs no system call more than
+/// a blocking connect would.
+fn start(addr: &SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM.nonblocking(), None)?;
+    match sock.connect(&(*addr).into()) {
+        // Connected at once (it can happen on loopback): the poll says so.
+        Ok(()) => Ok(sock),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error to keep once `e` has come after `failed`: the first refusal, or else the latest.
+fn worse(failed: Option<io::Error>, e: io::Error) -> io::Error {
+    match failed {
+        Some(f) if f.kind() == io::ErrorKind::ConnectionRefused => f,
+        _ => e,
+    }
 }
 
 /// Resolves `name` with the system resolver, giving up at `until`. The
@@ -102,5 +208,94 @@ pub fn resolve<H: Clone + Send + 'static>(
     match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
         Ok(found) => Ok(found?),
         Err(_) => Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "name resolution timed out"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::testing::TIMEOUT;
+    use socket2::SockRef;
+
+    /// Addresses written short: `6.2` is `[2001:db8::2]:443`, `4.2` is `192.0.2.2:443`.
+    fn addrs(short: &str) -> Vec<SocketAddr> {
+        let long = |a: &str| match a.split_once('.') {
+            Some(("6", n)) => format!("[2001:db8::{n}]:443"),
+            Some(("4", n)) => format!("192.0.2.{n}:443"),
+            _ => panic!("{a}"),
+        };
+        short.split_whitespace().map(|a| long(a).parse().unwrap()).collect()
+    }
+
+    /// A port on `ip` that nothing listens on: bound a moment ago, and closed.
+    fn closed(ip: &str) -> SocketAddr {
+        TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+    }
+
+    fn io_kind(e: Error) -> io::ErrorKind {
+        match e {
+            Error::Io(e) => e.kind(),
+            other => panic!("not an I/O error: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_families_take_turns_starting_with_the_resolvers_first() {
+        let table = [
+            ("nothing", "", ""),
+            ("one address", "6.1", "6.1"),
+            ("IPv6 first", "6.1 6.2 4.1 4.2", "6.1 4.1 6.2 4.2"),
+            ("IPv4 first", "4.1 4.2 6.1 6.2", "4.1 6.1 4.2 6.2"),
+            ("IPv4 only, in the resolver's order", "4.3 4.1 4.2", "4.3 4.1 4.2"),
+            ("IPv6 only, in the resolver's order", "6.2 6.1", "6.2 6.1"),
+            ("three IPv6, one IPv4", "6.1 6.2 6.3 4.1", "6.1 4.1 6.2 6.3"),
+            ("one IPv6, three IPv4", "6.1 4.1 4.2 4.3", "6.1 4.1 4.2 4.3"),
+            ("IPv4 first, already mixed, more IPv4", "4.1 6.1 4.2 4.3 6.2", "4.1 6.1 4.2 6.2 4.3"),
+        ];
+        for (case, given, want) in table {
+            assert_eq!(interleave(&addrs(given)), addrs(want), "{case}: {given}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_starts_the_next_attempt_at_once() {
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let order = [closed("::1"), v4.local_addr().unwrap()];
+        // With an attempt delay of TIMEOUT, only the refusal can start the
+        // second attempt before then.
+        let start = Instant::now();
+        let s = race(&order, start + 2 * TIMEOUT, TIMEOUT).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), order[1], "connected to the IPv4 listener");
+        assert!(start.elapsed() < TIMEOUT, "moved on only after {:?}", start.elapsed());
+        // Handed back as a blocking connect would be.
+        assert!(!SockRef::from(&s).nonblocking().unwrap(), "blocking mode");
+        assert!(s.nodelay().unwrap(), "TCP_NODELAY");
+    }
+
+    #[test]
+    fn when_every_address_refuses_the_error_is_the_refusal() {
+        let order = [closed("::1"), closed("127.0.0.1")];
+        let e = race(&order, Instant::now() + TIMEOUT, CONNECTION_ATTEMPT_DELAY).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        let e = connect(&Target::Ip(closed("127.0.0.1")), Instant::now() + TIMEOUT, None, &()).unwrap_err();
+        assert_eq!(io_kind(e), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn a_deadline_already_passed_is_a_timeout_and_no_attempt() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = connect(&Target::Ip(l.local_addr().unwrap()), Instant::now(), None, &()).unwrap_err();
+        assert_eq!(io_kind(e), io::ErrorKind::TimedOut);
+        l.set_nonblocking(true).unwrap();
+        assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock, "nothing connected");
+    }
+
+    #[test]
+    fn an_address_the_policy_refuses_is_denied_before_any_attempt() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let public_only = Policy::with_host_addrs(false, Vec::new(), Vec::new());
+        let until = Instant::now() + TIMEOUT;
+        let e = connect(&Target::Ip(l.local_addr().unwrap()), until, Some(&public_only), &()).unwrap_err();
+        assert!(matches!(e, Error::Denied(_)), "{e}");
     }
 }
