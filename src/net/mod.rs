@@ -3,8 +3,9 @@
 //! reach, deadlines on blocking sockets and waiting on two at once.
 //!
 //! Everything here is blocking `std::net` with socket timeouts; `poll(2)`
-//! (through nix) only where one thread must watch two sockets. Linux is the
-//! target: the limits come from `/proc` and the cgroup files.
+//! (through nix) only where one thread must watch two sockets, or the few
+//! connects a dial races. Linux is the target: the limits come from `/proc`
+//! and the cgroup files.
 
 pub mod dial;
 pub mod limits;
