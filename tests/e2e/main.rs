@@ -11,6 +11,7 @@ mod support;
 mod auth;
 mod cli;
 mod clients;
+mod dial;
 mod egress;
 mod failover;
 mod faults;
