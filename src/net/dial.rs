@@ -1,6 +1,6 @@
 //! Listening, and connecting to a host by name or address: the name lookup
 //! (on a worker thread, under a deadline), the egress check on every
-//! address it gives, and Happy Eyeballs (RFC 8305) among those left: the
+//! address it gives, and Happy Eyeballs (RFC 8305) among those left:
 //! IPv6 and IPv4 taken in turn, each next connect started 250 ms after the
 //! last or at once when one fails, all of them waited on by the calling
 //! thread with one `poll(2)`, and the first to connect kept.
