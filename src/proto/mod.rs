@@ -5,7 +5,9 @@
 //!
 //! Every field is read with exact reads and every length is bounded, so a
 //! parser never reads past its message: what a client sends after its
-//! request stays unread for the relay.
+//! request stays unread for the relay. The ACL files that route and
+//! refuse connections (`acl`) are read here too, from text the caller has
+//! read, into lookups by name and address.
 
 pub mod socks5;
 pub mod socks4;
@@ -17,5 +19,6 @@ pub mod hello;
 pub mod failure;
 pub mod users;
 pub mod addr;
+pub mod acl;
 #[cfg(test)]
 mod testing;
