@@ -1,11 +1,12 @@
 //! Reading the files an operator names: certificates, keys, CA bundles,
-//! password and user files.
+//! password and user files, rule lists (ACL files).
 //!
 //! They are read at start and again on every SIGHUP, when a deploy may have
 //! left anything at the path: a FIFO nobody writes, a device, a file of
 //! zeros hundreds of megabytes long. So each is opened without blocking
 //! (`O_NONBLOCK`: a FIFO opens at once and is then refused), must be a
-//! regular file, and is read whole only up to [`FILE_MAX`]; a credential
+//! regular file, and is read whole only up to [`FILE_MAX`] ([`LIST_MAX`]
+//! for a list of rules); a credential
 //! file is also checked line by line ([`lines`]). Anything else fails with
 //! one line that names the file and never shows what it holds.
 
@@ -24,8 +25,30 @@ pub const FILE_MAX: u64 = 1 << 20;
 pub const LINE_MAX: usize = 1024;
 
 /// The bytes of the regular file at `path`, a `what` (`"certificate
-/// file"`, `"password file"`) in error messages.
+/// file"`, `"password file"`) in error messages, at most [`FILE_MAX`].
 pub fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    read_up_to(path, what, FILE_MAX, "a credential file")
+}
+
+/// The most bytes a list of rules (an ACL file) may hold: the largest
+/// ready-made lists are a few hundred KB.
+pub const LIST_MAX: u64 = 32 << 20;
+
+/// The text of the rule list (an ACL file) at `path`, at most
+/// [`LIST_MAX`] bytes of UTF-8.
+pub fn read_list(path: &Path, what: &str) -> Result<String, Error> {
+    let bytes = read_up_to(path, what, LIST_MAX, "a list")?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::Config(format!(
+            "cannot read {what} {}: not UTF-8 at byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// [`read`] with a bound of `max` bytes, which `kind` names in the error.
+fn read_up_to(path: &Path, what: &str, max: u64, kind: &str) -> Result<Vec<u8>, Error> {
     let cannot = |e: std::io::Error| Error::Config(format!("cannot read {what} {}: {e}", path.display()));
     let file: File =
         OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
@@ -34,11 +57,11 @@ pub fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
         return Err(Error::Config(format!("cannot read {what} {}: not a regular file", path.display())));
     }
     let mut bytes = Vec::new();
-    file.take(FILE_MAX + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    file.take(max + 1).read_to_end(&mut bytes).map_err(cannot)?;
     // The length read, not the one stat gave: the file may grow meanwhile.
-    if bytes.len() as u64 > FILE_MAX || meta.len() > FILE_MAX {
+    if bytes.len() as u64 > max || meta.len() > max {
         return Err(Error::Config(format!(
-            "cannot read {what} {}: {} bytes, more than the {FILE_MAX} a credential file may hold",
+            "cannot read {what} {}: {} bytes, more than the {max} {kind} may hold",
             path.display(),
             meta.len().max(bytes.len() as u64)
         )));

@@ -1,6 +1,6 @@
 //! What both binaries read from their command lines and files alike: the
 //! deadlines, the connection cap, logging, the metrics address, passwords,
-//! users and ALPN. Parsing is pure (a unit test reaches every check);
+//! users, ALPN and the ACL file. Parsing is pure (a unit test reaches every check);
 //! reading a file happens when the run, or a reload, asks for it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,6 +15,7 @@ use crate::endpoint;
 use crate::file;
 use crate::metrics::Role;
 use crate::net::limits;
+use crate::proto::acl::Acl;
 use crate::proto::users::User;
 use crate::tls::config::{parse_alpn, DEFAULT_ALPN};
 
@@ -178,6 +179,23 @@ impl Users {
         }
         Ok(users)
     }
+}
+
+/// The ACL file at `path` (`--acl`), read and parsed: a file that cannot
+/// be read is a failure (exit 1), one that is not a valid ACL a usage error
+/// that names the file and the line (exit 2). Lines skipped for holding
+/// non-ASCII characters (as shadowsocks skips them) get one warning.
+pub fn read_acl(path: &Path) -> Result<Acl, Exit> {
+    let text = file::read_list(path, "ACL file")?;
+    let acl = Acl::parse(&text).map_err(|e| usage(format!("ACL file {} {e}", path.display())))?;
+    if acl.skipped() > 0 {
+        log::warn!(
+            "ACL file {}: {} lines with non-ASCII characters skipped, as shadowsocks skips them",
+            path.display(),
+            acl.skipped()
+        );
+    }
+    Ok(acl)
 }
 
 /// The lines of a password or user file, checked by [`file::lines`].

@@ -116,6 +116,18 @@ pub const LOCAL: &[Flag] = &[
         "replace a ready connection that has waited this long unused; keep it below the server's --handshake-timeout",
         Default::Is("5"),
     ),
+    flag(
+        "acl",
+        Takes::One("FILE"),
+        "route each connection and datagram direct, through the server or nowhere by this shadowsocks ACL file (docs/ROUTING.md); SIGHUP reads it again",
+        Default::Is("everything through the server"),
+    ),
+    flag(
+        "acl-resolve",
+        Takes::Nothing,
+        "resolve a name no domain rule of --acl matches, here, to test the IP rules (tells the local resolver every name asked for)",
+        Default::Is("names are never resolved to route them"),
+    ),
 ];
 
 /// blocking-server's own flags.
@@ -157,6 +169,12 @@ pub const SERVER: &[Flag] = &[
         "deny",
         Takes::Many("CIDR"),
         "never connect to this network, even with --allow-private (repeatable)",
+        Default::None,
+    ),
+    flag(
+        "acl",
+        Takes::One("FILE"),
+        "refuse targets by [outbound_block_list] and clients by the mode and [black_list]/[white_list] of this shadowsocks ACL file (docs/ROUTING.md); SIGHUP reads it again",
         Default::None,
     ),
     flag(

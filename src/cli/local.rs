@@ -17,6 +17,7 @@ use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
 use crate::metrics::Role;
 use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
 use crate::proto::wire::trojan_hash;
 use crate::tls::config::{self as tls, Trust};
@@ -48,11 +49,21 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     let stopper = local.stopper().map_err(Error::Io)?;
     common::serve_metrics(args.common.metrics.as_deref(), Role::Local)?;
     let format = if reload.secrets.get().password.is_some() { "trojan" } else { "seed" };
+    let routes = match (reload.acl.get().as_ref(), &args.acl) {
+        (Some(acl), Some(path)) => format!(
+            ", routes by {} ({} rules, the rest {}{})",
+            path.display(),
+            acl.rules(),
+            acl.default_route().name(),
+            if args.acl_resolve { ", names resolved to test IP rules" } else { "" }
+        ),
+        _ => String::new(),
+    };
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     let to: Vec<String> = args.servers.iter().map(|s| format!("{} as {}", s.addr, s.name.to_str())).collect();
     let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
     log::info!(
-        "listening on {addr} for socks5, socks4 and http, server {}{balance}, {format} format, up to {max_conns} connections ({cap_from})",
+        "listening on {addr} for socks5, socks4 and http, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
         to.join(", ")
     );
     local.run();
@@ -81,6 +92,10 @@ pub struct LocalArgs {
     pub pool: PoolSize,
     /// `--pool-age`.
     pub pool_age: Duration,
+    /// `--acl`.
+    pub acl: Option<PathBuf>,
+    /// `--acl-resolve`.
+    pub acl_resolve: bool,
     /// The flags both binaries take.
     pub common: Common,
 }
@@ -141,6 +156,11 @@ impl LocalArgs {
             None => Duration::from_secs(POOL_AGE_SECS),
             Some(v) => common::secs("pool-age", &v)?,
         };
+        let acl = m.opt_str("acl").map(PathBuf::from);
+        let acl_resolve = m.opt_present("acl-resolve");
+        if acl_resolve && acl.is_none() {
+            return Err(usage("--acl-resolve needs --acl"));
+        }
         Ok(LocalArgs {
             servers,
             balance,
@@ -151,6 +171,8 @@ impl LocalArgs {
             users: Users::parse(&m)?,
             pool,
             pool_age,
+            acl,
+            acl_resolve,
             common: Common::parse(&m)?,
         })
     }
@@ -177,6 +199,7 @@ pub fn caps(args: &LocalArgs) -> Caps {
 pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Local, Reload), Exit> {
     let tls = Arc::new(Current::new(tls::client_config(&args.trust, &args.alpn)?));
     let secrets = Arc::new(Current::new(read_secrets(args)?));
+    let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
     let login = !secrets.get().users.is_empty();
     let cfg = Config {
         servers: args.servers.clone(),
@@ -189,9 +212,11 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
         pool: args.pool,
         pool_age: args.pool_age,
         watch,
+        acl: Arc::clone(&acl),
+        acl_resolve: args.acl_resolve,
     };
     let local = Local::bind(&args.listen, cfg)?;
-    Ok((local, Reload { args: args.clone(), tls, secrets, login }))
+    Ok((local, Reload { args: args.clone(), tls, secrets, acl, login }))
 }
 
 /// The users and the password, read from their flags and files.
@@ -204,11 +229,12 @@ fn read_secrets(args: &LocalArgs) -> Result<Secrets, Exit> {
     Ok(Secrets { users: args.users.read()?, password })
 }
 
-/// What SIGHUP reads again: `--user-file`, `--password-file` and `--ca`.
+/// What SIGHUP reads again: `--user-file`, `--password-file`, `--ca` and `--acl`.
 pub struct Reload {
     args: LocalArgs,
     tls: Arc<Current<ClientConfig>>,
     secrets: Arc<Current<Secrets>>,
+    acl: Arc<Current<Option<Acl>>>,
     /// Whether clients log in (a reload never empties the users).
     login: bool,
 }
@@ -223,8 +249,8 @@ impl Reload {
             Trust::CaFile(path) => Some(path),
             _ => None,
         };
-        if args.users.file.is_none() && args.passwords.file.is_none() && ca.is_none() {
-            log::info!("reload: nothing to read again (no --user-file, --password-file or --ca)");
+        if args.users.file.is_none() && args.passwords.file.is_none() && ca.is_none() && args.acl.is_none() {
+            log::info!("reload: nothing to read again (no --user-file, --password-file, --ca or --acl)");
             return;
         }
         let tls = match ca.map(|_| tls::client_config(&args.trust, &args.alpn)).transpose() {
@@ -233,6 +259,10 @@ impl Reload {
         };
         let secrets = match read_secrets(args) {
             Ok(s) => s,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
+        let acl = match args.acl.as_deref().map(common::read_acl).transpose() {
+            Ok(acl) => acl,
             Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
         };
         let mut done = Vec::new();
@@ -246,6 +276,10 @@ impl Reload {
         }
         if args.passwords.file.is_some() {
             done.push("the password".to_owned());
+        }
+        if let (Some(acl), Some(path)) = (acl, &args.acl) {
+            done.push(format!("ACL {} ({} rules)", path.display(), acl.rules()));
+            self.acl.set(Some(acl));
         }
         self.secrets.set(secrets);
         log::info!("reloaded {}; new connections use them", done.join(", "));

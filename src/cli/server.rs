@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::metrics::Role;
 use crate::net::egress::{Cidr, Policy};
 use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
 use crate::proto::wire::{trojan_hash, TrojanHash};
 use crate::server::keys::{expiry_warning, watch_expiry};
@@ -90,6 +91,8 @@ pub struct ServerArgs {
     pub allow_private: bool,
     /// `--deny`.
     pub deny: Vec<Cidr>,
+    /// `--acl`.
+    pub acl: Option<PathBuf>,
     /// `--max-pending-per-ip`.
     pub max_pending_per_source: usize,
     /// `--proxy-protocol`.
@@ -160,6 +163,7 @@ impl ServerArgs {
             alpn: common::alpn(&m)?,
             allow_private: m.opt_present("allow-private"),
             deny,
+            acl: m.opt_str("acl").map(PathBuf::from),
             max_pending_per_source,
             proxy_protocol,
             proxy_from,
@@ -202,7 +206,8 @@ pub struct Serving {
 /// (the tests).
 pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, Serving), Exit> {
     let passwords = hashes(&args.passwords)?;
-    let egress = Policy::new(args.allow_private, args.deny.clone())?;
+    let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
+    let egress = Policy::new(args.allow_private, args.deny.clone())?.with_acl(Arc::clone(&acl));
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
     let probe_resistant = args.fallback.is_some() && !passwords.is_empty();
@@ -231,7 +236,7 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         max_conns: caps.conns,
         cap_from: caps.why,
     };
-    Ok((server, Reload { args: args.clone(), keys }, serving))
+    Ok((server, Reload { args: args.clone(), keys, acl }, serving))
 }
 
 /// The trojan hashes of every password.
@@ -248,10 +253,11 @@ fn expiry(expires: Option<SystemTime>) -> String {
     }
 }
 
-/// What SIGHUP reads again: `--cert`, `--key` and `--password-file`.
+/// What SIGHUP reads again: `--cert`, `--key`, `--password-file` and `--acl`.
 pub struct Reload {
     args: ServerArgs,
     keys: Arc<Current<Keys>>,
+    acl: Arc<Current<Option<Acl>>>,
 }
 
 impl Reload {
@@ -262,8 +268,8 @@ impl Reload {
         let args = &self.args;
         let files = matches!(args.identity, Identity::Files { .. });
         let password_file = args.passwords.file.is_some();
-        if !files && !password_file {
-            log::info!("reload: nothing to read again (no --cert/--key or --password-file)");
+        if !files && !password_file && args.acl.is_none() {
+            log::info!("reload: nothing to read again (no --cert/--key, --password-file or --acl)");
             return;
         }
         let old = self.keys.get();
@@ -281,6 +287,10 @@ impl Reload {
             },
             false => old.passwords.clone(),
         };
+        let acl = match args.acl.as_deref().map(common::read_acl).transpose() {
+            Ok(acl) => acl,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
         let mut done = Vec::new();
         let (tls, expires) = match served {
             Some(s) => {
@@ -296,6 +306,10 @@ impl Reload {
         if password_file {
             let n = passwords.len();
             done.push(format!("{n} password{}", if n == 1 { "" } else { "s" }));
+        }
+        if let (Some(acl), Some(path)) = (acl, &args.acl) {
+            done.push(format!("ACL {} ({} rules)", path.display(), acl.rules()));
+            self.acl.set(Some(acl));
         }
         self.keys.set(Keys { tls, passwords, expires });
         log::info!("reloaded {}; new connections use them", done.join(", "));

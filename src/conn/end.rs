@@ -79,6 +79,9 @@ pub enum End {
     /// The server began to drain before the client's header arrived, and
     /// closed it with close_notify: `draining: closed before its header`.
     Draining,
+    /// The local's ACL blocks the target (`[block_list]`); the client got
+    /// its protocol's refusal: `blocked by the acl`.
+    Blocked,
 }
 
 /// A step before the relay, named first in its end: `socks5: …`.
@@ -280,6 +283,7 @@ impl End {
                 Closed::Protocol
             }
             End::Tls(_) => Closed::TlsError,
+            End::Blocked => Closed::Denied,
             End::Failed(_, e) => class_of(e),
             End::Unreachable(_, e) => match e {
                 Error::Denied(_) => Closed::Denied,
@@ -346,6 +350,7 @@ impl fmt::Display for End {
             End::Refused(why) => write!(f, "refused: {why}"),
             End::HealthCheck => f.write_str("health check"),
             End::Draining => f.write_str("draining: closed before its header"),
+            End::Blocked => f.write_str("blocked by the acl"),
             End::ClosedBeforeHeader => f.write_str("header: client closed before its first byte"),
             End::ClosedBeforeRecord => f.write_str("header: client closed before its first record"),
             End::FallbackFirst => f.write_str("header: the fallback spoke first"),
@@ -600,6 +605,7 @@ mod tests {
             ),
             (End::HealthCheck, "health check", Closed::Other),
             (End::Draining, "draining: closed before its header", Closed::Other),
+            (End::Blocked, "blocked by the acl", Closed::Denied),
             (End::ClosedBeforeHeader, "header: client closed before its first byte", Closed::Eof),
             (End::ClosedBeforeRecord, "header: client closed before its first record", Closed::Eof),
             (End::FallbackFirst, "header: the fallback spoke first", Closed::Protocol),

@@ -6,7 +6,7 @@
 //! added later go after `end=`, so that the older ones keep their places:
 //!
 //! ```text
-//! #12 closed client=127.0.0.1:50000 target=example.com:443 up=79 down=732 time=0.042s end=eof proto=socks5
+//! #12 closed client=127.0.0.1:50000 target=example.com:443 up=79 down=732 time=0.042s end=eof proto=socks5 route=proxy
 //! ```
 
 use std::fmt;
@@ -56,6 +56,7 @@ pub struct Report {
     end: Option<End>,
     datagrams: Option<[u64; 3]>,
     proto: Option<&'static str>,
+    route: Option<&'static str>,
     watch: Option<Watch>,
 }
 
@@ -76,6 +77,7 @@ impl Report {
             end: None,
             datagrams: None,
             proto: None,
+            route: None,
             watch,
         }
     }
@@ -116,6 +118,12 @@ impl Report {
     /// The protocol the client spoke (`proto=`), when the listener serves more than one.
     pub fn proto(&mut self, name: &'static str) {
         self.proto = Some(name);
+    }
+
+    /// Where the local sent the connection (`route=`): `direct`, `proxy` or
+    /// `block`; for a UDP association, the routes its datagrams took.
+    pub fn route(&mut self, name: &'static str) {
+        self.route = Some(name);
     }
 
     /// Ends the report with `end`: the connection closes before its relay.
@@ -172,6 +180,9 @@ impl fmt::Display for Line<'_> {
         }
         if let Some(proto) = r.proto {
             write!(f, " proto={proto}")?;
+        }
+        if let Some(route) = r.route {
+            write!(f, " route={route}")?;
         }
         Ok(())
     }

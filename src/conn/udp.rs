@@ -14,9 +14,13 @@
 //!   connection's end ends the association. The client is the address and
 //!   port the request named, or, when it named port 0 (as most clients do),
 //!   the first source on the control connection's IP that sends: the
-//!   association is bound to it, and anyone else's datagrams are dropped. The
-//!   down thread reads frames and sends each to that client alone, with the
-//!   SOCKS5 UDP header.
+//!   association is bound to it, and anyone else's datagrams are dropped.
+//!   With an ACL, each datagram goes where its target's route says: through
+//!   the server as a frame, straight to the target from a UDP socket of the
+//!   local's own (made at the first such datagram, and watched by the same
+//!   thread, which passes its replies back to the client), or nowhere
+//!   (dropped and counted). The down thread reads frames and sends each to
+//!   that client alone, with the SOCKS5 UDP header.
 //! - On the server ([`server`]), the up thread reads frames and sends each
 //!   datagram to its target through one UDP socket of the association,
 //!   after the egress check (a denied datagram is dropped and counted); the
@@ -41,8 +45,9 @@ use socket2::{Domain, SockRef, Socket, Type};
 use crate::error::Error;
 use crate::metrics::{self, Way};
 use crate::net::dial;
-use crate::net::egress::Policy;
-use crate::net::poll::{wait, Ready};
+use crate::net::egress::{Policy, BLOCKED_BY_ACL};
+use crate::net::poll::{wait, wait_any, Ready};
+use crate::proto::acl::Route;
 use crate::proto::addr::Target;
 use crate::proto::{socks5, wire};
 use crate::workers::COPY_THREADS;
@@ -54,8 +59,8 @@ use super::split::{self, ReadHalf, WriteHalf};
 use super::timeouts::Timeouts;
 
 /// The local's side of an association: the application's control
-/// connection, the UDP socket it was told to send to, and whose datagrams
-/// that socket takes.
+/// connection, the UDP socket it was told to send to, whose datagrams
+/// that socket takes, and where each goes.
 pub struct Client {
     /// The SOCKS5 connection that asked for the association; its end ends it.
     pub control: TcpStream,
@@ -65,11 +70,20 @@ pub struct Client {
     pub ip: IpAddr,
     /// and from this port; when it is 0, from the port of the first datagram.
     pub port: u16,
+    /// Where each datagram goes, by its target; `None`: all through the server.
+    pub route: Option<RouteFn>,
+    /// The connection's place under the cap, which a name lookup holds.
+    pub place: Place,
 }
+
+/// Decides a datagram's route by its target (and counts it).
+pub type RouteFn = Box<dyn Fn(&Target) -> Route + Send>;
 
 /// Runs a local's association and returns at once. `stream` and `conn` are
 /// the TLS connection to the server, the trojan header already sent. `done`
-/// gets the outcome.
+/// gets the outcome. A datagram routed direct leaves from a UDP socket of
+/// the local's own, made at the first one, and the replies to that socket
+/// go back to the client like the server's; a blocked one is dropped.
 pub fn local(
     client: Client,
     stream: TcpStream,
@@ -78,7 +92,7 @@ pub fn local(
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
     let (reader, mut writer, assoc) = start(stream, conn.into(), timeouts, done);
-    let Client { control, udp, ip, port } = client;
+    let Client { control, udp, ip, port, route, place } = client;
     let udp = Arc::new(udp);
     // The client's address and port: the one the request named, or else the
     // first source on the client's IP to use the socket. Datagrams are taken
@@ -86,8 +100,9 @@ pub fn local(
     let named = (port != 0).then(|| SocketAddr::new(ip, port));
     let replies_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(named));
     let (udp_up, replies_up) = (Arc::clone(&udp), Arc::clone(&replies_to));
+    let connect = timeouts.connect;
     spawn(&assoc, move |a| {
-        let why = local_up(a, &control, &udp_up, &mut writer, |from| {
+        let accept = |from: SocketAddr| {
             let mut bound = replies_up.lock().unwrap_or_else(PoisonError::into_inner);
             match *bound {
                 Some(client) => from == client,
@@ -97,7 +112,9 @@ pub fn local(
                 }
                 None => false,
             }
-        });
+        };
+        let routes = Routes { route, place, connect, replies_to: &replies_up };
+        let why = local_up(a, &control, &udp_up, &mut writer, accept, &routes);
         a.end_writing(why, &mut writer);
         let _ = control.shutdown(Shutdown::Both);
     });
@@ -105,6 +122,14 @@ pub fn local(
         let why = local_down(a, reader, &udp, &replies_to);
         a.end_reading(why, &udp);
     });
+}
+
+/// What the local's up thread needs to send a datagram where it goes.
+struct Routes<'a> {
+    route: Option<RouteFn>,
+    place: Place,
+    connect: Duration,
+    replies_to: &'a Mutex<Option<SocketAddr>>,
 }
 
 /// The server's side of an association: the UDP socket its datagrams leave
@@ -167,22 +192,48 @@ const DATAGRAM_MAX: usize = 65_535;
 /// Raw TLS bytes read at once by the thread that reads frames.
 const RAW_BUF: usize = 16 * 1024 + 256;
 
-/// The local's up thread: client datagrams into frames, until the control
-/// connection ends, the stream fails or the association is quiet too long.
+/// The local's up thread: client datagrams into frames (or, routed direct,
+/// out of the local's own socket, whose replies it also passes back),
+/// until the control connection ends, the stream fails or the association
+/// is quiet too long.
 fn local_up(
     a: &Association,
     control: &TcpStream,
     udp: &UdpSocket,
     writer: &mut WriteHalf,
     mut accept: impl FnMut(SocketAddr) -> bool,
+    routes: &Routes<'_>,
 ) -> End {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut frame = Vec::new();
+    let mut direct: Option<UdpSocket> = None;
     loop {
-        let (n, from) = match next_datagram(a, udp, control, true, &mut buf) {
-            Next::Datagram(n, from) => (n, from),
-            Next::Other => break control_ended(control),
-            Next::End(why) => break why,
+        let left = a.idle_left();
+        if left.is_zero() {
+            return End::UdpIdle;
+        }
+        // The control connection first: a stream of datagrams cannot hide its end.
+        let ready = match &direct {
+            Some(d) => wait_any(&[control.as_fd(), udp.as_fd(), d.as_fd()], left),
+            None => wait_any(&[control.as_fd(), udp.as_fd()], left),
+        };
+        let from_direct = match ready {
+            Ok(None) => continue,
+            Ok(Some(0)) => return control_ended(control),
+            Ok(Some(1)) => false,
+            Ok(Some(_)) => true,
+            Err(e) => return End::Failed(Step::Wait, Error::Io(e)),
+        };
+        if let (true, Some(d)) = (from_direct, &direct) {
+            direct_reply(a, d, udp, routes.replies_to, &mut buf, &mut frame);
+            continue;
+        }
+        let (n, from) = match udp.recv_from(&mut buf) {
+            // Shut down by the other thread at the end of the association.
+            Ok((0, _)) if a.ending() => return End::Eof,
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return End::Failed(Step::Udp, Error::Io(e)),
         };
         if !accept(from) {
             log::debug!("udp datagram from {from}, not the client: dropped");
@@ -197,14 +248,106 @@ fn local_up(
                 continue;
             }
         };
-        frame.clear();
-        wire::encode_udp(&target, &buf[at..n], &mut frame);
-        if let Err(e) = writer.write_all(&frame) {
-            break End::Failed(Step::Server, Error::Io(e));
+        match routes.route.as_ref().map_or(Route::Proxy, |route| route(&target)) {
+            Route::Proxy => {
+                frame.clear();
+                wire::encode_udp(&target, &buf[at..n], &mut frame);
+                if let Err(e) = writer.write_all(&frame) {
+                    break End::Failed(Step::Server, Error::Io(e));
+                }
+                a.moved(UP, n - at);
+            }
+            Route::Direct => {
+                if direct.is_none() {
+                    match server_socket() {
+                        Ok(d) => direct = Some(d),
+                        Err(e) => {
+                            log::debug!("udp to {target}: no socket of the local's own: {e}: dropped");
+                            a.dropped();
+                            continue;
+                        }
+                    }
+                }
+                if let Some(d) = &direct {
+                    let until = Instant::now() + routes.connect;
+                    match send_to_target(d, &target, &buf[at..n], until, &routes.place, None) {
+                        Ok(()) => a.moved(UP, n - at),
+                        Err(why) => {
+                            log::debug!("udp to {target} direct: {why}: dropped");
+                            a.dropped();
+                        }
+                    }
+                }
+            }
+            Route::Block => {
+                log::debug!("udp to {target}: blocked by the acl: dropped");
+                a.dropped();
+            }
         }
-        a.moved(UP, n - at);
     }
 }
+
+/// Passes a reply that came to the local's own socket (`direct`) back to
+/// the client, with the SOCKS5 UDP header naming its source.
+fn direct_reply(
+    a: &Association,
+    direct: &UdpSocket,
+    udp: &UdpSocket,
+    replies_to: &Mutex<Option<SocketAddr>>,
+    buf: &mut [u8],
+    datagram: &mut Vec<u8>,
+) {
+    let (n, from) = match direct.recv_from(buf) {
+        Ok(got) => got,
+        Err(e) => return log::debug!("udp direct socket: {e}"),
+    };
+    let Some(to) = *replies_to.lock().unwrap_or_else(PoisonError::into_inner) else {
+        return a.dropped();
+    };
+    datagram.clear();
+    socks5::write_udp_header(&Target::Ip(SocketAddr::new(unmapped(from.ip()), from.port())), datagram);
+    datagram.extend_from_slice(&buf[..n]);
+    match udp.send_to(datagram, to) {
+        Ok(_) => a.moved(DOWN, n),
+        Err(e) => {
+            log::debug!("udp to the client {to}: {e}");
+            a.dropped();
+        }
+    }
+}
+
+/// Sends `payload` to `target` from `udp` (made by [`server_socket`]): a
+/// name is resolved until `until` (the lookup holds `place`), and the
+/// datagram goes to the first address the `policy` keeps (all, without
+/// one) that the socket can reach. The error says why it was not sent.
+fn send_to_target(
+    udp: &UdpSocket,
+    target: &Target,
+    payload: &[u8],
+    until: Instant,
+    place: &Place,
+    policy: Option<&Policy>,
+) -> Result<(), String> {
+    if policy.is_some_and(|p| p.refuses_name(target)) {
+        return Err(format!("{DENIED}: {BLOCKED_BY_ACL}"));
+    }
+    let mut addrs = match target {
+        Target::Ip(addr) => vec![*addr],
+        Target::Domain(name, port) => dial::resolve(name, *port, until, place).map_err(|e| e.to_string())?,
+    };
+    if let Some(why) = policy.and_then(|p| p.keep_permitted(target, &mut addrs)) {
+        return Err(format!("{DENIED}: {why}"));
+    }
+    let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
+    let Some(to) = addrs.into_iter().find(|addr| v6 || addr.is_ipv4()) else {
+        return Err("no IPv4 address, and no IPv6 here".to_owned());
+    };
+    let to = if v6 { SocketAddr::from((to_v6(to.ip()), to.port())) } else { to };
+    udp.send_to(payload, to).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// What [`send_to_target`]'s error starts with when the policy refused every address.
+const DENIED: &str = "denied";
 
 /// Why the control connection woke its waiter: it ended (the usual way an
 /// association ends), failed, or sent bytes it should not have (which ends
@@ -264,36 +407,20 @@ fn server_up(
 ) -> End {
     let mut payload = Vec::new();
     let mut frames = early.chain(reader.burst(RAW_BUF));
-    let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
     loop {
         let target = match wire::read_udp(&mut frames, &mut payload) {
             Ok(Some(t)) => t,
             Ok(None) => return End::Eof,
             Err(e) => return a.stream_failed(e),
         };
-        let addrs = match &target {
-            Target::Ip(addr) => vec![*addr],
-            Target::Domain(name, port) => match dial::resolve(name, *port, Instant::now() + connect, place) {
-                Ok(found) => found,
-                Err(e) => {
-                    log::debug!("udp to {target}: {e}: dropped");
-                    a.dropped();
-                    continue;
+        let until = Instant::now() + connect;
+        match send_to_target(udp, &target, &payload, until, place, Some(policy)) {
+            Ok(()) => a.moved(UP, payload.len()),
+            Err(why) => {
+                if why.starts_with(DENIED) {
+                    metrics::EGRESS_DENIALS.inc();
                 }
-            },
-        };
-        let Some(to) = addrs.into_iter().find(|addr| policy.permits(addr.ip()) && (v6 || addr.is_ipv4()))
-        else {
-            metrics::EGRESS_DENIALS.inc();
-            log::debug!("udp to {target}: denied: not a public address: dropped");
-            a.dropped();
-            continue;
-        };
-        let to = if v6 { SocketAddr::from((to_v6(to.ip()), to.port())) } else { to };
-        match udp.send_to(&payload, to) {
-            Ok(_) => a.moved(UP, payload.len()),
-            Err(e) => {
-                log::debug!("udp to {target}: {e}: dropped");
+                log::debug!("udp to {target}: {why}: dropped");
                 a.dropped();
             }
         }
@@ -645,7 +772,9 @@ mod tests {
         let (client_control, control) = socket_pair();
         let (app, relay) = (udp(), udp());
         let relay_addr = relay.local_addr().unwrap();
-        let client = Client { control, udp: relay, ip: app.local_addr().unwrap().ip(), port: 0 };
+        let place = Gate::new(1, None).enter(app.local_addr().unwrap().ip()).unwrap();
+        let ip = app.local_addr().unwrap().ip();
+        let client = Client { control, udp: relay, ip, port: 0, route: None, place };
         let (tx, rx) = mpsc::channel();
         local(client, sock, conn, &Timeouts::default(), move |out| tx.send(out).unwrap());
 

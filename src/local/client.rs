@@ -36,7 +36,9 @@ use crate::conn::{Outcome, Report, Timeouts};
 use crate::current::Current;
 use crate::error::Error;
 use crate::net::deadline::{close_gently, Arrived, Deadline};
+use crate::net::dial;
 use crate::net::limits::{FDS_PER_CONNECTION, FDS_PER_LOCAL_ASSOCIATION};
+use crate::proto::acl::Route;
 use crate::proto::addr::Target;
 use crate::proto::failure::Failure;
 use crate::proto::socks5::{self, Request};
@@ -45,6 +47,7 @@ use crate::proto::wire::{self, Command, TrojanHash, HEADER_MAX};
 use crate::proto::{http, socks4};
 
 use super::pool::Pool;
+use super::route::{self, Router, Taken};
 use super::upstream::{Link, Unreachable, Upstreams};
 
 /// What every client of one local shares.
@@ -57,6 +60,8 @@ pub struct Context {
     pub upstreams: Arc<Upstreams>,
     /// Ready connections, when the local keeps any.
     pub pool: Option<Arc<Pool>>,
+    /// Where each connection goes.
+    pub router: Arc<Router>,
 }
 
 /// What a client's login is checked against and what the server is told,
@@ -212,11 +217,29 @@ fn refused(app: &TcpStream, report: Report, end: End) {
 /// The most application bytes sent along with the header in its first record.
 const EARLY_DATA_MAX: usize = 16 * 1024 - HEADER_MAX;
 
-/// Opens a client's tunnel: a link to a server, the success reply, the
-/// header with the first bytes, and the relay.
+/// Opens a client's tunnel where its route says: straight to the target,
+/// through a server, or nowhere (the client gets its protocol's refusal:
+/// SOCKS5 0x02, SOCKS4 0x5B, HTTP 403).
 fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     log::debug!("#{} connect {}", report.id, ask.target());
     report.target(ask.target());
+    let route = ctx.router.route(ask.target(), Instant::now() + ctx.timeouts.connect, report.place());
+    route::count(route);
+    report.route(route.name());
+    match route {
+        Route::Proxy => proxied(app, ask, ctx, secrets, report),
+        Route::Direct => direct(app, ask, ctx, report),
+        Route::Block => {
+            let until = Instant::now() + ctx.timeouts.handshake;
+            let _ = ask.refuse(&mut Deadline::new(&app, until), Failure::NotAllowed);
+            refused(&app, report, End::Blocked);
+        }
+    }
+}
+
+/// Opens a client's tunnel through a server: a link to a server, the
+/// success reply, the header with the first bytes, and the relay.
+fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     let mut link = match link(&app, &ask, ctx, &report) {
         Ok(link) => link,
         Err(end) => return refused(&app, report, end),
@@ -252,6 +275,46 @@ fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report
             }
             report.finish(out)
         },
+    );
+}
+
+/// Opens a client's tunnel straight to its target, from the local itself:
+/// the connect (every address the name resolves to, IPv6 and IPv4 raced
+/// as RFC 8305 says) under the connect deadline, the success reply, a
+/// forwarded request's head, and the relay. A target that cannot be
+/// reached gets the client protocol's answer for why.
+fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
+    let until = Instant::now() + ctx.timeouts.connect;
+    let target = match dial::connect(ask.target(), until, None, report.place()) {
+        Ok(target) => target,
+        Err(e) => {
+            let until = Instant::now() + ctx.timeouts.handshake;
+            let _ = ask.refuse(&mut Deadline::new(&app, until), Failure::of(&e));
+            log::debug!("#{} cannot reach {} directly: {e}", report.id, ask.target());
+            return refused(&app, report, End::Unreachable(Hop::Target, e));
+        }
+    };
+    let until = Instant::now() + ctx.timeouts.handshake;
+    if let Err(e) = ask.grant(&mut Deadline::new(&app, until)) {
+        return report.end(End::Failed(Step::Client, Error::Io(e)));
+    }
+    let (client, silence) = match ask {
+        Ask::Forward(_, head, framing) => {
+            if let Err(e) = Deadline::new(&target, until).write_all(&head) {
+                return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
+            }
+            report.up = head.len() as u64;
+            (Leg::tcp_message(app, Box::new(http::Body::new(framing))), Some(http::SILENT_UPSTREAM))
+        }
+        _ => (Leg::tcp(app), None),
+    };
+    relay::relay_answering_silence(
+        client,
+        Leg::tcp(target),
+        [Side::Client, Side::Target],
+        &ctx.timeouts,
+        silence,
+        move |out| report.finish(out),
     );
 }
 
@@ -398,10 +461,28 @@ fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut re
         return report.end(End::Failed(Step::Client, Error::Io(e)));
     }
     log::debug!("#{} udp association on {} for {}", report.id, opened.bound, opened.client);
-    let client =
-        udp::Client { control: app, udp: opened.udp, ip: opened.client.ip(), port: ask.target().port() };
+    let taken = Arc::new(Taken::default());
+    let (router, noted, place, connect) =
+        (Arc::clone(&ctx.router), Arc::clone(&taken), report.place().clone(), ctx.timeouts.connect);
+    let route: udp::RouteFn = Box::new(move |target| {
+        let route = router.route(target, Instant::now() + connect, &place);
+        route::count_datagram(route);
+        noted.note(route);
+        route
+    });
+    let client = udp::Client {
+        control: app,
+        udp: opened.udp,
+        ip: opened.client.ip(),
+        port: ask.target().port(),
+        route: Some(route),
+        place: report.place().clone(),
+    };
     let Link { sock, conn, .. } = opened.link;
-    udp::local(client, sock, conn, &ctx.timeouts, move |out| report.finish(out));
+    udp::local(client, sock, conn, &ctx.timeouts, move |out| {
+        report.route(taken.name());
+        report.finish(out)
+    });
 }
 
 /// An association ready for its success reply.

@@ -7,6 +7,7 @@
 //! [`pool`] when there is one.
 
 pub mod client;
+pub mod route;
 pub mod pool;
 pub mod upstream;
 
@@ -24,11 +25,13 @@ use crate::conn::{Report, Timeouts};
 use crate::current::Current;
 use crate::error::Error;
 use crate::metrics;
+use crate::proto::acl::Acl;
 use crate::proto::addr::ATYP_IPV4;
 use crate::proto::{http, socks4, socks5};
 
 use client::{Context, Proto, Secrets};
 use pool::{Pool, PoolSize};
+use route::Router;
 use upstream::{Balance, Upstream, Upstreams};
 
 /// A bound blocking-local, ready to [`run`](Local::run).
@@ -63,6 +66,12 @@ pub struct Config {
     pub pool_age: Duration,
     /// Called with each close line, for a program that embeds the local.
     pub watch: Option<Watch>,
+    /// `--acl`, as loaded at start; a reload replaces it. `None` sends
+    /// every connection through a server.
+    pub acl: Arc<Current<Option<Acl>>>,
+    /// `--acl-resolve`: a name no domain rule matches is resolved here to
+    /// test the IP rules.
+    pub acl_resolve: bool,
 }
 
 impl Local {
@@ -99,8 +108,18 @@ impl Local {
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
-        let ctx =
-            Arc::new(Context { timeouts: cfg.timeouts, secrets: Arc::clone(&cfg.secrets), upstreams, pool });
+        let router = Arc::new(Router {
+            acl: Arc::clone(&cfg.acl),
+            resolve: cfg.acl_resolve,
+            servers: cfg.servers.iter().map(|s| s.addr.clone()).collect(),
+        });
+        let ctx = Arc::new(Context {
+            timeouts: cfg.timeouts,
+            secrets: Arc::clone(&cfg.secrets),
+            upstreams,
+            pool,
+            router,
+        });
         let watch = cfg.watch;
         let admit = move |app, peer, place| {
             let (ctx, report) = (Arc::clone(&ctx), Report::new(peer, place, watch.clone()));

@@ -197,6 +197,31 @@ impl Way {
     }
 }
 
+/// Where the local sent a connection or a datagram, by its ACL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Straight to the target, from the local itself.
+    Direct,
+    /// Through a server.
+    Proxy,
+    /// Nowhere: refused (a connection) or dropped (a datagram).
+    Block,
+}
+
+impl Routed {
+    /// Every route, in the order of their counters.
+    pub const ALL: [Routed; 3] = [Routed::Direct, Routed::Proxy, Routed::Block];
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Routed::Direct => "direct",
+            Routed::Proxy => "proxy",
+            Routed::Block => "block",
+        }
+    }
+}
+
 /// Which binary serves the metrics: it decides which families are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -242,6 +267,10 @@ pub static HEADER_FAILURES: Counter = Counter::new();
 pub static FALLBACK_HANDOVERS: Counter = Counter::new();
 /// Server: connections and datagrams refused by the egress policy.
 pub static EGRESS_DENIALS: Counter = Counter::new();
+/// Local: connections, by the route taken ([`Routed`]).
+pub(super) static ROUTED: [Counter; 3] = [const { Counter::new() }; 3];
+/// Local: UDP datagrams from clients, by the route taken ([`Routed`]).
+pub(super) static ROUTED_DATAGRAMS: [Counter; 3] = [const { Counter::new() }; 3];
 /// Local: TLS connections ready in the pool.
 pub static POOL_READY: Gauge = Gauge::new();
 /// Local: ready connections taken from the pool by clients.
@@ -264,6 +293,16 @@ pub fn handshake(kind: Handshake) {
     HANDSHAKES[kind as usize].inc();
 }
 
+/// The local sent a connection `route`.
+pub fn routed(route: Routed) {
+    ROUTED[route as usize].inc();
+}
+
+/// The local sent a client's datagram `route`.
+pub fn routed_datagram(route: Routed) {
+    ROUTED_DATAGRAMS[route as usize].inc();
+}
+
 /// A UDP datagram was relayed one way.
 pub fn datagram(way: Way) {
     DATAGRAMS[way as usize].inc();
@@ -279,5 +318,6 @@ mod tests {
         assert!(Refusal::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
         assert!(Handshake::ALL.iter().enumerate().all(|(i, h)| *h as usize == i));
         assert!(Way::ALL.iter().enumerate().all(|(i, w)| *w as usize == i));
+        assert!(Routed::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
     }
 }

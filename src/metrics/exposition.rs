@@ -192,6 +192,20 @@ pub fn render(role: Role) -> String {
             let n = "blocking_proxy_pool_taken_total";
             family(o, n, Kind::Counter, "Ready connections taken from the pool by clients.");
             sample(o, n, &[], POOL_TAKEN.get());
+            labelled(
+                o,
+                "blocking_proxy_routed_connections_total",
+                "Connections by where the ACL sent them: direct, through a server (proxy), or refused (block).",
+                "route",
+                &counts(Routed::ALL, Routed::label, &ROUTED),
+            );
+            labelled(
+                o,
+                "blocking_proxy_routed_datagrams_total",
+                "UDP datagrams from clients by where the ACL sent them; blocked ones are dropped.",
+                "route",
+                &counts(Routed::ALL, Routed::label, &ROUTED_DATAGRAMS),
+            );
         }
     }
     for c in COLLECTORS.lock().unwrap_or_else(PoisonError::into_inner).iter() {

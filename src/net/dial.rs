@@ -2,7 +2,7 @@
 //! (on a worker thread, under a deadline), the egress check on every
 //! address it gives, and Happy Eyeballs (RFC 8305) among those left:
 //! IPv6 and IPv4 taken in turn, each next connect started 250 ms after the
-//! last or at once when one fails, all of them waited on by the calling
+//! last or at once when one fails (at most two in flight), all of them waited on by the calling
 //! thread with one `poll(2)`, and the first to connect kept.
 
 use std::fmt;
@@ -18,7 +18,7 @@ use crate::metrics;
 use crate::proto::addr::Target;
 use crate::workers::SETUP_THREADS;
 
-use super::egress::Policy;
+use super::egress::{Policy, BLOCKED_BY_ACL};
 use super::poll::wait_writable;
 
 /// Pending connections the kernel may queue before the accept loop takes them.
@@ -63,17 +63,17 @@ pub fn connect<H: Clone + Send + 'static>(
     policy: Option<&Policy>,
     hold: &H,
 ) -> Result<TcpStream, Error> {
+    if policy.is_some_and(|p| p.refuses_name(target)) {
+        metrics::EGRESS_DENIALS.inc();
+        return Err(Error::Denied(format!("{target} is {BLOCKED_BY_ACL}")));
+    }
     let mut addrs: Vec<SocketAddr> = match target {
         Target::Ip(a) => vec![*a],
         Target::Domain(name, port) => resolve(name, *port, until, hold)?,
     };
-    if let Some(policy) = policy {
-        let resolved = addrs.len();
-        addrs.retain(|a| policy.permits(a.ip()));
-        if addrs.is_empty() && resolved > 0 {
-            metrics::EGRESS_DENIALS.inc();
-            return Err(Error::Denied(format!("{target} is not a public address")));
-        }
+    if let Some(why) = policy.and_then(|p| p.keep_permitted(target, &mut addrs)) {
+        metrics::EGRESS_DENIALS.inc();
+        return Err(Error::Denied(format!("{target} is {why}")));
     }
     if addrs.is_empty() {
         return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, "name resolved to no address")));
@@ -98,10 +98,16 @@ pub fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     order
 }
 
+/// The most connects one [`connect`] keeps in flight: a name with many
+/// silent addresses holds at most this many sockets (admission counts the
+/// connection's descriptors, not its attempts), and a next address waits
+/// for one of them to fail.
+pub const ATTEMPTS_IN_FLIGHT_MAX: usize = 2;
+
 /// Connects to the first of `addrs` (in this order) that answers, before
 /// `until`, as [`connect`] says, starting each next attempt `delay` after
 /// the last one: each attempt is a non-blocking connect, and one `poll(2)`
-/// waits on all those in flight.
+/// waits on all those in flight, at most [`ATTEMPTS_IN_FLIGHT_MAX`].
 fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<TcpStream> {
     let mut untried = addrs.iter();
     let mut in_flight: Vec<Socket> = Vec::new();
@@ -115,7 +121,8 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
                 _ => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
             });
         }
-        if now >= next_at || in_flight.is_empty() {
+        let room = in_flight.len() < ATTEMPTS_IN_FLIGHT_MAX;
+        if (now >= next_at && room) || in_flight.is_empty() {
             match untried.next() {
                 Some(addr) => {
                     next_at = match start(addr) {
@@ -137,7 +144,9 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
             continue;
         }
         let fds: Vec<BorrowedFd<'_>> = in_flight.iter().map(AsFd::as_fd).collect();
-        let Some(i) = wait_writable(&fds, next_at.min(until).saturating_duration_since(now))? else {
+        // With no room for another attempt, only an attempt's end (or `until`) matters.
+        let wake = if room { next_at.min(until) } else { until };
+        let Some(i) = wait_writable(&fds, wake.saturating_duration_since(now))? else {
             continue;
         };
         let sock = in_flight.swap_remove(i);

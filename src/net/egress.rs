@@ -35,12 +35,15 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::current::Current;
 use crate::error::Error;
+use crate::proto::acl::Acl;
+use crate::proto::addr::Target;
 
 /// Special-purpose networks that are not globally reachable, in the order
 /// they are looked up (the first row that holds an address names it). From
@@ -163,14 +166,29 @@ impl fmt::Display for Cidr {
 }
 
 /// The server's egress rule: public addresses only, unless told otherwise,
-/// and never those in `deny`; the host itself counts as loopback.
-#[derive(Clone, Debug)]
+/// and never those in `deny`; the host itself counts as loopback. An ACL
+/// file (`--acl`) may refuse more targets, by name or address, and clients
+/// too (see [`Policy::keep_permitted`] and [`Policy::refuses_client`]); it
+/// never lifts a refusal of the rest of the rule.
+#[derive(Clone)]
 pub struct Policy {
     /// Also allow the non-public addresses listed in the module docs.
     pub allow_private: bool,
     /// Always refused, even with `allow_private`.
     pub deny: Vec<Cidr>,
     host: Arc<HostAddrs>,
+    /// `--acl`, as loaded at start or by the last reload.
+    acl: Arc<Current<Option<Acl>>>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("allow_private", &self.allow_private)
+            .field("deny", &self.deny)
+            .field("acl", &self.acl.get().is_some())
+            .finish()
+    }
 }
 
 impl Policy {
@@ -180,12 +198,70 @@ impl Policy {
             .map_err(|e| Error::Config(format!("cannot read the interface addresses: {e}")))?;
         log::debug!("this host's interface addresses, refused like loopback: {addrs:?}");
         let host = HostAddrs::new(Some(interface_addresses), HOST_ADDRS_MAX_AGE, addrs);
-        Ok(Policy { allow_private, deny, host: Arc::new(host) })
+        Ok(Policy { allow_private, deny, host: Arc::new(host), acl: Arc::new(Current::new(None)) })
     }
 
     /// A policy for a host whose own addresses are `host`, never read again.
     pub fn with_host_addrs(allow_private: bool, deny: Vec<Cidr>, host: Vec<IpAddr>) -> Policy {
-        Policy { allow_private, deny, host: Arc::new(HostAddrs::new(None, Duration::MAX, host)) }
+        let host = Arc::new(HostAddrs::new(None, Duration::MAX, host));
+        Policy { allow_private, deny, host, acl: Arc::new(Current::new(None)) }
+    }
+
+    /// The same policy, with the ACL in force in `acl` (a reload replaces it there).
+    pub fn with_acl(self, acl: Arc<Current<Option<Acl>>>) -> Policy {
+        Policy { acl, ..self }
+    }
+
+    /// Whether the ACL refuses clients from `ip` (its `[accept_all]` or
+    /// `[reject_all]` mode and `[black_list]` or `[white_list]`, as
+    /// shadowsocks-rust's server applies them).
+    pub fn refuses_client(&self, ip: IpAddr) -> bool {
+        self.acl.get().as_ref().as_ref().is_some_and(|acl| acl.client_refused(ip))
+    }
+
+    /// Whether the ACL refuses the name of `target` before it is resolved
+    /// (a domain rule of `[outbound_block_list]`), so that no lookup is made.
+    pub fn refuses_name(&self, target: &Target) -> bool {
+        let acl = self.acl.get();
+        match (target, acl.as_ref()) {
+            (Target::Domain(name, _), Some(acl)) => acl.outbound_name(name) == Some(true),
+            _ => false,
+        }
+    }
+
+    /// Keeps the addresses `target` resolved to that the server may reach:
+    /// those [`Policy::permits`], and with an ACL, as shadowsocks-rust
+    /// decides: a name a domain rule allows is judged by the rest of the
+    /// rule alone; a name no domain rule names is refused whole when the
+    /// ACL's outbound rules refuse it by its addresses; each address must
+    /// pass the outbound IP rules. Returns what refused the last address,
+    /// if all were refused.
+    pub fn keep_permitted(&self, target: &Target, addrs: &mut Vec<SocketAddr>) -> Option<&'static str> {
+        let acl = self.acl.get();
+        let resolved = addrs.len();
+        let mut why = "not a public address";
+        match acl.as_ref() {
+            None => addrs.retain(|a| self.permits(a.ip())),
+            Some(acl) => {
+                let by_name = match target {
+                    Target::Domain(name, _) => acl.outbound_name(name),
+                    Target::Ip(_) => None,
+                };
+                let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+                if by_name == Some(true) || (by_name.is_none() && acl.outbound_resolved_blocked(&ips)) {
+                    addrs.clear();
+                    why = BLOCKED_BY_ACL;
+                }
+                addrs.retain(|a| {
+                    let listed = by_name.is_none() && acl.outbound_ip_blocked(a.ip());
+                    if listed {
+                        why = BLOCKED_BY_ACL;
+                    }
+                    !listed && self.permits(a.ip())
+                });
+            }
+        }
+        (addrs.is_empty() && resolved > 0).then_some(why)
     }
 
     /// Whether the server may connect to `ip`.
@@ -209,6 +285,9 @@ impl Policy {
         self.allow_private || as_host(judged).is_none()
     }
 }
+
+/// Why a target the ACL refuses was refused.
+pub const BLOCKED_BY_ACL: &str = "blocked by the acl";
 
 /// Whether `a` names the host itself: unspecified (`0.0.0.0/8`, `::`) or
 /// one of its interface addresses.
@@ -546,7 +625,12 @@ mod tests {
     fn the_host_addresses_are_read_again_once_old_and_kept_when_a_read_fails() {
         let set = |v: Option<Vec<IpAddr>>| *INTERFACES.lock().unwrap() = v;
         let host = HostAddrs::new(Some(test_interfaces), Duration::ZERO, Vec::new());
-        let p = Policy { allow_private: false, deny: Vec::new(), host: Arc::new(host) };
+        let p = Policy {
+            allow_private: false,
+            deny: Vec::new(),
+            host: Arc::new(host),
+            acl: Arc::new(Current::new(None)),
+        };
         assert!(p.permits(ip("8.8.8.8")));
         set(Some(vec![ip("8.8.8.8")]));
         assert!(!p.permits(ip("8.8.8.8")), "an address added later is read at the next check");

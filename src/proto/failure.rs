@@ -19,7 +19,9 @@ pub enum Failure {
     HostUnreachable,
     /// The next hop did not answer in time.
     TimedOut,
-    /// Anything else: a TLS failure, a refusal by policy, a local error.
+    /// The local's rules refuse the target (an ACL's `[block_list]`).
+    NotAllowed,
+    /// Anything else: a TLS failure, a refusal by the server's policy, a local error.
     General,
 }
 

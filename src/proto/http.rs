@@ -83,6 +83,8 @@ pub enum Status {
     /// 400: a malformed request line or header, a bad target, a request
     /// that is not in absolute form, an `https://` target (use CONNECT).
     BadRequest,
+    /// 403: the local's rules block the target (an ACL's `[block_list]`).
+    Forbidden,
     /// 404: a path the metrics endpoint does not serve.
     NotFound,
     /// 405: a method the proxy does not forward.
@@ -102,10 +104,12 @@ pub enum Status {
 }
 
 impl Status {
-    /// The answer when the tunnel could not be opened: 504 when the next
-    /// hop did not answer in time, 502 otherwise.
+    /// The answer when the tunnel could not be opened: 403 when the
+    /// local's rules block the target, 504 when the next hop did not answer
+    /// in time, 502 otherwise.
     pub fn of(failure: Failure) -> Status {
         match failure {
+            Failure::NotAllowed => Status::Forbidden,
             Failure::TimedOut => Status::GatewayTimeout,
             _ => Status::BadGateway,
         }
@@ -115,6 +119,7 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::BadRequest => 400,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::ProxyAuthenticationRequired => 407,
@@ -130,6 +135,7 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::ProxyAuthenticationRequired => "Proxy Authentication Required",
@@ -146,7 +152,10 @@ impl Status {
 /// `Connection: close`, and `Allow` or `Proxy-Authenticate` where the status calls for one.
 pub fn response(status: Status) -> Vec<u8> {
     let (code, reason) = (status.code(), status.reason());
-    let body = format!("{code} {reason}\n");
+    let body = match status {
+        Status::Forbidden => format!("{code} {reason}: this proxy's rules block the site\n"),
+        _ => format!("{code} {reason}\n"),
+    };
     let extra = match status {
         Status::MethodNotAllowed => format!("Allow: {ALLOW}\r\n"),
         Status::ProxyAuthenticationRequired => format!("Proxy-Authenticate: {CHALLENGE}\r\n"),

@@ -225,6 +225,7 @@ pub fn reply_code(failure: Failure) -> u8 {
         Failure::NetworkUnreachable => REP_NETWORK_UNREACHABLE,
         Failure::HostUnreachable => REP_HOST_UNREACHABLE,
         Failure::TimedOut => REP_TTL_EXPIRED,
+        Failure::NotAllowed => REP_NOT_ALLOWED,
         Failure::General => REP_GENERAL_FAILURE,
     }
 }

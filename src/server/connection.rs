@@ -157,6 +157,10 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
             }
         }
     }
+    if cfg.egress.refuses_client(report.peer().ip()) {
+        log::debug!("#{id} client {} blocked by the acl", report.peer());
+        return Err(End::Blocked);
+    }
     let keys = cfg.keys.get();
     // Record by record, so that nothing after the handshake is read yet.
     let conn = match handshake::accept(&keys.tls, &mut Records::new(Deadline::new(&sock, until))) {

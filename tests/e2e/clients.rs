@@ -227,7 +227,8 @@ fn curl_through_socks5_socks4_and_socks4a_on_the_one_port() {
         (format!("socks4a://{local}"), &by_name, "socks4"),
     ] {
         assert_eq!(ok(curl_run(&["--proxy", &proxy, url]), &proxy), PAGE, "{proxy}");
-        pair.local.wait_line(|l| l.contains(" closed ") && l.ends_with(&format!("proto={proto}")));
+        pair.local
+            .wait_line(|l| l.contains(" closed ") && l.ends_with(&format!("proto={proto} route=proxy")));
     }
     assert_eq!(ok(curl_run(&["--socks5-hostname", &local.to_string(), &by_name]), "socks5-hostname"), PAGE);
     // SOCKS4a hands the name to the server, which resolves it.
@@ -245,8 +246,9 @@ fn plain_http_through_the_http_proxy_with_curl_wget_and_urllib() {
     assert_eq!(ok(curl_run(&["--proxy", &proxy, &url]), "curl"), PAGE);
     assert_eq!(ok(wget(&url, &[], &[("http_proxy", &proxy)]), "wget"), PAGE);
     assert_eq!(ok(urllib(&[&url], &[("http_proxy", &proxy)]), "urllib"), PAGE);
-    let lines =
-        pair.local.wait_lines(3, |l| l.contains(&format!("target={web} ")) && l.ends_with("proto=http"));
+    let lines = pair
+        .local
+        .wait_lines(3, |l| l.contains(&format!("target={web} ")) && l.ends_with("proto=http route=proxy"));
     assert!(lines.iter().all(|l| l.contains(" end=eof ")), "{lines:#?}");
 }
 
@@ -267,7 +269,8 @@ fn connect_tunnels_plain_http_and_https_to_openssl_s_server() {
     let page =
         ok(wget(&https, &[&format!("--ca-certificate={CA}")], &[("https_proxy", &proxy)]), "wget https");
     assert!(page.contains("s_server"), "{page}");
-    pair.local.wait_lines(3, |l| l.contains(&format!(":{} ", site.port)) && l.ends_with("proto=http"));
+    pair.local
+        .wait_lines(3, |l| l.contains(&format!(":{} ", site.port)) && l.ends_with("proto=http route=proxy"));
 }
 
 #[test]

@@ -79,10 +79,10 @@ fn check_lines(who: &str, p: &Proc) -> Vec<Vec<String>> {
         let keys: Vec<&str> = w[2..].iter().take(6).map(|f| f.split('=').next().unwrap_or("")).collect();
         assert_eq!(keys, CLOSE_KEYS, "{who}: the fields of {w:?}");
         assert_eq!(w[3], format!("target={LOGGED}"), "{who}");
-        let end = match w.last() {
-            Some(last) if w.len() > 8 && last.starts_with("proto=") => &w[8..w.len() - 1],
-            _ => &w[8..],
-        };
+        // The fields after end= (proto=, route=) are the trailing words with an `=`.
+        let fields =
+            w[8..].iter().rev().take_while(|f| f.starts_with("proto=") || f.starts_with("route=")).count();
+        let end = &w[8..w.len() - fields];
         assert!(end.iter().all(|rest| !rest.contains('=')), "{who}: end= holds a field: {w:?}");
     }
     closes

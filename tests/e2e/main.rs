@@ -27,6 +27,7 @@ mod pair;
 mod probe;
 mod proxy_protocol;
 mod reload;
+mod routing;
 mod seed;
 mod soak;
 mod tls;

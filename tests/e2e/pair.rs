@@ -70,7 +70,7 @@ fn sixteen_mib_each_way_at_the_same_time_arrive_byte_exact() {
     assert_eq!((down_len, &down_digest), (LEN, &down_sent), "target → client");
     let line = pair.local.wait_line(|l| l.contains(&format!("target={tgt} ")));
     assert!(
-        line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof proto=socks5"),
+        line.contains(&format!("up={LEN} down={LEN} ")) && line.ends_with("end=eof proto=socks5 route=proxy"),
         "{line}"
     );
 }

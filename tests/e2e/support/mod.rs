@@ -244,6 +244,28 @@ impl Proc {
 
     /// Like [`Proc::start`], with extra environment variables.
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut p = Proc::run(bin, args, env);
+        let line = p.wait_line(|l| l.contains("listening on ") || l == "<exit>");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{bin} did not start: {:?}", p.lines()));
+        p.addr = addr.parse().unwrap();
+        p
+    }
+
+    /// Starts another program, `bin` with `args`, and waits for a line of
+    /// its stderr that says it is `ready`.
+    pub fn start_waiting(bin: &str, args: &[&str], ready: impl Fn(&str) -> bool) -> Proc {
+        let p = Proc::run(bin, args, &[]);
+        let line = p.wait_line(|l| ready(l) || l == "<exit>");
+        assert_ne!(line, "<exit>", "{bin} did not start: {:?}", p.lines());
+        p
+    }
+
+    /// Starts `bin`, its stderr's lines collected.
+    fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "debug")
@@ -268,15 +290,7 @@ impl Proc {
             sink.0.lock().unwrap().push("<exit>".into());
             sink.1.notify_all();
         });
-        let mut p = Proc { child, addr: "0.0.0.0:0".parse().unwrap(), log };
-        let line = p.wait_line(|l| l.contains("listening on ") || l == "<exit>");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{bin} did not start: {:?}", p.lines()));
-        p.addr = addr.parse().unwrap();
-        p
+        Proc { child, addr: "0.0.0.0:0".parse().unwrap(), log }
     }
 
     /// Its process id.
