@@ -43,7 +43,7 @@ impl Router {
     pub fn route<H: Clone + Send + 'static>(&self, target: &Target, until: Instant, hold: &H) -> Route {
         let acl = self.acl.get();
         let Some(acl) = acl.as_ref() else { return Route::Proxy };
-        let route = match target {
+        match target {
             _ if self.is_server_host(target) => Route::Direct,
             Target::Ip(addr) => acl.route_ip(addr.ip()),
             Target::Domain(name, _) if name.parse::<IpAddr>().is_ok() => {
@@ -62,8 +62,7 @@ impl Router {
                 }
                 None => acl.default_route(),
             },
-        };
-        route
+        }
     }
 
     /// Whether `target` is on the host of one of the servers.
@@ -130,4 +129,80 @@ pub fn count(route: Route) {
 /// Counts a datagram's route.
 pub fn count_datagram(route: Route) {
     metrics::routed_datagram(label(route));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn router(acl: Option<&str>, resolve: bool) -> Router {
+        let acl = acl.map(|text| Acl::parse(text).unwrap());
+        let servers =
+            vec![Target::parse("proxy.example:9012").unwrap(), Target::parse("[2001:db8::9]:443").unwrap()];
+        Router { acl: Arc::new(Current::new(acl)), resolve, servers }
+    }
+
+    fn route(r: &Router, target: &str) -> Route {
+        r.route(&Target::parse(target).unwrap(), Instant::now() + Duration::from_secs(5), &())
+    }
+
+    const RULES: &str =
+        "[proxy_all]\n[bypass_list]\n192.0.2.0/24\n||lan.example\n[block_list]\n|ads.example\n";
+
+    #[test]
+    fn without_an_acl_everything_goes_through_a_server() {
+        let r = router(None, false);
+        for t in ["a.example:80", "192.0.2.1:80", "proxy.example:443"] {
+            assert_eq!(route(&r, t), Route::Proxy, "{t}");
+        }
+    }
+
+    #[test]
+    fn names_go_by_domain_rules_and_addresses_by_ip_rules() {
+        let r = router(Some(RULES), false);
+        assert_eq!(route(&r, "nas.lan.example:445"), Route::Direct);
+        assert_eq!(route(&r, "ADS.example.:443"), Route::Block, "case and a trailing dot");
+        assert_eq!(route(&r, "192.0.2.7:80"), Route::Direct);
+        assert_eq!(route(&r, "198.51.100.7:80"), Route::Proxy);
+        assert_eq!(route(&r, "elsewhere.example:80"), Route::Proxy, "the default, not resolved");
+    }
+
+    #[test]
+    fn a_name_that_is_an_address_goes_by_the_ip_rules() {
+        let r = router(Some(RULES), false);
+        let named = Target::Domain("192.0.2.7".into(), 80);
+        assert_eq!(r.route(&named, Instant::now(), &()), Route::Direct);
+    }
+
+    #[test]
+    fn the_servers_hosts_go_direct_whatever_the_rules_say() {
+        let r = router(Some("[proxy_all]\n[block_list]\n||example\n2001:db8::/32\n"), false);
+        assert_eq!(route(&r, "proxy.example:443"), Route::Direct, "by name, any port");
+        assert_eq!(route(&r, "PROXY.example:80"), Route::Direct);
+        assert_eq!(route(&r, "[2001:db8::9]:80"), Route::Direct, "by address");
+        assert_eq!(route(&r, "other.example:443"), Route::Block);
+    }
+
+    #[test]
+    fn with_acl_resolve_a_name_no_rule_matches_is_decided_by_its_addresses() {
+        // `localhost` resolves from /etc/hosts, without a query leaving the host.
+        let r = router(Some("[proxy_all]\n[bypass_list]\n127.0.0.0/8\n::1\n"), true);
+        assert_eq!(route(&r, "localhost:80"), Route::Direct);
+        let r = router(Some("[proxy_all]\n[bypass_list]\n127.0.0.0/8\n::1\n"), false);
+        assert_eq!(route(&r, "localhost:80"), Route::Proxy, "not resolved without --acl-resolve");
+    }
+
+    #[test]
+    fn an_associations_routes_are_named_in_one_word() {
+        let taken = Taken::default();
+        assert_eq!(taken.name(), "-");
+        taken.note(Route::Proxy);
+        assert_eq!(taken.name(), "proxy");
+        taken.note(Route::Direct);
+        taken.note(Route::Proxy);
+        assert_eq!(taken.name(), "direct+proxy");
+        taken.note(Route::Block);
+        assert_eq!(taken.name(), "direct+proxy+block");
+    }
 }
