@@ -136,6 +136,7 @@ fn inside_each_target_goes_where_the_acl_says() {
         let server = server().args(&["--listen", "127.0.0.2:0", "--password", "pw"]).spawn();
         let local = local(server.addr)
             .args(&["--sni", "localhost", "--password", "pw", "--pool", "0", "--acl", path.to_str().unwrap()])
+            .args(&["--metrics", "127.0.0.1:0"])
             .spawn();
         let procs = Arc::new(vec![(local.pid(), "direct"), (server.pid(), "proxy")]);
         // One target on every address of the namespace, IPv4 and IPv6.
@@ -185,7 +186,26 @@ fn inside_each_target_goes_where_the_acl_says() {
             let named = assoc.rsplit("route=").next().unwrap_or("").split('+').any(|r| r == route);
             assert_eq!(named, routes.contains(&route), "{route} in {assoc}");
         }
+        // The metrics count every decision: two connections a case, one datagram a name.
+        let metrics = scrape(&local);
+        for route in ["direct", "proxy", "block"] {
+            let connections = 2 * cases.iter().filter(|(_, r)| *r == route).count();
+            let datagrams = routes.iter().filter(|r| **r == route).count();
+            for (family, n) in [("connections", connections), ("datagrams", datagrams)] {
+                let series = format!("blocking_proxy_routed_{family}_total{{route=\"{route}\"}} {n}\n");
+                assert!(metrics.contains(&series), "{series} in {metrics}");
+            }
+        }
     }
+}
+
+/// The text of one scrape of `p`'s metrics, at the address its start-up logs name.
+fn scrape(p: &Proc) -> String {
+    let line = p.wait_line(|l| l.contains("metrics served on http://"));
+    let addr = line.split("http://").nth(1).and_then(|u| u.strip_suffix("/metrics")).unwrap();
+    let mut s = connect(addr.parse().unwrap());
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    String::from_utf8(read_all(&mut s)).unwrap()
 }
 
 /// Answers an HTTP request with the route its client took: which process
