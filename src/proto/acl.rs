@@ -258,13 +258,17 @@ impl Building {
                 .size_limit(REGEX_SET_SIZE_MAX)
                 .dfa_size_limit(REGEX_CACHE_MAX)
                 .build()
-                .map_err(|e| AclError {
-                    line: self.regex_line,
-                    why: format!(
-                        "the regular expressions of {} together: {}",
-                        list.section(),
-                        regex_error(&e)
-                    ),
+                .map_err(|e| {
+                    let why = match e {
+                        regex::Error::CompiledTooBig(limit) => format!(
+                            "the regular expressions of {} together compile to more than {limit} bytes",
+                            list.section()
+                        ),
+                        other => {
+                            format!("the regular expressions of {}: {}", list.section(), regex_error(&other))
+                        }
+                    };
+                    AclError { line: self.regex_line, why }
                 })?;
             Some(set)
         };
@@ -299,7 +303,7 @@ fn regex_error(e: &regex::Error) -> String {
             format!("not a valid regular expression: {}", last.strip_prefix("error: ").unwrap_or(last))
         }
         regex::Error::CompiledTooBig(limit) => {
-            format!("regular expression larger than {limit} bytes once compiled")
+            format!("regular expression compiles to more than {limit} bytes")
         }
         other => format!("regular expression refused: {other}"),
     }
@@ -973,7 +977,15 @@ mod tests {
         assert_eq!(e.why, "not a valid regular expression: unclosed group");
         let e = err("a{1000}{1000}");
         assert_eq!(e.line, 1);
-        assert!(e.why.contains("larger than"), "{}", e.why);
+        assert_eq!(e.why, "regular expression compiles to more than 1048576 bytes");
+        // Each under the limit, together over the list's: the line of the last.
+        let text: String = (0..12).map(|i| format!("^{i}[a-z]{{12000}}\n")).collect();
+        let e = err(&format!("[proxy_list]\n{text}"));
+        assert_eq!(e.line, 13);
+        assert_eq!(
+            e.why,
+            "the regular expressions of [proxy_list] together compile to more than 8388608 bytes"
+        );
         assert!(err("\\p{Greek}").why.starts_with("not a valid regular expression"), "no Unicode classes");
         let source: &dyn std::error::Error = &e;
         assert!(source.source().is_none());

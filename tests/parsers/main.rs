@@ -9,6 +9,7 @@ mod generated;
 #[path = "../../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
 
+mod acl;
 mod hello;
 mod http_and_socks4;
 mod http_body;
