@@ -48,6 +48,17 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         serving.fingerprint,
         expiry(serving.expires)
     );
+    if let (Some(acl), Some(path)) = (reload.acl.get().as_ref(), &args.acl) {
+        let clients = match acl.has_client_rules() {
+            true => ", and clients by its mode and [black_list] or [white_list]",
+            false => "",
+        };
+        log::info!(
+            "--acl {}: {} rules; refusing targets by its outbound lists{clients}",
+            path.display(),
+            acl.rules()
+        );
+    }
     watch_expiry(Arc::clone(&reload.keys));
     let stopper = server.stopper().map_err(Error::Io)?;
     common::serve_metrics(args.common.metrics.as_deref(), Role::Server)?;
