@@ -65,8 +65,10 @@ fn local_killed_mid_transfer_releases_the_server_side() {
         let _ = tx.lock().unwrap().send(end);
     });
     let mut s = socks_connect(pair.local.addr, &tgt.to_string());
-    let mut first = [0u8; 1024];
-    s.read_exact(&mut first).unwrap();
+    // The whole burst, so that the local has nothing unread from the server
+    // when it dies: a socket closed with bytes unread sends a reset, not a FIN.
+    let mut burst = vec![0u8; 64 * 1024];
+    s.read_exact(&mut burst).unwrap();
     signal(&pair.local, "KILL");
     pair.local.wait_exit();
     pair.server.wait_line(|l| l.contains(&format!("target={tgt} ")) && l.contains("end=client"));
