@@ -32,6 +32,8 @@ pub struct Chain {
     pub ttfb_via: Option<Via>,
     /// The processes whose CPU and memory count (not the relay-side client).
     pub pids: Vec<u32>,
+    /// The server its client is pointed at, for a client/server pair.
+    pub server: Option<SocketAddr>,
     procs: Vec<Child>,
     _relay: Option<DelayRelay>,
 }
@@ -53,6 +55,7 @@ impl Chain {
             via: Via::Direct,
             ttfb_via: None,
             pids: vec![],
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -70,6 +73,7 @@ impl Chain {
             via: Via::Socks(addr),
             ttfb_via: None,
             pids,
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -99,6 +103,7 @@ impl Chain {
         let (c, addr) = client(label, server)?;
         self.adopt(c, true);
         self.via = Via::Socks(addr);
+        self.server = Some(server);
         if far {
             let relay = DelayRelay::start(server, ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
             let (c, addr) = client(&format!("{label}-far"), relay.addr)?;
@@ -132,6 +137,7 @@ impl Chain {
             via: Via::Direct,
             ttfb_via: None,
             pids: vec![],
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -227,7 +233,22 @@ impl Workdir {
         started(child, addr)
     }
 
-    fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
+    /// Whether the log of `label` has a line containing `text` within `cap`.
+    pub fn logged(&self, label: &str, text: &str, cap: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.log(label)).unwrap_or_default();
+            if log.lines().any(|l| l.contains(text)) {
+                return true;
+            }
+            if start.elapsed() > cap {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
         let path = self.dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
@@ -342,6 +363,19 @@ fn local_command(w: &Workdir, server: SocketAddr, password: Option<&str>, extra:
     }
     args.extend(extra.iter().cloned());
     args
+}
+
+/// blocking-local alone, pointed at `server` with `extra` flags, as a chain
+/// of that one process, once it has said it is listening.
+pub fn local_alone(w: &Workdir, label: &str, server: SocketAddr, extra: &[String]) -> Result<Chain, String> {
+    let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
+    let mut chain = Chain::empty(label, format!("blocking-local {}", extra.join(" ")));
+    let mut child =
+        w.spawn(label, local_bin, &local_command(w, server, None, extra), &[("RUST_LOG", "info")])?;
+    let addr = w.listening(label, &mut child);
+    chain.adopt(child, true);
+    chain.via = Via::Socks(addr?);
+    Ok(chain)
 }
 
 fn stunnel_bin() -> Option<PathBuf> {
