@@ -75,7 +75,7 @@ fn options() -> Options {
     o.optmulti(
         "",
         "local-args",
-        "extra flags for blocking-local in the chain ours (e.g. \"--pool 4\")",
+        "extra flags for blocking-local in the chain ours and in the ACL chains (e.g. \"--pool 4\")",
         "\"...\"",
     );
     o.optmulti("", "bytes", "bytes per upload and per download (default 512MiB; K, M, G suffixes)", "SIZE");
