@@ -8,7 +8,7 @@
 #   make layers   what each module uses; fails if one uses a module above it
 #   make certs    regenerate the test CA and server certificate in certs/
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
-#   make bench    the pair (default flags, and --pool 8) next to no proxy at all (target/bench/report.txt)
+#   make bench    the pair (default flags, --pool 8, and routing by an ACL) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 #   make profile  what one new connection costs each process: instructions, wake-ups, system calls, profile
 #   make install  the release binaries to $(PREFIX)/bin, the systemd units to
@@ -116,7 +116,8 @@ fuzz: $(CARGO_FUZZ)
 
 # Benchmarks (benches/proxy.rs). Report, chart and proxy logs in target/bench/.
 # The pair runs with default flags ("ours"; LOCAL_ARGS adds flags to its local),
-# and with --pool 8 ("ours-pool8") for comparison.
+# with --pool 8 ("ours-pool8") for comparison, and with a generated ACL that
+# proxies the targets and one that sends them direct (LOCAL_ARGS too).
 PEERS      := target/peers
 SS_VERSION ?= 1.25.0
 BENCH_ARGS ?=
@@ -124,7 +125,7 @@ LOCAL_ARGS ?=
 # Commands the peer chains run, and the Debian package that provides each.
 PEER_TOOLS := stunnel4:stunnel4 microsocks:microsocks trojan:trojan
 
-# The pair next to no proxy at all (about 3 minutes on 2 cores).
+# The pair next to no proxy at all, and routing by a generated ACL (about 3½ minutes on 2 cores).
 bench:
 	$(CARGO) bench --bench proxy -- --local-args "$(LOCAL_ARGS)" $(BENCH_ARGS)
 

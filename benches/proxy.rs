@@ -5,10 +5,12 @@
 //! address plus the processes behind it) against in-process targets on
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
 //! a column per chain. TCP and UDP (through a UDP ASSOCIATE variant of each
-//! chain that has one). Then what the key exchange costs in a TLS 1.3
-//! handshake, full and resumed, in memory. See `--help` and
-//! docs/PERFORMANCE.md.
+//! chain that has one). Then the pair routing by an ACL (`acl`), and what
+//! the key exchange costs in a TLS 1.3 handshake, full and resumed, in
+//! memory. See `--help` and docs/PERFORMANCE.md.
 
+#[path = "proxy/acl.rs"]
+mod acl;
 #[path = "proxy/chains.rs"]
 mod chains;
 #[path = "proxy/kx.rs"]
@@ -39,8 +41,10 @@ usage: cargo bench --bench proxy -- [OPTIONS]
 
 Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them
 with default flags (\"ours\") and with --pool 8 (\"ours-pool8\"), with no
-proxy at all (\"direct\", the loopback limit) alongside; then times TLS 1.3
-handshakes in memory with X25519MLKEM768 and with X25519.";
+proxy at all (\"direct\", the loopback limit) alongside; new connections
+with a generated 10,000-rule ACL that proxies the targets and one that
+sends them direct; then times TLS 1.3 handshakes in memory with
+X25519MLKEM768 and with X25519.";
 
 const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
@@ -71,7 +75,7 @@ fn options() -> Options {
     o.optmulti(
         "",
         "local-args",
-        "extra flags for blocking-local in the chain ours (e.g. \"--pool 4\")",
+        "extra flags for blocking-local in the chain ours and in the ACL chains (e.g. \"--pool 4\")",
         "\"...\"",
     );
     o.optmulti("", "bytes", "bytes per upload and per download (default 512MiB; K, M, G suffixes)", "SIZE");
@@ -83,6 +87,7 @@ fn options() -> Options {
     );
     o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
     o.optflagmulti("", "no-udp", "skip the UDP figures");
+    o.optflagmulti("", "no-acl", "skip the figures of routing by an ACL");
     o.optflagmulti("", "no-kx", "skip the key-exchange measurement");
     o.optflagmulti("", "kx-only", "only the key-exchange measurement: no proxies are started");
     o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
@@ -116,6 +121,8 @@ struct Opts {
     udp_warm: usize,
     udp_pings: usize,
     udp_secs: f64,
+    /// The pair with an ACL measured too (see `acl`).
+    acl: bool,
     /// Handshakes per batch in the key-exchange measurement (0: skipped).
     kx: usize,
     kx_only: bool,
@@ -168,6 +175,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
     let (no_udp, no_kx, kx_only) =
         (m.opt_present("no-udp"), m.opt_present("no-kx"), m.opt_present("kx-only"));
+    let no_acl = m.opt_present("no-acl");
     let socks = match last("socks") {
         None => None,
         Some(v) => {
@@ -242,6 +250,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         udp_warm: 100,
         udp_pings: 2000,
         udp_secs: 2.0,
+        acl: !no_acl,
         kx: if no_kx { 0 } else { 1000 },
         kx_only,
         ss_dir,
@@ -299,6 +308,10 @@ fn main() -> ExitCode {
 
 /// Requests through a fresh instance before its memory is measured.
 const FRESH_WARM_UP: usize = 20;
+/// Parses of each ACL a round, of which the median counts.
+const ACL_PARSES: usize = 5;
+/// Starts of a local alone a round, for each RSS once listening.
+const ALONE_STARTS: usize = 3;
 
 struct Bench<'a> {
     opts: &'a Opts,
@@ -309,6 +322,10 @@ struct Bench<'a> {
     targets: Targets,
     udp_echo: Option<udp::Echo>,
     results: Results,
+    /// The pair with an ACL, when measured, and the routing table's figures:
+    /// a column for ours, then one per chain.
+    acl_chains: Vec<acl::AclChain>,
+    routing: Results,
     clk: f64,
     start: Instant,
 }
@@ -408,6 +425,118 @@ impl Bench<'_> {
             }
         }
         self.progress(&msg);
+    }
+
+    /// One round of the routing figures (see `acl`), in the routing table's
+    /// columns after ours (whose new-connection figures are the main
+    /// table's): new connections one at a time through each ACL chain, as
+    /// at c=1 above; the ACL parsed and looked up in this process, with the
+    /// proxies idle; and fresh locals' RSS once listening, without an ACL and
+    /// with each file.
+    fn routing_round(&mut self, round: usize) {
+        if self.acl_chains.is_empty() {
+            return;
+        }
+        let o = self.opts;
+        let echo = self.targets.echo;
+        let mut order: Vec<usize> = (0..self.acl_chains.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for &k in &order {
+            let (col, chain) = (k + 1, &self.acl_chains[k].chain);
+            let cap = Duration::from_secs(90);
+            let warm = loadgen::requests(chain.via, echo, 1, o.c1_warm, cap);
+            let cpu0 = loadgen::sum_cpu(&chain.pids);
+            let one = loadgen::requests(chain.via, echo, 1, o.c1_ops, cap);
+            let cpu1 = loadgen::sum_cpu(&chain.pids);
+            for (label, batch, want) in [("c=1", &one, o.c1_ops), ("warm-up", &warm, o.c1_warm)] {
+                if batch.errors > 0 || batch.latencies.len() < want {
+                    self.routing.note(
+                        col,
+                        format!(
+                            "{label}: {} of {want} requests answered, {} errors (first: {})",
+                            batch.latencies.len(),
+                            batch.errors,
+                            batch.first_error.as_deref().unwrap_or("-")
+                        ),
+                    );
+                }
+            }
+            if one.latencies.is_empty() {
+                continue;
+            }
+            let (ops, p50, p99) = (one.ops_per_sec(), one.percentile_us(50.0), one.percentile_us(99.0));
+            self.routing.add(col, Fig::C1Ops, ops);
+            self.routing.add(col, Fig::C1P50, p50);
+            self.routing.add(col, Fig::C1P99, p99);
+            let mut msg =
+                format!("new connections {}: c=1 {ops:.0} ops/s p50 {p50:.0} µs p99 {p99:.0} µs", chain.name);
+            if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                let c = b.saturating_sub(a) as f64 / self.clk * 1e6 / one.latencies.len() as f64;
+                self.routing.add(col, Fig::C1Cpu, c);
+                msg += &format!(" CPU {c:.0} µs/conn");
+            }
+            self.progress(&msg);
+        }
+        for &k in &order {
+            let (col, a) = (k + 1, &self.acl_chains[k]);
+            let parse = acl::parse_ms(&a.text, ACL_PARSES);
+            let (by_ip, by_name) = acl::lookups(&a.acl, *echo.ip());
+            if let Some(ms) = parse {
+                self.routing.add(col, Fig::AclParse, ms);
+            }
+            self.routing.add(col, Fig::AclLookupIp, by_ip);
+            self.routing.add(col, Fig::AclLookupName, by_name);
+            self.progress(&format!(
+                "ACL {}: parse {} ms, lookup {by_ip:.0} ns by address, {by_name:.0} ns by name",
+                a.chain.name,
+                report::fmt(parse, 1)
+            ));
+        }
+        // Each local with ours's flags, started ALONE_STARTS times in turn;
+        // the server is the ACL chains', which none of them reaches before a
+        // client comes.
+        let Some(server) = self.acl_chains[0].chain.server else { return };
+        let mut rss: Vec<Vec<f64>> = vec![vec![]; self.acl_chains.len() + 1];
+        let mut order: Vec<usize> = (0..rss.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for _ in 0..ALONE_STARTS {
+            for &col in &order {
+                let mut extra = o.local_args.clone();
+                let label = match col.checked_sub(1).map(|k| &self.acl_chains[k]) {
+                    None => "alone-no-acl".to_string(),
+                    Some(a) => {
+                        extra.extend(["--acl".into(), a.file.display().to_string()]);
+                        format!("alone-{}", a.chain.name)
+                    }
+                };
+                match chains::local_alone(&self.fresh_dir, &label, server, &extra) {
+                    Ok(local) => {
+                        // The threads it starts once it listens.
+                        std::thread::sleep(Duration::from_millis(100));
+                        if let Some(kib) = loadgen::sum_rss_kib(&local.pids) {
+                            rss[col].push(kib as f64);
+                            self.routing.add(col, Fig::LocalRss, kib as f64);
+                        }
+                    }
+                    Err(e) => self.routing.note(col, format!("a local alone, for its RSS: {e}")),
+                }
+            }
+        }
+        let med: Vec<Option<f64>> = rss.iter().map(|v| report::median(v)).collect();
+        for (col, m) in med.iter().enumerate().skip(1) {
+            if let (Some(with), Some(without)) = (m, med[0]) {
+                self.routing.add(col, Fig::AclRss, with - without);
+            }
+        }
+        let kib: Vec<String> = med.iter().map(|m| report::fmt(*m, 0)).collect();
+        self.progress(&format!(
+            "local RSS once listening, no ACL / with each (median of {ALONE_STARTS}): {} KiB",
+            kib.join(" / ")
+        ));
     }
 
     /// Stops opening connections before the machine runs short of task slots
@@ -775,6 +904,14 @@ fn run(o: &Opts) -> Result<(), String> {
     if want_ours && !chains.iter().any(|c| c.name == "ours") {
         return Err("the pair could not be measured".into());
     }
+    let acl_chains = if o.acl && want_ours {
+        acl::start(&w, &o.local_args, targets.echo).unwrap_or_else(|e| {
+            eprintln!("skip the ACL figures: {e} (logs in {})", run_dir.display());
+            vec![]
+        })
+    } else {
+        vec![]
+    };
     // 2 descriptors per held connection in this process, plus the targets and chains.
     let scale = o.scale.min((nofile.saturating_sub(512) / 2) as usize);
 
@@ -810,14 +947,15 @@ fn run(o: &Opts) -> Result<(), String> {
             if o.kx == 0 { "off".to_string() } else { format!("{} handshakes a batch", o.kx) }
         )
     };
-    for c in &chains {
+    for c in chains.iter().chain(acl_chains.iter().map(|a| &a.chain)) {
         header += &format!("  {:<16} {}\n", c.name, c.about);
     }
     if o.udp && o.socks.is_none() {
         header += "  UDP through each chain's variant: ours with --password on both sides, \
                    shadowsocks-rust with -U (tcp_and_udp), trojan as it is\n";
     }
-    let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> =
+        chains.iter().chain(acl_chains.iter().map(|a| &a.chain)).map(|c| c.name.as_str()).collect();
     eprintln!("measuring {} (proxy logs in {})", names.join(", "), run_dir.display());
 
     let mut b = Bench {
@@ -827,6 +965,13 @@ fn run(o: &Opts) -> Result<(), String> {
         targets,
         udp_echo,
         results: Results::new(chains.iter().map(|c| c.name.clone()).collect()),
+        routing: Results::new(
+            std::iter::once("ours")
+                .chain(acl_chains.iter().map(|a| a.chain.name.as_str()))
+                .map(str::to_owned)
+                .collect(),
+        ),
+        acl_chains,
         clk: loadgen::clk_tck() as f64,
         start,
     };
@@ -842,6 +987,7 @@ fn run(o: &Opts) -> Result<(), String> {
         for &i in &order {
             b.new_connections(i, &chains[i]);
         }
+        b.routing_round(round);
         for &i in &order {
             b.memory(i, &chains[i]);
         }
@@ -860,6 +1006,8 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     }
     drop(chains);
+    let acl_measured = !b.acl_chains.is_empty();
+    b.acl_chains.clear();
 
     let r = &b.results;
     let mut text = format!("\n{header}\n");
@@ -875,6 +1023,25 @@ fn run(o: &Opts) -> Result<(), String> {
         if !ratios.is_empty() {
             text += &format!("\n{ratios}");
         }
+        if acl_measured {
+            for fig in [Fig::C1Ops, Fig::C1P50, Fig::C1P99, Fig::C1Cpu] {
+                for v in r.samples(ours, fig) {
+                    b.routing.add(0, fig, *v);
+                }
+            }
+        }
+    }
+    if acl_measured {
+        let t = &b.routing;
+        text += &format!("\n{}", acl::about((o.c1_ops, o.c1_warm), ACL_PARSES, ALONE_STARTS));
+        text += &report::table_of(t, &report::routing(), "", 0);
+        if !t.notes.is_empty() {
+            text += "\nnotes:\n";
+            for n in &t.notes {
+                text += &format!("  {n}\n");
+            }
+        }
+        text += &format!("\n{}", report::relative(t, 0, &report::routing()));
     }
     // With the proxies stopped, so that only this thread runs.
     if o.kx > 0 {

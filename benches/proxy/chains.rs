@@ -1,13 +1,14 @@
 //! The chains under test: a SOCKS5 address plus the processes behind it.
 //!
-//! Every proxy listens on 127.0.0.1 and is pointed only at 127.0.0.1. Each
+//! Every proxy listens on loopback, 127.0.0.1 unless said otherwise (see
+//! [`ours_on`]), and is pointed only at loopback addresses. Each
 //! chain with a client/server split is started twice on the client side: once
 //! pointed at its server, and once pointed at a [`DelayRelay`] in front of the
 //! same server, for the time-to-first-byte figure. Processes are killed (by
 //! their own PID) when the chain is dropped. Their output goes to log files.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -31,6 +32,8 @@ pub struct Chain {
     pub ttfb_via: Option<Via>,
     /// The processes whose CPU and memory count (not the relay-side client).
     pub pids: Vec<u32>,
+    /// The server its client is pointed at, for a client/server pair.
+    pub server: Option<SocketAddr>,
     procs: Vec<Child>,
     _relay: Option<DelayRelay>,
 }
@@ -52,6 +55,7 @@ impl Chain {
             via: Via::Direct,
             ttfb_via: None,
             pids: vec![],
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -69,6 +73,7 @@ impl Chain {
             via: Via::Socks(addr),
             ttfb_via: None,
             pids,
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -98,6 +103,7 @@ impl Chain {
         let (c, addr) = client(label, server)?;
         self.adopt(c, true);
         self.via = Via::Socks(addr);
+        self.server = Some(server);
         if far {
             let relay = DelayRelay::start(server, ONE_WAY).map_err(|e| format!("delay relay: {e}"))?;
             let (c, addr) = client(&format!("{label}-far"), relay.addr)?;
@@ -131,6 +137,7 @@ impl Chain {
             via: Via::Direct,
             ttfb_via: None,
             pids: vec![],
+            server: None,
             procs: vec![],
             _relay: None,
         }
@@ -226,7 +233,22 @@ impl Workdir {
         started(child, addr)
     }
 
-    fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
+    /// Whether the log of `label` has a line containing `text` within `cap`.
+    pub fn logged(&self, label: &str, text: &str, cap: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.log(label)).unwrap_or_default();
+            if log.lines().any(|l| l.contains(text)) {
+                return true;
+            }
+            if start.elapsed() > cap {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
         let path = self.dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
@@ -282,47 +304,77 @@ pub fn ours(
     password: Option<&str>,
     far: bool,
 ) -> Result<Chain, String> {
+    ours_on(w, name, Ipv4Addr::LOCALHOST, local_args, password, far)
+}
+
+/// [`ours`] with the server listening on `server_ip`, a loopback address.
+pub fn ours_on(
+    w: &Workdir,
+    name: &str,
+    server_ip: Ipv4Addr,
+    local_args: &[String],
+    password: Option<&str>,
+    far: bool,
+) -> Result<Chain, String> {
     let server_bin = Path::new(env!("CARGO_BIN_EXE_blocking-server"));
     let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
     let mut extra = if local_args.is_empty() { String::new() } else { format!(" {}", local_args.join(" ")) };
     if password.is_some() {
         extra += " --password …";
     }
+    let on = if server_ip == Ipv4Addr::LOCALHOST { String::new() } else { format!(" on {server_ip}") };
     let about = format!(
-        "blocking-local{extra} → TLS → blocking-server{}",
+        "blocking-local{extra} → TLS → blocking-server{}{on}",
         if password.is_some() { " --password …" } else { "" }
     );
     let mut chain = Chain::empty(name, about);
     let env = [("RUST_LOG", "info")];
-    let secret = |args: &mut Vec<String>| {
-        if let Some(p) = password {
-            args.extend(strings(&["--password", p]));
-        }
-    };
 
-    let mut server_args = strings(&["--listen", "127.0.0.1:0", "--allow-private"]);
-    secret(&mut server_args);
+    let mut server_args = strings(&["--listen", &format!("{server_ip}:0"), "--allow-private"]);
+    if let Some(p) = password {
+        server_args.extend(strings(&["--password", p]));
+    }
     let server_label = format!("{name}-server");
     let mut server = w.spawn(&server_label, server_bin, &server_args, &env)?;
     let server_addr = w.listening(&server_label, &mut server);
     chain.adopt(server, true);
     let server_addr = server_addr?;
 
-    let local_with = |server: SocketAddr| {
-        let mut args = strings(&["--listen", "127.0.0.1:0", "--server"]);
-        args.push(server.to_string());
-        args.push("--ca".into());
-        args.push(w.cert("ca.pem"));
-        secret(&mut args);
-        args.extend(local_args.iter().cloned());
-        args
-    };
     let client = |label: &str, server: SocketAddr| -> Result<(Child, SocketAddr), String> {
-        let mut child = w.spawn(label, local_bin, &local_with(server), &env)?;
+        let mut child = w.spawn(label, local_bin, &local_command(w, server, password, local_args), &env)?;
         let addr = w.listening(label, &mut child);
         started(child, addr)
     };
     chain.clients(server_addr, far, &format!("{name}-local"), client)?;
+    Ok(chain)
+}
+
+/// blocking-local's arguments, pointed at `server`: the test CA, the name
+/// the certificate has for a server on another loopback address than
+/// 127.0.0.1 (`--sni localhost`), the `password` if any, then `extra`.
+fn local_command(w: &Workdir, server: SocketAddr, password: Option<&str>, extra: &[String]) -> Vec<String> {
+    let mut args = strings(&["--listen", "127.0.0.1:0", "--server", &server.to_string()]);
+    args.extend(["--ca".into(), w.cert("ca.pem")]);
+    if server.ip() != Ipv4Addr::LOCALHOST {
+        args.extend(strings(&["--sni", "localhost"]));
+    }
+    if let Some(p) = password {
+        args.extend(strings(&["--password", p]));
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// blocking-local alone, pointed at `server` with `extra` flags, as a chain
+/// of that one process, once it has said it is listening.
+pub fn local_alone(w: &Workdir, label: &str, server: SocketAddr, extra: &[String]) -> Result<Chain, String> {
+    let local_bin = Path::new(env!("CARGO_BIN_EXE_blocking-local"));
+    let mut chain = Chain::empty(label, format!("blocking-local {}", extra.join(" ")));
+    let mut child =
+        w.spawn(label, local_bin, &local_command(w, server, None, extra), &[("RUST_LOG", "info")])?;
+    let addr = w.listening(label, &mut child);
+    chain.adopt(child, true);
+    chain.via = Via::Socks(addr?);
     Ok(chain)
 }
 

@@ -29,6 +29,14 @@ pub enum Fig {
     ScaleHeld,
     ScaleRss,
     ScaleThreads,
+    /// The routing table's own figures (see [`routing`]): a local's RSS once
+    /// it listens, what its ACL adds to that, and the ACL's parse and lookups
+    /// timed in the bench's process.
+    LocalRss,
+    AclRss,
+    AclParse,
+    AclLookupIp,
+    AclLookupName,
 }
 
 /// Every figure, in the order of the table's rows.
@@ -55,6 +63,21 @@ pub fn all() -> Vec<Fig> {
     v
 }
 
+/// The figures of the routing table, in the order of its rows.
+pub fn routing() -> Vec<Fig> {
+    vec![
+        Fig::C1Ops,
+        Fig::C1P50,
+        Fig::C1P99,
+        Fig::C1Cpu,
+        Fig::LocalRss,
+        Fig::AclRss,
+        Fig::AclParse,
+        Fig::AclLookupIp,
+        Fig::AclLookupName,
+    ]
+}
+
 impl Fig {
     pub fn label(self) -> String {
         match self {
@@ -78,6 +101,11 @@ impl Fig {
             Fig::ScaleHeld => "scale: held and answering".into(),
             Fig::ScaleRss => "scale: RSS, all held".into(),
             Fig::ScaleThreads => "scale: threads, all held".into(),
+            Fig::LocalRss => "local RSS once listening".into(),
+            Fig::AclRss => "local RSS the ACL adds".into(),
+            Fig::AclParse => "ACL parse (Acl::parse, in the bench)".into(),
+            Fig::AclLookupIp => "ACL lookup of the target's address".into(),
+            Fig::AclLookupName => "ACL lookup of a name no rule matches".into(),
         }
     }
 
@@ -96,13 +124,16 @@ impl Fig {
             Fig::ScaleHeld => "conns",
             Fig::ScaleRss => "MiB",
             Fig::ScaleThreads => "",
+            Fig::LocalRss | Fig::AclRss => "KiB",
+            Fig::AclParse => "ms",
+            Fig::AclLookupIp | Fig::AclLookupName => "ns",
         }
     }
 
     fn decimals(self) -> usize {
         match self {
             Fig::Cpu | Fig::Threads | Fig::Ttfb | Fig::UdpLost(_) => 2,
-            Fig::Mem => 1,
+            Fig::Mem | Fig::AclParse => 1,
             _ => 0,
         }
     }
@@ -148,6 +179,11 @@ impl Results {
     pub fn get(&self, chain: usize, fig: Fig) -> Option<f64> {
         median(self.samples.get(&(chain, fig))?)
     }
+
+    /// Every sample of `fig` for `chain`, one a round.
+    pub fn samples(&self, chain: usize, fig: Fig) -> &[f64] {
+        self.samples.get(&(chain, fig)).map_or(&[], Vec::as_slice)
+    }
 }
 
 pub fn fmt(v: Option<f64>, decimals: usize) -> String {
@@ -159,6 +195,11 @@ pub fn fmt(v: Option<f64>, decimals: usize) -> String {
 
 /// One table: a row per figure, a column per chain.
 pub fn table(r: &Results, bytes_label: &str, scale_n: usize) -> String {
+    table_of(r, &all(), bytes_label, scale_n)
+}
+
+/// [`table`] with the rows of `figs`.
+pub fn table_of(r: &Results, figs: &[Fig], bytes_label: &str, scale_n: usize) -> String {
     let width: Vec<usize> = r.chains.iter().map(|c| c.chars().count().max(9) + 2).collect();
     let mut out = String::new();
     let _ = write!(out, "{:<42}{:<8}", "figure (median of rounds)", "unit");
@@ -166,7 +207,7 @@ pub fn table(r: &Results, bytes_label: &str, scale_n: usize) -> String {
         let _ = write!(out, "{c:>w$}");
     }
     out.push('\n');
-    for fig in all() {
+    for &fig in figs {
         if (0..r.chains.len()).all(|c| r.get(c, fig).is_none()) {
             continue;
         }
@@ -204,6 +245,38 @@ pub fn ratios(r: &Results, ours: usize) -> String {
         let row: Vec<Option<f64>> = peers
             .iter()
             .map(|p| match (mine, r.get(*p, fig)) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            })
+            .collect();
+        if row.iter().all(Option::is_none) {
+            continue;
+        }
+        let better = if fig.higher_is_better() { ">1" } else { "<1" };
+        let _ = write!(out, "{:<42}{:<8}", fig.label(), better);
+        for (v, w) in row.iter().zip(&width) {
+            let s = v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}×"));
+            let _ = write!(out, "{s:>w$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Each other chain ÷ `base` for each of `figs`, a column per chain.
+pub fn relative(r: &Results, base: usize, figs: &[Fig]) -> String {
+    let others: Vec<usize> = (0..r.chains.len()).filter(|c| *c != base).collect();
+    let width: Vec<usize> = others.iter().map(|c| r.chains[*c].chars().count().max(9) + 2).collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:<42}{:<8}", format!("chain ÷ {} (same run)", r.chains[base]), "better");
+    for (c, w) in others.iter().zip(&width) {
+        let _ = write!(out, "{:>w$}", r.chains[*c]);
+    }
+    out.push('\n');
+    for &fig in figs {
+        let row: Vec<Option<f64>> = others
+            .iter()
+            .map(|c| match (r.get(*c, fig), r.get(base, fig)) {
                 (Some(a), Some(b)) if b > 0.0 => Some(a / b),
                 _ => None,
             })
