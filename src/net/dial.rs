@@ -98,16 +98,16 @@ pub fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     order
 }
 
-/// The most connects one [`connect`] keeps in flight: a name with many
-/// silent addresses holds at most this many sockets (admission counts the
-/// connection's descriptors, not its attempts), and a next address waits
-/// for one of them to fail.
+/// The most connects one [`connect`] keeps in flight, so that a name with
+/// many silent addresses holds at most this many sockets at once: when the
+/// attempt delay passes with this many in flight, the oldest is given up
+/// for the next address (every address still gets its turn).
 pub const ATTEMPTS_IN_FLIGHT_MAX: usize = 2;
 
 /// Connects to the first of `addrs` (in this order) that answers, before
 /// `until`, as [`connect`] says, starting each next attempt `delay` after
 /// the last one: each attempt is a non-blocking connect, and one `poll(2)`
-/// waits on all those in flight, at most [`ATTEMPTS_IN_FLIGHT_MAX`].
+/// waits on all those in flight, at most [`ATTEMPTS_IN_FLIGHT_MAX`] of them.
 fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<TcpStream> {
     let mut untried = addrs.iter();
     let mut in_flight: Vec<Socket> = Vec::new();
@@ -121,8 +121,13 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
                 _ => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
             });
         }
-        let room = in_flight.len() < ATTEMPTS_IN_FLIGHT_MAX;
-        if (now >= next_at && room) || in_flight.is_empty() {
+        if now >= next_at && in_flight.len() >= ATTEMPTS_IN_FLIGHT_MAX && untried.len() > 0 {
+            // The oldest attempt has had its turn: it gives way to the next address.
+            in_flight.remove(0);
+            let gave_up = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            failed = Some(worse(failed, gave_up));
+        }
+        if now >= next_at || in_flight.is_empty() {
             match untried.next() {
                 Some(addr) => {
                     next_at = match start(addr) {
@@ -144,12 +149,13 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
             continue;
         }
         let fds: Vec<BorrowedFd<'_>> = in_flight.iter().map(AsFd::as_fd).collect();
-        // With no room for another attempt, only an attempt's end (or `until`) matters.
-        let wake = if room { next_at.min(until) } else { until };
+        // With no address left to start, only an attempt's end (or `until`) matters.
+        let wake = if untried.len() > 0 { next_at.min(until) } else { until };
         let Some(i) = wait_writable(&fds, wake.saturating_duration_since(now))? else {
             continue;
         };
-        let sock = in_flight.swap_remove(i);
+        // In order, so that the oldest is first to give way.
+        let sock = in_flight.remove(i);
         // A connect that has ended is writable (or has an error or a hang-up);
         // SO_ERROR says how it ended, as std's connect_timeout reads it, so
         // no getpeername is needed.

@@ -21,6 +21,9 @@ use crate::support::*;
 /// The name the namespace's /etc/hosts gives ::1 and then 127.0.0.1.
 const NAME: &str = "both.test";
 
+/// A name on three addresses, ::1, 127.0.0.2 and 127.0.0.3.
+const THREE: &str = "three.test";
+
 /// The deadline of a connect that must not need it.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -31,7 +34,9 @@ const SHORT: Duration = Duration::from_millis(1500);
 fn a_silent_ipv6_address_gives_way_to_ipv4_after_the_attempt_delay() {
     let dir = scratch("dial");
     let hosts = dir.join("hosts");
-    let lines = format!("127.0.0.1 localhost\n::1 localhost\n::1 {NAME}\n127.0.0.1 {NAME}\n");
+    let lines = format!(
+        "127.0.0.1 localhost\n::1 localhost\n::1 {NAME}\n127.0.0.1 {NAME}\n::1 {THREE}\n127.0.0.2 {THREE}\n127.0.0.3 {THREE}\n"
+    );
     std::fs::write(&hosts, lines).unwrap();
     let setup = "mount --bind \"$1\" /etc/hosts &&";
     let test = "dial::in_a_namespace_where_syns_to_one_address_are_dropped";
@@ -102,6 +107,28 @@ fn in_a_namespace_where_syns_to_one_address_are_dropped() {
     eprintln!("{NAME}:{} with ::1 refusing and 127.0.0.1 silent: {e} after {took:?}", closed.port());
     assert!(matches!(&e, Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{e}");
     assert!(took >= SHORT && took < SHORT + Duration::from_secs(5), "{took:?}");
+
+    // Three addresses, the first two in the race's order silent: the oldest
+    // attempt gives way, and the third is reached (two attempts at most in flight).
+    let port = free_port();
+    let resolved: Vec<SocketAddr> = (THREE, port).to_socket_addrs().unwrap().collect();
+    let order = dial::interleave(&resolved);
+    assert_eq!(order.len(), 3, "{resolved:?}");
+    let reached: Vec<_> = order.iter().map(|a| saying_who(&a.to_string())).collect();
+    drop_syns_to(order[0]);
+    drop_syns_to(order[1]);
+    let start = Instant::now();
+    let mut s = dial::connect(&Target::Domain(THREE.to_owned(), port), start + DEADLINE, None, &()).unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "{THREE}:{port} in the order {order:?}, the first two silent: {} after {took:?}",
+        s.peer_addr().unwrap()
+    );
+    assert_eq!(s.peer_addr().unwrap(), order[2]);
+    timeouts(&s);
+    assert_eq!(read_all(&mut s), format!("{}\n", order[2].ip()).as_bytes());
+    assert!(took >= 2 * CONNECTION_ATTEMPT_DELAY, "{took:?}");
+    assert_eq!(reached.iter().map(|(_, n)| n.load(Ordering::SeqCst)).sum::<usize>(), 1);
 }
 
 /// `net::dial::connect` to the name and `port`, with a deadline `within`
