@@ -280,9 +280,12 @@ fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut repor
 
 /// Opens a client's tunnel straight to its target, from the local itself:
 /// the connect (every address the name resolves to, IPv6 and IPv4 raced
-/// as RFC 8305 says) under the connect deadline, the success reply, a
-/// forwarded request's head, and the relay. A target that cannot be
-/// reached gets the client protocol's answer for why.
+/// as RFC 8305 says) under the connect deadline, the success reply, and
+/// the relay. A target that cannot be reached gets the client protocol's
+/// answer for why. A forwarded request's head goes with whatever of its
+/// body has arrived, checked first as on the way through a server
+/// ([`granted`]): a body whose framing is already broken gets 400, and
+/// nothing is sent.
 fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
     let until = Instant::now() + ctx.timeouts.connect;
     let target = match dial::connect(ask.target(), until, None, report.place()) {
@@ -290,21 +293,39 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
         Err(e) => {
             let until = Instant::now() + ctx.timeouts.handshake;
             let _ = ask.refuse(&mut Deadline::new(&app, until), Failure::of(&e));
+            if e.is_exhaustion() {
+                log::warn!("#{} out of resources here, not at the target: {e}", report.id);
+                return refused(&app, report, End::Failed(Step::Local, e));
+            }
             log::debug!("#{} cannot reach {} directly: {e}", report.id, ask.target());
             return refused(&app, report, End::Unreachable(Hop::Target, e));
         }
     };
     let until = Instant::now() + ctx.timeouts.handshake;
+    let client = |e: io::Error| End::Failed(Step::Client, Error::Io(e));
     if let Err(e) = ask.grant(&mut Deadline::new(&app, until)) {
-        return report.end(End::Failed(Step::Client, Error::Io(e)));
+        return report.end(client(e));
     }
     let (client, silence) = match ask {
         Ask::Forward(_, head, framing) => {
-            if let Err(e) = Deadline::new(&target, until).write_all(&head) {
+            let mut body = http::Body::new(framing);
+            let mut early = [0u8; EARLY_DATA_MAX];
+            let first = match read_ready(&app, &mut early).map_err(client).and_then(|n| {
+                body.pass(&mut early[..n]).map_err(|e| {
+                    log::debug!("#{} http failed: {e}", report.id);
+                    let _ = Deadline::new(&app, until).write_all(&http::response(http::Status::BadRequest));
+                    close_gently(&app);
+                    End::Failed(Step::Http, e)
+                })
+            }) {
+                Ok(n) => [&head[..], &early[..n]].concat(),
+                Err(end) => return report.end(end),
+            };
+            if let Err(e) = Deadline::new(&target, until).write_all(&first) {
                 return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
             }
-            report.up = head.len() as u64;
-            (Leg::tcp_message(app, Box::new(http::Body::new(framing))), Some(http::SILENT_UPSTREAM))
+            report.up = first.len() as u64;
+            (Leg::tcp_message(app, Box::new(body)), Some(http::SILENT_UPSTREAM))
         }
         _ => (Leg::tcp(app), None),
     };

@@ -567,3 +567,54 @@ impl Dnsmasq {
         self.0.lines()
     }
 }
+
+#[test]
+fn a_direct_connection_is_made_by_the_local_with_the_same_framing() {
+    // The server on an address of its own, so that the targets' host is not its host.
+    let path = acl_file("routing-direct", "[bypass_all]\n");
+    let server = server().args(&["--listen", "127.0.0.2:0"]).start();
+    let local = local(server.addr)
+        .args(&["--sni", "localhost", "--pool", "0", "--acl", path.to_str().unwrap()])
+        .start();
+    // SOCKS5 to an echo.
+    let echo = echo("127.0.0.1:0");
+    let mut s = socks_connect(local.addr, &echo.to_string());
+    s.write_all(b"ping").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut s), b"ping");
+    // A forwarded request: its head and its body's bytes reach the site, nothing after them.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let site = target("127.0.0.1:0", move |mut s| {
+        // Up to the body's end (or the connection's), then the answer, then anything after it.
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(b"0\r\n\r\n") && matches!(s.read(&mut b), Ok(1)) {
+            got.push(b[0]);
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        got.extend(read_until_closed(&mut s).unwrap_or_default());
+        let _ = tx.lock().unwrap().send(got);
+    });
+    let head = format!("POST http://{site}/ HTTP/1.1\r\nHost: {site}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut s = connect(local.addr);
+    s.write_all(format!("{head}5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+    assert!(read_answer(&mut s).ends_with(b"ok"));
+    drop(s);
+    let got = String::from_utf8(rx.recv_timeout(TIMEOUT).unwrap()).unwrap();
+    assert!(got.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{got:?}");
+    assert!(got.starts_with("POST / HTTP/1.1\r\n"), "{got:?}");
+    // A body whose framing is broken before anything went: 400, and the site gets no byte.
+    let mut s = connect(local.addr);
+    s.write_all(format!("{head}zz\r\n").as_bytes()).unwrap();
+    assert_eq!(status_line(&read_answer(&mut s)), "HTTP/1.1 400 Bad Request");
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), b"", "the site got nothing");
+    let lines = local.wait_lines(3, |l| l.contains(" closed ") && l.contains("target=127.0.0.1:"));
+    assert!(lines.iter().all(|l| l.ends_with(" route=direct")), "{lines:?}");
+    assert!(
+        !server.lines().iter().any(|l| l.contains(" closed client=") && l.contains("target=127.0.0.1:")),
+        "the server saw none: {:?}",
+        server.lines()
+    );
+}
