@@ -32,10 +32,11 @@
 //! waits on a UDP socket keeps that time; the thread reading the stream is
 //! woken by shutting its socket down.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ use super::timeouts::Timeouts;
 
 /// The local's side of an association: the application's control
 /// connection, the UDP socket it was told to send to, whose datagrams
-/// that socket takes, and where each goes.
+/// that socket takes, and, with an ACL, where each goes.
 pub struct Client {
     /// The SOCKS5 connection that asked for the association; its end ends it.
     pub control: TcpStream,
@@ -70,20 +71,40 @@ pub struct Client {
     pub ip: IpAddr,
     /// and from this port; when it is 0, from the port of the first datagram.
     pub port: u16,
-    /// Where each datagram goes, by its target; `None`: all through the server.
-    pub route: Option<RouteFn>,
+    /// With an ACL, where each datagram goes; `None`: all through the server.
+    pub routing: Option<Routing>,
     /// The connection's place under the cap, which a name lookup holds.
     pub place: Place,
 }
 
+/// How an association with an ACL sends its datagrams.
+pub struct Routing {
+    /// Each datagram's route, by its target (and counted).
+    pub route: RouteFn,
+    /// A new link to a server, its header asking for UDP, for when the last
+    /// one has ended (the server closes a link that carried nothing for its
+    /// `--udp-timeout`, while direct datagrams may still flow).
+    pub relink: Relink,
+}
+
 /// Decides a datagram's route by its target (and counts it).
-pub type RouteFn = Box<dyn Fn(&Target) -> Route + Send>;
+pub type RouteFn = Box<dyn FnMut(&Target) -> Route + Send>;
+
+/// Opens a new link to a server whose header asks for UDP.
+pub type Relink = Box<dyn FnMut() -> Result<(TcpStream, Connection), Error> + Send>;
 
 /// Runs a local's association and returns at once. `stream` and `conn` are
 /// the TLS connection to the server, the trojan header already sent. `done`
-/// gets the outcome. A datagram routed direct leaves from a UDP socket of
-/// the local's own, made at the first one, and the replies to that socket
-/// go back to the client like the server's; a blocked one is dropped.
+/// gets the outcome.
+///
+/// Without an ACL the association is that link's: it ends when the link
+/// ends. With one ([`Routing`]), a datagram routed direct leaves from a UDP
+/// socket of the local's own, made at the first one, and only replies from
+/// the addresses the association has sent to go back to the client; a
+/// blocked one is dropped. The link to the server is then the
+/// association's to replace: when it ends (the server's own quiet time,
+/// while the direct datagrams flow), the association goes on, and the next
+/// proxied datagram opens another.
 pub fn local(
     client: Client,
     stream: TcpStream,
@@ -91,17 +112,24 @@ pub fn local(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
-    let (reader, mut writer, assoc) = start(stream, conn.into(), timeouts, done);
-    let Client { control, udp, ip, port, route, place } = client;
+    let (reader, writer, assoc) = start(stream, conn.into(), timeouts, done);
+    let Client { control, udp, ip, port, routing, place } = client;
     let udp = Arc::new(udp);
     // The client's address and port: the one the request named, or else the
     // first source on the client's IP to use the socket. Datagrams are taken
     // from it alone, and replies go to it alone.
     let named = (port != 0).then(|| SocketAddr::new(ip, port));
     let replies_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(named));
-    let (udp_up, replies_up) = (Arc::clone(&udp), Arc::clone(&replies_to));
+    let link = Link { writer, stream: Arc::clone(&assoc.stream), alive: Arc::new(AtomicBool::new(true)) };
+    let down = Down { udp: Arc::clone(&udp), replies_to: Arc::clone(&replies_to), routed: routing.is_some() };
+    let down_too = down.clone();
+    // This thread counts as running until both are started (see `start`), so
+    // that neither can report the association before the other has begun.
+    let (first, alive) = (Arc::clone(&assoc), Arc::clone(&link.alive));
     let connect = timeouts.connect;
+    let timeouts = *timeouts;
     spawn(&assoc, move |a| {
+        let replies_up = Arc::clone(&down.replies_to);
         let accept = |from: SocketAddr| {
             let mut bound = replies_up.lock().unwrap_or_else(PoisonError::into_inner);
             match *bound {
@@ -113,24 +141,87 @@ pub fn local(
                 None => false,
             }
         };
-        let routes = Routes { route, place, connect, replies_to: &replies_up };
-        let why = local_up(a, &control, &udp_up, &mut writer, accept, &routes);
-        a.end_writing(why, &mut writer);
+        let mut up = Up { link, routing, place, connect, timeouts, down, direct: None, relinked: None };
+        let why = local_up(a, &control, &udp, accept, &mut up);
+        a.note(why);
+        let _ = up.link.writer.close();
+        let _ = up.link.stream.shutdown(Shutdown::Read);
         let _ = control.shutdown(Shutdown::Both);
     });
-    spawn(&assoc, move |a| {
-        let why = local_down(a, reader, &udp, &replies_to);
-        a.end_reading(why, &udp);
-    });
+    spawn_down(&first, reader, alive, down_too);
+    first.finish();
 }
 
-/// What the local's up thread needs to send a datagram where it goes.
-struct Routes<'a> {
-    route: Option<RouteFn>,
+/// Starts a link's down thread: frames from the server to the client.
+/// Without routing, the link's end is the association's; with it, only the
+/// link's.
+fn spawn_down(assoc: &Arc<Association>, reader: ReadHalf, alive: Arc<AtomicBool>, down: Down) {
+    let (routed, dead) = (down.routed, Arc::clone(&alive));
+    let spawned = try_spawn(assoc, move |a| {
+        let why = local_down(a, reader, &down.udp, &down.replies_to);
+        alive.store(false, Ordering::Relaxed);
+        if down.routed && !a.ending() {
+            log::debug!("udp association: its link to the server ended ({why}); the next proxied datagram opens another");
+        } else {
+            a.end_reading(why, &down.udp);
+        }
+    });
+    if let Err(e) = spawned {
+        // No thread reads the link: with routing, the next proxied datagram
+        // tries another; without, the association ends.
+        dead.store(false, Ordering::Relaxed);
+        if !routed {
+            assoc.note(End::NoThread(e));
+            let _ = assoc.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The link to a server the up thread writes to: its stream, and whether
+/// its down thread still reads it.
+struct Link {
+    writer: WriteHalf,
+    stream: Arc<TcpStream>,
+    alive: Arc<AtomicBool>,
+}
+
+/// What a down thread needs: the client's socket and address, and whether
+/// the association outlives its link.
+#[derive(Clone)]
+struct Down {
+    udp: Arc<UdpSocket>,
+    replies_to: Arc<Mutex<Option<SocketAddr>>>,
+    routed: bool,
+}
+
+/// What the up thread keeps: the link, the routing, and the direct socket.
+struct Up {
+    link: Link,
+    routing: Option<Routing>,
     place: Place,
     connect: Duration,
-    replies_to: &'a Mutex<Option<SocketAddr>>,
+    timeouts: Timeouts,
+    down: Down,
+    direct: Option<Direct>,
+    /// When the last attempt to replace the link failed.
+    relinked: Option<Instant>,
 }
+
+/// The local's own UDP socket for direct datagrams, the addresses it has
+/// sent to (only their replies are passed back), and the addresses names
+/// resolved to.
+struct Direct {
+    udp: UdpSocket,
+    sent_to: VecDeque<SocketAddr>,
+    resolved: HashMap<(String, u16), SocketAddr>,
+}
+
+/// The most destinations and names an association's direct socket remembers.
+const DIRECT_MEMORY: usize = 256;
+
+/// How long after a failed attempt to replace the link to a server the
+/// next proxied datagram is dropped without another.
+const RELINK_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The server's side of an association: the UDP socket its datagrams leave
 /// from, the egress policy each target is checked against, and the
@@ -169,6 +260,8 @@ pub fn server(
         let why = server_down(a, &mut writer, &udp);
         a.end_writing(why, &mut writer);
     });
+    // Both started: this thread no longer counts (see `start`).
+    assoc.finish();
 }
 
 /// A UDP socket for a server's association: IPv6 with IPv4 mapped in, so
@@ -194,39 +287,49 @@ const RAW_BUF: usize = 16 * 1024 + 256;
 
 /// The local's up thread: client datagrams into frames (or, routed direct,
 /// out of the local's own socket, whose replies it also passes back),
-/// until the control connection ends, the stream fails or the association
-/// is quiet too long.
+/// until the control connection ends, the stream fails (without routing)
+/// or the association is quiet too long.
 fn local_up(
-    a: &Association,
+    a: &Arc<Association>,
     control: &TcpStream,
     udp: &UdpSocket,
-    writer: &mut WriteHalf,
     mut accept: impl FnMut(SocketAddr) -> bool,
-    routes: &Routes<'_>,
+    up: &mut Up,
 ) -> End {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut frame = Vec::new();
-    let mut direct: Option<UdpSocket> = None;
+    let mut turn = false;
     loop {
         let left = a.idle_left();
         if left.is_zero() {
             return End::UdpIdle;
         }
-        // The control connection first: a stream of datagrams cannot hide its end.
-        let ready = match &direct {
-            Some(d) => wait_any(&[control.as_fd(), udp.as_fd(), d.as_fd()], left),
+        // The control connection first: a stream of datagrams cannot hide
+        // its end. The two UDP sockets take turns at being looked at first,
+        // so that neither's stream of datagrams hides the other's.
+        turn = !turn;
+        let ready = match &up.direct {
+            Some(d) if turn => {
+                wait_any(&[control.as_fd(), d.udp.as_fd(), udp.as_fd()], left).map(|r| match r {
+                    Some(1) => Some(2),
+                    Some(2) => Some(1),
+                    other => other,
+                })
+            }
+            Some(d) => wait_any(&[control.as_fd(), udp.as_fd(), d.udp.as_fd()], left),
             None => wait_any(&[control.as_fd(), udp.as_fd()], left),
         };
-        let from_direct = match ready {
+        match ready {
             Ok(None) => continue,
             Ok(Some(0)) => return control_ended(control),
-            Ok(Some(1)) => false,
-            Ok(Some(_)) => true,
+            Ok(Some(1)) => {}
+            Ok(Some(_)) => {
+                if let Some(d) = &mut up.direct {
+                    direct_reply(a, d, udp, &up.down.replies_to, &mut buf, &mut frame);
+                }
+                continue;
+            }
             Err(e) => return End::Failed(Step::Wait, Error::Io(e)),
-        };
-        if let (true, Some(d)) = (from_direct, &direct) {
-            direct_reply(a, d, udp, routes.replies_to, &mut buf, &mut frame);
-            continue;
         }
         let (n, from) = match udp.recv_from(&mut buf) {
             // Shut down by the other thread at the end of the association.
@@ -248,37 +351,29 @@ fn local_up(
                 continue;
             }
         };
-        match routes.route.as_ref().map_or(Route::Proxy, |route| route(&target)) {
+        let payload = &buf[at..n];
+        let route = up.routing.as_mut().map_or(Route::Proxy, |r| (r.route)(&target));
+        match route {
             Route::Proxy => {
                 frame.clear();
-                wire::encode_udp(&target, &buf[at..n], &mut frame);
-                if let Err(e) = writer.write_all(&frame) {
-                    break End::Failed(Step::Server, Error::Io(e));
-                }
-                a.moved(UP, n - at);
-            }
-            Route::Direct => {
-                if direct.is_none() {
-                    match server_socket() {
-                        Ok(d) => direct = Some(d),
-                        Err(e) => {
-                            log::debug!("udp to {target}: no socket of the local's own: {e}: dropped");
-                            a.dropped();
-                            continue;
-                        }
+                wire::encode_udp(&target, payload, &mut frame);
+                if let Some(why) = up.proxy(a, &frame) {
+                    if up.routing.is_none() {
+                        break why;
                     }
+                    log::debug!("udp to {target} through the server: {why}: dropped");
+                    a.dropped();
+                    continue;
                 }
-                if let Some(d) = &direct {
-                    let until = Instant::now() + routes.connect;
-                    match send_to_target(d, &target, &buf[at..n], until, &routes.place, None) {
-                        Ok(()) => a.moved(UP, n - at),
-                        Err(why) => {
-                            log::debug!("udp to {target} direct: {why}: dropped");
-                            a.dropped();
-                        }
-                    }
-                }
+                a.moved(UP, payload.len());
             }
+            Route::Direct => match up.send_direct(&target, payload) {
+                Ok(()) => a.moved(UP, payload.len()),
+                Err(why) => {
+                    log::debug!("udp to {target} direct: {why}: dropped");
+                    a.dropped();
+                }
+            },
             Route::Block => {
                 log::debug!("udp to {target}: blocked by the acl: dropped");
                 a.dropped();
@@ -287,20 +382,107 @@ fn local_up(
     }
 }
 
-/// Passes a reply that came to the local's own socket (`direct`) back to
-/// the client, with the SOCKS5 UDP header naming its source.
+impl Up {
+    /// Writes a frame to the server, first replacing a link that has ended
+    /// (with routing); the end or failure that stopped it, if it was not sent.
+    fn proxy(&mut self, a: &Arc<Association>, frame: &[u8]) -> Option<End> {
+        if !self.link.alive.load(Ordering::Relaxed) {
+            if let Err(why) = self.relink(a) {
+                return Some(why);
+            }
+        }
+        match self.link.writer.write_all(frame) {
+            Ok(()) => None,
+            Err(e) => {
+                // With routing, the next proxied datagram opens another link.
+                self.link.alive.store(false, Ordering::Relaxed);
+                Some(End::Failed(Step::Server, Error::Io(e)))
+            }
+        }
+    }
+
+    /// Opens a new link to a server in place of one that has ended, and
+    /// starts its down thread; at most one attempt per [`RELINK_BACKOFF`].
+    fn relink(&mut self, a: &Arc<Association>) -> Result<(), End> {
+        let gone = || End::Failed(Step::Server, Error::Protocol("the link to the server has ended"));
+        let Some(routing) = &mut self.routing else { return Err(gone()) };
+        if self.relinked.is_some_and(|t| t.elapsed() < RELINK_BACKOFF) {
+            return Err(gone());
+        }
+        let (stream, conn) = (routing.relink)().map_err(|e| {
+            self.relinked = Some(Instant::now());
+            End::Failed(Step::Server, e)
+        })?;
+        self.relinked = None;
+        let (reader, writer, stream) = link_halves(stream, conn, &self.timeouts);
+        let old = std::mem::replace(
+            &mut self.link,
+            Link { writer, stream, alive: Arc::new(AtomicBool::new(true)) },
+        );
+        drop(old);
+        log::debug!("udp association: a new link to the server");
+        spawn_down(a, reader, Arc::clone(&self.link.alive), self.down.clone());
+        Ok(())
+    }
+
+    /// Sends a datagram routed direct from the local's own socket, made
+    /// (and counted under the cap) at the first one; a name is resolved
+    /// once per association, under the connect deadline.
+    fn send_direct(&mut self, target: &Target, payload: &[u8]) -> Result<(), String> {
+        if self.direct.is_none() {
+            // One descriptor more than the association was counted with.
+            self.place.hold(1).map_err(|why| why.to_string())?;
+            let udp = server_socket().map_err(|e| format!("no socket of the local's own: {e}"))?;
+            self.direct = Some(Direct { udp, sent_to: VecDeque::new(), resolved: HashMap::new() });
+        }
+        let Some(d) = &mut self.direct else { return Err("no socket".to_owned()) };
+        let to = match target {
+            Target::Ip(addr) => *addr,
+            Target::Domain(name, port) => match d.resolved.get(&(name.clone(), *port)) {
+                Some(addr) => *addr,
+                None => {
+                    let until = Instant::now() + self.connect;
+                    let found = dial::resolve(name, *port, until, &self.place).map_err(|e| e.to_string())?;
+                    let addr = found.first().copied().ok_or("name resolved to no address")?;
+                    if d.resolved.len() >= DIRECT_MEMORY {
+                        d.resolved.clear();
+                    }
+                    d.resolved.insert((name.clone(), *port), addr);
+                    addr
+                }
+            },
+        };
+        let to = SocketAddr::from((to_v6(to.ip()), to.port()));
+        if !d.sent_to.contains(&to) {
+            if d.sent_to.len() >= DIRECT_MEMORY {
+                d.sent_to.pop_front();
+            }
+            d.sent_to.push_back(to);
+        }
+        d.udp.send_to(payload, to).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Passes a reply that came to the local's own socket back to the client,
+/// with the SOCKS5 UDP header naming its source, if it comes from an
+/// address the association has sent to.
 fn direct_reply(
     a: &Association,
-    direct: &UdpSocket,
+    direct: &Direct,
     udp: &UdpSocket,
     replies_to: &Mutex<Option<SocketAddr>>,
     buf: &mut [u8],
     datagram: &mut Vec<u8>,
 ) {
-    let (n, from) = match direct.recv_from(buf) {
+    let (n, from) = match direct.udp.recv_from(buf) {
         Ok(got) => got,
         Err(e) => return log::debug!("udp direct socket: {e}"),
     };
+    let from = SocketAddr::from((to_v6(from.ip()), from.port()));
+    if !direct.sent_to.contains(&from) {
+        log::debug!("udp from {from}, which the association has not sent to: dropped");
+        return a.dropped();
+    }
     let Some(to) = *replies_to.lock().unwrap_or_else(PoisonError::into_inner) else {
         return a.dropped();
     };
@@ -318,24 +500,24 @@ fn direct_reply(
 
 /// Sends `payload` to `target` from `udp` (made by [`server_socket`]): a
 /// name is resolved until `until` (the lookup holds `place`), and the
-/// datagram goes to the first address the `policy` keeps (all, without
-/// one) that the socket can reach. The error says why it was not sent.
+/// datagram goes to the first address the `policy` keeps that the socket
+/// can reach. The error says why it was not sent.
 fn send_to_target(
     udp: &UdpSocket,
     target: &Target,
     payload: &[u8],
     until: Instant,
     place: &Place,
-    policy: Option<&Policy>,
+    policy: &Policy,
 ) -> Result<(), String> {
-    if policy.is_some_and(|p| p.refuses_name(target)) {
+    if policy.refuses_name(target) {
         return Err(format!("{DENIED}: {BLOCKED_BY_ACL}"));
     }
     let mut addrs = match target {
         Target::Ip(addr) => vec![*addr],
         Target::Domain(name, port) => dial::resolve(name, *port, until, place).map_err(|e| e.to_string())?,
     };
-    if let Some(why) = policy.and_then(|p| p.keep_permitted(target, &mut addrs)) {
+    if let Some(why) = policy.keep_permitted(target, &mut addrs) {
         return Err(format!("{DENIED}: {why}"));
     }
     let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
@@ -414,7 +596,7 @@ fn server_up(
             Err(e) => return a.stream_failed(e),
         };
         let until = Instant::now() + connect;
-        match send_to_target(udp, &target, &payload, until, place, Some(policy)) {
+        match send_to_target(udp, &target, &payload, until, place, policy) {
             Ok(()) => a.moved(UP, payload.len()),
             Err(why) => {
                 if why.starts_with(DENIED) {
@@ -504,29 +686,49 @@ fn start(
     timeouts: &Timeouts,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) -> (ReadHalf, WriteHalf, Arc<Association>) {
-    // The deadlines of the handshake are over: the reading thread blocks
-    // until the other one wakes it, and a write gives up after the idle time.
     metrics::UDP_ASSOCIATIONS.inc();
+    let (reader, writer, stream) = link_halves(stream, conn, timeouts);
+    (reader, writer, Arc::new(Association::new(stream, timeouts.udp, Box::new(done))))
+}
+
+/// A link's two halves, and its socket. The deadlines of the handshake are
+/// over: the reading thread blocks until the other one wakes it, and a
+/// write gives up after the idle time.
+fn link_halves(
+    stream: TcpStream,
+    conn: Connection,
+    timeouts: &Timeouts,
+) -> (ReadHalf, WriteHalf, Arc<TcpStream>) {
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(Some(timeouts.idle));
     let stream = Arc::new(stream);
     let (reader, writer) = split::split(Arc::clone(&stream), conn, false);
-    (reader, writer, Arc::new(Association::new(stream, timeouts.udp, Box::new(done))))
+    (reader, writer, stream)
 }
 
 /// Starts `job` on a copy thread; if none can be started, the association
 /// ends and the job counts as done.
-fn spawn(assoc: &Arc<Association>, job: impl FnOnce(&Association) + Send + 'static) {
-    let mine = Arc::clone(assoc);
-    let spawned = COPY_THREADS.spawn(move || {
-        job(&mine);
-        mine.finish();
-    });
-    if let Err(e) = spawned {
+fn spawn(assoc: &Arc<Association>, job: impl FnOnce(&Arc<Association>) + Send + 'static) {
+    if let Err(e) = try_spawn(assoc, job) {
         assoc.note(End::NoThread(e));
         let _ = assoc.stream.shutdown(Shutdown::Both);
-        assoc.finish();
     }
+}
+
+/// Starts `job` on a copy thread, counted among the association's running
+/// threads until it returns.
+fn try_spawn(
+    assoc: &Arc<Association>,
+    job: impl FnOnce(&Arc<Association>) + Send + 'static,
+) -> io::Result<()> {
+    assoc.enter();
+    let mine = Arc::clone(assoc);
+    COPY_THREADS
+        .spawn(move || {
+            job(&mine);
+            mine.finish();
+        })
+        .inspect_err(|_| assoc.finish())
 }
 
 /// What runs when an association has ended.
@@ -545,8 +747,9 @@ struct Association {
     /// The stream's socket: shut down to end the association.
     stream: Arc<TcpStream>,
     end: Mutex<Option<End>>,
-    /// Threads done, and what is called with the outcome by the last.
-    done: Mutex<(u8, Option<OnDone>)>,
+    /// Threads running (and the one starting them, until it has), and what
+    /// the last to finish calls with the outcome.
+    done: Mutex<(usize, Option<OnDone>)>,
 }
 
 const UP: usize = 0;
@@ -564,7 +767,8 @@ impl Association {
             counts: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             stream,
             end: Mutex::new(None),
-            done: Mutex::new((0, Some(done))),
+            // The thread that starts the association counts until it has started its threads.
+            done: Mutex::new((1, Some(done))),
         }
     }
 
@@ -623,11 +827,16 @@ impl Association {
         let _ = SockRef::from(udp).shutdown(Shutdown::Read);
     }
 
+    /// One more thread runs for the association.
+    fn enter(&self) {
+        self.done.lock().unwrap_or_else(PoisonError::into_inner).0 += 1;
+    }
+
     /// Called by each thread when it is done; the last reports.
     fn finish(&self) {
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        done.0 += 1;
-        if done.0 < 2 {
+        done.0 = done.0.saturating_sub(1);
+        if done.0 > 0 {
             return;
         }
         let Some(report) = done.1.take() else { return };
@@ -734,10 +943,14 @@ mod tests {
     }
 
     #[test]
-    fn the_first_reason_to_end_is_the_one_reported_once_both_threads_are_done() {
+    fn the_first_reason_to_end_is_the_one_reported_once_every_thread_is_done() {
         let (tx, rx) = mpsc::channel();
         let (sock, _peer) = socket_pair();
         let a = Association::new(Arc::new(sock), TIMEOUT, Box::new(move |out| tx.send(out).unwrap()));
+        // Two threads, started; the one that started them is done.
+        a.enter();
+        a.enter();
+        a.finish();
         a.moved(UP, 10);
         a.moved(DOWN, 7);
         a.dropped();
@@ -774,7 +987,7 @@ mod tests {
         let relay_addr = relay.local_addr().unwrap();
         let place = Gate::new(1, None).enter(app.local_addr().unwrap().ip()).unwrap();
         let ip = app.local_addr().unwrap().ip();
-        let client = Client { control, udp: relay, ip, port: 0, route: None, place };
+        let client = Client { control, udp: relay, ip, port: 0, routing: None, place };
         let (tx, rx) = mpsc::channel();
         local(client, sock, conn, &Timeouts::default(), move |out| tx.send(out).unwrap());
 

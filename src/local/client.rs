@@ -24,6 +24,7 @@
 //! A client that fails before it is told its tunnel is up is closed gently
 //! ([`close_gently`]): it reads the answer it was given before the close.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -483,28 +484,72 @@ fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut re
     }
     log::debug!("#{} udp association on {} for {}", report.id, opened.bound, opened.client);
     let taken = Arc::new(Taken::default());
-    let (router, noted, place, connect) =
-        (Arc::clone(&ctx.router), Arc::clone(&taken), report.place().clone(), ctx.timeouts.connect);
-    let route: udp::RouteFn = Box::new(move |target| {
-        let route = router.route(target, Instant::now() + connect, &place);
-        route::count_datagram(route);
-        noted.note(route);
-        route
-    });
+    let routing =
+        ctx.router.acl.get().is_some().then(|| udp_routing(ask.target(), ctx, secrets, &report, &taken));
     let client = udp::Client {
         control: app,
         udp: opened.udp,
         ip: opened.client.ip(),
         port: ask.target().port(),
-        route: Some(route),
+        routing,
         place: report.place().clone(),
     };
     let Link { sock, conn, .. } = opened.link;
     udp::local(client, sock, conn, &ctx.timeouts, move |out| {
-        report.route(taken.name());
+        // Without an ACL, every datagram went through the server.
+        let proxied = out.datagrams.is_some_and(|[up, ..]| up > 0);
+        report.route(if taken.name() == "-" && proxied { "proxy" } else { taken.name() });
         report.finish(out)
     });
 }
+
+/// How an association with an ACL routes its datagrams: each target's
+/// route, decided once per association (and counted per datagram, and
+/// noted in `taken` for the close line), and a new link to a server, its
+/// header asking for UDP for `from`, when the last one has ended.
+fn udp_routing(
+    from: &Target,
+    ctx: &Context,
+    secrets: &Secrets,
+    report: &Report,
+    taken: &Arc<Taken>,
+) -> udp::Routing {
+    let (router, noted, place, connect) =
+        (Arc::clone(&ctx.router), Arc::clone(taken), report.place().clone(), ctx.timeouts.connect);
+    let mut decided: HashMap<String, Route> = HashMap::new();
+    let route: udp::RouteFn = Box::new(move |target| {
+        let key = target.to_string();
+        let route = match decided.get(&key) {
+            Some(route) => *route,
+            None => {
+                let route = router.route(target, Instant::now() + connect, &place);
+                if decided.len() >= ROUTES_REMEMBERED {
+                    decided.clear();
+                }
+                decided.insert(key, route);
+                route
+            }
+        };
+        route::count_datagram(route);
+        noted.note(route);
+        route
+    });
+    let (upstreams, pool, place) = (Arc::clone(&ctx.upstreams), ctx.pool.clone(), report.place().clone());
+    let (hash, from, handshake) = (secrets.password, from.clone(), ctx.timeouts.handshake);
+    let relink: udp::Relink = Box::new(move || {
+        let hash = hash.ok_or(Error::Protocol("udp needs a password"))?;
+        let ready = pool.as_deref().and_then(Pool::take);
+        let mut link = ready.map_or_else(|| upstreams.connect(Some(&place)), Ok).map_err(|u| u.error)?;
+        let mut header = Vec::with_capacity(HEADER_MAX);
+        wire::encode_trojan_request(&hash, Command::UdpAssociate, &from, &mut header);
+        link.send(&[&header], Instant::now() + handshake)?;
+        Ok((link.sock, link.conn.into()))
+    });
+    udp::Routing { route, relink }
+}
+
+/// The most targets whose route an association remembers.
+const ROUTES_REMEMBERED: usize = 256;
 
 /// An association ready for its success reply.
 struct OpenUdp {

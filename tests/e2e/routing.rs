@@ -211,8 +211,8 @@ fn scrape(p: &Proc) -> String {
 /// Answers an HTTP request with the route its client took: which process
 /// holds the other end of this connection.
 fn answer_who(mut s: TcpStream, procs: &[(u32, &'static str)]) {
-    let peer = s.peer_addr().unwrap();
-    let who = owner("tcp", peer.port(), procs);
+    let (peer, me) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+    let who = owner("tcp", peer.port(), Some(me.port()), procs);
     let mut req = Vec::new();
     let mut b = [0u8; 1];
     while !req.ends_with(b"\r\n\r\n") {
@@ -238,23 +238,26 @@ fn udp_who(procs: Arc<Vec<(u32, &'static str)>>) -> (SocketAddr, thread::JoinHan
     let t = thread::spawn(move || {
         let mut buf = vec![0u8; 2048];
         while let Ok((_, from)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(owner("udp", from.port(), &procs).as_bytes(), from);
+            let _ = sock.send_to(owner("udp", from.port(), None, &procs).as_bytes(), from);
         }
     });
     (addr, t)
 }
 
 /// The name in `procs` of the process holding a `proto` (`tcp`, `udp`)
-/// socket on local port `port` in this namespace, from `/proc/net` and
-/// each process's descriptors; `nobody` if none does.
-fn owner(proto: &str, port: u16, procs: &[(u32, &'static str)]) -> &'static str {
+/// socket on local port `port` (connected to remote port `remote`, when
+/// given) in this namespace, from `/proc/net` and each process's
+/// descriptors; `nobody` if none does.
+fn owner(proto: &str, port: u16, remote: Option<u16>, procs: &[(u32, &'static str)]) -> &'static str {
     let mut inodes = Vec::new();
     for file in [proto.to_owned(), format!("{proto}6")] {
         let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
-            if local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port) {
+            let port_of = |field: usize| {
+                f.get(field).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port_of(1) == Some(port) && remote.is_none_or(|r| port_of(2) == Some(r)) {
                 inodes.push(format!("socket:[{}]", f.get(9).unwrap_or(&"")));
             }
         }
@@ -617,4 +620,49 @@ fn a_direct_connection_is_made_by_the_local_with_the_same_framing() {
         "the server saw none: {:?}",
         server.lines()
     );
+}
+
+#[test]
+fn a_udp_association_outlives_its_link_to_the_server_while_datagrams_go_direct() {
+    // Everything direct but 127.0.0.3; the server ends a link quiet for a second.
+    let path = acl_file("routing-udp-link", "[bypass_all]\n[proxy_list]\n127.0.0.3\n");
+    let server =
+        server().args(&["--listen", "127.0.0.2:0", "--password", "pw", "--udp-timeout", "1"]).start();
+    let local = local(server.addr)
+        .args(&["--sni", "localhost", "--password", "pw", "--pool", "0", "--acl", path.to_str().unwrap()])
+        .start();
+    let (direct_echo, _) = udp_echo();
+    let proxied_echo = {
+        let sock = UdpSocket::bind("127.0.0.3:0").unwrap();
+        sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let addr = sock.local_addr().unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        });
+        addr
+    };
+    let (control, relay) = associate(local.addr, 0);
+    let app = UdpSocket::bind("127.0.0.1:0").unwrap();
+    app.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let round_trip = |to: SocketAddr, payload: &[u8]| {
+        app.send_to(&datagram(0, to, payload), relay).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = app.recv_from(&mut buf).expect("a reply");
+        assert_eq!(&buf[10..n], payload, "from {to}");
+    };
+    round_trip(direct_echo, b"direct before");
+    // The server ends the association's link, which carried nothing.
+    server.wait_line(|l| l.contains(" closed ") && l.contains("target=udp") && l.contains("end=udp timeout"));
+    round_trip(direct_echo, b"direct after");
+    // A proxied datagram opens another link.
+    round_trip(proxied_echo, b"proxied");
+    server.wait_line(|l| l.contains("udp association") || l.contains("target=udp"));
+    drop(control);
+    let line = local.wait_line(|l| l.contains(" closed ") && l.contains("target=udp"));
+    assert!(line.contains("end=client closed the control connection"), "{line}");
+    assert!(line.contains("datagrams=3/3 dropped=0"), "{line}");
+    assert!(line.ends_with(" route=direct+proxy"), "{line}");
 }
