@@ -49,15 +49,17 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         expiry(serving.expires)
     );
     if let (Some(acl), Some(path)) = (reload.acl.get().as_ref(), &args.acl) {
-        let clients = match acl.has_client_rules() {
-            true => ", and clients by its mode and [black_list] or [white_list]",
-            false => "",
+        let targets = match acl.has_outbound_rules() {
+            true => "refusing targets by its outbound lists",
+            false => "no outbound rules",
         };
-        log::info!(
-            "--acl {}: {} rules; refusing targets by its outbound lists{clients}",
-            path.display(),
-            acl.rules()
-        );
+        log::info!("--acl {}: {} rules, {targets}", path.display(), acl.rules());
+        if acl.has_client_rules() {
+            log::warn!(
+                "--acl {}: clients are refused by its mode and [black_list] or [white_list] (the same sections as a local's [bypass_list] and [proxy_list]); a [bypass_all] or [reject_all] file accepts only the clients it lists",
+                path.display()
+            );
+        }
     }
     watch_expiry(Arc::clone(&reload.keys));
     let stopper = server.stopper().map_err(Error::Io)?;

@@ -5,7 +5,10 @@
 //! ASCII letter HTTP; anything else is closed), whose parser then reads the
 //! request from the start: the SOCKS5 greeting, login (when users are
 //! configured) and request, a SOCKS4 request, or an HTTP request head. Then
-//! a link to a server: a ready one from the [`Pool`], or TCP and TLS to the
+//! the target's route ([`super::route`]): a blocked one gets the protocol's
+//! refusal, a direct one a connect from the local itself and the relay
+//! (`direct`); a proxied one, as below. For a proxied client, a link to a
+//! server: a ready one from the [`Pool`], or TCP and TLS to the
 //! server a new client goes to, and failing that to the next one, under the
 //! connect deadline ([`super::upstream`]); a failure becomes the client
 //! protocol's answer for it. Then the success reply, and the header in one

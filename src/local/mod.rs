@@ -1,5 +1,6 @@
 //! blocking-local: accepts SOCKS5, SOCKS4/4a and HTTP proxy clients on one
-//! port and carries each one over its own TLS connection to blocking-server.
+//! port and carries each one over its own TLS connection to blocking-server,
+//! or, as an ACL says ([`route`]), straight to its target or nowhere.
 //!
 //! [`Local`] binds the listener and runs the accept loop; each client is
 //! served on its own thread ([`client`]), over a link to one of the servers

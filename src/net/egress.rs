@@ -32,6 +32,13 @@
 //! The check runs on the addresses a name resolved to, right before
 //! connecting, so a name that resolves to 127.0.0.1 (DNS rebinding) is
 //! refused like the address.
+//!
+//! An ACL file (`--acl`, [`crate::proto::acl`]) refuses more: targets by its
+//! outbound lists (a name by its domain rules before any lookup, an address
+//! by its IP rules, which match an address as it is and as the IPv4
+//! address a mapped one carries, not the NAT64, 6to4 or Teredo forms
+//! `--deny` also unwraps), and clients by its mode lists. It never lifts
+//! a refusal of the rule above.
 
 use std::fmt;
 use std::io;
