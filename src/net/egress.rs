@@ -416,6 +416,64 @@ mod tests {
     }
 
     /// A policy for a host with no address of its own but loopback.
+    /// `policy(allow_private, &[])` with the ACL file `text`.
+    fn with_acl(allow_private: bool, text: &str) -> Policy {
+        policy(allow_private, &[]).with_acl(Arc::new(Current::new(Some(Acl::parse(text).unwrap()))))
+    }
+
+    fn kept(p: &Policy, target: &str, addrs: &[&str]) -> Result<Vec<SocketAddr>, &'static str> {
+        let target = Target::parse(target).unwrap();
+        let mut addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        match p.keep_permitted(&target, &mut addrs) {
+            Some(why) => Err(why),
+            None => Ok(addrs),
+        }
+    }
+
+    #[test]
+    fn an_acl_refuses_names_before_lookup_and_addresses_after() {
+        let p = with_acl(false, "[outbound_block_list]\n||ads.example\n203.0.114.0/24\n");
+        assert!(p.refuses_name(&Target::parse("x.ads.example:443").unwrap()));
+        assert!(!p.refuses_name(&Target::parse("example.com:443").unwrap()));
+        assert!(!p.refuses_name(&Target::parse("203.0.114.1:443").unwrap()), "addresses are judged after");
+        assert_eq!(kept(&p, "x.ads.example:443", &["8.8.8.8:443"]), Err(BLOCKED_BY_ACL));
+        assert_eq!(kept(&p, "203.0.114.1:80", &["203.0.114.1:80"]), Err(BLOCKED_BY_ACL));
+        // A name one of whose addresses is listed is refused whole, as shadowsocks-rust refuses it.
+        assert_eq!(kept(&p, "mixed.example:80", &["203.0.114.1:80", "8.8.8.8:80"]), Err(BLOCKED_BY_ACL));
+        assert_eq!(kept(&p, "fine.example:80", &["8.8.8.8:80"]), Ok(vec!["8.8.8.8:80".parse().unwrap()]));
+        // The rest of the rule still holds: a loopback address is refused as not public.
+        assert_eq!(kept(&p, "fine.example:80", &["127.0.0.1:80"]), Err("not a public address"));
+    }
+
+    #[test]
+    fn an_acl_never_lifts_the_default_refusal() {
+        let p = with_acl(false, "[outbound_block_all]\n[outbound_allow_list]\n10.0.0.0/8\n|lan.example\n");
+        assert_eq!(kept(&p, "10.1.2.3:80", &["10.1.2.3:80"]), Err("not a public address"));
+        assert_eq!(kept(&p, "lan.example:80", &["10.1.2.3:80"]), Err("not a public address"));
+        let p = with_acl(true, "[outbound_block_all]\n[outbound_allow_list]\n10.0.0.0/8\n|lan.example\n");
+        assert_eq!(kept(&p, "10.1.2.3:80", &["10.1.2.3:80"]), Ok(vec!["10.1.2.3:80".parse().unwrap()]));
+        // Allowed by name: its addresses are judged by the rest of the rule only.
+        assert_eq!(
+            kept(&p, "lan.example:80", &["192.168.1.1:80"]),
+            Ok(vec!["192.168.1.1:80".parse().unwrap()])
+        );
+        // Allowed by an address: only the allowed ones are kept.
+        assert_eq!(
+            kept(&p, "split.example:80", &["10.1.2.3:80", "192.168.1.1:80"]),
+            Ok(vec!["10.1.2.3:80".parse().unwrap()])
+        );
+        assert_eq!(kept(&p, "elsewhere.example:80", &["192.168.1.1:80"]), Err(BLOCKED_BY_ACL));
+    }
+
+    #[test]
+    fn an_acl_refuses_clients_by_its_mode() {
+        let p = with_acl(false, "[accept_all]\n[black_list]\n192.0.2.0/24\n");
+        assert!(p.refuses_client(ip("192.0.2.9")) && !p.refuses_client(ip("198.51.100.1")));
+        let p = with_acl(false, "[reject_all]\n[white_list]\n192.0.2.0/24\n");
+        assert!(!p.refuses_client(ip("192.0.2.9")) && p.refuses_client(ip("198.51.100.1")));
+        assert!(!policy(false, &[]).refuses_client(ip("198.51.100.1")), "no ACL, no refusal");
+    }
+
     fn policy(allow_private: bool, deny: &[&str]) -> Policy {
         let deny = deny.iter().map(|c| c.parse().unwrap()).collect();
         Policy::with_host_addrs(allow_private, deny, vec![ip("127.0.0.1"), ip("::1")])

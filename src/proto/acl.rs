@@ -1160,7 +1160,10 @@ fe80::/10
         assert_eq!(route(&a, "exact.example", &[]), Route::Proxy);
         assert_eq!(route(&a, "baidu.com", &["220.181.38.148"]), Route::Direct);
         assert_eq!(route(&a, "cdn.example", &["1.0.0.1"]), Route::Proxy);
-        assert!(!a.has_client_rules() || a.client_refused(ip("8.8.8.8")), "[bypass_all] refuses clients");
+        assert!(
+            a.has_client_rules() && a.client_refused(ip("8.8.8.8")),
+            "[bypass_all] refuses the clients it does not list"
+        );
     }
 
     #[test]
