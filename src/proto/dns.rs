@@ -23,11 +23,17 @@
 //! Every record of every section is walked, and the message must end where
 //! its last record ends: bytes after it make it malformed. Name compression
 //! is followed without recursion and without a loop: a pointer must point
-//! past the header and before the labels that led to it, so the offsets fall
-//! with each hop, and no name follows more than [`POINTER_HOPS_MAX`] of them
-//! or grows past 255 bytes. Each name is thus read in bounded time, and no
-//! count from a header is trusted further than the bytes behind it: the work
-//! is linear in the message's length, and nothing is allocated by a count.
+//! before the labels that led to it, so the offsets fall with each hop, and
+//! at a label, root label or pointer of a name read before it ("a prior
+//! occurrence of the same name", RFC 1035 section 4.1.4), never into a
+//! header, a record's TTL or an address; no name follows more than
+//! [`POINTER_HOPS_MAX`] pointers or grows past 255 bytes. Names are read,
+//! and may be pointed at, wherever RFC 3597 section 4 says a record's data
+//! holds them (NS, CNAME, SOA, MX, SRV and the others). So each name is read
+//! in bounded time, a cache's edits (TTLs, the question's case) change no
+//! other name, and no count from a header is trusted further than the bytes
+//! behind it: the work is linear in the message's length, and nothing is
+//! allocated by a count.
 //!
 //! A name is kept in presentation form, as sent (its case kept, for RFC
 //! 4343's case-insensitive but case-preserving names and the resolvers that
@@ -93,10 +99,29 @@ pub const TYPE_MX: u16 = 15;
 pub const TYPE_TXT: u16 = 16;
 /// TYPE: an IPv6 address (RFC 3596).
 pub const TYPE_AAAA: u16 = 28;
+/// TYPE: a service's server (RFC 2782).
+pub const TYPE_SRV: u16 = 33;
 /// TYPE: EDNS(0)'s pseudo-record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
 /// CLASS: the Internet.
 pub const CLASS_IN: u16 = 1;
+
+/// The other types whose data holds names (RFC 3597 section 4): obsolete
+/// mail types (RFC 1035), RP, AFSDB (RFC 1183), RT (RFC 1183), PX (RFC
+/// 2163), NAPTR (RFC 3403), KX (RFC 2230) and DNAME (RFC 6672).
+const TYPE_MD: u16 = 3;
+const TYPE_MF: u16 = 4;
+const TYPE_MB: u16 = 7;
+const TYPE_MG: u16 = 8;
+const TYPE_MR: u16 = 9;
+const TYPE_MINFO: u16 = 14;
+const TYPE_RP: u16 = 17;
+const TYPE_AFSDB: u16 = 18;
+const TYPE_RT: u16 = 21;
+const TYPE_PX: u16 = 26;
+const TYPE_NAPTR: u16 = 35;
+const TYPE_KX: u16 = 36;
+const TYPE_DNAME: u16 = 39;
 
 /// Header flags, in the 16-bit word after the ID.
 const FLAG_QR: u16 = 0x8000;
@@ -291,15 +316,50 @@ fn push_label(text: &mut String, label: &[u8]) {
     }
 }
 
+/// Where the names read so far in a message lie: one bit per byte, set
+/// where a label, a root label or a pointer was read, for a pointer to be
+/// checked against.
+struct Seen(Vec<u64>);
+
+impl Seen {
+    /// For a message of `len` bytes.
+    fn new(len: usize) -> Seen {
+        Seen(vec![0; len / 64 + 1])
+    }
+
+    /// For a name read on its own, which no pointer may leave: the first
+    /// name after the header, or one in a buffer of its own.
+    fn nothing() -> Seen {
+        Seen(Vec::new())
+    }
+
+    fn mark(&mut self, pos: usize) {
+        if let Some(word) = self.0.get_mut(pos / 64) {
+            *word |= 1 << (pos % 64);
+        }
+    }
+
+    fn has(&self, pos: usize) -> bool {
+        self.0.get(pos / 64).is_some_and(|word| word & 1 << (pos % 64) != 0)
+    }
+}
+
 /// Reads the name that starts at `at`, following compression pointers, and
 /// returns where it ends in the message: after its root label, or after the
-/// first pointer. With `text`, appends the name in presentation form.
+/// first pointer. With `text`, appends the name in presentation form. What
+/// it reads is marked in `seen`.
 ///
-/// A pointer must point past the header and before the start of the labels
-/// that led to it (the name's start, or the previous pointer's target), so
-/// the hops go strictly backward and cannot loop; at most
-/// [`POINTER_HOPS_MAX`] of them, and at most [`NAME_MAX`] bytes of name.
-fn read_name(msg: &[u8], at: usize, mut text: Option<&mut String>) -> Result<usize, DnsError> {
+/// A pointer must point before the start of the labels that led to it (the
+/// name's start, or the previous pointer's target), so the hops go strictly
+/// backward and cannot loop, and at a place of a name read before (`seen`);
+/// at most [`POINTER_HOPS_MAX`] of them, and at most [`NAME_MAX`] bytes of
+/// name.
+fn read_name(
+    msg: &[u8],
+    at: usize,
+    mut text: Option<&mut String>,
+    seen: &mut Seen,
+) -> Result<usize, DnsError> {
     let mut pos = at;
     let mut run_start = at;
     let mut end = None;
@@ -307,6 +367,7 @@ fn read_name(msg: &[u8], at: usize, mut text: Option<&mut String>) -> Result<usi
     let mut hops = 0usize;
     loop {
         let &len = msg.get(pos).ok_or(bad("name cut short"))?;
+        seen.mark(pos);
         match len & 0xc0 {
             0x00 => {
                 let len = usize::from(len);
@@ -334,6 +395,9 @@ fn read_name(msg: &[u8], at: usize, mut text: Option<&mut String>) -> Result<usi
                 }
                 if target < HEADER_LEN {
                     return Err(bad("compression pointer into the header"));
+                }
+                if !seen.has(target) {
+                    return Err(bad("compression pointer to no earlier name"));
                 }
                 hops += 1;
                 if hops > POINTER_HOPS_MAX {
@@ -412,9 +476,9 @@ fn close_label(out: &mut [u8], at: usize) -> Result<(), DnsError> {
 }
 
 /// Reads the question at `at` and returns it with where it ends.
-fn read_question(msg: &[u8], at: usize) -> Result<(Question, usize), DnsError> {
+fn read_question(msg: &[u8], at: usize, seen: &mut Seen) -> Result<(Question, usize), DnsError> {
     let mut name = String::new();
-    let end = read_name(msg, at, Some(&mut name))?;
+    let end = read_name(msg, at, Some(&mut name), seen)?;
     let (Some(qtype), Some(qclass)) = (u16_at(msg, end), u16_at(msg, end + 2)) else {
         return Err(bad("question cut short"));
     };
@@ -452,20 +516,23 @@ struct Walker {
     /// Records left in the answer, authority and additional sections.
     left: [u16; 3],
     opt_seen: bool,
+    /// The names read so far.
+    seen: Seen,
 }
 
 impl Walker {
     fn new(msg: &[u8]) -> Result<Walker, DnsError> {
         let h = Header::read(msg)?;
+        let mut seen = Seen::new(msg.len());
         let mut pos = HEADER_LEN;
         // Each question takes at least five bytes, so this ends by the message's end.
         for _ in 0..h.qd {
-            pos = read_name(msg, pos, None)? + 4;
+            pos = read_name(msg, pos, None, &mut seen)? + 4;
             if pos > msg.len() {
                 return Err(bad("question cut short"));
             }
         }
-        Ok(Walker { pos, questions_end: pos, left: [h.an, h.ns, h.ar], opt_seen: false })
+        Ok(Walker { pos, questions_end: pos, left: [h.an, h.ns, h.ar], opt_seen: false, seen })
     }
 
     fn next(&mut self, msg: &[u8]) -> Result<Option<Record>, DnsError> {
@@ -478,7 +545,7 @@ impl Walker {
         self.left[i] -= 1;
         let section = [Section::Answer, Section::Authority, Section::Additional][i];
         let owner = self.pos;
-        let at = read_name(msg, owner, None)?;
+        let at = read_name(msg, owner, None, &mut self.seen)?;
         let (Some(rtype), Some(class), Some(ttl), Some(rdlength)) =
             (u16_at(msg, at), u16_at(msg, at + 2), u32_at(msg, at + 4), u16_at(msg, at + 8))
         else {
@@ -500,44 +567,77 @@ impl Walker {
             }
             self.opt_seen = true;
         }
-        check_rdata(msg, rtype, class, &rdata)?;
+        check_rdata(msg, rtype, class, &rdata, &mut self.seen)?;
         self.pos = rdata.end;
         Ok(Some(Record { section, rtype, class, ttl_at: at + 4, ttl, rdata }))
     }
 }
 
-/// Checks the data of the record types this module knows: the length of an
-/// address, names that fill what holds them, TXT strings and OPT options
-/// that end where the data ends.
-fn check_rdata(msg: &[u8], rtype: u16, class: u16, rdata: &Range<usize>) -> Result<(), DnsError> {
-    let wrong = || bad("record data of the wrong length");
-    let name_fills = |from: usize| -> Result<(), DnsError> {
-        if read_name(msg, from, None)? == rdata.end {
-            Ok(())
-        } else {
-            Err(wrong())
+/// Where names lie in a record's data, for the types RFC 3597 section 4
+/// names as holding them: fixed bytes before them, character-strings
+/// (a length byte and that many bytes) before them, how many names, fixed
+/// bytes after them.
+struct Layout {
+    fixed: usize,
+    strings: usize,
+    names: usize,
+    after: usize,
+}
+
+const fn layout(fixed: usize, strings: usize, names: usize, after: usize) -> Option<Layout> {
+    Some(Layout { fixed, strings, names, after })
+}
+
+fn names_in(rtype: u16) -> Option<Layout> {
+    match rtype {
+        TYPE_NS | TYPE_MD | TYPE_MF | TYPE_CNAME | TYPE_MB | TYPE_MG | TYPE_MR | TYPE_PTR | TYPE_DNAME => {
+            layout(0, 0, 1, 0)
         }
-    };
+        // MNAME RNAME, then SERIAL REFRESH RETRY EXPIRE MINIMUM.
+        TYPE_SOA => layout(0, 0, 2, 20),
+        TYPE_MINFO | TYPE_RP => layout(0, 0, 2, 0),
+        // A preference or subtype, then a name.
+        TYPE_MX | TYPE_AFSDB | TYPE_RT | TYPE_KX => layout(2, 0, 1, 0),
+        TYPE_PX => layout(2, 0, 2, 0),
+        // PRIORITY WEIGHT PORT TARGET.
+        TYPE_SRV => layout(6, 0, 1, 0),
+        // ORDER PREFERENCE, FLAGS SERVICES REGEXP, REPLACEMENT.
+        TYPE_NAPTR => layout(4, 3, 1, 0),
+        _ => None,
+    }
+}
+
+/// Checks the data of the record types this module knows: the length of an
+/// address, names (marked in `seen`) and the fields around them filling the
+/// data exactly, TXT strings and OPT options that end where the data ends.
+fn check_rdata(
+    msg: &[u8],
+    rtype: u16,
+    class: u16,
+    rdata: &Range<usize>,
+    seen: &mut Seen,
+) -> Result<(), DnsError> {
+    let wrong = || bad("record data of the wrong length");
     let len = rdata.len();
+    if let Some(layout) = names_in(rtype) {
+        let mut pos = rdata.start + layout.fixed;
+        for _ in 0..layout.strings {
+            pos += 1 + usize::from(*msg.get(pos).filter(|_| pos < rdata.end).ok_or_else(wrong)?);
+        }
+        for _ in 0..layout.names {
+            if pos >= rdata.end {
+                return Err(wrong());
+            }
+            pos = read_name(msg, pos, None, seen)?;
+        }
+        return if pos + layout.after == rdata.end { Ok(()) } else { Err(wrong()) };
+    }
     match rtype {
         TYPE_A if class == CLASS_IN && len != 4 => Err(wrong()),
         TYPE_AAAA if class == CLASS_IN && len != 16 => Err(wrong()),
-        TYPE_NS | TYPE_CNAME | TYPE_PTR => name_fills(rdata.start),
-        TYPE_MX if len < 2 => Err(wrong()),
-        TYPE_MX => name_fills(rdata.start + 2),
-        TYPE_SOA => {
-            let mname_end = read_name(msg, rdata.start, None)?;
-            // RNAME, then SERIAL REFRESH RETRY EXPIRE MINIMUM.
-            if read_name(msg, mname_end, None)? + 20 == rdata.end {
-                Ok(())
-            } else {
-                Err(wrong())
-            }
-        }
         TYPE_TXT | TYPE_OPT => {
-            // TXT: one or more <character-string>s, each a length byte and
-            // that many bytes. OPT: zero or more options, each CODE(2)
-            // LENGTH(2) and that many bytes.
+            // TXT: one or more <character-string>s. OPT: zero or more
+            // options, each CODE(2) LENGTH(2) and that many bytes.
             if rtype == TYPE_TXT && len == 0 {
                 return Err(wrong());
             }
@@ -592,7 +692,7 @@ fn read_query(msg: &[u8]) -> Result<(Query, u8), DnsError> {
         1 => {}
         _ => return Err(bad("a query with more than one question")),
     }
-    let (question, _) = read_question(msg, HEADER_LEN)?;
+    let (question, _) = read_question(msg, HEADER_LEN, &mut Seen::nothing())?;
     let mut walk = Walker::new(msg)?;
     let mut opt = None;
     while let Some(record) = walk.next(msg)? {
@@ -646,7 +746,9 @@ pub fn error_response(query: &[u8], rcode: u8) -> Option<Vec<u8>> {
     let edns = read_query(query).ok().map(|(q, _)| q).filter(|q| q.edns);
     let rcode = if rcode > 0x0f && edns.is_none() { RCODE_SERVFAIL } else { rcode };
     let question = match h.qd {
-        1 => read_name(query, HEADER_LEN, None).ok().and_then(|end| query.get(HEADER_LEN..end + 4)),
+        1 => read_name(query, HEADER_LEN, None, &mut Seen::nothing())
+            .ok()
+            .and_then(|end| query.get(HEADER_LEN..end + 4)),
         _ => None,
     };
     let header = Header {
@@ -699,7 +801,7 @@ pub fn parse_answer(msg: &[u8]) -> Result<AnswerInfo, DnsError> {
     }
     let question = match h.qd {
         0 => None,
-        1 => Some(read_question(msg, HEADER_LEN)?.0),
+        1 => Some(read_question(msg, HEADER_LEN, &mut Seen::nothing())?.0),
         _ => return Err(bad("an answer with more than one question")),
     };
     let mut info = AnswerInfo {
@@ -763,8 +865,8 @@ pub fn fit_to_query(answer: &mut [u8], query: &[u8]) -> Result<(), DnsError> {
         return Err(bad("not one question"));
     }
     // The first name of a message never holds a pointer: there is nothing before it.
-    let q_end = read_name(query, HEADER_LEN, None)?;
-    let a_end = read_name(answer, HEADER_LEN, None)?;
+    let q_end = read_name(query, HEADER_LEN, None, &mut Seen::nothing())?;
+    let a_end = read_name(answer, HEADER_LEN, None, &mut Seen::nothing())?;
     let (Some(q_name), Some(q_rest), Some(a_rest)) =
         (query.get(HEADER_LEN..q_end), query.get(q_end..q_end + 4), answer.get(a_end..a_end + 4))
     else {
@@ -943,7 +1045,9 @@ pub fn query(id: u16, question: &Question, recursion_desired: bool) -> Result<Ve
 pub fn cache_key(q: &Question) -> (String, u16, u16) {
     let mut wire = Vec::new();
     let mut name = String::new();
-    if encode_name(&q.name, &mut wire).is_err() || read_name(&wire, 0, Some(&mut name)).is_err() {
+    if encode_name(&q.name, &mut wire).is_err()
+        || read_name(&wire, 0, Some(&mut name), &mut Seen::nothing()).is_err()
+    {
         // Not a name: no spelling of it is another's.
         name = q.name.clone();
     }
@@ -1160,6 +1264,36 @@ mod tests {
         assert_eq!(malformed(parse_answer(&looped)), "compression pointer not strictly backward");
         let header = msg(QR, [1, 1, 0, 0], &[&qn, &rr(&ptr(4), TYPE_A, 60, &[192, 0, 2, 1])]);
         assert_eq!(malformed(parse_answer(&header)), "compression pointer into the header");
+        // Into what is not a name: a record's TTL, an address.
+        let ttl_at = at + 2 + 4;
+        let ttl_bytes = [0, 0, 0, 0]; // the root name, if it were one
+        let into_ttl = msg(
+            QR,
+            [1, 2, 0, 0],
+            &[&qn, &rr(&ptr(12), TYPE_A, 0, &ttl_bytes), &rr(&ptr(ttl_at), TYPE_A, 60, &[1; 4])],
+        );
+        assert_eq!(malformed(parse_answer(&into_ttl)), "compression pointer to no earlier name");
+        let address = cat(&[&[1, b'x'], &[0; 3]]);
+        let rdata_at = at + 12;
+        let into_a = msg(
+            QR,
+            [1, 2, 0, 0],
+            &[&qn, &rr(&ptr(12), TYPE_A, 0, &address[..4]), &rr(&ptr(rdata_at), TYPE_A, 60, &[1; 4])],
+        );
+        assert_eq!(malformed(parse_answer(&into_a)), "compression pointer to no earlier name");
+        // Into a name inside a record's data: an SRV record's target, a label of it.
+        let srv = cat(&[&[0, 1, 0, 2, 0x01, 0xbb], &name("host.example.net")]);
+        let target_at = at + 12 + 6;
+        let into_srv = msg(
+            QR,
+            [1, 2, 0, 0],
+            &[&qn, &rr(&ptr(12), TYPE_SRV, 60, &srv), &rr(&ptr(target_at + 5), TYPE_A, 30, &[1; 4])],
+        );
+        assert_eq!(parse_answer(&into_srv).unwrap().ttl, Some(30));
+        let mut srv_cut = msg(QR, [1, 1, 0, 0], &[&qn, &rr(&ptr(12), TYPE_SRV, 60, &srv[..5])]);
+        assert_eq!(malformed(parse_answer(&srv_cut)), "record data of the wrong length");
+        srv_cut.truncate(at + 10);
+        assert!(parse_answer(&srv_cut).is_err());
         // The question's own name can hold no pointer: nothing lies between the header and it.
         assert!(parse_query(&msg(0, [1, 0, 0, 0], &[&question(&ptr(12), TYPE_A)])).is_err());
         // Expanded through a pointer, a name still may not pass 255 bytes.
