@@ -7,7 +7,9 @@
 //! parser never reads past its message: what a client sends after its
 //! request stays unread for the relay. The ACL files that route and
 //! refuse connections (`acl`) are read here too, from text the caller has
-//! read, into lookups by name and address.
+//! read, into lookups by name and address. DNS messages (`dns`) are read
+//! and edited here for the local's caching forwarder, from whole messages
+//! the caller has received.
 
 pub mod socks5;
 pub mod socks4;
@@ -20,5 +22,6 @@ pub mod failure;
 pub mod users;
 pub mod addr;
 pub mod acl;
+pub mod dns;
 #[cfg(test)]
 mod testing;

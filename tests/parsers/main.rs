@@ -10,6 +10,7 @@ mod generated;
 mod input;
 
 mod acl;
+mod dns;
 mod hello;
 mod http_and_socks4;
 mod http_body;
