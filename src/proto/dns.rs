@@ -662,7 +662,7 @@ fn check_rdata(
 /// Reads a client's query: one question, QR clear, OPCODE QUERY, an OPT
 /// record of EDNS version 0 or none, every record well formed and nothing
 /// after the last one. A query has no compressed names as a rule, but
-/// pointers are followed, backward only.
+/// pointers to names before them are followed.
 ///
 /// Refused: a response (`Malformed`: answering one could make two servers
 /// answer each other forever, so [`error_response`] gives it nothing), an
