@@ -123,6 +123,24 @@ pub const LOCAL: &[Flag] = &[
         Default::Is("everything through the server"),
     ),
     flag(
+        "dns",
+        Takes::One("ADDR:PORT"),
+        "serve DNS on this address, UDP and TCP: names the ACL sends through the server asked of --dns-remote through it, the others of --dns-direct",
+        Default::None,
+    ),
+    flag(
+        "dns-remote",
+        Takes::One("HOST:PORT"),
+        "the resolver --dns asks through the server, over TCP (required with --dns)",
+        Default::None,
+    ),
+    flag(
+        "dns-direct",
+        Takes::Many("ADDR:PORT"),
+        "a resolver --dns asks directly, for names the ACL sends direct and the servers' own (repeatable)",
+        Default::Is("the nameservers of /etc/resolv.conf"),
+    ),
+    flag(
         "acl-resolve",
         Takes::Nothing,
         "resolve a name no domain rule of --acl matches, here, to test the IP rules (tells the local resolver every name asked for)",

@@ -2,6 +2,7 @@
 //! cross-check a unit test), the files they name read into a
 //! [`Config`], and the run: bind, warn, serve until a signal.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::conn::report::Watch;
 use crate::current::Current;
 use crate::error::Error;
 use crate::local::client::Secrets;
+use crate::local::dns::DnsArgs;
 use crate::local::pool::{PoolSize, DEMAND_CAP};
 use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
@@ -96,6 +98,8 @@ pub struct LocalArgs {
     pub acl: Option<PathBuf>,
     /// `--acl-resolve`.
     pub acl_resolve: bool,
+    /// `--dns`, `--dns-remote` and `--dns-direct`.
+    pub dns: Option<DnsArgs>,
     /// The flags both binaries take.
     pub common: Common,
 }
@@ -161,6 +165,7 @@ impl LocalArgs {
         if acl_resolve && acl.is_none() {
             return Err(usage("--acl-resolve needs --acl"));
         }
+        let dns = parse_dns(&m)?;
         Ok(LocalArgs {
             servers,
             balance,
@@ -173,9 +178,32 @@ impl LocalArgs {
             pool_age,
             acl,
             acl_resolve,
+            dns,
             common: Common::parse(&m)?,
         })
     }
+}
+
+/// `--dns` with `--dns-remote` (required) and `--dns-direct`; either of
+/// those two without `--dns` is a usage error.
+fn parse_dns(m: &getopts::Matches) -> Result<Option<DnsArgs>, Exit> {
+    let remote = m.opt_str("dns-remote");
+    let direct = m.opt_strs("dns-direct");
+    let Some(listen) = m.opt_str("dns") else {
+        if remote.is_some() || !direct.is_empty() {
+            return Err(usage("--dns-remote and --dns-direct need --dns"));
+        }
+        return Ok(None);
+    };
+    let listen = listen.parse().map_err(|_| usage(format!("--dns wants ADDR:PORT, not {listen:?}")))?;
+    let remote = remote.ok_or_else(|| usage("--dns needs --dns-remote HOST:PORT"))?;
+    let remote = Target::parse(&remote)
+        .ok_or_else(|| usage(format!("--dns-remote wants HOST:PORT, not {remote:?}")))?;
+    let direct = direct
+        .iter()
+        .map(|d| d.parse().map_err(|_| usage(format!("--dns-direct wants ADDR:PORT, not {d:?}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(DnsArgs { listen, remote, direct }))
 }
 
 /// Raises the limits and returns the local's caps: two descriptors per
@@ -200,6 +228,8 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
     let tls = Arc::new(Current::new(tls::client_config(&args.trust, &args.alpn)?));
     let secrets = Arc::new(Current::new(read_secrets(args)?));
     let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
+    let dns_direct =
+        Arc::new(Current::new(args.dns.as_ref().map(DnsArgs::direct_resolvers).unwrap_or_default()));
     let login = !secrets.get().users.is_empty();
     let cfg = Config {
         servers: args.servers.clone(),
@@ -214,9 +244,11 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
         watch,
         acl: Arc::clone(&acl),
         acl_resolve: args.acl_resolve,
+        dns: args.dns.clone(),
+        dns_direct: Arc::clone(&dns_direct),
     };
     let local = Local::bind(&args.listen, cfg)?;
-    Ok((local, Reload { args: args.clone(), tls, secrets, acl, login }))
+    Ok((local, Reload { args: args.clone(), tls, secrets, acl, dns_direct, login }))
 }
 
 /// The users and the password, read from their flags and files.
@@ -235,6 +267,7 @@ pub struct Reload {
     tls: Arc<Current<ClientConfig>>,
     secrets: Arc<Current<Secrets>>,
     acl: Arc<Current<Option<Acl>>>,
+    dns_direct: Arc<Current<Vec<SocketAddr>>>,
     /// Whether clients log in (a reload never empties the users).
     login: bool,
 }
@@ -249,8 +282,11 @@ impl Reload {
             Trust::CaFile(path) => Some(path),
             _ => None,
         };
-        if args.users.file.is_none() && args.passwords.file.is_none() && ca.is_none() && args.acl.is_none() {
-            log::info!("reload: nothing to read again (no --user-file, --password-file, --ca or --acl)");
+        let nothing = args.acl.is_none() && args.dns.is_none();
+        if args.users.file.is_none() && args.passwords.file.is_none() && ca.is_none() && nothing {
+            log::info!(
+                "reload: nothing to read again (no --user-file, --password-file, --ca, --acl or --dns)"
+            );
             return;
         }
         let tls = match ca.map(|_| tls::client_config(&args.trust, &args.alpn)).transpose() {
@@ -280,6 +316,11 @@ impl Reload {
         if let (Some(acl), Some(path)) = (acl, &args.acl) {
             done.push(format!("ACL {} ({} rules)", path.display(), acl.rules()));
             self.acl.set(Some(acl));
+        }
+        if let Some(dns) = &args.dns {
+            let direct = dns.direct_resolvers();
+            done.push(format!("{} direct DNS resolvers", direct.len()));
+            self.dns_direct.set(direct);
         }
         self.secrets.set(secrets);
         log::info!("reloaded {}; new connections use them", done.join(", "));

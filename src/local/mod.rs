@@ -8,6 +8,7 @@
 //! [`pool`] when there is one.
 
 pub mod client;
+pub mod dns;
 pub mod route;
 pub mod pool;
 pub mod upstream;
@@ -40,6 +41,7 @@ pub struct Local {
     acceptor: Acceptor,
     cfg: Config,
     upstreams: Arc<Upstreams>,
+    dns: Option<dns::Sockets>,
 }
 
 /// Everything a local needs to serve its clients.
@@ -73,6 +75,10 @@ pub struct Config {
     /// `--acl-resolve`: a name no domain rule matches is resolved here to
     /// test the IP rules.
     pub acl_resolve: bool,
+    /// `--dns`: the DNS server, if any.
+    pub dns: Option<dns::DnsArgs>,
+    /// The resolvers `--dns` asks directly; a reload replaces them.
+    pub dns_direct: Arc<Current<Vec<SocketAddr>>>,
 }
 
 impl Local {
@@ -87,9 +93,10 @@ impl Local {
             Arc::clone(&cfg.tls),
             cfg.timeouts.connect,
         ));
+        let dns = cfg.dns.as_ref().map(|d| dns::bind(d.listen)).transpose()?;
         let shown = Arc::clone(&upstreams);
         metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
-        Ok(Local { acceptor, cfg, upstreams })
+        Ok(Local { acceptor, cfg, upstreams, dns })
     }
 
     /// The address it listens on (useful with port 0).
@@ -105,7 +112,7 @@ impl Local {
     /// Serves clients until stopped, then drains, and stops the pool and
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
-        let Local { acceptor, cfg, upstreams } = self;
+        let Local { acceptor, cfg, upstreams, dns } = self;
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
@@ -114,6 +121,20 @@ impl Local {
             resolve: cfg.acl_resolve,
             servers: cfg.servers.iter().map(|s| s.addr.clone()).collect(),
         });
+        if let (Some(sockets), Some(args)) = (dns, &cfg.dns) {
+            let secrets = Arc::clone(&cfg.secrets);
+            let settings = dns::Settings {
+                remote: args.remote.clone(),
+                direct: Arc::clone(&cfg.dns_direct),
+                acl: Arc::clone(&cfg.acl),
+                servers: router.servers.clone(),
+                password: Arc::new(move || secrets.get().password),
+                timeout: cfg.timeouts.connect,
+            };
+            if let Err(e) = dns::serve(sockets, settings, Arc::clone(&upstreams), pool.clone()) {
+                log::error!("dns: {e}");
+            }
+        }
         let ctx = Arc::new(Context {
             timeouts: cfg.timeouts,
             secrets: Arc::clone(&cfg.secrets),

@@ -222,6 +222,47 @@ impl Routed {
     }
 }
 
+/// How the local's DNS server answered a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsSource {
+    /// From the cache.
+    Cache,
+    /// Asked of the remote resolver through the tunnel.
+    Remote,
+    /// Asked of a direct resolver.
+    Direct,
+    /// Waited for the same question in flight.
+    Joined,
+    /// REFUSED: the ACL blocks the name.
+    Refused,
+    /// SERVFAIL: no upstream answered.
+    Failed,
+}
+
+impl DnsSource {
+    /// Every source, in the order of their counters.
+    pub const ALL: [DnsSource; 6] = [
+        DnsSource::Cache,
+        DnsSource::Remote,
+        DnsSource::Direct,
+        DnsSource::Joined,
+        DnsSource::Refused,
+        DnsSource::Failed,
+    ];
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DnsSource::Cache => "cache",
+            DnsSource::Remote => "remote",
+            DnsSource::Direct => "direct",
+            DnsSource::Joined => "joined",
+            DnsSource::Refused => "refused",
+            DnsSource::Failed => "failed",
+        }
+    }
+}
+
 /// Which binary serves the metrics: it decides which families are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -271,6 +312,8 @@ pub static EGRESS_DENIALS: Counter = Counter::new();
 pub(super) static ROUTED: [Counter; 3] = [const { Counter::new() }; 3];
 /// Local: UDP datagrams from clients, by the route taken ([`Routed`]).
 pub(super) static ROUTED_DATAGRAMS: [Counter; 3] = [const { Counter::new() }; 3];
+/// Local: DNS queries, by how they were answered ([`DnsSource`]).
+pub(super) static DNS: [Counter; 6] = [const { Counter::new() }; 6];
 /// Local: TLS connections ready in the pool.
 pub static POOL_READY: Gauge = Gauge::new();
 /// Local: ready connections taken from the pool by clients.
@@ -303,6 +346,12 @@ pub fn routed_datagram(route: Routed) {
     ROUTED_DATAGRAMS[route as usize].inc();
 }
 
+/// The local's DNS server answered a query from `source` (an upstream
+/// request counts here too, besides the query's own failure if it fails).
+pub fn dns(source: DnsSource) {
+    DNS[source as usize].inc();
+}
+
 /// A UDP datagram was relayed one way.
 pub fn datagram(way: Way) {
     DATAGRAMS[way as usize].inc();
@@ -319,5 +368,6 @@ mod tests {
         assert!(Handshake::ALL.iter().enumerate().all(|(i, h)| *h as usize == i));
         assert!(Way::ALL.iter().enumerate().all(|(i, w)| *w as usize == i));
         assert!(Routed::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
+        assert!(DnsSource::ALL.iter().enumerate().all(|(i, d)| *d as usize == i));
     }
 }

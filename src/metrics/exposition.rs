@@ -201,6 +201,13 @@ pub fn render(role: Role) -> String {
             );
             labelled(
                 o,
+                "blocking_proxy_dns_queries_total",
+                "DNS queries to --dns by how they were answered: cache, remote (through the tunnel), direct, joined (the same question in flight), refused (the ACL blocks the name), failed (SERVFAIL).",
+                "answer",
+                &counts(DnsSource::ALL, DnsSource::label, &DNS),
+            );
+            labelled(
+                o,
                 "blocking_proxy_routed_datagrams_total",
                 "UDP datagrams from clients by where the ACL sent them; blocked ones are dropped.",
                 "route",

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod clients;
 mod dial;
+mod dns;
 mod egress;
 mod failover;
 mod faults;

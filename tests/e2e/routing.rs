@@ -550,21 +550,7 @@ struct Dnsmasq(Proc);
 
 impl Dnsmasq {
     fn start() -> Dnsmasq {
-        let args = [
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--user=root",
-            "--address=/leak.test/127.0.0.1",
-            "--address=/marker.test/127.0.0.1",
-            "--log-queries",
-            "--log-facility=-",
-        ];
-        let p = Proc::start_waiting("dnsmasq", &args, |l| l.contains("started, version"));
-        Dnsmasq(p)
+        Dnsmasq(dnsmasq(53, &["--address=/leak.test/127.0.0.1", "--address=/marker.test/127.0.0.1"]))
     }
 
     fn lines(&self) -> Vec<String> {

@@ -773,3 +773,26 @@ impl Drop for Stopped {
         let _ = Command::new("kill").args(["-CONT", &self.0]).status();
     }
 }
+
+/// dnsmasq on 127.0.0.1:`port` with `args` besides, answering only from
+/// them (no hosts file, no upstream), its records cacheable for 300 s, and
+/// logging every query to its stderr (see [`Proc::lines`]).
+pub fn dnsmasq(port: u16, args: &[&str]) -> Proc {
+    let port = format!("--port={port}");
+    let mut all = vec![
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--pid-file=",
+        "--listen-address=127.0.0.1",
+        &port,
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        "--local-ttl=300",
+        "--log-queries",
+        "--log-facility=-",
+    ];
+    all.extend_from_slice(args);
+    Proc::start_waiting("dnsmasq", &all, |l| l.contains("started, version"))
+}
