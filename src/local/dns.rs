@@ -317,6 +317,7 @@ impl Dns {
             }
         };
         if !mine {
+            log::debug!("dns: {} {} joins the same question in flight", key.0, key.1);
             metrics::dns(metrics::DnsSource::Joined);
             return pending.wait(Instant::now() + self.settings.timeout);
         }

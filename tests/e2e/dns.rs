@@ -27,6 +27,7 @@ struct Setup {
     direct: Proc,
     local: Proc,
     dns: SocketAddr,
+    acl: std::path::PathBuf,
     _server: Running,
 }
 
@@ -47,8 +48,14 @@ fn setup(name: &str) -> Setup {
             &big,
         ],
     );
-    let direct =
-        dnsmasq(direct_port, &["--address=/direct.test/198.51.100.1", "--address=/both.test/198.51.100.1"]);
+    let direct = dnsmasq(
+        direct_port,
+        &[
+            "--address=/direct.test/198.51.100.1",
+            "--address=/both.test/198.51.100.1",
+            "--address=/moved.test/198.51.100.2",
+        ],
+    );
     let server = server().start();
     let acl = scratch(name).join("rules.acl");
     std::fs::write(&acl, ACL).unwrap();
@@ -60,7 +67,7 @@ fn setup(name: &str) -> Setup {
         .args(&["--metrics", "127.0.0.1:0"])
         .spawn();
     local.wait_line(|l| l.contains("dns served on"));
-    Setup { remote, direct, local, dns, _server: server }
+    Setup { remote, direct, local, dns, acl, _server: server }
 }
 
 /// What `dig` prints for `args` against `dns` (it exits 0 on any answer).
@@ -176,4 +183,81 @@ fn a_malformed_query_gets_formerr_and_garbage_no_answer() {
     // Five bytes: no header to answer; then a good query is still answered.
     sock.send_to(&[1, 2, 3, 4, 5], s.dns).unwrap();
     assert_eq!(short(s.dns, &["remote.test"]), ["192.0.2.1"]);
+}
+
+#[test]
+fn identical_questions_in_flight_are_asked_of_the_upstream_once() {
+    // A remote resolver of our own over TCP, which answers only when told to.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = listener.local_addr().unwrap();
+    let (go, release) = std::sync::mpsc::channel::<()>();
+    let (asked_tx, asked) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        timeouts(&s);
+        while let Ok(Some(query)) = blocking_proxy::proto::dns::read_tcp(&mut s) {
+            let _ = asked_tx.send(query.clone());
+            let _ = release.recv_timeout(TIMEOUT);
+            // The query with QR set and one A record after its question.
+            let mut answer = query;
+            answer[2] |= 0x80;
+            answer[7] = 1;
+            answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+            if blocking_proxy::proto::dns::write_tcp(&mut s, &answer).is_err() {
+                return;
+            }
+        }
+    });
+    let server = server().start();
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let local = local(server.addr)
+        .args(&[
+            "--dns",
+            &dns.to_string(),
+            "--dns-remote",
+            &remote.to_string(),
+            "--dns-direct",
+            "127.0.0.1:9",
+        ])
+        .args(&["--metrics", "127.0.0.1:0"])
+        .spawn();
+    local.wait_line(|l| l.contains("dns served on"));
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let question = blocking_proxy::proto::dns::Question {
+                    name: "same.test".into(),
+                    qtype: blocking_proxy::proto::dns::TYPE_A,
+                    qclass: blocking_proxy::proto::dns::CLASS_IN,
+                };
+                sock.send_to(&blocking_proxy::proto::dns::query(42, &question, true).unwrap(), dns).unwrap();
+                let mut buf = [0u8; 512];
+                let (n, _) = sock.recv_from(&mut buf).unwrap();
+                buf[..n].ends_with(&[192, 0, 2, 77])
+            })
+        })
+        .collect();
+    // The first is asked of the resolver; the other 19 wait for its answer.
+    asked.recv_timeout(TIMEOUT).unwrap();
+    local.wait_lines(19, |l| l.contains("same.test 1 joins the same question in flight"));
+    go.send(()).unwrap();
+    assert!(clients.into_iter().all(|c| c.join().unwrap()), "every client got the answer");
+    assert!(asked.try_recv().is_err(), "the resolver was asked once");
+    let metrics = scrape(&local);
+    assert!(metrics.contains("blocking_proxy_dns_queries_total{answer=\"joined\"} 19\n"), "{metrics}");
+    assert!(metrics.contains("blocking_proxy_dns_queries_total{answer=\"remote\"} 1\n"), "{metrics}");
+}
+
+#[test]
+fn sighup_moves_a_name_to_the_resolver_the_new_rules_say() {
+    let s = setup("dns-reload");
+    assert_eq!(short(s.dns, &["moved.test", "AAAA"]), [] as [&str; 0], "nothing for it at the remote");
+    let moved = "[proxy_all]\n[bypass_list]\n||direct.test\n||moved.test\n[block_list]\n||ads.test\n";
+    std::fs::write(&s.acl, moved).unwrap();
+    let status = Command::new("kill").args(["-HUP", &s.local.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    s.local.wait_line(|l| l.contains("reloaded") && l.contains("ACL"));
+    assert_eq!(short(s.dns, &["moved.test", "A"]), ["198.51.100.2"], "now asked of the direct resolver");
 }
