@@ -191,12 +191,26 @@ fn serve_udp(udp: &UdpSocket, dns: &Arc<Dns>) {
     }
 }
 
-/// The TCP side: a thread per client connection, its queries answered in turn.
+/// The most TCP clients served at once; another is closed at once.
+const TCP_CLIENTS_MAX: usize = 64;
+
+/// The TCP side: a thread per client connection, its queries answered in
+/// turn, at most [`TCP_CLIENTS_MAX`] at once.
 fn serve_tcp(listener: &TcpListener, dns: &Arc<Dns>) {
+    let clients = Arc::new(Mutex::new(0usize));
     for sock in listener.incoming() {
         let Ok(sock) = sock else { continue };
-        let dns = Arc::clone(dns);
+        {
+            let mut n = clients.lock().unwrap_or_else(PoisonError::into_inner);
+            if *n >= TCP_CLIENTS_MAX {
+                log::debug!("dns: {TCP_CLIENTS_MAX} tcp clients already: one more closed");
+                continue;
+            }
+            *n += 1;
+        }
+        let (dns, held) = (Arc::clone(dns), Arc::clone(&clients));
         let spawned = SETUP_THREADS.spawn(move || {
+            let _leave = Leave(held);
             let _ = sock.set_read_timeout(Some(TCP_IDLE));
             let _ = sock.set_write_timeout(Some(TCP_IDLE));
             let mut reader = &sock;
@@ -221,6 +235,16 @@ fn serve_tcp(listener: &TcpListener, dns: &Arc<Dns>) {
         if let Err(e) = spawned {
             log::warn!("dns: cannot start a thread: {e}");
         }
+    }
+}
+
+/// One TCP client served, given back when dropped.
+struct Leave(Arc<Mutex<usize>>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut n = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
     }
 }
 
