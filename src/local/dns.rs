@@ -35,6 +35,7 @@ use crate::proto::acl::{Acl, Route};
 use crate::proto::addr::Target;
 use crate::proto::dns::{self, Query};
 use crate::proto::wire::{self, TrojanHash, HEADER_MAX};
+use crate::text::Escaped;
 use crate::workers::SETUP_THREADS;
 
 use super::pool::Pool;
@@ -285,6 +286,7 @@ impl Dns {
     fn answer(&self, query: &Query, msg: &[u8]) -> Vec<u8> {
         let key = dns::cache_key(&query.question);
         let upstream = self.upstream_of(&query.question.name);
+        log::debug!("dns: {} {} ({upstream:?})", Escaped(&query.question.name), query.question.qtype);
         if upstream == Upstream::Refused {
             metrics::dns(metrics::DnsSource::Refused);
             return dns::error_response(msg, dns::RCODE_REFUSED).unwrap_or_default();
