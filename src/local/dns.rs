@@ -343,7 +343,7 @@ impl Dns {
             }
         };
         if !mine {
-            log::debug!("dns: {} {} joins the same question in flight", key.0, key.1);
+            log::debug!("dns: {} {} joins the same question in flight", Escaped(&key.0), key.1);
             metrics::dns(metrics::DnsSource::Joined);
             return pending.wait(Instant::now() + self.settings.timeout);
         }
