@@ -89,7 +89,10 @@ pub struct Sockets {
 /// Binds the DNS server's UDP and TCP sockets on `listen`.
 pub fn bind(listen: SocketAddr) -> Result<Sockets, Error> {
     let bind = |e: io::Error| Error::Config(format!("cannot listen for DNS on {listen}: {e}"));
-    Ok(Sockets { udp: UdpSocket::bind(listen).map_err(bind)?, tcp: TcpListener::bind(listen).map_err(bind)? })
+    let udp = UdpSocket::bind(listen).map_err(bind)?;
+    // TCP on the port UDP got (port 0 picks one for both).
+    let tcp = TcpListener::bind(udp.local_addr().map_err(bind)?).map_err(bind)?;
+    Ok(Sockets { udp, tcp })
 }
 
 /// What the DNS server needs: where to listen and ask, and what decides.
@@ -367,16 +370,20 @@ impl Dns {
     /// One upstream request for `query`, with an ID of its own.
     fn ask(&self, upstream: Upstream, query: &Query) -> Result<Vec<u8>, Error> {
         let until = Instant::now() + self.settings.timeout;
-        match upstream {
-            Upstream::Remote => {
-                metrics::dns(metrics::DnsSource::Remote);
-                self.tunnel.ask(&query.question, until, &*self.settings.password)
-            }
+        let (asked, source) = match upstream {
+            Upstream::Remote => (
+                self.tunnel.ask(&query.question, until, &*self.settings.password),
+                metrics::DnsSource::Remote,
+            ),
             _ => {
-                metrics::dns(metrics::DnsSource::Direct);
-                ask_direct(&self.settings.direct.get(), &query.question, until)
+                (ask_direct(&self.settings.direct.get(), &query.question, until), metrics::DnsSource::Direct)
             }
+        };
+        // A failure is counted once, as `failed`, by the caller.
+        if asked.is_ok() {
+            metrics::dns(source);
         }
+        asked
     }
 }
 
@@ -495,7 +502,6 @@ struct Open {
     writer: Mutex<WriteHalf>,
     waiting: Mutex<HashMap<u16, Sender<Vec<u8>>>>,
     alive: std::sync::atomic::AtomicBool,
-    last: Mutex<Instant>,
 }
 
 impl Tunnel {
@@ -504,33 +510,63 @@ impl Tunnel {
     }
 
     /// Asks the remote resolver `question` through the tunnel, opening it
-    /// first if there is none.
+    /// first if there is none. A query the tunnel ended under (the
+    /// resolver closes a connection after so many queries, or when idle) is
+    /// asked again on a new one, once.
     fn ask(
         &self,
         question: &dns::Question,
         until: Instant,
         password: &(dyn Fn() -> Option<TrojanHash> + Send + Sync),
     ) -> Result<Vec<u8>, Error> {
+        let mut last = Error::Config("dns: no tunnel".to_owned());
+        for _ in 0..2 {
+            match self.ask_on(question, until, password) {
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => last = Error::Config("dns: the tunnel ended before the answer".to_owned()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// One try on the open tunnel: the answer, or `None` when the tunnel
+    /// ended before it.
+    fn ask_on(
+        &self,
+        question: &dns::Question,
+        until: Instant,
+        password: &(dyn Fn() -> Option<TrojanHash> + Send + Sync),
+    ) -> Result<Option<Vec<u8>>, Error> {
         let open = self.current(until, password)?;
         let id = next_id();
         let msg = dns::query(id, question, true).map_err(|e| Error::Config(e.to_string()))?;
         let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = mpsc::channel();
         open.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
-        *open.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        // The reader marks the tunnel dead before it drops the senders: a
+        // query added after that sees it here.
+        if !open.alive.load(Ordering::Relaxed) {
+            open.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            return Ok(None);
+        }
         let sent = {
             let mut writer = open.writer.lock().unwrap_or_else(PoisonError::into_inner);
             dns::write_tcp(&mut *writer, &msg)
         };
-        if let Err(e) = sent {
+        if sent.is_err() {
             open.alive.store(false, Ordering::Relaxed);
             open.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            return Err(Error::Io(e));
+            return Ok(None);
         }
         let got = rx.recv_timeout(until.saturating_duration_since(Instant::now()));
         open.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-        got.map_err(|_| {
-            Error::Io(io::Error::new(io::ErrorKind::TimedOut, "dns: no answer through the tunnel"))
-        })
+        match got {
+            Ok(answer) => Ok(Some(answer)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "dns: no answer through the tunnel")))
+            }
+        }
     }
 
     /// The open tunnel, or a new one.
@@ -556,7 +592,6 @@ impl Tunnel {
             writer: Mutex::new(writer),
             waiting: Mutex::new(HashMap::new()),
             alive: std::sync::atomic::AtomicBool::new(true),
-            last: Mutex::new(Instant::now()),
         });
         let reading = Arc::clone(&fresh);
         let spawned = thread::Builder::new().name("dns-tunnel".into()).spawn(move || {
