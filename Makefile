@@ -8,7 +8,7 @@
 #   make layers   what each module uses; fails if one uses a module above it
 #   make certs    regenerate the test CA and server certificate in certs/
 #   make fuzz     each protocol parser under libFuzzer for FUZZ_SECS seconds
-#   make bench    the pair (default flags, --pool 8, and routing by an ACL) next to no proxy at all (target/bench/report.txt)
+#   make bench    the pair (default flags, --pool 8, routing by an ACL, DNS through the tunnel) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 #   make profile  what one new connection costs each process: instructions, wake-ups, system calls, profile
 #   make install  the release binaries to $(PREFIX)/bin, the systemd units to
@@ -117,7 +117,8 @@ fuzz: $(CARGO_FUZZ)
 # Benchmarks (benches/proxy.rs). Report, chart and proxy logs in target/bench/.
 # The pair runs with default flags ("ours"; LOCAL_ARGS adds flags to its local),
 # with --pool 8 ("ours-pool8") for comparison, and with a generated ACL that
-# proxies the targets and one that sends them direct (LOCAL_ARGS too).
+# proxies the targets and one that sends them direct (LOCAL_ARGS too), and with
+# --dns in front of dnsmasq on loopback (LOCAL_ARGS too; skipped without dnsmasq).
 PEERS      := target/peers
 SS_VERSION ?= 1.25.0
 BENCH_ARGS ?=

@@ -6,13 +6,17 @@
 //! loopback, in interleaved rounds, and prints one table: a row per figure,
 //! a column per chain. TCP and UDP (through a UDP ASSOCIATE variant of each
 //! chain that has one). Then the pair routing by an ACL (`acl`), and what
-//! the key exchange costs in a TLS 1.3 handshake, full and resumed, in
-//! memory. See `--help` and docs/PERFORMANCE.md.
+//! DNS queries answered by the local's `--dns` (from its cache, and through
+//! the tunnel) next to its resolver asked directly (`dns`), and what the key
+//! exchange costs in a TLS 1.3 handshake, full and resumed, in memory. See
+//! `--help` and docs/PERFORMANCE.md.
 
 #[path = "proxy/acl.rs"]
 mod acl;
 #[path = "proxy/chains.rs"]
 mod chains;
+#[path = "proxy/dns.rs"]
+mod dns;
 #[path = "proxy/kx.rs"]
 mod kx;
 #[path = "proxy/loadgen.rs"]
@@ -43,8 +47,9 @@ Starts blocking-server and blocking-local on 127.0.0.1:0 and measures them
 with default flags (\"ours\") and with --pool 8 (\"ours-pool8\"), with no
 proxy at all (\"direct\", the loopback limit) alongside; new connections
 with a generated 10,000-rule ACL that proxies the targets and one that
-sends them direct; then times TLS 1.3 handshakes in memory with
-X25519MLKEM768 and with X25519.";
+sends them direct; DNS queries to blocking-local --dns, from its cache and
+through the tunnel, next to dnsmasq asked directly; then times TLS 1.3
+handshakes in memory with X25519MLKEM768 and with X25519.";
 
 const AFTER: &str = "\
 Prints one table (a row per figure, a column per chain) and writes it to
@@ -88,6 +93,7 @@ fn options() -> Options {
     o.optflagmulti("", "no-scale", "skip the 5,000-connection scale run");
     o.optflagmulti("", "no-udp", "skip the UDP figures");
     o.optflagmulti("", "no-acl", "skip the figures of routing by an ACL");
+    o.optflagmulti("", "no-dns", "skip the DNS figures (blocking-local --dns and dnsmasq)");
     o.optflagmulti("", "no-kx", "skip the key-exchange measurement");
     o.optflagmulti("", "kx-only", "only the key-exchange measurement: no proxies are started");
     o.optmulti("", "ss-dir", "where sslocal and ssserver are (default target/peers/bin)", "DIR");
@@ -123,6 +129,8 @@ struct Opts {
     udp_secs: f64,
     /// The pair with an ACL measured too (see `acl`).
     acl: bool,
+    /// The DNS figures measured too (see `dns`).
+    dns: bool,
     /// Handshakes per batch in the key-exchange measurement (0: skipped).
     kx: usize,
     kx_only: bool,
@@ -175,7 +183,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         (m.opt_present("quick"), m.opt_present("peers"), m.opt_present("no-scale"));
     let (no_udp, no_kx, kx_only) =
         (m.opt_present("no-udp"), m.opt_present("no-kx"), m.opt_present("kx-only"));
-    let no_acl = m.opt_present("no-acl");
+    let (no_acl, no_dns) = (m.opt_present("no-acl"), m.opt_present("no-dns"));
     let socks = match last("socks") {
         None => None,
         Some(v) => {
@@ -251,6 +259,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
         udp_pings: 2000,
         udp_secs: 2.0,
         acl: !no_acl,
+        dns: !no_dns,
         kx: if no_kx { 0 } else { 1000 },
         kx_only,
         ss_dir,
@@ -326,6 +335,10 @@ struct Bench<'a> {
     /// a column for ours, then one per chain.
     acl_chains: Vec<acl::AclChain>,
     routing: Results,
+    /// The resolver and the pair with `--dns`, when measured, and the DNS
+    /// table's figures: a column per [`dns::COLUMNS`].
+    dns: Option<dns::Setup>,
+    dns_results: Results,
     clk: f64,
     start: Instant,
 }
@@ -537,6 +550,93 @@ impl Bench<'_> {
             "local RSS once listening, no ACL / with each (median of {ALONE_STARTS}): {} KiB",
             kib.join(" / ")
         ));
+    }
+
+    /// One round of the DNS figures (see `dns`), each column in turn
+    /// (reversed in odd rounds): a warm-up one query at a time, then queries
+    /// one at a time, then on [`dns::SOCKETS`] sockets at once; the local's
+    /// and the server's CPU read around each batch, and the local's metrics
+    /// around that, to check where its answers came from.
+    fn dns_round(&mut self, round: usize) {
+        let Some(d) = self.dns.as_ref() else { return };
+        let o = self.opts;
+        let cap = Duration::from_secs(60);
+        let per_socket = o.c1_ops.div_ceil(dns::SOCKETS);
+        let (local, server) = (d.local_pid(), d.server_pid());
+        let mut order = dns::Kind::ALL.to_vec();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for kind in order {
+            let col = kind.column();
+            // Every hit name is asked once at least, and so cached.
+            let warm_n = if kind == dns::Kind::Hit { o.c1_warm.max(dns::HIT_NAMES) } else { o.c1_warm };
+            let warm = d.queries(kind, round, 1, warm_n, cap);
+            if warm.errors > 0 {
+                self.dns_results.note(
+                    col,
+                    format!(
+                        "warm-up: {} of {warm_n} answered (first error: {})",
+                        warm.latencies.len(),
+                        warm.first_error.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            let mut msg = format!("DNS {}:", dns::COLUMNS[col]);
+            for (c, sockets, n) in [(1, 1, o.c1_ops), (dns::SOCKETS, dns::SOCKETS, per_socket)] {
+                let seen0 = d.answered();
+                let cpu0 = (loadgen::cpu_ns(local), loadgen::cpu_ns(server));
+                let batch = d.queries(kind, round, sockets, n, cap);
+                let cpu1 = (loadgen::cpu_ns(local), loadgen::cpu_ns(server));
+                let seen1 = d.answered();
+                let want = sockets * n;
+                let answered = batch.latencies.len();
+                let asked = answered + batch.errors;
+                let r = round + 1;
+                if batch.errors > 0 || answered < want {
+                    self.dns_results.note(
+                        col,
+                        format!(
+                            "round {r}, c={c}: {answered} of {want} queries answered, {} failed (first: {})",
+                            batch.errors,
+                            batch.first_error.as_deref().unwrap_or("-")
+                        ),
+                    );
+                }
+                if let Some((got, place)) = dns::as_expected(kind, seen0.as_ref(), seen1.as_ref()) {
+                    if got != asked as u64 {
+                        self.dns_results
+                            .note(col, format!("round {r}, c={c}: {got} of {asked} queries {place}"));
+                    }
+                }
+                if answered == 0 {
+                    continue;
+                }
+                let (ops, p50, p99) =
+                    (batch.ops_per_sec(), batch.percentile_us(50.0), batch.percentile_us(99.0));
+                let failed = batch.errors as f64 * 100.0 / asked as f64;
+                self.dns_results.add(col, Fig::DnsOps(c), ops);
+                self.dns_results.add(col, Fig::DnsP50(c), p50);
+                self.dns_results.add(col, Fig::DnsP99(c), p99);
+                self.dns_results.add(col, Fig::DnsFailed(c), failed);
+                msg += &format!(" c={c} {ops:.0} q/s p50 {p50:.0} µs p99 {p99:.0} µs, {failed:.1}% failed");
+                if kind != dns::Kind::Direct {
+                    let per_query = |a: Option<u64>, b: Option<u64>| {
+                        Some(b?.saturating_sub(a?) as f64 / 1e3 / asked as f64)
+                    };
+                    if let Some(v) = per_query(cpu0.0, cpu1.0) {
+                        self.dns_results.add(col, Fig::DnsLocalCpu(c), v);
+                        msg += &format!(" local CPU {v:.0} µs/q");
+                    }
+                    if let Some(v) = per_query(cpu0.1, cpu1.1) {
+                        self.dns_results.add(col, Fig::DnsServerCpu(c), v);
+                        msg += &format!(" server {v:.0} µs/q");
+                    }
+                }
+                msg += ";";
+            }
+            self.progress(&msg);
+        }
     }
 
     /// Stops opening connections before the machine runs short of task slots
@@ -912,6 +1012,13 @@ fn run(o: &Opts) -> Result<(), String> {
     } else {
         vec![]
     };
+    let dns_setup = if o.dns && want_ours {
+        dns::start(&w, &o.local_args)
+            .map_err(|e| eprintln!("skip the DNS figures: {e} (logs in {})", run_dir.display()))
+            .ok()
+    } else {
+        None
+    };
     // 2 descriptors per held connection in this process, plus the targets and chains.
     let scale = o.scale.min((nofile.saturating_sub(512) / 2) as usize);
 
@@ -950,6 +1057,9 @@ fn run(o: &Opts) -> Result<(), String> {
     for c in chains.iter().chain(acl_chains.iter().map(|a| &a.chain)) {
         header += &format!("  {:<16} {}\n", c.name, c.about);
     }
+    if let Some(d) = &dns_setup {
+        header += &format!("  {:<16} {}\n", d.pair.name, d.about);
+    }
     if o.udp && o.socks.is_none() {
         header += "  UDP through each chain's variant: ours with --password on both sides, \
                    shadowsocks-rust with -U (tcp_and_udp), trojan as it is\n";
@@ -972,6 +1082,8 @@ fn run(o: &Opts) -> Result<(), String> {
                 .collect(),
         ),
         acl_chains,
+        dns: dns_setup,
+        dns_results: Results::new(dns::COLUMNS.iter().map(|c| c.to_string()).collect()),
         clk: loadgen::clk_tck() as f64,
         start,
     };
@@ -988,6 +1100,7 @@ fn run(o: &Opts) -> Result<(), String> {
             b.new_connections(i, &chains[i]);
         }
         b.routing_round(round);
+        b.dns_round(round);
         for &i in &order {
             b.memory(i, &chains[i]);
         }
@@ -1008,6 +1121,7 @@ fn run(o: &Opts) -> Result<(), String> {
     drop(chains);
     let acl_measured = !b.acl_chains.is_empty();
     b.acl_chains.clear();
+    let dns_measured = b.dns.take().is_some();
 
     let r = &b.results;
     let mut text = format!("\n{header}\n");
@@ -1042,6 +1156,19 @@ fn run(o: &Opts) -> Result<(), String> {
             }
         }
         text += &format!("\n{}", report::relative(t, 0, &report::routing()));
+    }
+    if dns_measured {
+        let t = &b.dns_results;
+        text += &format!("\n{}", dns::about(o.c1_warm, o.c1_ops, o.c1_ops.div_ceil(dns::SOCKETS)));
+        text += &report::table_of(t, &report::dns(), "", 0);
+        if !t.notes.is_empty() {
+            text += "\nnotes:\n";
+            for n in &t.notes {
+                text += &format!("  {n}\n");
+            }
+        }
+        let direct = dns::Kind::Direct.column();
+        text += &format!("\n{}", report::relative(t, direct, &report::dns()));
     }
     // With the proxies stopped, so that only this thread runs.
     if o.kx > 0 {

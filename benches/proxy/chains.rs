@@ -233,6 +233,11 @@ impl Workdir {
         started(child, addr)
     }
 
+    /// What the log of `label` holds so far.
+    pub fn log_text(&self, label: &str) -> String {
+        std::fs::read_to_string(self.log(label)).unwrap_or_default()
+    }
+
     /// Whether the log of `label` has a line containing `text` within `cap`.
     pub fn logged(&self, label: &str, text: &str, cap: Duration) -> bool {
         let start = Instant::now();
@@ -376,6 +381,41 @@ pub fn local_alone(w: &Workdir, label: &str, server: SocketAddr, extra: &[String
     chain.adopt(child, true);
     chain.via = Via::Socks(addr?);
     Ok(chain)
+}
+
+/// dnsmasq as a resolver on 127.0.0.1:`port` (UDP and TCP), as the chain
+/// `label` of its one process: no configuration file, no upstream, no
+/// hosts file, local answers with a TTL of 300 s, `args` added; its log
+/// (no queries) in the workdir.
+pub fn dnsmasq(w: &Workdir, label: &str, port: u16, args: &[String]) -> Result<Chain, String> {
+    let dnsmasq = which("dnsmasq")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/dnsmasq")).filter(|p| p.is_file()))
+        .ok_or("dnsmasq not found (apt-get install dnsmasq-base)")?;
+    let mut chain = Chain::empty(label, format!("dnsmasq on 127.0.0.1:{port}"));
+    let mut all = strings(&[
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--pid-file=",
+        "--listen-address=127.0.0.1",
+        &format!("--port={port}"),
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        "--local-ttl=300",
+        "--log-facility=-",
+    ]);
+    all.extend(args.iter().cloned());
+    chain.serve(w, label, &dnsmasq, &all, port)?;
+    Ok(chain)
+}
+
+/// dnsmasq's version, as `dnsmasq --version` gives it.
+pub fn dnsmasq_version() -> Option<String> {
+    let dnsmasq = which("dnsmasq").or_else(|| Some(PathBuf::from("/usr/sbin/dnsmasq")))?;
+    let out = Command::new(dnsmasq).arg("--version").output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines().next()?.split_whitespace().nth(2).map(str::to_owned)
 }
 
 fn stunnel_bin() -> Option<PathBuf> {

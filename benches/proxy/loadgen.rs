@@ -492,6 +492,16 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// CPU time of a process (all its threads, live and exited), in
+/// nanoseconds: its CPU-time clock (`clock_getcpuclockid`), exact where
+/// [`cpu_ticks`] counts whole clock ticks.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    use nix::time::{clock_getcpuclockid, ClockId};
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
+    let t = ClockId::now(clock_getcpuclockid(pid).ok()?).ok()?;
+    Some(u64::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec()).ok()?)
+}
+
 fn status_field(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;

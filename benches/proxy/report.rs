@@ -37,6 +37,16 @@ pub enum Fig {
     AclParse,
     AclLookupIp,
     AclLookupName,
+    /// The DNS table's figures (see [`dns`]), with this many queries in
+    /// flight: queries answered a second, latencies, the share of queries
+    /// not answered (SERVFAIL or lost), and the local's and the server's
+    /// CPU per query.
+    DnsOps(usize),
+    DnsP50(usize),
+    DnsP99(usize),
+    DnsFailed(usize),
+    DnsLocalCpu(usize),
+    DnsServerCpu(usize),
 }
 
 /// Every figure, in the order of the table's rows.
@@ -78,6 +88,22 @@ pub fn routing() -> Vec<Fig> {
     ]
 }
 
+/// The figures of the DNS table, in the order of its rows.
+pub fn dns() -> Vec<Fig> {
+    let mut v = vec![];
+    for c in [1, crate::dns::SOCKETS] {
+        v.extend([
+            Fig::DnsOps(c),
+            Fig::DnsP50(c),
+            Fig::DnsP99(c),
+            Fig::DnsFailed(c),
+            Fig::DnsLocalCpu(c),
+            Fig::DnsServerCpu(c),
+        ]);
+    }
+    v
+}
+
 impl Fig {
     pub fn label(self) -> String {
         match self {
@@ -106,6 +132,12 @@ impl Fig {
             Fig::AclParse => "ACL parse (Acl::parse, in the bench)".into(),
             Fig::AclLookupIp => "ACL lookup of the target's address".into(),
             Fig::AclLookupName => "ACL lookup of a name no rule matches".into(),
+            Fig::DnsOps(c) => format!("queries c={c}"),
+            Fig::DnsP50(c) => format!("query c={c} p50"),
+            Fig::DnsP99(c) => format!("query c={c} p99"),
+            Fig::DnsFailed(c) => format!("queries failed c={c}"),
+            Fig::DnsLocalCpu(c) => format!("local CPU per query c={c}"),
+            Fig::DnsServerCpu(c) => format!("server CPU per query c={c}"),
         }
     }
 
@@ -127,19 +159,31 @@ impl Fig {
             Fig::LocalRss | Fig::AclRss => "KiB",
             Fig::AclParse => "ms",
             Fig::AclLookupIp | Fig::AclLookupName => "ns",
+            Fig::DnsOps(_) => "q/s",
+            Fig::DnsFailed(_) => "%",
+            Fig::DnsP50(_) | Fig::DnsP99(_) | Fig::DnsLocalCpu(_) | Fig::DnsServerCpu(_) => "µs",
         }
     }
 
     fn decimals(self) -> usize {
         match self {
-            Fig::Cpu | Fig::Threads | Fig::Ttfb | Fig::UdpLost(_) => 2,
+            Fig::Cpu | Fig::Threads | Fig::Ttfb | Fig::UdpLost(_) | Fig::DnsFailed(_) => 2,
             Fig::Mem | Fig::AclParse => 1,
             _ => 0,
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Fig::Up | Fig::Down | Fig::C1Ops | Fig::C32Ops | Fig::UdpRate(_) | Fig::ScaleHeld)
+        matches!(
+            self,
+            Fig::Up
+                | Fig::Down
+                | Fig::C1Ops
+                | Fig::C32Ops
+                | Fig::UdpRate(_)
+                | Fig::ScaleHeld
+                | Fig::DnsOps(_)
+        )
     }
 }
 
