@@ -150,8 +150,9 @@ pub fn serve(
     Ok(())
 }
 
-/// The UDP side: each query answered on a worker thread, sent back to its
-/// client, cut to the client's limit.
+/// The UDP side: a blocked name or a cached answer answered at once, any
+/// other query on a worker thread; each answer sent back to its client,
+/// cut to the client's limit.
 fn serve_udp(udp: &UdpSocket, dns: &Arc<Dns>) {
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -175,6 +176,14 @@ fn serve_udp(udp: &UdpSocket, dns: &Arc<Dns>) {
                 continue;
             }
         };
+        // A blocked name or a cached answer is answered here, with no hand-off.
+        let upstream = match dns.at_once(&query, &msg) {
+            Ok(answer) => {
+                let _ = udp.send_to(&dns::truncate_for_udp(&answer, query.udp_limit), from);
+                continue;
+            }
+            Err(upstream) => upstream,
+        };
         let Some(slot) = dns.enter(false) else {
             if let Some(answer) = dns::error_response(&msg, dns::RCODE_SERVFAIL) {
                 let _ = udp.send_to(&answer, from);
@@ -184,7 +193,8 @@ fn serve_udp(udp: &UdpSocket, dns: &Arc<Dns>) {
         let (dns, udp) = (Arc::clone(dns), udp.try_clone());
         let Ok(udp) = udp else { continue };
         let spawned = SETUP_THREADS.spawn(move || {
-            let answer = dns.answer(&query, &msg);
+            let key = dns::cache_key(&query.question);
+            let answer = dns.fitted(dns.ask_once(&key, upstream, &query).ok(), &msg);
             drop(slot);
             let answer = dns::truncate_for_udp(&answer, query.udp_limit);
             let _ = udp.send_to(&answer, from);
@@ -287,22 +297,38 @@ impl Dns {
     /// from its upstream, fitted to the query (its ID, flags and the case
     /// of its name); SERVFAIL when no upstream answered.
     fn answer(&self, query: &Query, msg: &[u8]) -> Vec<u8> {
-        let key = dns::cache_key(&query.question);
+        match self.at_once(query, msg) {
+            Ok(answer) => answer,
+            Err(upstream) => {
+                let key = dns::cache_key(&query.question);
+                let answer = self.ask_once(&key, upstream, query);
+                self.fitted(answer.ok(), msg)
+            }
+        }
+    }
+
+    /// The answer to `query` when it needs no upstream: REFUSED for a
+    /// blocked name, or the cache's; else where to ask.
+    fn at_once(&self, query: &Query, msg: &[u8]) -> Result<Vec<u8>, Upstream> {
         let upstream = self.upstream_of(&query.question.name);
         log::debug!("dns: {} {} ({upstream:?})", Escaped(&query.question.name), query.question.qtype);
         if upstream == Upstream::Refused {
             metrics::dns(metrics::DnsSource::Refused);
-            return dns::error_response(msg, dns::RCODE_REFUSED).unwrap_or_default();
+            return Ok(dns::error_response(msg, dns::RCODE_REFUSED).unwrap_or_default());
         }
-        let answer = match self.cached(&key) {
+        match self.cached(&dns::cache_key(&query.question)) {
             Some(answer) => {
                 metrics::dns(metrics::DnsSource::Cache);
-                Ok(answer)
+                Ok(self.fitted(Some(answer), msg))
             }
-            None => self.ask_once(&key, upstream, query),
-        };
-        let fitted =
-            answer.ok().and_then(|mut answer| dns::fit_to_query(&mut answer, msg).ok().map(|()| answer));
+            None => Err(upstream),
+        }
+    }
+
+    /// `answer` fitted to the query `msg` (its ID, flags and the case of
+    /// its name), or SERVFAIL when there is none or it does not fit.
+    fn fitted(&self, answer: Option<Vec<u8>>, msg: &[u8]) -> Vec<u8> {
+        let fitted = answer.and_then(|mut answer| dns::fit_to_query(&mut answer, msg).ok().map(|()| answer));
         fitted.unwrap_or_else(|| {
             metrics::dns(metrics::DnsSource::Failed);
             dns::error_response(msg, dns::RCODE_SERVFAIL).unwrap_or_default()
