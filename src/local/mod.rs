@@ -99,7 +99,7 @@ impl Local {
 
     /// A handle that makes [`run`](Local::run) stop accepting and drain.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        self.acceptor.stopper()
+        Ok(self.acceptor.stopper())
     }
 
     /// Serves clients until stopped, then drains, and stops the pool and
