@@ -26,6 +26,10 @@
 //!
 //! A client that fails before it is told its tunnel is up is closed gently
 //! ([`close_gently`]): it reads the answer it was given before the close.
+//!
+//! A fixed forward's client ([`forward`]) skips the request: its target is
+//! the forward's, and it goes through a server as a proxied SOCKS5 client
+//! does, answered with nothing.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -90,6 +94,26 @@ pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
     }
 }
 
+/// Serves one client of a fixed forward (`--forward`), up to the start of
+/// its relay: no request to read, the target fixed, always through a
+/// server (the ACL does not apply). The link, the header with whatever the
+/// client has sent already, the relay and the close line are a proxied
+/// SOCKS5 client's, with `proto=forward`; a client whose tunnel cannot be
+/// opened sees its connection close.
+pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Report) {
+    let _ = app.set_nodelay(true);
+    let secrets = ctx.secrets.get();
+    report.proto(FORWARD);
+    log::debug!("#{} forward to {target}", report.id);
+    report.target(target);
+    route::count(Route::Proxy);
+    report.route(Route::Proxy.name());
+    proxied(app, Ask::Fixed(target.clone()), ctx, &secrets, report);
+}
+
+/// A fixed forward's connections, in logs (`proto=forward`).
+pub const FORWARD: &str = "forward";
+
 /// The protocols served on the one port, told apart by the client's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -141,13 +165,20 @@ enum Ask {
     Forward(Target, Vec<u8>, http::Framing),
     /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
     Udp(Target),
+    /// A fixed forward's client (`--forward`): no request, nothing to answer.
+    Fixed(Target),
 }
 
 impl Ask {
     /// Where the tunnel goes (for UDP, where datagrams come from).
     fn target(&self) -> &Target {
         match self {
-            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, ..) | Ask::Udp(t) => t,
+            Ask::Socks5(t)
+            | Ask::Socks4(t)
+            | Ask::Connect(t)
+            | Ask::Forward(t, ..)
+            | Ask::Udp(t)
+            | Ask::Fixed(t) => t,
         }
     }
 
@@ -158,16 +189,18 @@ impl Ask {
             Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
             Ask::Connect(_) => w.write_all(http::ESTABLISHED),
-            Ask::Forward(..) | Ask::Udp(_) => Ok(()),
+            Ask::Forward(..) | Ask::Udp(_) | Ask::Fixed(_) => Ok(()),
         }
     }
 
-    /// The answer when the tunnel cannot be opened.
+    /// The answer when the tunnel cannot be opened (a forward's client
+    /// has none: it sees its connection close).
     fn refuse(&self, w: &mut impl Write, failure: Failure) -> io::Result<()> {
         match self {
             Ask::Socks5(_) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
             Ask::Connect(_) | Ask::Forward(..) => w.write_all(&http::response(http::Status::of(failure))),
+            Ask::Fixed(_) => Ok(()),
         }
     }
 }
@@ -385,7 +418,9 @@ fn granted(
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
     let (target, head, mut body) = match ask {
         Ask::Forward(target, head, framing) => (target, head, Some(http::Body::new(framing))),
-        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) => (t, Vec::new(), None),
+        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) | Ask::Fixed(t) => {
+            (t, Vec::new(), None)
+        }
     };
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];

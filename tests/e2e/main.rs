@@ -16,6 +16,7 @@ mod egress;
 mod failover;
 mod faults;
 mod flood;
+mod forward;
 mod haproxy;
 mod http_proxy;
 mod install;
