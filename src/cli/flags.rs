@@ -131,7 +131,7 @@ pub const LOCAL: &[Flag] = &[
     flag(
         "forward",
         Takes::Many("LISTEN=HOST:PORT"),
-        "send every TCP connection to LISTEN through the server to HOST:PORT (repeatable; the ACL does not apply)",
+        "send every TCP connection to LISTEN, and with a password every UDP client's datagrams, through the server to HOST:PORT (repeatable; the ACL does not apply)",
         Default::None,
     ),
 ];

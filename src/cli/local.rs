@@ -60,8 +60,14 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         ),
         _ => String::new(),
     };
-    let forwards =
-        local.forwards().iter().map(|f| format!("{} to {}", f.local_addr(), f.target())).collect::<Vec<_>>();
+    let forwards = local
+        .forwards()
+        .iter()
+        .map(|f| format!("{} to {}{}", f.local_addr(), f.target(), if f.udp() { "" } else { " (tcp only)" }))
+        .collect::<Vec<_>>();
+    if local.forwards().iter().any(|f| !f.udp()) {
+        log::warn!("--forward without a password serves TCP only: UDP travels in the trojan format");
+    }
     let forwards =
         if forwards.is_empty() { String::new() } else { format!(", forwarding {}", forwards.join(", ")) };
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;

@@ -37,6 +37,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::admission::Place;
 use crate::conn::end::{Break, End, Hop, Side, Step};
 use crate::conn::relay::{self, Leg, Owed};
 use crate::conn::udp;
@@ -111,7 +112,7 @@ pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Repor
     proxied(app, Ask::Fixed(target.clone()), ctx, &secrets, report);
 }
 
-/// A fixed forward's connections, in logs (`proto=forward`).
+/// A fixed forward's connections and flows, in logs (`proto=forward`).
 pub const FORWARD: &str = "forward";
 
 /// The protocols served on the one port, told apart by the client's first byte.
@@ -376,21 +377,30 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
     );
 }
 
-/// A link to a server for the client of `ask`: a ready one from the pool,
-/// or a new one. When no server can be reached, the client is answered in
-/// its protocol.
+/// A link to a server for the client of `ask`: see [`reach`]. When no
+/// server can be reached, the client is answered in its protocol.
 fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Link, End> {
-    let ready = ctx.pool.as_deref().and_then(Pool::take);
-    let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(report.place())), Ok);
-    linked.map_err(|Unreachable { server, error }| {
+    reach(ctx, report.place(), report.id).map_err(|(end, failure)| {
         let until = Instant::now() + ctx.timeouts.handshake;
-        let _ = ask.refuse(&mut Deadline::new(app, until), Failure::of(&error));
+        let _ = ask.refuse(&mut Deadline::new(app, until), failure);
+        end
+    })
+}
+
+/// A link to a server for the connection `#id`, which holds `place`: a
+/// ready one from the pool, or a new one. When no server can be reached,
+/// the connection's end (logged) and the failure its client is told of.
+pub fn reach(ctx: &Context, place: &Place, id: u64) -> Result<Link, (End, Failure)> {
+    let ready = ctx.pool.as_deref().and_then(Pool::take);
+    let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(place)), Ok);
+    linked.map_err(|Unreachable { server, error }| {
+        let failure = Failure::of(&error);
         if error.is_exhaustion() {
-            log::warn!("#{} out of resources here, not at server {server}: {error}", report.id);
-            return End::Failed(Step::Local, error);
+            log::warn!("#{id} out of resources here, not at server {server}: {error}");
+            return (End::Failed(Step::Local, error), failure);
         }
-        log::warn!("#{} cannot reach server {server}: {error}", report.id);
-        End::Unreachable(Hop::Server(server), error)
+        log::warn!("#{id} cannot reach server {server}: {error}");
+        (End::Unreachable(Hop::Server(server), error), failure)
     })
 }
 

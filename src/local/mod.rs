@@ -77,18 +77,20 @@ pub struct Config {
     /// `--acl-resolve`: a name no domain rule matches is resolved here to
     /// test the IP rules.
     pub acl_resolve: bool,
-    /// `--forward`: ports that lead to one target each.
+    /// `--forward`: ports that lead to one target each, for TCP and, with
+    /// a password, UDP.
     pub forwards: Vec<Forward>,
 }
 
 impl Local {
     /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, and the
-    /// forwards'. From here on the servers' state is in the metrics (all up
-    /// until a client or the pool finds otherwise).
+    /// forwards' (UDP too with a password). From here on the servers' state
+    /// is in the metrics (all up until a client or the pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
         let acceptor = Acceptor::bind(listen, cfg.max_conns, None, cfg.fds)?;
+        let udp = cfg.secrets.get().password.is_some();
         let forwards =
-            cfg.forwards.iter().map(|f| forward::bind(&acceptor, f)).collect::<Result<Vec<_>, _>>()?;
+            cfg.forwards.iter().map(|f| forward::bind(&acceptor, f, udp)).collect::<Result<Vec<_>, _>>()?;
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),
             cfg.balance,
@@ -140,8 +142,8 @@ impl Local {
         let stop = acceptor.stopper();
         for f in forwards {
             let (addr, target) = (f.local_addr(), f.target().clone());
-            match f.start(&ctx, watch.clone()) {
-                Ok(started) => threads.push(started),
+            match f.start(&ctx, watch.clone(), stop.clone()) {
+                Ok(started) => threads.extend(started),
                 Err(e) => {
                     // Serving without a forward asked for would hide it: stop, and drain.
                     log::error!("cannot start the forward on {addr} to {target}: {e}; stopping");
