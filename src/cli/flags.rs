@@ -146,6 +146,12 @@ pub const LOCAL: &[Flag] = &[
         "resolve a name no domain rule of --acl matches, here, to test the IP rules (tells the local resolver every name asked for)",
         Default::Is("names are never resolved to route them"),
     ),
+    flag(
+        "forward",
+        Takes::Many("LISTEN=HOST:PORT"),
+        "send every TCP connection to LISTEN, and with a password every UDP client's datagrams, through the server to HOST:PORT (repeatable; the ACL does not apply)",
+        Default::None,
+    ),
 ];
 
 /// blocking-server's own flags.

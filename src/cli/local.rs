@@ -14,6 +14,7 @@ use crate::current::Current;
 use crate::error::Error;
 use crate::local::client::Secrets;
 use crate::local::dns::DnsArgs;
+use crate::local::forward::Forward;
 use crate::local::pool::{PoolSize, DEMAND_CAP};
 use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
@@ -61,11 +62,21 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         ),
         _ => String::new(),
     };
+    let forwards = local
+        .forwards()
+        .iter()
+        .map(|f| format!("{} to {}{}", f.local_addr(), f.target(), if f.udp() { "" } else { " (tcp only)" }))
+        .collect::<Vec<_>>();
+    if local.forwards().iter().any(|f| !f.udp()) {
+        log::warn!("--forward without a password serves TCP only: UDP travels in the trojan format");
+    }
+    let forwards =
+        if forwards.is_empty() { String::new() } else { format!(", forwarding {}", forwards.join(", ")) };
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     let to: Vec<String> = args.servers.iter().map(|s| format!("{} as {}", s.addr, s.name.to_str())).collect();
     let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
     log::info!(
-        "listening on {addr} for socks5, socks4 and http, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
+        "listening on {addr} for socks5, socks4 and http{forwards}, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
         to.join(", ")
     );
     local.run();
@@ -100,6 +111,8 @@ pub struct LocalArgs {
     pub acl_resolve: bool,
     /// `--dns`, `--dns-remote` and `--dns-direct`.
     pub dns: Option<DnsArgs>,
+    /// `--forward`.
+    pub forwards: Vec<Forward>,
     /// The flags both binaries take.
     pub common: Common,
 }
@@ -166,6 +179,15 @@ impl LocalArgs {
             return Err(usage("--acl-resolve needs --acl"));
         }
         let dns = parse_dns(&m)?;
+        let forwards = m
+            .opt_strs("forward")
+            .iter()
+            .map(|f| {
+                Forward::parse(f).ok_or_else(|| {
+                    usage(format!("--forward wants LISTEN=HOST:PORT (127.0.0.1:5353=1.1.1.1:53), not {f:?}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(LocalArgs {
             servers,
             balance,
@@ -179,6 +201,7 @@ impl LocalArgs {
             acl,
             acl_resolve,
             dns,
+            forwards,
             common: Common::parse(&m)?,
         })
     }
@@ -246,6 +269,7 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
         acl_resolve: args.acl_resolve,
         dns: args.dns.clone(),
         dns_direct: Arc::clone(&dns_direct),
+        forwards: args.forwards.clone(),
     };
     let local = Local::bind(&args.listen, cfg)?;
     Ok((local, Reload { args: args.clone(), tls, secrets, acl, dns_direct, login }))
@@ -416,6 +440,29 @@ mod tests {
             usage_error(&["--server", "h:1", "--pool-age", "0"]).starts_with("--pool-age wants a positive")
         );
         assert!(usage_error(&["--server", "h:1", "--alpn", "h2,,x"]).starts_with("--alpn wants"));
+    }
+
+    #[test]
+    fn forwards_are_repeated_and_each_must_be_listen_and_target() {
+        let a = parse(&["--server", "h:1"]).unwrap();
+        assert!(a.forwards.is_empty());
+        let a = parse(&[
+            "--server",
+            "h:1",
+            "--forward",
+            "127.0.0.1:5353=1.1.1.1:53",
+            "--forward",
+            "[::1]:80=web:80",
+        ])
+        .unwrap();
+        let shown: Vec<String> = a.forwards.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1:5353=1.1.1.1:53", "[::1]:80=web:80"]);
+        for bad in ["1.1.1.1:53", "127.0.0.1:5353=", "127.0.0.1=1.1.1.1:53", "127.0.0.1:5353=1.1.1.1:0"] {
+            assert_eq!(
+                usage_error(&["--server", "h:1", "--forward", bad]),
+                format!("--forward wants LISTEN=HOST:PORT (127.0.0.1:5353=1.1.1.1:53), not {bad:?}")
+            );
+        }
     }
 
     #[test]

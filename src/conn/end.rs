@@ -82,6 +82,9 @@ pub enum End {
     /// The local's ACL blocks the target (`[block_list]`); the client got
     /// its protocol's refusal: `blocked by the acl`.
     Blocked,
+    /// A local's forward stopped serving UDP (the local is stopping), which
+    /// ends the flow of each of its clients: `stopped`.
+    Stopped,
 }
 
 /// A step before the relay, named first in its end: `socks5: …`.
@@ -297,7 +300,8 @@ impl End {
             | End::Refused(_)
             | End::HealthCheck
             | End::NoUdp
-            | End::Draining => Closed::Other,
+            | End::Draining
+            | End::Stopped => Closed::Other,
         }
     }
 }
@@ -357,6 +361,7 @@ impl fmt::Display for End {
             End::ControlClosed => f.write_str("client closed the control connection"),
             End::ControlBytes => f.write_str("client sent bytes on the control connection"),
             End::NoUdp => f.write_str("udp: no address or no password"),
+            End::Stopped => f.write_str("stopped"),
         }
     }
 }
@@ -612,6 +617,7 @@ mod tests {
             (End::ControlClosed, "client closed the control connection", Closed::Eof),
             (End::ControlBytes, "client sent bytes on the control connection", Closed::Protocol),
             (End::NoUdp, "udp: no address or no password", Closed::Other),
+            (End::Stopped, "stopped", Closed::Other),
         ]
     }
 

@@ -108,6 +108,12 @@ impl Report {
         self.target = Some("udp".to_owned());
     }
 
+    /// The connection is a fixed forward's UDP flow to `target`
+    /// (`target=udp/HOST:PORT`).
+    pub fn udp_to(&mut self, target: &Target) {
+        self.target = Some(format!("udp/{target}"));
+    }
+
     /// The connection was handed to the fallback site (`target=fallback/HOST:PORT`);
     /// it counts as that in the metrics, however it ends.
     pub fn handed_over(&mut self, fallback: &Target) {

@@ -26,6 +26,12 @@
 //!   after the egress check (a denied datagram is dropped and counted); the
 //!   down thread waits on that socket and frames every reply with its source.
 //!
+//! - A local's fixed forward ([`Flow`]) has no SOCKS5: one thread reads the
+//!   forward's UDP socket for every client and writes each client's
+//!   datagrams as frames to the forward's target on that client's own link;
+//!   the flow's one thread sends the replies' payloads back from the same
+//!   socket, and the forward's thread ends the flows that have been quiet.
+//!
 //! A frame is read with exact reads; a datagram is never split or merged.
 //! The association ends when the stream ends or the control connection
 //! closes, and after `--udp-timeout` with no datagram either way. Whoever
@@ -37,7 +43,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::Connection;
@@ -54,7 +60,7 @@ use crate::proto::{socks5, wire};
 use crate::workers::COPY_THREADS;
 
 use super::admission::Place;
-use super::end::{End, Step};
+use super::end::{Break, End, Side, Step};
 use super::report::Outcome;
 use super::split::{self, ReadHalf, WriteHalf};
 use super::timeouts::Timeouts;
@@ -222,6 +228,288 @@ const DIRECT_MEMORY: usize = 256;
 /// How long after a failed attempt to replace the link to a server the
 /// next proxied datagram is dropped without another.
 const RELINK_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One client address's datagrams through a local's fixed forward
+/// (`--forward`): an association whose client sends plain datagrams to the
+/// forward's own UDP socket, all to one target.
+///
+/// The forward's one thread reads that socket for every client and hands
+/// each datagram to its client's flow ([`Flow::offer`]), which writes it as
+/// a frame to the target on the flow's link to a server. While the link is
+/// being made, the frames wait (up to [`FLOW_WAITING_MAX`] bytes; more are
+/// dropped) and go with the header ([`Flow::waiting`]). The flow's own
+/// thread, its down thread, reads the frames back and sends each payload to
+/// the client from the forward's socket, as a plain datagram (from an
+/// address target, only the target's). The flow ends after `--udp-timeout`
+/// with no datagram either way ([`Flow::idle_left`], [`Flow::end`], which
+/// the forward's thread calls), or when its link ends; its client's next
+/// datagram then starts another.
+pub struct Flow {
+    /// The forward's socket, which replies leave from,
+    udp: Arc<UdpSocket>,
+    /// to this client.
+    client: SocketAddr,
+    /// Where every datagram goes.
+    target: Target,
+    timeouts: Timeouts,
+    state: Mutex<FlowState>,
+}
+
+/// Where a [`Flow`] is.
+enum FlowState {
+    /// The link to a server is being made. Frames wait, with their payloads'
+    /// lengths; `dropped` did not fit; `done` reports the flow, and `ending`
+    /// is why it was told to end meanwhile.
+    Linking { frames: Vec<u8>, lens: Vec<usize>, dropped: u64, done: OnDone, ending: Option<End> },
+    /// The link is up: the forward's thread writes, the down thread reads.
+    Open { writer: WriteHalf, assoc: Arc<Association> },
+    /// Over: the association reports once its down thread is done.
+    Ended,
+}
+
+/// Frames, in bytes, that wait for a flow's link to a server; a datagram
+/// that would pass it is dropped (one always fits in an empty queue).
+pub const FLOW_WAITING_MAX: usize = 64 * 1024;
+
+/// How long one write of a frame to a flow's link may wait: the forward's
+/// one thread writes for every client, so a link that takes nothing for
+/// this long ends its flow rather than holding up the others.
+pub const FLOW_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The frames a flow held when its link came, sent after the header (in
+/// its first record), and their payloads' lengths.
+pub struct Waiting {
+    /// The frames, one after another.
+    pub frames: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl Flow {
+    /// A flow of `client`'s datagrams to `target`, replies sent from `udp`;
+    /// it waits for its link ([`Flow::opened`] or [`Flow::failed`]), and
+    /// `done` gets its outcome.
+    pub fn new(
+        udp: Arc<UdpSocket>,
+        client: SocketAddr,
+        target: Target,
+        timeouts: &Timeouts,
+        done: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Arc<Flow> {
+        let state = FlowState::Linking {
+            frames: Vec::new(),
+            lens: Vec::new(),
+            dropped: 0,
+            done: Box::new(done),
+            ending: None,
+        };
+        Arc::new(Flow { udp, client, target, timeouts: *timeouts, state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the client's datagram `payload` (framed in `frame`, a buffer
+    /// the caller reuses): written to the link, kept until the link is up,
+    /// or dropped and counted. False when the flow has ended: the caller
+    /// starts another for the datagram.
+    pub fn offer(&self, payload: &[u8], frame: &mut Vec<u8>) -> bool {
+        let mut state = self.lock();
+        match &mut *state {
+            FlowState::Ended | FlowState::Linking { ending: Some(_), .. } => false,
+            FlowState::Linking { frames, lens, dropped, .. } => {
+                let at = frames.len();
+                wire::encode_udp(&self.target, payload, frames);
+                if at > 0 && frames.len() > FLOW_WAITING_MAX {
+                    frames.truncate(at);
+                    metrics::DATAGRAMS_DROPPED.inc();
+                    *dropped += 1;
+                } else {
+                    lens.push(payload.len());
+                }
+                true
+            }
+            FlowState::Open { writer, assoc } => {
+                frame.clear();
+                wire::encode_udp(&self.target, payload, frame);
+                match writer.write_all(frame) {
+                    Ok(()) => {
+                        assoc.moved(UP, payload.len());
+                        true
+                    }
+                    Err(e) => {
+                        let why = End::Broke(Side::Server, Break::of(e));
+                        self.close(state, why, Shutdown::Both);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// The frames that wait, to send with the header; they count as sent
+    /// once [`opened`](Flow::opened) is called with them.
+    pub fn waiting(&self) -> Waiting {
+        match &mut *self.lock() {
+            FlowState::Linking { frames, lens, .. } => {
+                Waiting { frames: std::mem::take(frames), lens: std::mem::take(lens) }
+            }
+            _ => Waiting { frames: Vec::new(), lens: Vec::new() },
+        }
+    }
+
+    /// The link is up (`stream` and `conn`), its header sent with `sent`:
+    /// the frames that came meanwhile follow, and the down thread starts.
+    /// A flow told to end meanwhile closes the link and reports.
+    pub fn opened(self: &Arc<Self>, stream: TcpStream, conn: impl Into<Connection>, sent: Waiting) {
+        let mut state = self.lock();
+        let (frames, lens, dropped, done) = match std::mem::replace(&mut *state, FlowState::Ended) {
+            FlowState::Linking { frames, lens, dropped, done, ending: None } => (frames, lens, dropped, done),
+            FlowState::Linking { dropped, done, ending: Some(why), lens, .. } => {
+                drop(state);
+                close_link(&stream, conn.into());
+                for _ in &sent.lens {
+                    metrics::datagram(Way::Up);
+                }
+                let up: usize = sent.lens.iter().sum();
+                let count = [sent.lens.len() as u64, 0, dropped + lens.len() as u64];
+                return done(Outcome { up: up as u64, down: 0, end: why, datagrams: Some(count) });
+            }
+            other => {
+                // Only a linking flow is opened.
+                *state = other;
+                return;
+            }
+        };
+        let (reader, mut writer, assoc) = start(stream, conn.into(), &self.timeouts, done);
+        let _ = assoc.stream.set_write_timeout(Some(FLOW_WRITE_TIMEOUT));
+        assoc.counts[DROPPED].fetch_add(dropped, Ordering::Relaxed);
+        for len in sent.lens {
+            assoc.moved(UP, len);
+        }
+        if !frames.is_empty() {
+            if let Err(e) = writer.write_all(&frames) {
+                *state = FlowState::Open { writer, assoc };
+                return self.close(state, End::Broke(Side::Server, Break::of(e)), Shutdown::Both);
+            }
+            for len in lens {
+                assoc.moved(UP, len);
+            }
+        }
+        let (flow, udp, client) = (Arc::clone(self), Arc::clone(&self.udp), self.client);
+        let from = match &self.target {
+            Target::Ip(addr) => Some(*addr),
+            Target::Domain(..) => None,
+        };
+        let spawned = try_spawn(&assoc, move |a| {
+            let why = flow_down(a, reader, &udp, client, from);
+            flow.close(flow.lock(), why, Shutdown::Both);
+        });
+        *state = FlowState::Open { writer, assoc };
+        if let Err(e) = spawned {
+            self.close(state, End::NoThread(e), Shutdown::Both);
+        }
+    }
+
+    /// No link could be made, or the header not sent: the flow ends with
+    /// `end`, and the frames it held (`unsent` among them) are dropped.
+    pub fn failed(&self, end: End, unsent: Waiting) {
+        let mut state = self.lock();
+        let FlowState::Linking { lens, dropped, done, ending, .. } =
+            std::mem::replace(&mut *state, FlowState::Ended)
+        else {
+            return;
+        };
+        drop(state);
+        let lost = (lens.len() + unsent.lens.len()) as u64;
+        for _ in 0..lost {
+            metrics::DATAGRAMS_DROPPED.inc();
+        }
+        let end = ending.unwrap_or(end);
+        done(Outcome { up: 0, down: 0, end, datagrams: Some([0, 0, dropped + lost]) });
+    }
+
+    /// Ends the flow with `why` (its quiet time is up, the forward stops).
+    /// A linking flow ends once its link is made or has failed.
+    pub fn end(&self, why: End) {
+        let mut state = self.lock();
+        if let FlowState::Linking { ending, .. } = &mut *state {
+            ending.get_or_insert(why);
+            return;
+        }
+        self.close(state, why, Shutdown::Read);
+    }
+
+    /// How long until the flow has been quiet for the UDP timeout: zero
+    /// once it has ended, the whole timeout while its link is being made.
+    pub fn idle_left(&self) -> Duration {
+        match &*self.lock() {
+            FlowState::Linking { ending: None, .. } => self.timeouts.udp,
+            FlowState::Linking { .. } | FlowState::Ended => Duration::ZERO,
+            FlowState::Open { assoc, .. } => assoc.idle_left(),
+        }
+    }
+
+    /// Ends an open flow with `why`, first reason first: close_notify to
+    /// the server, then the link's socket shut down `how` (its read side
+    /// wakes the down thread), and the flow's own share of the association
+    /// given up (it reports once the down thread is done too).
+    fn close(&self, mut state: MutexGuard<'_, FlowState>, why: End, how: Shutdown) {
+        let FlowState::Open { mut writer, assoc } = std::mem::replace(&mut *state, FlowState::Ended) else {
+            return;
+        };
+        drop(state);
+        assoc.note(why);
+        let _ = writer.close();
+        let _ = assoc.stream.shutdown(how);
+        assoc.finish();
+    }
+}
+
+/// Closes a link that is no longer wanted: close_notify, under a short deadline.
+fn close_link(stream: &TcpStream, mut conn: Connection) {
+    let _ = stream.set_write_timeout(Some(FLOW_WRITE_TIMEOUT));
+    conn.send_close_notify();
+    while conn.wants_write() {
+        if conn.write_tls(&mut &*stream).is_err() {
+            break;
+        }
+    }
+}
+
+/// A flow's down thread: frames from the server, each payload sent to the
+/// client as a plain datagram; with `from`, only those from that address.
+fn flow_down(
+    a: &Association,
+    mut reader: ReadHalf,
+    udp: &UdpSocket,
+    client: SocketAddr,
+    from: Option<SocketAddr>,
+) -> End {
+    let mut payload = Vec::new();
+    let mut frames = reader.burst(RAW_BUF);
+    loop {
+        let source = match wire::read_udp(&mut frames, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return End::Eof,
+            Err(e) => return a.stream_failed(e),
+        };
+        if let (Some(want), Target::Ip(got)) = (from, &source) {
+            if unmapped(got.ip()) != unmapped(want.ip()) || got.port() != want.port() {
+                log::debug!("udp from {source}, not the forward's target: dropped");
+                a.dropped();
+                continue;
+            }
+        }
+        match udp.send_to(&payload, client) {
+            Ok(_) => a.moved(DOWN, payload.len()),
+            Err(e) => {
+                log::debug!("udp to the client {client}: {e}");
+                a.dropped();
+            }
+        }
+    }
+}
 
 /// The server's side of an association: the UDP socket its datagrams leave
 /// from, the egress policy each target is checked against, and the
@@ -1047,5 +1335,90 @@ mod tests {
         let out = rx.recv_timeout(TIMEOUT).unwrap();
         assert!(matches!(out.end, End::Eof), "{}", out.end);
         assert_eq!((out.up, out.down, out.datagrams), (4, 4, Some([1, 1, 1])));
+    }
+
+    /// A flow of datagrams from `app` to `target`, through the forward's
+    /// socket `forward`, reporting to `tx`.
+    fn flow(forward: &UdpSocket, app: &UdpSocket, target: &Target, tx: mpsc::Sender<Outcome>) -> Arc<Flow> {
+        let (udp, client) = (Arc::new(forward.try_clone().unwrap()), app.local_addr().unwrap());
+        Flow::new(udp, client, target.clone(), &Timeouts::default(), move |out| tx.send(out).unwrap())
+    }
+
+    #[test]
+    fn a_flow_holds_datagrams_until_its_link_then_frames_them_and_passes_the_targets_replies_back() {
+        let ((sock, mut conn), mut server) = tls_pair();
+        let (forward, app) = (udp(), udp());
+        let target = Target::Ip("192.0.2.53:53".parse().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let flow = flow(&forward, &app, &target, tx);
+        let mut frame = Vec::new();
+        assert!(flow.offer(b"first", &mut frame), "held while the link is made");
+        // The link: what waited goes with the header (here alone), then the flow is open.
+        let sent = flow.waiting();
+        assert!(flow.offer(b"second", &mut frame), "came while the first went");
+        conn.writer().write_all(&sent.frames).unwrap();
+        while conn.wants_write() {
+            conn.write_tls(&mut &sock).unwrap();
+        }
+        flow.opened(sock, conn, sent);
+        assert!(flow.offer(b"third", &mut frame));
+        let mut payload = Vec::new();
+        for want in [&b"first"[..], b"second", b"third"] {
+            assert_eq!(wire::read_udp(&mut server, &mut payload).unwrap(), Some(target.clone()));
+            assert_eq!(payload, want);
+        }
+        // Replies from the target reach the client as plain datagrams, from the forward's address;
+        // one from another source does not.
+        let mut frames = Vec::new();
+        wire::encode_udp(&Target::Ip("192.0.2.9:53".parse().unwrap()), b"stranger", &mut frames);
+        wire::encode_udp(&target, b"answer", &mut frames);
+        server.write_all(&frames).unwrap();
+        let mut back = [0u8; 64];
+        let (n, from) = app.recv_from(&mut back).unwrap();
+        assert_eq!((&back[..n], from), (&b"answer"[..], forward.local_addr().unwrap()));
+        assert!(!flow.idle_left().is_zero());
+        // Ended (its quiet time up): close_notify to the server, then one report.
+        flow.end(End::UdpIdle);
+        assert_eq!(wire::read_udp(&mut server, &mut payload).unwrap(), None, "a clean end");
+        let out = rx.recv_timeout(TIMEOUT).unwrap();
+        assert!(matches!(out.end, End::UdpIdle), "{}", out.end);
+        assert_eq!((out.up, out.down, out.datagrams), (16, 6, Some([3, 1, 1])));
+        assert!(flow.idle_left().is_zero());
+        assert!(
+            !flow.offer(b"late", &mut frame),
+            "an ended flow takes nothing: the next datagram starts another"
+        );
+    }
+
+    #[test]
+    fn a_flow_whose_link_fails_or_that_is_stopped_first_reports_its_datagrams_dropped() {
+        let (forward, app) = (udp(), udp());
+        let target = Target::Domain("dns.example".into(), 53);
+        let (tx, rx) = mpsc::channel();
+        let failing = flow(&forward, &app, &target, tx.clone());
+        let mut frame = Vec::new();
+        let big = vec![0u8; FLOW_WAITING_MAX];
+        assert!(failing.offer(&big, &mut frame), "one always fits");
+        assert!(failing.offer(b"over", &mut frame), "taken, and dropped: the queue is full");
+        failing.failed(End::NoUdp, failing.waiting());
+        let out = rx.recv_timeout(TIMEOUT).unwrap();
+        assert_eq!(
+            (out.end.to_string(), out.datagrams),
+            ("udp: no address or no password".into(), Some([0, 0, 2]))
+        );
+
+        // Stopped while its link is made: the link, once up (the query went
+        // with its header), is closed, and the stop reported.
+        let stopped = flow(&forward, &app, &target, tx);
+        assert!(stopped.offer(b"query", &mut frame));
+        stopped.end(End::Stopped);
+        assert!(stopped.idle_left().is_zero());
+        assert!(!stopped.offer(b"more", &mut frame));
+        let ((sock, conn), mut server) = tls_pair();
+        stopped.opened(sock, conn, stopped.waiting());
+        let out = rx.recv_timeout(TIMEOUT).unwrap();
+        assert_eq!((out.end.to_string(), out.up, out.datagrams), ("stopped".into(), 5, Some([1, 0, 0])));
+        let mut payload = Vec::new();
+        assert_eq!(wire::read_udp(&mut server, &mut payload).unwrap(), None, "close_notify");
     }
 }

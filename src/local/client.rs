@@ -26,6 +26,10 @@
 //!
 //! A client that fails before it is told its tunnel is up is closed gently
 //! ([`close_gently`]): it reads the answer it was given before the close.
+//!
+//! A fixed forward's client ([`forward`]) skips the request: its target is
+//! the forward's, and it goes through a server as a proxied SOCKS5 client
+//! does, answered with nothing.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,6 +37,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::admission::Place;
 use crate::conn::end::{Break, End, Hop, Side, Step};
 use crate::conn::relay::{self, Leg, Owed};
 use crate::conn::udp;
@@ -90,6 +95,26 @@ pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
     }
 }
 
+/// Serves one client of a fixed forward (`--forward`), up to the start of
+/// its relay: no request to read, the target fixed, always through a
+/// server (the ACL does not apply). The link, the header with whatever the
+/// client has sent already, the relay and the close line are a proxied
+/// SOCKS5 client's, with `proto=forward`; a client whose tunnel cannot be
+/// opened sees its connection close.
+pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Report) {
+    let _ = app.set_nodelay(true);
+    let secrets = ctx.secrets.get();
+    report.proto(FORWARD);
+    log::debug!("#{} forward to {target}", report.id);
+    report.target(target);
+    route::count(Route::Proxy);
+    report.route(Route::Proxy.name());
+    proxied(app, Ask::Fixed(target.clone()), ctx, &secrets, report);
+}
+
+/// A fixed forward's connections and flows, in logs (`proto=forward`).
+pub const FORWARD: &str = "forward";
+
 /// The protocols served on the one port, told apart by the client's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -141,13 +166,20 @@ enum Ask {
     Forward(Target, Vec<u8>, http::Framing),
     /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
     Udp(Target),
+    /// A fixed forward's client (`--forward`): no request, nothing to answer.
+    Fixed(Target),
 }
 
 impl Ask {
     /// Where the tunnel goes (for UDP, where datagrams come from).
     fn target(&self) -> &Target {
         match self {
-            Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Forward(t, ..) | Ask::Udp(t) => t,
+            Ask::Socks5(t)
+            | Ask::Socks4(t)
+            | Ask::Connect(t)
+            | Ask::Forward(t, ..)
+            | Ask::Udp(t)
+            | Ask::Fixed(t) => t,
         }
     }
 
@@ -158,16 +190,18 @@ impl Ask {
             Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
             Ask::Connect(_) => w.write_all(http::ESTABLISHED),
-            Ask::Forward(..) | Ask::Udp(_) => Ok(()),
+            Ask::Forward(..) | Ask::Udp(_) | Ask::Fixed(_) => Ok(()),
         }
     }
 
-    /// The answer when the tunnel cannot be opened.
+    /// The answer when the tunnel cannot be opened (a forward's client
+    /// has none: it sees its connection close).
     fn refuse(&self, w: &mut impl Write, failure: Failure) -> io::Result<()> {
         match self {
             Ask::Socks5(_) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
             Ask::Connect(_) | Ask::Forward(..) => w.write_all(&http::response(http::Status::of(failure))),
+            Ask::Fixed(_) => Ok(()),
         }
     }
 }
@@ -343,21 +377,30 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
     );
 }
 
-/// A link to a server for the client of `ask`: a ready one from the pool,
-/// or a new one. When no server can be reached, the client is answered in
-/// its protocol.
+/// A link to a server for the client of `ask`: see [`reach`]. When no
+/// server can be reached, the client is answered in its protocol.
 fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Link, End> {
-    let ready = ctx.pool.as_deref().and_then(Pool::take);
-    let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(report.place())), Ok);
-    linked.map_err(|Unreachable { server, error }| {
+    reach(ctx, report.place(), report.id).map_err(|(end, failure)| {
         let until = Instant::now() + ctx.timeouts.handshake;
-        let _ = ask.refuse(&mut Deadline::new(app, until), Failure::of(&error));
+        let _ = ask.refuse(&mut Deadline::new(app, until), failure);
+        end
+    })
+}
+
+/// A link to a server for the connection `#id`, which holds `place`: a
+/// ready one from the pool, or a new one. When no server can be reached,
+/// the connection's end (logged) and the failure its client is told of.
+pub fn reach(ctx: &Context, place: &Place, id: u64) -> Result<Link, (End, Failure)> {
+    let ready = ctx.pool.as_deref().and_then(Pool::take);
+    let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(place)), Ok);
+    linked.map_err(|Unreachable { server, error }| {
+        let failure = Failure::of(&error);
         if error.is_exhaustion() {
-            log::warn!("#{} out of resources here, not at server {server}: {error}", report.id);
-            return End::Failed(Step::Local, error);
+            log::warn!("#{id} out of resources here, not at server {server}: {error}");
+            return (End::Failed(Step::Local, error), failure);
         }
-        log::warn!("#{} cannot reach server {server}: {error}", report.id);
-        End::Unreachable(Hop::Server(server), error)
+        log::warn!("#{id} cannot reach server {server}: {error}");
+        (End::Unreachable(Hop::Server(server), error), failure)
     })
 }
 
@@ -385,7 +428,9 @@ fn granted(
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
     let (target, head, mut body) = match ask {
         Ask::Forward(target, head, framing) => (target, head, Some(http::Body::new(framing))),
-        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) => (t, Vec::new(), None),
+        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) | Ask::Fixed(t) => {
+            (t, Vec::new(), None)
+        }
     };
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];

@@ -5,8 +5,10 @@
 //! [`Local`] binds the listener and runs the accept loop; each client is
 //! served on its own thread ([`client`]), over a link to one of the servers
 //! ([`upstream`]: failover, back-off and the check), taken ready from the
-//! [`pool`] when there is one.
+//! [`pool`] when there is one. Fixed forwards ([`forward`]) listen beside
+//! it, under the same cap, and lead to one target each.
 
+pub mod forward;
 pub mod client;
 pub mod dns;
 pub mod route;
@@ -32,6 +34,7 @@ use crate::proto::addr::ATYP_IPV4;
 use crate::proto::{http, socks4, socks5};
 
 use client::{Context, Proto, Secrets};
+use forward::{Bound, Forward};
 use pool::{Pool, PoolSize};
 use route::Router;
 use upstream::{Balance, Upstream, Upstreams};
@@ -39,6 +42,7 @@ use upstream::{Balance, Upstream, Upstreams};
 /// A bound blocking-local, ready to [`run`](Local::run).
 pub struct Local {
     acceptor: Acceptor,
+    forwards: Vec<Bound>,
     cfg: Config,
     upstreams: Arc<Upstreams>,
     dns: Option<dns::Sockets>,
@@ -79,14 +83,20 @@ pub struct Config {
     pub dns: Option<dns::DnsArgs>,
     /// The resolvers `--dns` asks directly; a reload replaces them.
     pub dns_direct: Arc<Current<Vec<SocketAddr>>>,
+    /// `--forward`: ports that lead to one target each, for TCP and, with
+    /// a password, UDP.
+    pub forwards: Vec<Forward>,
 }
 
 impl Local {
-    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients. From here on
-    /// the servers' state is in the metrics (all up until a client or the
-    /// pool finds otherwise).
+    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, and the
+    /// forwards' (UDP too with a password). From here on the servers' state
+    /// is in the metrics (all up until a client or the pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
         let acceptor = Acceptor::bind(listen, cfg.max_conns, None, cfg.fds)?;
+        let udp = cfg.secrets.get().password.is_some();
+        let forwards =
+            cfg.forwards.iter().map(|f| forward::bind(&acceptor, f, udp)).collect::<Result<Vec<_>, _>>()?;
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),
             cfg.balance,
@@ -96,7 +106,7 @@ impl Local {
         let dns = cfg.dns.as_ref().map(|d| dns::bind(d.listen)).transpose()?;
         let shown = Arc::clone(&upstreams);
         metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
-        Ok(Local { acceptor, cfg, upstreams, dns })
+        Ok(Local { acceptor, forwards, cfg, upstreams, dns })
     }
 
     /// The address it listens on (useful with port 0).
@@ -104,15 +114,21 @@ impl Local {
         self.acceptor.local_addr()
     }
 
-    /// A handle that makes [`run`](Local::run) stop accepting and drain.
+    /// The forwards, bound.
+    pub fn forwards(&self) -> &[Bound] {
+        &self.forwards
+    }
+
+    /// A handle that makes [`run`](Local::run) stop accepting (on the
+    /// forwards too) and drain.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        self.acceptor.stopper()
+        Ok(self.acceptor.stopper())
     }
 
     /// Serves clients until stopped, then drains, and stops the pool and
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
-        let Local { acceptor, cfg, upstreams, dns } = self;
+        let Local { acceptor, forwards, cfg, upstreams, dns } = self;
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
@@ -143,6 +159,19 @@ impl Local {
             router,
         });
         let watch = cfg.watch;
+        let mut threads = Vec::new();
+        let stop = acceptor.stopper();
+        for f in forwards {
+            let (addr, target) = (f.local_addr(), f.target().clone());
+            match f.start(&ctx, watch.clone(), stop.clone()) {
+                Ok(started) => threads.extend(started),
+                Err(e) => {
+                    // Serving without a forward asked for would hide it: stop, and drain.
+                    log::error!("cannot start the forward on {addr} to {target}: {e}; stopping");
+                    stop.stop();
+                }
+            }
+        }
         let admit = move |app, peer, place| {
             let (ctx, report) = (Arc::clone(&ctx), Report::new(peer, place, watch.clone()));
             move || client::serve(app, &ctx, report)
@@ -150,6 +179,9 @@ impl Local {
         // A reload never empties the users (an empty user file is refused).
         let login = !cfg.secrets.get().users.is_empty();
         let left = acceptor.run(cfg.timeouts.drain, admit, move |app, why| refuse(app, why, login));
+        for thread in threads {
+            let _ = thread.join();
+        }
         if let Some(pool) = pool_stop {
             pool.stop();
         }

@@ -71,7 +71,7 @@ impl Server {
 
     /// A handle that makes [`run`](Server::run) stop accepting and drain.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        Ok(Stopper { acceptor: self.acceptor.stopper()?, drain: Arc::clone(&self.drain) })
+        Ok(Stopper { acceptor: self.acceptor.stopper(), drain: Arc::clone(&self.drain) })
     }
 
     /// Serves connections until stopped, then drains; returns the connections still open.

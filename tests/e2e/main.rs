@@ -17,6 +17,7 @@ mod egress;
 mod failover;
 mod faults;
 mod flood;
+mod forward;
 mod haproxy;
 mod http_proxy;
 mod install;

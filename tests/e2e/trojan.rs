@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use crate::support::*;
 
 /// A trojan process; killed on drop.
-struct Trojan {
+pub struct Trojan {
     child: Child,
-    addr: SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 impl Drop for Trojan {
@@ -21,7 +22,9 @@ impl Drop for Trojan {
 }
 
 impl Trojan {
-    fn start(dir: &Path, name: &str, config: String, port: u16) -> Trojan {
+    /// Runs trojan with `config` (written to `dir`/`name`.json) and waits
+    /// until it accepts on 127.0.0.1:`port`.
+    pub fn start(dir: &Path, name: &str, config: String, port: u16) -> Trojan {
         let path = dir.join(format!("{name}.json"));
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();

@@ -149,6 +149,7 @@ impl Builder {
         let argv = self.argv();
         let owner = logs::owner();
         let watch: Watch = Arc::new(move |line: &str, _| logs::push(Some(owner), line.to_owned()));
+        let mut forwards = Vec::new();
         let (addr, stopper) = match self.bin {
             Bin::Server => {
                 let args = ServerArgs::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -164,12 +165,13 @@ impl Builder {
                 let (local, _reload) = local::bind(&args, &local::caps(&args), Some(watch))
                     .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
                 let stopper = local.stopper().unwrap();
+                forwards = local.forwards().iter().map(|f| f.local_addr()).collect();
                 let started = (local.local_addr().unwrap(), Box::new(move || stopper.stop()) as Stop);
                 thread::spawn(move || local.run());
                 started
             }
         };
-        Running { addr, owner, stopper }
+        Running { addr, forwards, owner, stopper }
     }
 
     /// Runs it as a process of its own, and waits for its "listening on" line.
@@ -198,6 +200,8 @@ impl Builder {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// A local's `--forward` addresses, in the order given (TCP and UDP alike).
+    pub forwards: Vec<SocketAddr>,
     owner: u64,
     stopper: Stop,
 }
@@ -219,6 +223,11 @@ impl Running {
     /// Waits for `n` lines matching `pred`.
     pub fn wait_lines(&self, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
         logs::wait(self.owner, n, pred)
+    }
+
+    /// Stops accepting and drains, as SIGTERM does (dropping it does too).
+    pub fn stop(&self) {
+        (self.stopper)();
     }
 }
 
