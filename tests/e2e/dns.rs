@@ -161,15 +161,6 @@ fn batch_answers(dns: SocketAddr, file: &Path) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
-/// The text of one scrape of `p`'s metrics.
-fn scrape(p: &Proc) -> String {
-    let line = p.wait_line(|l| l.contains("metrics served on http://"));
-    let addr = line.split("http://").nth(1).and_then(|u| u.strip_suffix("/metrics")).unwrap();
-    let mut s = connect(addr.parse().unwrap());
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    String::from_utf8(read_all(&mut s)).unwrap()
-}
-
 #[test]
 fn a_malformed_query_gets_formerr_and_garbage_no_answer() {
     let s = setup("dns-malformed");

@@ -199,15 +199,6 @@ fn inside_each_target_goes_where_the_acl_says() {
     }
 }
 
-/// The text of one scrape of `p`'s metrics, at the address its start-up logs name.
-fn scrape(p: &Proc) -> String {
-    let line = p.wait_line(|l| l.contains("metrics served on http://"));
-    let addr = line.split("http://").nth(1).and_then(|u| u.strip_suffix("/metrics")).unwrap();
-    let mut s = connect(addr.parse().unwrap());
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    String::from_utf8(read_all(&mut s)).unwrap()
-}
-
 /// Answers an HTTP request with the route its client took: which process
 /// holds the other end of this connection.
 fn answer_who(mut s: TcpStream, procs: &[(u32, &'static str)]) {

@@ -805,3 +805,13 @@ pub fn dnsmasq(port: u16, args: &[&str]) -> Proc {
     all.extend_from_slice(args);
     Proc::start_waiting("dnsmasq", &all, |l| l.contains("started, version"))
 }
+
+/// The text of one scrape of `p`'s metrics, at the address its start-up
+/// logs name (`--metrics`).
+pub fn scrape(p: &Proc) -> String {
+    let line = p.wait_line(|l| l.contains("metrics served on http://"));
+    let addr = line.split("http://").nth(1).and_then(|u| u.strip_suffix("/metrics")).unwrap();
+    let mut s = connect(addr.parse().unwrap());
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    String::from_utf8(read_all(&mut s)).unwrap()
+}
