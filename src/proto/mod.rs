@@ -9,7 +9,9 @@
 //! refuse connections (`acl`) are read here too, from text the caller has
 //! read, into lookups by name and address. DNS messages (`dns`) are read
 //! and edited here for the local's caching forwarder, from whole messages
-//! the caller has received.
+//! the caller has received. The name a connection's first bytes carry, a
+//! ClientHello's server_name or an HTTP request's Host, is read here too
+//! (`sniff`), from the bytes the caller has read so far.
 
 pub mod socks5;
 pub mod socks4;
@@ -23,5 +25,6 @@ pub mod users;
 pub mod addr;
 pub mod acl;
 pub mod dns;
+pub mod sniff;
 #[cfg(test)]
 mod testing;
