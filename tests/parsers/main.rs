@@ -15,6 +15,7 @@ mod hello;
 mod http_and_socks4;
 mod http_body;
 mod proxy_protocol;
+mod sniff;
 mod socks5_and_headers;
 mod udp;
 mod x509;
