@@ -12,6 +12,7 @@
 //! that version (their number and lifetime hint, which `openssl s_client`
 //! reads after a whole handshake). Every difference must be one of the
 //! known differences listed in docs/PROTOCOL.md, whose list this test reads.
+//! The same hellos, with no server between, give `proto::sniff` their names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -346,4 +347,31 @@ fn session_tickets_say_they_last_300_seconds_as_nginxs_do() {
     let ours = [TLS13, TLS12].map(|v| tickets(server.addr, v));
     println!("TLS 1.3: {}, TLS 1.2: {}", ours[0], ours[1]);
     assert_eq!(ours, ["2×300s", "1×300s"]);
+}
+
+/// What `--sniff` reads from each of these hellos: its server_name, in one
+/// record, split across two, and with bytes after it; nothing without one.
+#[test]
+fn sniff_reads_the_name_of_every_client_hello() {
+    use blocking_proxy::proto::sniff::{sniff, Sniffed};
+    for (label, hello) in hellos() {
+        let named = label != "no SNI";
+        let hello =
+            if named { hello.with(ext::SERVER_NAME, Some(hello::sni("WWW.Example.org"))) } else { hello };
+        let want = if named { Sniffed::Name("www.example.org".into()) } else { Sniffed::None };
+        let one = hello.bytes();
+        assert_eq!(sniff(&one), want, "{label}");
+        let msg = &one[5..];
+        let mut two = Vec::new();
+        for part in [&msg[..msg.len() / 2], &msg[msg.len() / 2..]] {
+            two.extend_from_slice(&[22, 3, 1]);
+            two.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            two.extend_from_slice(part);
+        }
+        for n in 0..two.len() {
+            assert_eq!(sniff(&two[..n]), Sniffed::NeedMore, "{label}: {n} bytes");
+        }
+        two.extend_from_slice(&[20, 3, 3, 0, 1, 1]);
+        assert_eq!(sniff(&two), want, "{label}, in two records");
+    }
 }
