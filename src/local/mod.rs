@@ -94,9 +94,10 @@ pub struct Config {
 }
 
 impl Local {
-    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, and the
-    /// forwards' (UDP too with a password) and `--redir`'s. From here on the servers' state
-    /// is in the metrics (all up until a client or the pool finds otherwise).
+    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, the
+    /// forwards' (UDP too with a password) and `--redir`'s. From here on
+    /// the servers' state is in the metrics (all up until a client or the
+    /// pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
         let acceptor = Acceptor::bind(listen, cfg.max_conns, None, cfg.fds)?;
         let udp = cfg.secrets.get().password.is_some();
