@@ -152,6 +152,18 @@ pub const LOCAL: &[Flag] = &[
         "send every TCP connection to LISTEN, and with a password every UDP client's datagrams, through the server to HOST:PORT (repeatable; the ACL does not apply)",
         Default::None,
     ),
+    flag(
+        "redir",
+        Takes::One("ADDR:PORT"),
+        "accept TCP connections a firewall redirect rule sent here, and route each as a SOCKS5 request for its original destination",
+        Default::None,
+    ),
+    flag(
+        "mark",
+        Takes::One("N"),
+        "set firewall mark N (SO_MARK) on every socket the local opens, for redirect rules to skip (needs CAP_NET_ADMIN)",
+        Default::None,
+    ),
 ];
 
 /// blocking-server's own flags.

@@ -19,6 +19,7 @@ use crate::local::pool::{PoolSize, DEMAND_CAP};
 use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
 use crate::metrics::Role;
+use crate::net::dial;
 use crate::net::limits::FDS_PER_CONNECTION;
 use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
@@ -70,8 +71,14 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     if local.forwards().iter().any(|f| !f.udp()) {
         log::warn!("--forward without a password serves TCP only: UDP travels in the trojan format");
     }
-    let forwards =
+    let mut forwards =
         if forwards.is_empty() { String::new() } else { format!(", forwarding {}", forwards.join(", ")) };
+    if let Some(redir) = local.redir_addr() {
+        forwards.push_str(&format!(", redirected connections on {redir}"));
+    }
+    if let Some(mark) = args.mark {
+        forwards.push_str(&format!(", its sockets marked {mark}"));
+    }
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
     let to: Vec<String> = args.servers.iter().map(|s| format!("{} as {}", s.addr, s.name.to_str())).collect();
     let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
@@ -113,6 +120,10 @@ pub struct LocalArgs {
     pub dns: Option<DnsArgs>,
     /// `--forward`.
     pub forwards: Vec<Forward>,
+    /// `--redir`.
+    pub redir: Option<String>,
+    /// `--mark`.
+    pub mark: Option<u32>,
     /// The flags both binaries take.
     pub common: Common,
 }
@@ -188,6 +199,17 @@ impl LocalArgs {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let redir = m.opt_str("redir");
+        if let Some(r) = redir.as_deref().filter(|r| Target::parse(r).is_none()) {
+            return Err(usage(format!("--redir wants ADDR:PORT, not {r:?}")));
+        }
+        let mark = match m.opt_str("mark") {
+            None => None,
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| usage(format!("--mark wants a number (0 to 4294967295), not {v:?}")))?,
+            ),
+        };
         Ok(LocalArgs {
             servers,
             balance,
@@ -202,6 +224,8 @@ impl LocalArgs {
             acl_resolve,
             dns,
             forwards,
+            redir,
+            mark,
             common: Common::parse(&m)?,
         })
     }
@@ -248,6 +272,9 @@ pub fn caps(args: &LocalArgs) -> Caps {
 /// it serves, for a program that runs the local in its own process (the
 /// tests).
 pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Local, Reload), Exit> {
+    if let Some(mark) = args.mark {
+        dial::set_mark(mark)?;
+    }
     let tls = Arc::new(Current::new(tls::client_config(&args.trust, &args.alpn)?));
     let secrets = Arc::new(Current::new(read_secrets(args)?));
     let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
@@ -270,6 +297,7 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
         dns: args.dns.clone(),
         dns_direct: Arc::clone(&dns_direct),
         forwards: args.forwards.clone(),
+        redir: args.redir.clone(),
     };
     let local = Local::bind(&args.listen, cfg)?;
     Ok((local, Reload { args: args.clone(), tls, secrets, acl, dns_direct, login }))
@@ -440,6 +468,24 @@ mod tests {
             usage_error(&["--server", "h:1", "--pool-age", "0"]).starts_with("--pool-age wants a positive")
         );
         assert!(usage_error(&["--server", "h:1", "--alpn", "h2,,x"]).starts_with("--alpn wants"));
+    }
+
+    #[test]
+    fn redir_takes_an_address_and_mark_a_number() {
+        let a = parse(&["--server", "h:1"]).unwrap();
+        assert_eq!((a.redir, a.mark), (None, None));
+        let a = parse(&["--server", "h:1", "--redir", "127.0.0.1:12345", "--mark", "4294967295"]).unwrap();
+        assert_eq!((a.redir.as_deref(), a.mark), (Some("127.0.0.1:12345"), Some(u32::MAX)));
+        assert_eq!(
+            usage_error(&["--server", "h:1", "--redir", "12345"]),
+            "--redir wants ADDR:PORT, not \"12345\""
+        );
+        for bad in ["-1", "4294967296", "0x7", ""] {
+            assert!(
+                usage_error(&["--server", "h:1", "--mark", bad]).starts_with("--mark wants a number"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

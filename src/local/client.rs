@@ -29,7 +29,9 @@
 //!
 //! A fixed forward's client ([`forward`]) skips the request: its target is
 //! the forward's, and it goes through a server as a proxied SOCKS5 client
-//! does, answered with nothing.
+//! does, answered with nothing. A redirected client ([`redirected`]) skips
+//! it too: its target is its original destination, routed as a SOCKS5
+//! client's would be, and it is answered with nothing either.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -115,6 +117,22 @@ pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Repor
 /// A fixed forward's connections and flows, in logs (`proto=forward`).
 pub const FORWARD: &str = "forward";
 
+/// Serves one connection a firewall redirected to `--redir`, up to the
+/// start of its relay: no request to read, the target its original
+/// destination, routed by the ACL as a SOCKS5 client's request for it
+/// would be (direct, through a server, or blocked: closed). Whatever the
+/// client has sent already goes with the header (or to the target), and
+/// the close line is a SOCKS5 client's with `proto=redir`.
+pub fn redirected(app: TcpStream, target: Target, ctx: &Context, mut report: Report) {
+    let _ = app.set_nodelay(true);
+    let secrets = ctx.secrets.get();
+    report.proto(REDIR);
+    tunnel(app, Ask::Fixed(target), ctx, &secrets, report);
+}
+
+/// A redirected connection (`--redir`), in logs (`proto=redir`).
+pub const REDIR: &str = "redir";
+
 /// The protocols served on the one port, told apart by the client's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -166,7 +184,8 @@ enum Ask {
     Forward(Target, Vec<u8>, http::Framing),
     /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
     Udp(Target),
-    /// A fixed forward's client (`--forward`): no request, nothing to answer.
+    /// A fixed forward's (`--forward`) or a redirected (`--redir`) client:
+    /// no request, nothing to answer.
     Fixed(Target),
 }
 

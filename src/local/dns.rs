@@ -27,10 +27,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Type};
+
 use crate::conn::split::{self, WriteHalf};
 use crate::current::Current;
 use crate::error::Error;
 use crate::metrics;
+use crate::net::dial;
 use crate::proto::acl::{Acl, Route};
 use crate::proto::addr::Target;
 use crate::proto::dns::{self, Query};
@@ -471,7 +474,9 @@ fn ask_direct(servers: &[SocketAddr], question: &dns::Question, until: Instant) 
 fn udp_exchange(server: SocketAddr, msg: &[u8], id: u16, within: Duration) -> io::Result<Vec<u8>> {
     let bind: SocketAddr =
         if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (IpAddr::from([0u16; 8]), 0).into() };
-    let sock = UdpSocket::bind(bind)?;
+    let sock = dial::socket(Domain::for_address(server), Type::DGRAM)?;
+    sock.bind(&bind.into())?;
+    let sock = UdpSocket::from(sock);
     sock.connect(server)?;
     sock.send(msg)?;
     let until = Instant::now() + within;
@@ -492,7 +497,9 @@ fn udp_exchange(server: SocketAddr, msg: &[u8], id: u16, within: Duration) -> io
 /// One query over TCP to `server`.
 fn tcp_exchange(server: SocketAddr, msg: &[u8], id: u16, until: Instant) -> io::Result<Vec<u8>> {
     let left = until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut sock = TcpStream::connect_timeout(&server, left)?;
+    let sock = dial::socket(Domain::for_address(server), Type::STREAM)?;
+    sock.connect_timeout(&server.into(), left)?;
+    let mut sock = TcpStream::from(sock);
     sock.set_read_timeout(Some(left))?;
     sock.set_write_timeout(Some(left))?;
     dns::write_tcp(&mut sock, msg)?;

@@ -6,9 +6,11 @@
 //! served on its own thread ([`client`]), over a link to one of the servers
 //! ([`upstream`]: failover, back-off and the check), taken ready from the
 //! [`pool`] when there is one. Fixed forwards ([`forward`]) listen beside
-//! it, under the same cap, and lead to one target each.
+//! it, under the same cap, and lead to one target each; so does the
+//! listener for connections a firewall redirected ([`redir`]).
 
 pub mod forward;
+pub mod redir;
 pub mod client;
 pub mod dns;
 pub mod route;
@@ -43,6 +45,7 @@ use upstream::{Balance, Upstream, Upstreams};
 pub struct Local {
     acceptor: Acceptor,
     forwards: Vec<Bound>,
+    redir: Option<redir::Bound>,
     cfg: Config,
     upstreams: Arc<Upstreams>,
     dns: Option<dns::Sockets>,
@@ -86,17 +89,21 @@ pub struct Config {
     /// `--forward`: ports that lead to one target each, for TCP and, with
     /// a password, UDP.
     pub forwards: Vec<Forward>,
+    /// `--redir`: where connections a firewall redirected arrive, if anywhere.
+    pub redir: Option<String>,
 }
 
 impl Local {
-    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, and the
-    /// forwards' (UDP too with a password). From here on the servers' state
-    /// is in the metrics (all up until a client or the pool finds otherwise).
+    /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, the
+    /// forwards' (UDP too with a password) and `--redir`'s. From here on
+    /// the servers' state is in the metrics (all up until a client or the
+    /// pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
         let acceptor = Acceptor::bind(listen, cfg.max_conns, None, cfg.fds)?;
         let udp = cfg.secrets.get().password.is_some();
         let forwards =
             cfg.forwards.iter().map(|f| forward::bind(&acceptor, f, udp)).collect::<Result<Vec<_>, _>>()?;
+        let redir = cfg.redir.as_deref().map(|addr| redir::bind(&acceptor, addr)).transpose()?;
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),
             cfg.balance,
@@ -106,7 +113,7 @@ impl Local {
         let dns = cfg.dns.as_ref().map(|d| dns::bind(d.listen)).transpose()?;
         let shown = Arc::clone(&upstreams);
         metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
-        Ok(Local { acceptor, forwards, cfg, upstreams, dns })
+        Ok(Local { acceptor, forwards, redir, cfg, upstreams, dns })
     }
 
     /// The address it listens on (useful with port 0).
@@ -119,6 +126,11 @@ impl Local {
         &self.forwards
     }
 
+    /// The `--redir` listener's address, if there is one.
+    pub fn redir_addr(&self) -> Option<SocketAddr> {
+        self.redir.as_ref().map(redir::Bound::local_addr)
+    }
+
     /// A handle that makes [`run`](Local::run) stop accepting (on the
     /// forwards too) and drain.
     pub fn stopper(&self) -> io::Result<Stopper> {
@@ -128,7 +140,7 @@ impl Local {
     /// Serves clients until stopped, then drains, and stops the pool and
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
-        let Local { acceptor, forwards, cfg, upstreams, dns } = self;
+        let Local { acceptor, forwards, redir, cfg, upstreams, dns } = self;
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
@@ -168,6 +180,16 @@ impl Local {
                 Err(e) => {
                     // Serving without a forward asked for would hide it: stop, and drain.
                     log::error!("cannot start the forward on {addr} to {target}: {e}; stopping");
+                    stop.stop();
+                }
+            }
+        }
+        if let Some(r) = redir {
+            let addr = r.local_addr();
+            match r.start(&ctx, watch.clone()) {
+                Ok(started) => threads.push(started),
+                Err(e) => {
+                    log::error!("cannot start the redir listener on {addr}: {e}; stopping");
                     stop.stop();
                 }
             }

@@ -4,11 +4,18 @@
 //! IPv6 and IPv4 taken in turn, each next connect started 250 ms after the
 //! last or at once when one fails (at most two in flight), all of them waited on by the calling
 //! thread with one `poll(2)`, and the first to connect kept.
+//!
+//! `--mark` is process-wide: [`set_mark`], once at start, has every socket
+//! made here afterwards ([`socket`]: each connect, and the local's direct
+//! DNS queries) carry that firewall mark (`SO_MARK`), so that rules that
+//! redirect a host's own traffic to the local can leave the local's own
+//! connections alone.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -33,6 +40,33 @@ pub fn listen(addr: &str) -> Result<TcpListener, Error> {
     sock.bind(&sa.into()).map_err(|e| fail(&e))?;
     sock.listen(LISTEN_BACKLOG).map_err(|e| fail(&e))?;
     Ok(sock.into())
+}
+
+/// The firewall mark of every socket [`socket`] makes, once [`set_mark`] has set it.
+static MARK: OnceLock<u32> = OnceLock::new();
+
+/// Has every socket made from now on carry the firewall mark `mark`
+/// (`SO_MARK`, which needs CAP_NET_ADMIN), once a throwaway socket has
+/// taken it: a failure is one line that says so. The mark is set once;
+/// another mark afterwards is an error.
+pub fn set_mark(mark: u32) -> Result<(), Error> {
+    let probe = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(Error::Io)?;
+    probe.set_mark(mark).map_err(|e| {
+        Error::Config(format!("--mark {mark}: cannot set SO_MARK: {e} (it needs CAP_NET_ADMIN)"))
+    })?;
+    if *MARK.get_or_init(|| mark) != mark {
+        return Err(Error::Config(format!("--mark {mark}: this process already marks with another mark")));
+    }
+    Ok(())
+}
+
+/// A new socket of `domain` and `ty`, with the mark of [`set_mark`] if one is set.
+pub fn socket(domain: Domain, ty: Type) -> io::Result<Socket> {
+    let sock = Socket::new(domain, ty, None)?;
+    if let Some(&mark) = MARK.get() {
+        sock.set_mark(mark)?;
+    }
+    Ok(sock)
 }
 
 /// RFC 8305's Connection Attempt Delay (section 5, its recommended value):
@@ -178,7 +212,7 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
 /// non-blocking by `socket(2)` itself, so it costs no system call more than
 /// a blocking connect would.
 fn start(addr: &SocketAddr) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM.nonblocking(), None)?;
+    let sock = socket(Domain::for_address(*addr), Type::STREAM.nonblocking())?;
     match sock.connect(&(*addr).into()) {
         // Connected at once (it can happen on loopback): the poll says so.
         Ok(()) => Ok(sock),

@@ -28,6 +28,7 @@ mod metrics;
 mod pair;
 mod probe;
 mod proxy_protocol;
+mod redir;
 mod reload;
 mod routing;
 mod seed;
