@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,15 +149,6 @@ fn saying_who(bind: &str) -> (SocketAddr, Arc<AtomicUsize>) {
         let _ = writeln!(s, "{me}");
     });
     (addr, count)
-}
-
-/// Runs one nft command (nftables, which `make deps` installs).
-fn nft(command: &str) {
-    let out = Command::new("nft")
-        .arg(command)
-        .output()
-        .unwrap_or_else(|e| panic!("nft: {e} (`make deps` installs nftables)"));
-    assert!(out.status.success(), "nft {command}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// From now on, SYNs to `to` are dropped without an answer.

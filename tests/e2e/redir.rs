@@ -87,12 +87,3 @@ fn in_a_namespace_that_redirects_its_own_tcp_to_the_local() {
         .wait_line(|l| l.contains(&format!("original destination {redir} is this local's own listener")));
     eprintln!("local: {warned}");
 }
-
-/// Runs `nft COMMAND`; fails the test if it fails.
-fn nft(command: &str) {
-    let out = Command::new("nft")
-        .arg(command)
-        .output()
-        .unwrap_or_else(|e| panic!("nft: {e} (`make deps` installs nftables)"));
-    assert!(out.status.success(), "nft {command}: {}", String::from_utf8_lossy(&out.stderr));
-}

@@ -815,3 +815,13 @@ pub fn scrape(p: &Proc) -> String {
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     String::from_utf8(read_all(&mut s)).unwrap()
 }
+
+/// Runs one nft command (nftables, which `make deps` installs); fails the
+/// test if it fails. For a namespace the test made ([`in_namespace`]).
+pub fn nft(command: &str) {
+    let out = Command::new("nft")
+        .arg(command)
+        .output()
+        .unwrap_or_else(|e| panic!("nft: {e} (`make deps` installs nftables)"));
+    assert!(out.status.success(), "nft {command}: {}", String::from_utf8_lossy(&out.stderr));
+}
