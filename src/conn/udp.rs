@@ -40,14 +40,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::Connection;
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::{Domain, SockRef, Type};
 
 use crate::error::Error;
 use crate::metrics::{self, Way};
@@ -552,17 +552,22 @@ pub fn server(
     assoc.finish();
 }
 
-/// A UDP socket for a server's association: IPv6 with IPv4 mapped in, so
-/// that one socket reaches both; IPv4 alone where the host has no IPv6.
+/// A UDP socket for a server's association, or a local's direct datagrams:
+/// IPv6 with IPv4 mapped in, so that one socket reaches both; IPv4 alone
+/// where the host has no IPv6. A local's carries its `--mark`.
 pub fn server_socket() -> io::Result<UdpSocket> {
-    let dual = Socket::new(Domain::IPV6, Type::DGRAM, None).and_then(|s| {
+    let dual = dial::socket(Domain::IPV6, Type::DGRAM).and_then(|s| {
         s.set_only_v6(false)?;
         s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
         Ok(s)
     });
     match dual {
         Ok(s) => Ok(s.into()),
-        Err(_) => UdpSocket::bind("0.0.0.0:0"),
+        Err(_) => {
+            let s = dial::socket(Domain::IPV4, Type::DGRAM)?;
+            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
+            Ok(s.into())
+        }
     }
 }
 

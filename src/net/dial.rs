@@ -6,16 +6,25 @@
 //! thread with one `poll(2)`, and the first to connect kept.
 //!
 //! `--mark` is process-wide: [`set_mark`], once at start, has every socket
-//! made here afterwards ([`socket`]: each connect, and the local's direct
-//! DNS queries) carry that firewall mark (`SO_MARK`), so that rules that
-//! redirect a host's own traffic to the local can leave the local's own
-//! connections alone.
+//! made here afterwards ([`socket`]: each connect, the local's direct DNS
+//! queries and its direct UDP) carry that firewall mark (`SO_MARK`), so
+//! that rules that redirect a host's own traffic to the local can leave
+//! the local's own connections alone.
+//!
+//! A local with a transparent listener also remembers, for a while, each
+//! connection it has just started ([`guard_loops`], [`is_own`]): a
+//! connection that a firewall sent back to it is then told apart from an
+//! application's, and refused, where a missing mark (or a rule that
+//! ignores it) would otherwise loop it back through the local until the
+//! cap.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -33,13 +42,54 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 /// Binds a listening socket; the error names the address.
 pub fn listen(addr: &str) -> Result<TcpListener, Error> {
+    listen_as(addr, false)
+}
+
+/// Binds a listening socket for a firewall's `tproxy` rule: transparent
+/// (`IP_TRANSPARENT`, `IPV6_TRANSPARENT`), so that it takes connections to
+/// addresses not its own, each with its original destination as its own
+/// address. The error names the address, and the capability it needs.
+pub fn listen_transparent(addr: &str) -> Result<TcpListener, Error> {
+    listen_as(addr, true)
+}
+
+/// [`listen`], transparent or not.
+fn listen_as(addr: &str, transparent: bool) -> Result<TcpListener, Error> {
     let fail = |e: &dyn fmt::Display| Error::Config(format!("cannot listen on {addr}: {e}"));
     let sa = addr.to_socket_addrs().map_err(|e| fail(&e))?.next().ok_or_else(|| fail(&"no such address"))?;
     let sock = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(|e| fail(&e))?;
     sock.set_reuse_address(true).map_err(|e| fail(&e))?;
+    if transparent {
+        set_transparent(&sock, sa).map_err(|e| fail(&e))?;
+    }
     sock.bind(&sa.into()).map_err(|e| fail(&e))?;
     sock.listen(LISTEN_BACKLOG).map_err(|e| fail(&e))?;
     Ok(sock.into())
+}
+
+/// A UDP socket bound to `addr`, transparent: the `tproxy` listener's, which
+/// receives datagrams to any address (each one's original destination comes
+/// with it), or a reply socket bound to an address not the host's own, so
+/// that replies leave from the address the client wrote to. Both need
+/// CAP_NET_ADMIN; a reply socket shares its address (`SO_REUSEADDR`) and
+/// carries the `--mark`.
+pub fn udp_transparent(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = socket(Domain::for_address(addr), Type::DGRAM)?;
+    sock.set_reuse_address(true)?;
+    set_transparent(&sock, addr)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Makes `sock`, of `addr`'s family, transparent; a failure says what it needs.
+fn set_transparent(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
+    let set = match addr {
+        SocketAddr::V4(_) => sock.set_ip_transparent_v4(true),
+        SocketAddr::V6(_) => sock.set_ip_transparent_v6(true),
+    };
+    set.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot set IP_TRANSPARENT: {e} (it needs CAP_NET_ADMIN)"))
+    })
 }
 
 /// The firewall mark of every socket [`socket`] makes, once [`set_mark`] has set it.
@@ -67,6 +117,63 @@ pub fn socket(domain: Domain, ty: Type) -> io::Result<Socket> {
         sock.set_mark(mark)?;
     }
     Ok(sock)
+}
+
+/// Whether connects are remembered for [`is_own`]: [`guard_loops`] turns it on.
+static GUARD: AtomicBool = AtomicBool::new(false);
+
+/// The connections started in the last [`OWN_MEMORY`]: (from, to, when).
+static OWN: Mutex<VecDeque<(SocketAddr, SocketAddr, Instant)>> = Mutex::new(VecDeque::new());
+
+/// How long a started connect is remembered: a firewall that sends it back
+/// to the local does so with its first packet, and the local accepts it at
+/// once, so a few seconds cover any load.
+pub const OWN_MEMORY: Duration = Duration::from_secs(10);
+
+/// The most connects remembered at once; past it the oldest are forgotten
+/// (a loop is still refused at its next turn).
+const OWN_MAX: usize = 4096;
+
+/// Has every connect from now on remembered for [`OWN_MEMORY`], for
+/// [`is_own`]: for a local with a transparent listener.
+pub fn guard_loops() {
+    GUARD.store(true, Ordering::Relaxed);
+}
+
+/// Whether a connection from `peer` to `dst` is one this process started
+/// (in the last [`OWN_MEMORY`]): both ends match one of its connects,
+/// which a firewall rule has sent back here. Always false before
+/// [`guard_loops`].
+pub fn is_own(peer: SocketAddr, dst: SocketAddr) -> bool {
+    if !GUARD.load(Ordering::Relaxed) {
+        return false;
+    }
+    let (peer, dst) = (unmapped(peer), unmapped(dst));
+    let own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    own.iter().any(|&(from, to, _)| from == peer && to == dst)
+}
+
+/// Remembers a connect from `sock` (started, so its source is chosen) to `to`.
+fn remember(sock: &Socket, to: SocketAddr) {
+    let Some(from) = sock.local_addr().ok().and_then(|a| a.as_socket()) else { return };
+    let now = Instant::now();
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    while own.front().is_some_and(|&(_, _, at)| now.duration_since(at) > OWN_MEMORY) || own.len() >= OWN_MAX {
+        own.pop_front();
+    }
+    own.push_back((unmapped(from), unmapped(to), now));
+}
+
+/// `addr` with an IPv4-mapped IPv6 address written as IPv4 (what a
+/// dual-stack socket says of an IPv4 peer).
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
 }
 
 /// RFC 8305's Connection Attempt Delay (section 5, its recommended value):
@@ -210,15 +317,20 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
 
 /// Starts a connect to `addr` without waiting for it: a socket made
 /// non-blocking by `socket(2)` itself, so it costs no system call more than
-/// a blocking connect would.
+/// a blocking connect would (with [`guard_loops`], a `getsockname(2)` more,
+/// to remember it).
 fn start(addr: &SocketAddr) -> io::Result<Socket> {
     let sock = socket(Domain::for_address(*addr), Type::STREAM.nonblocking())?;
     match sock.connect(&(*addr).into()) {
         // Connected at once (it can happen on loopback): the poll says so.
-        Ok(()) => Ok(sock),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
-        Err(e) => Err(e),
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
     }
+    if GUARD.load(Ordering::Relaxed) {
+        remember(&sock, *addr);
+    }
+    Ok(sock)
 }
 
 /// The error to keep once `e` has come after `failed`: the first refusal, or else the latest.
@@ -263,6 +375,27 @@ pub fn resolve<H: Clone + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_connect_started_here_is_known_by_both_its_ends() {
+        guard_loops();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let out = connect(&Target::Ip(to), Instant::now() + crate::net::testing::TIMEOUT, None, &()).unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, out.local_addr().unwrap());
+        assert!(is_own(peer, to), "the local's own connection, sent back");
+        let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), peer.port());
+        assert!(is_own(mapped, to), "as a dual-stack listener sees it");
+        assert!(
+            !is_own(peer, SocketAddr::from(([127, 0, 0, 1], to.port().wrapping_add(1)))),
+            "another destination"
+        );
+        let other = TcpStream::connect_timeout(&to, crate::net::testing::TIMEOUT).unwrap();
+        assert!(!is_own(other.local_addr().unwrap(), to), "not started here");
+        drop(accepted);
+    }
     use crate::net::testing::TIMEOUT;
     use socket2::SockRef;
 
