@@ -159,9 +159,21 @@ pub const LOCAL: &[Flag] = &[
         Default::None,
     ),
     flag(
+        "tproxy",
+        Takes::One("ADDR:PORT"),
+        "accept TCP connections and UDP datagrams a firewall tproxy rule delivers here, and route each by its original destination (needs CAP_NET_ADMIN)",
+        Default::None,
+    ),
+    flag(
+        "sniff",
+        Takes::Nothing,
+        "route --redir and --tproxy connections by the name their first bytes carry (TLS SNI, HTTP Host), waiting up to 300 ms for them",
+        Default::Is("by their original destination"),
+    ),
+    flag(
         "mark",
         Takes::One("N"),
-        "set firewall mark N (SO_MARK) on every socket the local opens, for redirect rules to skip (needs CAP_NET_ADMIN)",
+        "set firewall mark N (SO_MARK) on every socket the local opens, for redirect and tproxy rules to skip (needs CAP_NET_ADMIN)",
         Default::None,
     ),
 ];

@@ -16,6 +16,7 @@ use crate::local::client::Secrets;
 use crate::local::dns::DnsArgs;
 use crate::local::forward::Forward;
 use crate::local::pool::{PoolSize, DEMAND_CAP};
+use crate::local::transparent::Rule;
 use crate::local::upstream::{Balance, Upstream};
 use crate::local::{Config, Local};
 use crate::metrics::Role;
@@ -73,8 +74,13 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     }
     let mut forwards =
         if forwards.is_empty() { String::new() } else { format!(", forwarding {}", forwards.join(", ")) };
-    if let Some(redir) = local.redir_addr() {
-        forwards.push_str(&format!(", redirected connections on {redir}"));
+    for (rule, addr) in local.transparent() {
+        let what = match rule {
+            Rule::Redirect => "redirected tcp",
+            Rule::Tproxy => "tproxy tcp and udp",
+        };
+        let sniff = if args.sniff { ", names sniffed" } else { "" };
+        forwards.push_str(&format!(", {what} on {addr}{sniff}"));
     }
     if let Some(mark) = args.mark {
         forwards.push_str(&format!(", its sockets marked {mark}"));
@@ -122,6 +128,10 @@ pub struct LocalArgs {
     pub forwards: Vec<Forward>,
     /// `--redir`.
     pub redir: Option<String>,
+    /// `--tproxy`.
+    pub tproxy: Option<String>,
+    /// `--sniff`.
+    pub sniff: bool,
     /// `--mark`.
     pub mark: Option<u32>,
     /// The flags both binaries take.
@@ -203,6 +213,16 @@ impl LocalArgs {
         if let Some(r) = redir.as_deref().filter(|r| Target::parse(r).is_none()) {
             return Err(usage(format!("--redir wants ADDR:PORT, not {r:?}")));
         }
+        let tproxy = m.opt_str("tproxy");
+        if let Some(t) = tproxy.as_deref().filter(|t| t.parse::<SocketAddr>().is_err()) {
+            return Err(usage(format!(
+                "--tproxy wants an IP address and port (0.0.0.0:12346, [::]:12346), not {t:?}"
+            )));
+        }
+        let sniff = m.opt_present("sniff");
+        if sniff && redir.is_none() && tproxy.is_none() {
+            return Err(usage("--sniff needs --redir or --tproxy"));
+        }
         let mark = match m.opt_str("mark") {
             None => None,
             Some(v) => Some(
@@ -225,6 +245,8 @@ impl LocalArgs {
             dns,
             forwards,
             redir,
+            tproxy,
+            sniff,
             mark,
             common: Common::parse(&m)?,
         })
@@ -298,6 +320,8 @@ pub fn bind(args: &LocalArgs, caps: &Caps, watch: Option<Watch>) -> Result<(Loca
         dns_direct: Arc::clone(&dns_direct),
         forwards: args.forwards.clone(),
         redir: args.redir.clone(),
+        tproxy: args.tproxy.clone(),
+        sniff: args.sniff,
     };
     let local = Local::bind(&args.listen, cfg)?;
     Ok((local, Reload { args: args.clone(), tls, secrets, acl, dns_direct, login }))
@@ -468,6 +492,17 @@ mod tests {
             usage_error(&["--server", "h:1", "--pool-age", "0"]).starts_with("--pool-age wants a positive")
         );
         assert!(usage_error(&["--server", "h:1", "--alpn", "h2,,x"]).starts_with("--alpn wants"));
+    }
+
+    #[test]
+    fn tproxy_takes_an_ip_address_and_sniff_needs_a_transparent_listener() {
+        let a = parse(&["--server", "h:1", "--tproxy", "[::]:12346", "--sniff"]).unwrap();
+        assert_eq!((a.tproxy.as_deref(), a.sniff), (Some("[::]:12346"), true));
+        let a = parse(&["--server", "h:1", "--redir", "127.0.0.1:12345", "--sniff"]).unwrap();
+        assert!(a.sniff && a.tproxy.is_none());
+        assert!(usage_error(&["--server", "h:1", "--tproxy", "localhost:12346"])
+            .starts_with("--tproxy wants an IP"));
+        assert_eq!(usage_error(&["--server", "h:1", "--sniff"]), "--sniff needs --redir or --tproxy");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! #12 closed client=127.0.0.1:50000 target=example.com:443 up=79 down=732 time=0.042s end=eof proto=socks5 route=proxy
+//! #13 closed client=192.168.1.20:50001 target=example.com:443 up=517 down=4120 time=0.310s end=eof proto=tproxy route=proxy dst=93.184.215.14:443
 //! ```
 
 use std::fmt;
@@ -57,6 +58,7 @@ pub struct Report {
     datagrams: Option<[u64; 3]>,
     proto: Option<&'static str>,
     route: Option<&'static str>,
+    dst: Option<SocketAddr>,
     watch: Option<Watch>,
 }
 
@@ -78,6 +80,7 @@ impl Report {
             datagrams: None,
             proto: None,
             route: None,
+            dst: None,
             watch,
         }
     }
@@ -130,6 +133,12 @@ impl Report {
     /// `block`; for a UDP association, the routes its datagrams took.
     pub fn route(&mut self, name: &'static str) {
         self.route = Some(name);
+    }
+
+    /// The connection's original destination (`dst=`), for one a firewall
+    /// sent to a transparent listener: its target may be a name it carried.
+    pub fn dst(&mut self, dst: SocketAddr) {
+        self.dst = Some(dst);
     }
 
     /// Ends the report with `end`: the connection closes before its relay.
@@ -189,6 +198,9 @@ impl fmt::Display for Line<'_> {
         }
         if let Some(route) = r.route {
             write!(f, " route={route}")?;
+        }
+        if let Some(dst) = r.dst {
+            write!(f, " dst={dst}")?;
         }
         Ok(())
     }

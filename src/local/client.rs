@@ -52,10 +52,12 @@ use crate::net::limits::{FDS_PER_CONNECTION, FDS_PER_LOCAL_ASSOCIATION};
 use crate::proto::acl::Route;
 use crate::proto::addr::Target;
 use crate::proto::failure::Failure;
+use crate::proto::sniff::{self, Sniffed, SNIFF_MAX};
 use crate::proto::socks5::{self, Request};
 use crate::proto::users::User;
 use crate::proto::wire::{self, Command, TrojanHash, HEADER_MAX};
 use crate::proto::{http, socks4};
+use crate::text::Escaped;
 
 use super::pool::Pool;
 use super::route::{self, Router, Taken};
@@ -117,21 +119,80 @@ pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Repor
 /// A fixed forward's connections and flows, in logs (`proto=forward`).
 pub const FORWARD: &str = "forward";
 
-/// Serves one connection a firewall redirected to `--redir`, up to the
-/// start of its relay: no request to read, the target its original
-/// destination, routed by the ACL as a SOCKS5 client's request for it
-/// would be (direct, through a server, or blocked: closed). Whatever the
-/// client has sent already goes with the header (or to the target), and
-/// the close line is a SOCKS5 client's with `proto=redir`.
-pub fn redirected(app: TcpStream, target: Target, ctx: &Context, mut report: Report) {
+/// Serves one connection a firewall sent to a transparent listener
+/// (`--redir`, `--tproxy`), up to the start of its relay: no request to
+/// read; its target is its original destination, `dst`, routed by the ACL
+/// as a SOCKS5 client's request for it would be (direct, through a server,
+/// or blocked: closed). With `--sniff`, the name its first bytes carry
+/// (`proto::sniff`) is the target instead: the ACL's domain rules decide (its
+/// IP rules, by `dst`, when none matches), a server is sent the name to
+/// resolve, and a direct connection goes to `dst`. Whatever the client has
+/// sent already goes with the header (or to the target), and the close
+/// line is a SOCKS5 client's with `proto=redir` or `proto=tproxy` and
+/// `dst=` the original destination.
+pub fn redirected(app: TcpStream, dst: SocketAddr, how: Transparent, ctx: &Context, mut report: Report) {
     let _ = app.set_nodelay(true);
     let secrets = ctx.secrets.get();
-    report.proto(REDIR);
-    tunnel(app, Ask::Fixed(target), ctx, &secrets, report);
+    report.proto(how.proto);
+    report.dst(dst);
+    let (name, head) = match how.sniff {
+        true => match sniffed(&app, ctx.timeouts.handshake.min(SNIFF_WAIT)) {
+            Ok(found) => found,
+            Err(e) => return refused(&app, report, End::Failed(Step::Client, Error::Io(e))),
+        },
+        false => (None, Vec::new()),
+    };
+    let target = match name {
+        Some(name) => {
+            log::debug!("#{} {} to {dst} is for {}", report.id, how.proto, Escaped(&name));
+            Target::Domain(name, dst.port())
+        }
+        None => Target::Ip(dst),
+    };
+    tunnel(app, Ask::Redirected { target, dst, head }, ctx, &secrets, report);
 }
 
-/// A redirected connection (`--redir`), in logs (`proto=redir`).
-pub const REDIR: &str = "redir";
+/// How a transparent listener's connections are served.
+#[derive(Clone, Copy, Debug)]
+pub struct Transparent {
+    /// Their `proto=` in logs: `redir` or `tproxy`.
+    pub proto: &'static str,
+    /// `--sniff`: route by the name their first bytes carry.
+    pub sniff: bool,
+}
+
+/// How long `--sniff` waits for a connection's first bytes (within the
+/// handshake timeout): a client that speaks first (TLS, HTTP) sends them
+/// with its first packet, a server-first protocol (SMTP, FTP) sends none
+/// and waits this long, then goes by its address.
+pub const SNIFF_WAIT: Duration = Duration::from_millis(300);
+
+/// The name a transparent connection's first bytes carry ([`sniff::sniff`]),
+/// and those bytes: read until they have a name or cannot, or until
+/// [`SNIFF_MAX`] of them, an end, or `wait` has passed. The bytes go on to
+/// the target as they came.
+fn sniffed(app: &TcpStream, wait: Duration) -> io::Result<(Option<String>, Vec<u8>)> {
+    let mut buf = vec![0u8; SNIFF_MAX];
+    let mut got = 0;
+    let mut io = Deadline::new(app, Instant::now() + wait);
+    let name = loop {
+        match sniff::sniff(&buf[..got]) {
+            Sniffed::Name(name) => break Some(name),
+            Sniffed::None => break None,
+            Sniffed::NeedMore if got == SNIFF_MAX => break None,
+            Sniffed::NeedMore => {}
+        }
+        match io.read(&mut buf[got..]) {
+            Ok(0) => break None,
+            Ok(n) => got += n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    buf.truncate(got);
+    Ok((name, buf))
+}
 
 /// The protocols served on the one port, told apart by the client's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,9 +245,16 @@ enum Ask {
     Forward(Target, Vec<u8>, http::Framing),
     /// SOCKS5 UDP ASSOCIATE (with a password); datagrams will come from this address.
     Udp(Target),
-    /// A fixed forward's (`--forward`) or a redirected (`--redir`) client:
-    /// no request, nothing to answer.
+    /// A fixed forward's (`--forward`) client: no request, nothing to answer.
     Fixed(Target),
+    /// A transparent listener's client: no request, nothing to answer. Its
+    /// target is its original destination, `dst`, or the name it sniffed;
+    /// `head`, what it has sent already, goes first.
+    Redirected {
+        target: Target,
+        dst: SocketAddr,
+        head: Vec<u8>,
+    },
 }
 
 impl Ask {
@@ -198,7 +266,8 @@ impl Ask {
             | Ask::Connect(t)
             | Ask::Forward(t, ..)
             | Ask::Udp(t)
-            | Ask::Fixed(t) => t,
+            | Ask::Fixed(t)
+            | Ask::Redirected { target: t, .. } => t,
         }
     }
 
@@ -209,7 +278,7 @@ impl Ask {
             Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
             Ask::Connect(_) => w.write_all(http::ESTABLISHED),
-            Ask::Forward(..) | Ask::Udp(_) | Ask::Fixed(_) => Ok(()),
+            Ask::Forward(..) | Ask::Udp(_) | Ask::Fixed(_) | Ask::Redirected { .. } => Ok(()),
         }
     }
 
@@ -220,7 +289,7 @@ impl Ask {
             Ask::Socks5(_) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
             Ask::Connect(_) | Ask::Forward(..) => w.write_all(&http::response(http::Status::of(failure))),
-            Ask::Fixed(_) => Ok(()),
+            Ask::Fixed(_) | Ask::Redirected { .. } => Ok(()),
         }
     }
 }
@@ -280,7 +349,10 @@ const EARLY_DATA_MAX: usize = 16 * 1024 - HEADER_MAX;
 fn tunnel(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut report: Report) {
     log::debug!("#{} connect {}", report.id, ask.target());
     report.target(ask.target());
-    let route = ctx.router.route(ask.target(), Instant::now() + ctx.timeouts.connect, report.place());
+    let route = match &ask {
+        Ask::Redirected { target: Target::Domain(name, _), dst, .. } => ctx.router.route_sniffed(name, *dst),
+        _ => ctx.router.route(ask.target(), Instant::now() + ctx.timeouts.connect, report.place()),
+    };
     route::count(route);
     report.route(route.name());
     match route {
@@ -345,7 +417,12 @@ fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut repor
 /// nothing is sent.
 fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
     let until = Instant::now() + ctx.timeouts.connect;
-    let target = match dial::connect(ask.target(), until, None, report.place()) {
+    // A transparent connection goes where it was going, whatever name it carries.
+    let to = match &ask {
+        Ask::Redirected { dst, .. } => Target::Ip(*dst),
+        _ => ask.target().clone(),
+    };
+    let target = match dial::connect(&to, until, None, report.place()) {
         Ok(target) => target,
         Err(e) => {
             let until = Instant::now() + ctx.timeouts.handshake;
@@ -383,6 +460,13 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
             }
             report.up = first.len() as u64;
             (Leg::tcp_message(app, Box::new(body)), Some(http::SILENT_UPSTREAM))
+        }
+        Ask::Redirected { head, .. } => {
+            if let Err(e) = Deadline::new(&target, until).write_all(&head) {
+                return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
+            }
+            report.up = head.len() as u64;
+            (Leg::tcp(app), None)
         }
         _ => (Leg::tcp(app), None),
     };
@@ -447,6 +531,7 @@ fn granted(
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
     let (target, head, mut body) = match ask {
         Ask::Forward(target, head, framing) => (target, head, Some(http::Body::new(framing))),
+        Ask::Redirected { target, head, .. } => (target, head, None),
         Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) | Ask::Fixed(t) => {
             (t, Vec::new(), None)
         }
@@ -674,6 +759,41 @@ mod tests {
     use crate::conn::admission::Gate;
     use crate::conn::end::Hop;
     use crate::net::testing::{socket_pair, TIMEOUT};
+
+    #[test]
+    fn sniffing_reads_a_name_sent_one_byte_at_a_time_and_keeps_every_byte_read() {
+        let (mut client, app) = client_and_app();
+        let sent =
+            b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\nAccept: */*\r\n\r\nbody after the head".to_vec();
+        let head_len = sent.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let writer = std::thread::spawn({
+            let sent = sent.clone();
+            move || {
+                for b in &sent {
+                    client.write_all(&[*b]).unwrap();
+                }
+                client
+            }
+        });
+        let (name, got) = sniffed(&app, TIMEOUT).unwrap();
+        assert_eq!(name.as_deref(), Some("example.com"));
+        assert!(got.len() >= head_len && sent.starts_with(&got), "{got:?}");
+        let _client = writer.join().unwrap();
+    }
+
+    #[test]
+    fn sniffing_gives_up_on_silence_and_on_bytes_that_carry_no_name() {
+        let (_client, app) = client_and_app();
+        assert_eq!(sniffed(&app, Duration::from_millis(50)).unwrap(), (None, Vec::new()), "server-first");
+        let (mut client, app) = client_and_app();
+        client.write_all(b"\x00\x01binary").unwrap();
+        let (name, got) = sniffed(&app, TIMEOUT).unwrap();
+        assert_eq!(name, None);
+        assert!(b"\x00\x01binary".starts_with(&got) && !got.is_empty(), "{got:?}");
+        let (mut client, app) = client_and_app();
+        client.write_all(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").unwrap();
+        assert_eq!(sniffed(&app, TIMEOUT).unwrap().0, None, "no Host");
+    }
 
     /// A client's socket and the local's end of it, on loopback.
     fn client_and_app() -> (TcpStream, TcpStream) {

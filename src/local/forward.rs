@@ -301,8 +301,9 @@ fn ended_quiet(flows: &mut HashMap<SocketAddr, Arc<Flow>>) -> Option<Instant> {
 
 /// A flow's link, on a setup thread: a link to a server (from the pool or
 /// new), the trojan header that asks for UDP to `target` with the
-/// datagrams that came meanwhile, then the flow is open.
-fn link(flow: &Arc<Flow>, ctx: &Context, target: &Target, place: &Place, id: u64) {
+/// datagrams that came meanwhile, then the flow is open. A fixed forward's
+/// and a `--tproxy` UDP flow's.
+pub fn link(flow: &Arc<Flow>, ctx: &Context, target: &Target, place: &Place, id: u64) {
     let Some(hash) = ctx.secrets.get().password else {
         return flow.failed(End::NoUdp, flow.waiting());
     };

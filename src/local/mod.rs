@@ -6,11 +6,13 @@
 //! served on its own thread ([`client`]), over a link to one of the servers
 //! ([`upstream`]: failover, back-off and the check), taken ready from the
 //! [`pool`] when there is one. Fixed forwards ([`forward`]) listen beside
-//! it, under the same cap, and lead to one target each; so does the
-//! listener for connections a firewall redirected ([`redir`]).
+//! it, under the same cap, and lead to one target each; so do the
+//! listeners for connections a firewall sent here ([`transparent`], and
+//! [`tproxy`] for UDP).
 
+pub mod transparent;
+pub mod tproxy;
 pub mod forward;
-pub mod redir;
 pub mod client;
 pub mod dns;
 pub mod route;
@@ -39,13 +41,15 @@ use client::{Context, Proto, Secrets};
 use forward::{Bound, Forward};
 use pool::{Pool, PoolSize};
 use route::Router;
+use transparent::Rule;
 use upstream::{Balance, Upstream, Upstreams};
 
 /// A bound blocking-local, ready to [`run`](Local::run).
 pub struct Local {
     acceptor: Acceptor,
     forwards: Vec<Bound>,
-    redir: Option<redir::Bound>,
+    transparent: Vec<transparent::Bound>,
+    tproxy_udp: Option<tproxy::Bound>,
     cfg: Config,
     upstreams: Arc<Upstreams>,
     dns: Option<dns::Sockets>,
@@ -91,11 +95,16 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// `--redir`: where connections a firewall redirected arrive, if anywhere.
     pub redir: Option<String>,
+    /// `--tproxy`: where TCP and UDP a firewall's tproxy rule delivers arrive, if anywhere.
+    pub tproxy: Option<String>,
+    /// `--sniff`: route a transparent connection by the name its first bytes carry.
+    pub sniff: bool,
 }
 
 impl Local {
     /// Binds the listener for SOCKS5, SOCKS4 and HTTP clients, the
-    /// forwards' (UDP too with a password) and `--redir`'s. From here on
+    /// forwards' (UDP too with a password), and `--redir`'s and `--tproxy`'s
+    /// (TCP and UDP). From here on
     /// the servers' state is in the metrics (all up until a client or the
     /// pool finds otherwise).
     pub fn bind(listen: &str, cfg: Config) -> Result<Local, Error> {
@@ -103,7 +112,17 @@ impl Local {
         let udp = cfg.secrets.get().password.is_some();
         let forwards =
             cfg.forwards.iter().map(|f| forward::bind(&acceptor, f, udp)).collect::<Result<Vec<_>, _>>()?;
-        let redir = cfg.redir.as_deref().map(|addr| redir::bind(&acceptor, addr)).transpose()?;
+        let others: Vec<SocketAddr> = forwards.iter().map(Bound::local_addr).collect();
+        let mut transparent = Vec::new();
+        let mut tproxy_udp = None;
+        for (rule, addr) in [(Rule::Redirect, &cfg.redir), (Rule::Tproxy, &cfg.tproxy)] {
+            let Some(addr) = addr else { continue };
+            let bound = transparent::bind(&acceptor, rule, addr, cfg.sniff, &others)?;
+            if rule == Rule::Tproxy {
+                tproxy_udp = Some(tproxy::bind(&acceptor, bound.local_addr())?);
+            }
+            transparent.push(bound);
+        }
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),
             cfg.balance,
@@ -113,7 +132,7 @@ impl Local {
         let dns = cfg.dns.as_ref().map(|d| dns::bind(d.listen)).transpose()?;
         let shown = Arc::clone(&upstreams);
         metrics::add_collector(Box::new(move |out| shown.write_metrics(out)));
-        Ok(Local { acceptor, forwards, redir, cfg, upstreams, dns })
+        Ok(Local { acceptor, forwards, transparent, tproxy_udp, cfg, upstreams, dns })
     }
 
     /// The address it listens on (useful with port 0).
@@ -126,9 +145,10 @@ impl Local {
         &self.forwards
     }
 
-    /// The `--redir` listener's address, if there is one.
-    pub fn redir_addr(&self) -> Option<SocketAddr> {
-        self.redir.as_ref().map(redir::Bound::local_addr)
+    /// The transparent listeners (`--redir`, then `--tproxy`): the rule
+    /// that sends them connections, and their addresses.
+    pub fn transparent(&self) -> Vec<(Rule, SocketAddr)> {
+        self.transparent.iter().map(|t| (t.rule(), t.local_addr())).collect()
     }
 
     /// A handle that makes [`run`](Local::run) stop accepting (on the
@@ -140,7 +160,7 @@ impl Local {
     /// Serves clients until stopped, then drains, and stops the pool and
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
-        let Local { acceptor, forwards, redir, cfg, upstreams, dns } = self;
+        let Local { acceptor, forwards, transparent, tproxy_udp, cfg, upstreams, dns } = self;
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
         let (pool_stop, upstreams_stop) = (pool.clone(), Arc::clone(&upstreams));
@@ -184,12 +204,21 @@ impl Local {
                 }
             }
         }
-        if let Some(r) = redir {
-            let addr = r.local_addr();
-            match r.start(&ctx, watch.clone()) {
+        for t in transparent {
+            let addr = t.local_addr();
+            match t.start(&ctx, watch.clone()) {
                 Ok(started) => threads.push(started),
                 Err(e) => {
-                    log::error!("cannot start the redir listener on {addr}: {e}; stopping");
+                    log::error!("cannot start the transparent listener on {addr}: {e}; stopping");
+                    stop.stop();
+                }
+            }
+        }
+        if let Some(u) = tproxy_udp {
+            match u.start(&ctx, watch.clone(), stop.clone()) {
+                Ok(started) => threads.push(started),
+                Err(e) => {
+                    log::error!("cannot start the tproxy udp thread: {e}; stopping");
                     stop.stop();
                 }
             }

@@ -14,7 +14,7 @@
 //! through the server it would loop back to itself, or be refused by the
 //! server's egress policy.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,6 +63,19 @@ impl Router {
                 None => acl.default_route(),
             },
         }
+    }
+
+    /// Where a transparent connection to `dst` that carries `name` (sniffed
+    /// from its first bytes) goes: by the ACL's domain rules, or by its IP
+    /// rules for `dst` when none matches. Nothing is resolved.
+    pub fn route_sniffed(&self, name: &str, dst: SocketAddr) -> Route {
+        let acl = self.acl.get();
+        let Some(acl) = acl.as_ref() else { return Route::Proxy };
+        let named = Target::Domain(name.to_owned(), dst.port());
+        if self.is_server_host(&Target::Ip(dst)) || self.is_server_host(&named) {
+            return Route::Direct;
+        }
+        acl.route_name(name).unwrap_or_else(|| acl.route_ip(dst.ip()))
     }
 
     /// Whether `target` is on the host of one of the servers.
@@ -191,6 +204,26 @@ mod tests {
         assert_eq!(route(&r, "localhost:80"), Route::Direct);
         let r = router(Some("[proxy_all]\n[bypass_list]\n127.0.0.0/8\n::1\n"), false);
         assert_eq!(route(&r, "localhost:80"), Route::Proxy, "not resolved without --acl-resolve");
+    }
+
+    #[test]
+    fn a_sniffed_name_goes_by_domain_rules_then_by_its_address() {
+        let r = router(Some(RULES), false);
+        let dst = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            r.route_sniffed("nas.lan.example", dst("198.51.100.7:443")),
+            Route::Direct,
+            "a domain rule"
+        );
+        assert_eq!(r.route_sniffed("ads.example", dst("192.0.2.7:443")), Route::Block, "before the address");
+        assert_eq!(r.route_sniffed("elsewhere.example", dst("192.0.2.7:443")), Route::Direct, "the address");
+        assert_eq!(
+            r.route_sniffed("elsewhere.example", dst("198.51.100.7:443")),
+            Route::Proxy,
+            "the default"
+        );
+        assert_eq!(r.route_sniffed("proxy.example", dst("198.51.100.7:443")), Route::Direct, "a server");
+        assert_eq!(router(None, false).route_sniffed("lan.example", dst("192.0.2.7:80")), Route::Proxy);
     }
 
     #[test]
