@@ -58,6 +58,8 @@ pub struct Builder {
     env: Vec<(String, String)>,
     /// Run under `prlimit --nofile=N:N` ([`Builder::spawn`] only).
     nofile: Option<u32>,
+    /// Run in this namespace's network ([`Builder::spawn`] only).
+    netns: Option<u32>,
 }
 
 /// blocking-server on 127.0.0.1:0 (unless `--listen` is given) with the
@@ -71,6 +73,7 @@ pub fn server() -> Builder {
         test_ca: false,
         env: Vec::new(),
         nofile: None,
+        netns: None,
     }
 }
 
@@ -89,7 +92,15 @@ pub fn local(server: SocketAddr) -> Builder {
 /// blocking-local with several servers, in order of preference.
 pub fn local_for(servers: &[String]) -> Builder {
     let args = servers.iter().flat_map(|s| ["--server".to_owned(), s.clone()]).collect();
-    Builder { bin: Bin::Local, args, allow_private: false, test_ca: true, env: Vec::new(), nofile: None }
+    Builder {
+        bin: Bin::Local,
+        args,
+        allow_private: false,
+        test_ca: true,
+        env: Vec::new(),
+        nofile: None,
+        netns: None,
+    }
 }
 
 impl Builder {
@@ -125,6 +136,13 @@ impl Builder {
         self
     }
 
+    /// Runs the process in the network of the namespace `ns` holds
+    /// ([`Builder::spawn`] only), through nsenter.
+    pub fn in_netns(mut self, ns: &Netns) -> Builder {
+        self.netns = Some(ns.pid());
+        self
+    }
+
     /// The whole command line.
     fn argv(&self) -> Vec<String> {
         let mut all = self.args.clone();
@@ -144,7 +162,10 @@ impl Builder {
     /// Runs it in this process, through the library, on a thread of its
     /// own; it stops accepting when dropped.
     pub fn start(self) -> Running {
-        assert!(self.env.is_empty() && self.nofile.is_none(), "an environment or a limit is for processes");
+        assert!(
+            self.env.is_empty() && self.nofile.is_none() && self.netns.is_none(),
+            "an environment, a limit or a namespace is for processes"
+        );
         logs::capture();
         let argv = self.argv();
         let owner = logs::owner();
@@ -186,6 +207,16 @@ impl Builder {
             Some(n) => {
                 argv.splice(0..0, [format!("--nofile={n}:{n}"), "--".to_owned(), bin.to_owned()]);
                 "prlimit"
+            }
+            None => bin,
+        };
+        let bin = match self.netns {
+            Some(pid) => {
+                argv.splice(
+                    0..0,
+                    ["-t".to_owned(), pid.to_string(), "-n".to_owned(), "--".to_owned(), bin.to_owned()],
+                );
+                "nsenter"
             }
             None => bin,
         };
@@ -824,4 +855,64 @@ pub fn nft(command: &str) {
         .output()
         .unwrap_or_else(|e| panic!("nft: {e} (`make deps` installs nftables)"));
     assert!(out.status.success(), "nft {command}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace of the test's own, inside the one it runs in
+/// ([`in_namespace`]): a process (`cat`, waiting on its stdin) holds it
+/// until this is dropped. Commands run in it through nsenter.
+pub struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    /// A new network namespace, its `lo` up.
+    pub fn new() -> Netns {
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sh", "-c", "ip link set lo up && echo ready && exec cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "unshare -n did not start");
+        Netns { holder }
+    }
+
+    /// The process that holds it, for `nsenter -t` and `ip link … netns`.
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// Runs `args` in it, and returns its output; fails the test if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} in the namespace: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `args` as a command that runs in it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid().to_string(), "-n", "--"]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Runs `ip` with `args` in this process's namespace; fails the test if it fails.
+pub fn ip(args: &str) {
+    let out = Command::new("ip").args(args.split_whitespace()).output().unwrap();
+    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
 }
