@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -181,74 +182,16 @@ struct Flows {
 
 impl Flows {
     /// Reads the forward's UDP socket until `stop`: each datagram to its
-    /// client's flow, or to a new one, and every flow quiet for the UDP
-    /// timeout ended; then every flow is ended.
+    /// client's flow, or to a new one ([`serve_flows`]).
     fn run(&self, stop: &Stopper) {
-        let mut flows: HashMap<SocketAddr, Arc<Flow>> = HashMap::new();
-        let mut buf = vec![0u8; DATAGRAM_MAX];
-        let mut frame = Vec::new();
-        // When the flows are next looked at for their quiet time, and the
-        // read timeout that waits for it.
-        let mut sweep: Option<Instant> = None;
-        let mut waiting: Option<Duration> = None;
-        let mut last_warning: Option<Instant> = None;
-        let mut warn_limited = |what: String| {
-            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                log::warn!("{what}");
-                last_warning = Some(Instant::now());
-            }
+        let name = format!("forward to {}", self.target);
+        let receive = |udp: &UdpSocket, buf: &mut [u8]| udp.recv_from(buf);
+        let start = |from: SocketAddr, first: &[u8], frame: &mut Vec<u8>| {
+            self.start(from, first, frame)
+                .map(Some)
+                .map_err(|why| format!("{why}: dropping a datagram from {from}"))
         };
-        while !stop.stopped() {
-            let now = Instant::now();
-            if sweep.is_some_and(|at| at <= now) {
-                sweep = ended_quiet(&mut flows);
-            }
-            // The socket's own timeout: one system call when it changes, none per datagram.
-            let wait = sweep.map(|at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
-            if wait != waiting && self.udp.set_read_timeout(wait).is_ok() {
-                waiting = wait;
-            }
-            let (n, from) = match self.udp.recv_from(&mut buf) {
-                Ok(got) => got,
-                Err(_) if stop.stopped() => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    warn_limited(format!("forward to {}: udp: {e}; backing off", self.target));
-                    thread::sleep(BACKOFF);
-                    continue;
-                }
-            };
-            if stop.stopped() {
-                break;
-            }
-            if flows.get(&from).is_some_and(|flow| flow.offer(&buf[..n], &mut frame)) {
-                continue;
-            }
-            match self.start(from, &buf[..n], &mut frame) {
-                Ok(flow) => {
-                    flows.insert(from, flow);
-                    let quiet = now + self.ctx.timeouts.udp;
-                    sweep = Some(sweep.map_or(quiet, |at| at.min(quiet)));
-                }
-                Err(why) => {
-                    warn_limited(format!(
-                        "forward to {}: {why}: dropping a datagram from {from}",
-                        self.target
-                    ));
-                    metrics::DATAGRAMS_DROPPED.inc();
-                }
-            }
-        }
-        for flow in flows.values() {
-            flow.end(End::Stopped);
-        }
+        serve_flows(&self.udp, stop, self.ctx.timeouts.udp, &name, receive, start);
     }
 
     /// Starts the flow of a new client, `from`, under the cap, with its
@@ -278,12 +221,118 @@ impl Flows {
     }
 }
 
-/// How long the UDP thread rests after an error of its socket.
+/// A flow a UDP thread keeps ([`serve_flows`]): a fixed forward's, or
+/// one of `--tproxy`'s.
+pub trait Quiet {
+    /// Takes a datagram; false once the flow has ended, and the caller
+    /// starts another for the datagram.
+    fn offer(&self, payload: &[u8], frame: &mut Vec<u8>) -> bool;
+    /// How long until it has been quiet for the UDP timeout: zero once it has ended.
+    fn idle_left(&self) -> Duration;
+    /// Ends it with `why` (its quiet time is up, the local stops).
+    fn end(&self, why: End);
+}
+
+impl Quiet for Arc<Flow> {
+    fn offer(&self, payload: &[u8], frame: &mut Vec<u8>) -> bool {
+        Flow::offer(self, payload, frame)
+    }
+
+    fn idle_left(&self) -> Duration {
+        Flow::idle_left(self)
+    }
+
+    fn end(&self, why: End) {
+        Flow::end(self, why);
+    }
+}
+
+/// A UDP thread's loop, until `stop`: `receive` reads a datagram from `udp`
+/// and names its flow; each datagram goes to its flow, or `start` starts
+/// one with it (`None`: the datagram goes nowhere; an error, logged after
+/// `name` at most once a second: it is dropped and counted). Every flow
+/// quiet for `quiet` (the UDP timeout) is ended and forgotten; at the stop,
+/// every flow is ended. The socket's read timeout wakes the thread for the
+/// next flow due to go quiet, set again only when that changes.
+pub fn serve_flows<K: Hash + Eq + Copy, F: Quiet>(
+    udp: &UdpSocket,
+    stop: &Stopper,
+    quiet: Duration,
+    name: &str,
+    mut receive: impl FnMut(&UdpSocket, &mut [u8]) -> io::Result<(usize, K)>,
+    mut start: impl FnMut(K, &[u8], &mut Vec<u8>) -> Result<Option<F>, String>,
+) {
+    let mut flows: HashMap<K, F> = HashMap::new();
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut frame = Vec::new();
+    // When the flows are next looked at for their quiet time, and the
+    // read timeout that waits for it.
+    let mut sweep: Option<Instant> = None;
+    let mut waiting: Option<Duration> = None;
+    let mut last_warning: Option<Instant> = None;
+    let mut warn_limited = |what: String| {
+        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            log::warn!("{name}: {what}");
+            last_warning = Some(Instant::now());
+        }
+    };
+    while !stop.stopped() {
+        let now = Instant::now();
+        if sweep.is_some_and(|at| at <= now) {
+            sweep = ended_quiet(&mut flows);
+        }
+        // The socket's own timeout: one system call when it changes, none per datagram.
+        let wait = sweep.map(|at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
+        if wait != waiting && udp.set_read_timeout(wait).is_ok() {
+            waiting = wait;
+        }
+        let (n, key) = match receive(udp, &mut buf) {
+            Ok(got) => got,
+            Err(_) if stop.stopped() => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                warn_limited(format!("udp: {e}; backing off"));
+                thread::sleep(BACKOFF);
+                continue;
+            }
+        };
+        if stop.stopped() {
+            break;
+        }
+        if flows.get(&key).is_some_and(|flow| flow.offer(&buf[..n], &mut frame)) {
+            continue;
+        }
+        match start(key, &buf[..n], &mut frame) {
+            Ok(Some(flow)) => {
+                flows.insert(key, flow);
+                let at = now + quiet;
+                sweep = Some(sweep.map_or(at, |s| s.min(at)));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                warn_limited(why);
+                metrics::DATAGRAMS_DROPPED.inc();
+            }
+        }
+    }
+    for flow in flows.values() {
+        flow.end(End::Stopped);
+    }
+}
+
+/// How long a UDP thread rests after an error of its socket.
 const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Ends the flows quiet for their timeout and forgets those that have
 /// ended; returns when the next one would be quiet for its timeout.
-fn ended_quiet(flows: &mut HashMap<SocketAddr, Arc<Flow>>) -> Option<Instant> {
+fn ended_quiet<K, F: Quiet>(flows: &mut HashMap<K, F>) -> Option<Instant> {
     let now = Instant::now();
     let mut next: Option<Instant> = None;
     flows.retain(|_, flow| {

@@ -20,7 +20,6 @@
 //! datagram either way, or when its link ends; the next datagram starts
 //! another. A stop ends every flow at once (`end=stopped`).
 
-use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -48,7 +47,7 @@ use crate::proto::addr::Target;
 use crate::workers::{COPY_THREADS, SETUP_THREADS};
 
 use super::client::Context;
-use super::forward;
+use super::forward::{self, Quiet};
 use super::route;
 
 /// Its connections' `proto=` in logs.
@@ -106,9 +105,6 @@ const THREAD_STACK: usize = 256 * 1024;
 /// The largest datagram a UDP socket hands over.
 const DATAGRAM_MAX: usize = 65_535;
 
-/// How long the thread rests after an error of its socket.
-const BACKOFF: Duration = Duration::from_millis(100);
-
 /// What the thread serves the flows with.
 struct Flows {
     udp: UdpSocket,
@@ -124,7 +120,7 @@ enum Entry {
     Direct(Arc<Direct>),
 }
 
-impl Entry {
+impl Quiet for Entry {
     /// Takes a datagram, counted by its route; false once the flow has ended.
     fn offer(&self, payload: &[u8], frame: &mut Vec<u8>) -> bool {
         let (taken, route) = match self {
@@ -152,83 +148,24 @@ impl Entry {
     }
 }
 
-/// A flow's key: its client and its original destination.
-type Key = (SocketAddr, SocketAddr);
-
 impl Flows {
     /// Reads the socket until `stop`: each datagram to its flow, or to a
-    /// new one, and every flow quiet for the UDP timeout ended; then every
-    /// flow is ended.
+    /// new one ([`forward::serve_flows`]); one without an original
+    /// destination (not a tproxy rule's) is dropped.
     fn run(&self, stop: &Stopper) {
-        let mut flows: HashMap<Key, Entry> = HashMap::new();
-        let mut buf = vec![0u8; DATAGRAM_MAX];
-        let mut frame = Vec::new();
-        let mut sweep: Option<Instant> = None;
-        let mut waiting: Option<Duration> = None;
-        let mut last_warning: Option<Instant> = None;
-        let mut warn_limited = |what: String| {
-            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                log::warn!("{what}");
-                last_warning = Some(Instant::now());
-            }
-        };
-        while !stop.stopped() {
-            let now = Instant::now();
-            if sweep.is_some_and(|at| at <= now) {
-                sweep = ended_quiet(&mut flows);
-            }
-            let wait = sweep.map(|at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
-            if wait != waiting && self.udp.set_read_timeout(wait).is_ok() {
-                waiting = wait;
-            }
-            let (n, from, dst) = match receive(&self.udp, &mut buf) {
-                Ok(got) => got,
-                Err(_) if stop.stopped() => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    warn_limited(format!("tproxy udp on {}: {e}; backing off", self.addr));
-                    thread::sleep(BACKOFF);
-                    continue;
-                }
-            };
-            if stop.stopped() {
-                break;
-            }
+        let name = format!("tproxy udp on {}", self.addr);
+        let start = |(from, dst): (SocketAddr, Option<SocketAddr>), first: &[u8], frame: &mut Vec<u8>| {
             let Some(dst) = dst else {
-                warn_limited(format!(
-                    "tproxy udp on {}: a datagram from {from} without its original destination (not sent by a tproxy rule): dropped",
-                    self.addr
+                return Err(format!(
+                    "a datagram from {from} without its original destination (not sent by a tproxy rule): dropped"
                 ));
-                metrics::DATAGRAMS_DROPPED.inc();
-                continue;
             };
-            let payload = &buf[..n];
-            if flows.get(&(from, dst)).is_some_and(|flow| flow.offer(payload, &mut frame)) {
-                continue;
-            }
-            match self.start(from, dst, payload, &mut frame) {
-                Ok(Some(flow)) => {
-                    flows.insert((from, dst), flow);
-                    let quiet = now + self.ctx.timeouts.udp;
-                    sweep = Some(sweep.map_or(quiet, |at| at.min(quiet)));
-                }
-                Ok(None) => {}
-                Err(why) => {
-                    warn_limited(format!("tproxy udp: {why}: dropping a datagram from {from} to {dst}"));
-                    metrics::DATAGRAMS_DROPPED.inc();
-                }
-            }
-        }
-        for flow in flows.values() {
-            flow.end(End::Stopped);
-        }
+            self.start(from, dst, first, frame)
+                .map_err(|why| format!("{why}: dropping a datagram from {from} to {dst}"))
+        };
+        let receive =
+            |udp: &UdpSocket, buf: &mut [u8]| receive(udp, buf).map(|(n, from, dst)| (n, (from, dst)));
+        forward::serve_flows(&self.udp, stop, self.ctx.timeouts.udp, &name, receive, start);
     }
 
     /// Starts the flow of `from` to `dst` with its first datagram, under
@@ -308,24 +245,6 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::from(*v4));
     }
     a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
-}
-
-/// Ends the flows quiet for their timeout and forgets those that have
-/// ended; returns when the next one would be quiet for its timeout.
-fn ended_quiet(flows: &mut HashMap<Key, Entry>) -> Option<Instant> {
-    let now = Instant::now();
-    let mut next: Option<Instant> = None;
-    flows.retain(|_, flow| {
-        let left = flow.idle_left();
-        if left.is_zero() {
-            flow.end(End::UdpIdle);
-            return false;
-        }
-        let at = now + left;
-        next = Some(next.map_or(at, |n| n.min(at)));
-        true
-    });
-    next
 }
 
 /// A direct flow: the client's datagrams sent to the destination from a
