@@ -178,7 +178,7 @@ impl Flows {
         first: &[u8],
         frame: &mut Vec<u8>,
     ) -> Result<Option<Entry>, String> {
-        if dst.port() == self.addr.port() && UdpSocket::bind(SocketAddr::new(dst.ip(), 0)).is_ok() {
+        if dst.port() == self.addr.port() && dial::is_local_address(dst.ip()) {
             return Err(format!(
                 "the original destination {dst} is this local's own socket (a loop, or not a tproxy rule)"
             ));

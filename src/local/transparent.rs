@@ -19,7 +19,7 @@
 //! and a rule that lets them pass).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -173,7 +173,7 @@ fn looped(
         || match rule {
             Rule::Redirect => app.local_addr().is_ok_and(|at| at == dst),
             // Nothing is rewritten: an address of this host on a listener's port came straight here.
-            Rule::Tproxy => own.iter().any(|o| o.port() == dst.port()) && is_local_address(dst.ip()),
+            Rule::Tproxy => own.iter().any(|o| o.port() == dst.port()) && dial::is_local_address(dst.ip()),
         };
     if listener {
         return Some(format!(
@@ -185,11 +185,6 @@ fn looped(
             "this connection to {dst} is the local's own, sent back by a firewall rule (a loop: give the local --mark N and let packets marked N pass)"
         )
     })
-}
-
-/// Whether `ip` is an address of this host: one a socket can be bound to.
-fn is_local_address(ip: IpAddr) -> bool {
-    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Where a redirected connection was going before the firewall rewrote

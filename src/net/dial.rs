@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -122,46 +122,63 @@ pub fn socket(domain: Domain, ty: Type) -> io::Result<Socket> {
 /// Whether connects are remembered for [`is_own`]: [`guard_loops`] turns it on.
 static GUARD: AtomicBool = AtomicBool::new(false);
 
-/// The connections started in the last [`OWN_MEMORY`]: (from, to, when).
-static OWN: Mutex<VecDeque<(SocketAddr, SocketAddr, Instant)>> = Mutex::new(VecDeque::new());
+/// The connects started in the last [`OWN_MEMORY`]: (source port, destination, when).
+static OWN: Mutex<VecDeque<(u16, SocketAddr, Instant)>> = Mutex::new(VecDeque::new());
 
 /// How long a started connect is remembered: a firewall that sends it back
 /// to the local does so with its first packet, and the local accepts it at
 /// once, so a few seconds cover any load.
 pub const OWN_MEMORY: Duration = Duration::from_secs(10);
 
-/// The most connects remembered at once; past it the oldest are forgotten
-/// (a loop is still refused at its next turn).
+/// The most connects remembered at once; past it the oldest are forgotten.
 const OWN_MAX: usize = 4096;
 
 /// Has every connect from now on remembered for [`OWN_MEMORY`], for
-/// [`is_own`]: for a local with a transparent listener.
+/// [`is_own`]: for a local with a transparent listener. Each connect's
+/// socket is then bound to a port of its own before it connects, so that
+/// it is remembered before its first packet leaves (a system call more, and
+/// the port is the socket's alone, not shared among destinations).
 pub fn guard_loops() {
     GUARD.store(true, Ordering::Relaxed);
 }
 
 /// Whether a connection from `peer` to `dst` is one this process started
-/// (in the last [`OWN_MEMORY`]): both ends match one of its connects,
-/// which a firewall rule has sent back here. Always false before
-/// [`guard_loops`].
+/// (in the last [`OWN_MEMORY`]), which a firewall rule has sent back here:
+/// one of its connects to `dst` left from `peer`'s port, and `peer`'s
+/// address is one of this host's. Always false before [`guard_loops`].
 pub fn is_own(peer: SocketAddr, dst: SocketAddr) -> bool {
     if !GUARD.load(Ordering::Relaxed) {
         return false;
     }
     let (peer, dst) = (unmapped(peer), unmapped(dst));
-    let own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
-    own.iter().any(|&(from, to, _)| from == peer && to == dst)
+    let known = {
+        let own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+        own.iter().any(|&(port, to, _)| port == peer.port() && to == dst)
+    };
+    // Only a socket on this host can have left from it.
+    known && is_local_address(peer.ip())
 }
 
-/// Remembers a connect from `sock` (started, so its source is chosen) to `to`.
-fn remember(sock: &Socket, to: SocketAddr) {
-    let Some(from) = sock.local_addr().ok().and_then(|a| a.as_socket()) else { return };
+/// Whether `ip` is an address of this host: one a socket can be bound to.
+pub fn is_local_address(ip: IpAddr) -> bool {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Binds `sock` to a port of its own, then remembers its connect to `to`.
+fn remember(sock: &Socket, to: SocketAddr) -> io::Result<()> {
+    let any: IpAddr = match to {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    sock.bind(&SocketAddr::new(any, 0).into())?;
+    let Some(port) = sock.local_addr()?.as_socket().map(|a| a.port()) else { return Ok(()) };
     let now = Instant::now();
     let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
     while own.front().is_some_and(|&(_, _, at)| now.duration_since(at) > OWN_MEMORY) || own.len() >= OWN_MAX {
         own.pop_front();
     }
-    own.push_back((unmapped(from), unmapped(to), now));
+    own.push_back((port, unmapped(to), now));
+    Ok(())
 }
 
 /// `addr` with an IPv4-mapped IPv6 address written as IPv4 (what a
@@ -317,20 +334,19 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
 
 /// Starts a connect to `addr` without waiting for it: a socket made
 /// non-blocking by `socket(2)` itself, so it costs no system call more than
-/// a blocking connect would (with [`guard_loops`], a `getsockname(2)` more,
-/// to remember it).
+/// a blocking connect would (with [`guard_loops`], a `bind(2)` and a
+/// `getsockname(2)` more, to remember it).
 fn start(addr: &SocketAddr) -> io::Result<Socket> {
     let sock = socket(Domain::for_address(*addr), Type::STREAM.nonblocking())?;
+    if GUARD.load(Ordering::Relaxed) {
+        remember(&sock, *addr)?;
+    }
     match sock.connect(&(*addr).into()) {
         // Connected at once (it can happen on loopback): the poll says so.
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+        Ok(()) => Ok(sock),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
+        Err(e) => Err(e),
     }
-    if GUARD.load(Ordering::Relaxed) {
-        remember(&sock, *addr);
-    }
-    Ok(sock)
 }
 
 /// The error to keep once `e` has come after `failed`: the first refusal, or else the latest.
@@ -375,7 +391,6 @@ pub fn resolve<H: Clone + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn a_connect_started_here_is_known_by_both_its_ends() {
@@ -388,6 +403,8 @@ mod tests {
         assert!(is_own(peer, to), "the local's own connection, sent back");
         let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), peer.port());
         assert!(is_own(mapped, to), "as a dual-stack listener sees it");
+        let elsewhere = SocketAddr::from(([198, 51, 100, 1], peer.port()));
+        assert!(!is_own(elsewhere, to), "the same port, from another host");
         assert!(
             !is_own(peer, SocketAddr::from(([127, 0, 0, 1], to.port().wrapping_add(1)))),
             "another destination"
