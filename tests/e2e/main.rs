@@ -24,6 +24,7 @@ mod install;
 mod limits;
 mod logs;
 mod memory;
+mod messages;
 mod metrics;
 mod pair;
 mod probe;
