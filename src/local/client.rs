@@ -138,7 +138,10 @@ pub fn redirected(app: TcpStream, dst: SocketAddr, how: Transparent, ctx: &Conte
     let (name, head) = match how.sniff {
         true => match sniffed(&app, ctx.timeouts.handshake.min(SNIFF_WAIT)) {
             Ok(found) => found,
-            Err(e) => return refused(&app, report, End::Failed(Step::Client, Error::Io(e))),
+            Err(e) => {
+                report.target(&Target::Ip(dst));
+                return refused(&app, report, End::Failed(Step::Client, Error::Io(e)));
+            }
         },
         false => (None, Vec::new()),
     };

@@ -112,7 +112,8 @@ impl Local {
         let udp = cfg.secrets.get().password.is_some();
         let forwards =
             cfg.forwards.iter().map(|f| forward::bind(&acceptor, f, udp)).collect::<Result<Vec<_>, _>>()?;
-        let others: Vec<SocketAddr> = forwards.iter().map(Bound::local_addr).collect();
+        let mut others: Vec<SocketAddr> = forwards.iter().map(Bound::local_addr).collect();
+        others.extend(cfg.dns.as_ref().map(|d| d.listen));
         let mut transparent = Vec::new();
         let mut tproxy_udp = None;
         for (rule, addr) in [(Rule::Redirect, &cfg.redir), (Rule::Tproxy, &cfg.tproxy)] {
@@ -122,6 +123,10 @@ impl Local {
                 tproxy_udp = Some(tproxy::bind(&acceptor, bound.local_addr())?);
             }
             transparent.push(bound);
+        }
+        let listeners: Vec<SocketAddr> = transparent.iter().map(transparent::Bound::local_addr).collect();
+        for t in &mut transparent {
+            t.also_own(&listeners);
         }
         let upstreams = Arc::new(Upstreams::new(
             cfg.servers.clone(),

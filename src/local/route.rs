@@ -67,15 +67,21 @@ impl Router {
 
     /// Where a transparent connection to `dst` that carries `name` (sniffed
     /// from its first bytes) goes: by the ACL's domain rules, or by its IP
-    /// rules for `dst` when none matches. Nothing is resolved.
+    /// rules for `dst` when none matches; but a `dst` the IP rules block is
+    /// blocked, and one on a server's host goes direct. Nothing is resolved.
     pub fn route_sniffed(&self, name: &str, dst: SocketAddr) -> Route {
         let acl = self.acl.get();
         let Some(acl) = acl.as_ref() else { return Route::Proxy };
-        let named = Target::Domain(name.to_owned(), dst.port());
-        if self.is_server_host(&Target::Ip(dst)) || self.is_server_host(&named) {
+        if self.is_server_host(&Target::Ip(dst)) {
             return Route::Direct;
         }
-        acl.route_name(name).unwrap_or_else(|| acl.route_ip(dst.ip()))
+        // The name is the client's word, the address where it goes: a
+        // blocked address stays blocked whatever name comes with it.
+        let by_address = acl.route_ip(dst.ip());
+        if by_address == Route::Block {
+            return Route::Block;
+        }
+        acl.route_name(name).unwrap_or(by_address)
     }
 
     /// Whether `target` is on the host of one of the servers.
@@ -222,7 +228,23 @@ mod tests {
             Route::Proxy,
             "the default"
         );
-        assert_eq!(r.route_sniffed("proxy.example", dst("198.51.100.7:443")), Route::Direct, "a server");
+        assert_eq!(
+            r.route_sniffed("proxy.example", dst("198.51.100.7:443")),
+            Route::Proxy,
+            "a name is not an address"
+        );
+        assert_eq!(
+            r.route_sniffed("other.example", dst("[2001:db8::9]:443")),
+            Route::Direct,
+            "a server's address"
+        );
+        let blocking =
+            router(Some("[proxy_all]\n[bypass_list]\n||lan.example\n[block_list]\n192.0.2.0/24\n"), false);
+        assert_eq!(
+            blocking.route_sniffed("nas.lan.example", dst("192.0.2.7:443")),
+            Route::Block,
+            "the address blocks"
+        );
         assert_eq!(router(None, false).route_sniffed("lan.example", dst("192.0.2.7:80")), Route::Proxy);
     }
 

@@ -183,13 +183,24 @@ impl Flows {
                 "the original destination {dst} is this local's own socket (a loop, or not a tproxy rule)"
             ));
         }
+        if dial::is_own(from, dst) {
+            return Err(format!(
+                "this datagram to {dst} is the local's own, sent back by a firewall rule (a loop: give the local --mark N and let packets marked N pass)"
+            ));
+        }
         let target = Target::Ip(dst);
         let route = self.ctx.router.route(&target, Instant::now(), &());
-        route::count_datagram(route);
         if route == Route::Block {
+            route::count_datagram(route);
             log::debug!("tproxy udp from {from} to {dst}: blocked by the acl, dropped");
             metrics::DATAGRAMS_DROPPED.inc();
             return Ok(None);
+        }
+        route::count_datagram(route);
+        if route == Route::Proxy && self.ctx.secrets.get().password.is_none() {
+            return Err(
+                "udp through the server needs a password on both sides (the trojan format)".to_owned()
+            );
         }
         let place = self.gate.enter(from.ip()).map_err(|why: Refused| {
             metrics::refused((&why).into());
@@ -283,6 +294,9 @@ impl Direct {
             .and_then(|s| s.connect(&dst.into()).map(|()| UdpSocket::from(s)))
             .map_err(|e| format!("no socket of the local's own to {dst}: {e}"))?;
         let _ = out.set_read_timeout(Some(timeout));
+        if let Ok(from) = out.local_addr() {
+            dial::note_own(from, dst);
+        }
         let flow = Arc::new(Direct {
             out,
             timeout,
@@ -291,7 +305,6 @@ impl Direct {
             ended: AtomicBool::new(false),
             why: Mutex::new(None),
         });
-        flow.offer(first);
         let down = Arc::clone(&flow);
         let spawned = COPY_THREADS.spawn(move || {
             let end = down.down(&reply, client);
@@ -300,6 +313,7 @@ impl Direct {
             report.finish(Outcome { up: c(BYTES_UP), down: c(BYTES_DOWN), end, datagrams });
         });
         spawned.map_err(|e| format!("no thread for the flow: {e}"))?;
+        flow.offer(first);
         Ok(flow)
     }
 

@@ -95,6 +95,11 @@ impl Bound {
         self.addr
     }
 
+    /// Counts `addrs` (the other transparent listeners) among the local's own.
+    pub fn also_own(&mut self, addrs: &[SocketAddr]) {
+        self.own.extend_from_slice(addrs);
+    }
+
     /// The rule that sends it connections.
     pub fn rule(&self) -> Rule {
         self.rule
@@ -171,7 +176,7 @@ fn looped(
 ) -> Option<String> {
     let listener = own.contains(&dst)
         || match rule {
-            Rule::Redirect => app.local_addr().is_ok_and(|at| at == dst),
+            Rule::Redirect => app.local_addr().is_ok_and(|at| dial::unmapped(at) == dst),
             // Nothing is rewritten: an address of this host on a listener's port came straight here.
             Rule::Tproxy => own.iter().any(|o| o.port() == dst.port()) && dial::is_local_address(dst.ip()),
         };

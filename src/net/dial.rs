@@ -21,9 +21,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use crate::metrics;
 use crate::proto::addr::Target;
 use crate::workers::SETUP_THREADS;
 
-use super::egress::{Policy, BLOCKED_BY_ACL};
+use super::egress::{interface_addresses, Policy, BLOCKED_BY_ACL};
 use super::poll::wait_writable;
 
 /// Pending connections the kernel may queue before the accept loop takes them.
@@ -59,6 +59,10 @@ fn listen_as(addr: &str, transparent: bool) -> Result<TcpListener, Error> {
     let sa = addr.to_socket_addrs().map_err(|e| fail(&e))?.next().ok_or_else(|| fail(&"no such address"))?;
     let sock = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(|e| fail(&e))?;
     sock.set_reuse_address(true).map_err(|e| fail(&e))?;
+    if sa.is_ipv6() && sa.ip().is_unspecified() {
+        // `[::]` takes IPv4 too, whatever the host's default (net.ipv6.bindv6only).
+        sock.set_only_v6(false).map_err(|e| fail(&e))?;
+    }
     if transparent {
         set_transparent(&sock, sa).map_err(|e| fail(&e))?;
     }
@@ -76,6 +80,9 @@ fn listen_as(addr: &str, transparent: bool) -> Result<TcpListener, Error> {
 pub fn udp_transparent(addr: SocketAddr) -> io::Result<UdpSocket> {
     let sock = socket(Domain::for_address(addr), Type::DGRAM)?;
     sock.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        sock.set_only_v6(false)?;
+    }
     set_transparent(&sock, addr)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
@@ -122,8 +129,20 @@ pub fn socket(domain: Domain, ty: Type) -> io::Result<Socket> {
 /// Whether connects are remembered for [`is_own`]: [`guard_loops`] turns it on.
 static GUARD: AtomicBool = AtomicBool::new(false);
 
-/// The connects started in the last [`OWN_MEMORY`]: (source port, destination, when).
-static OWN: Mutex<VecDeque<(u16, SocketAddr, Instant)>> = Mutex::new(VecDeque::new());
+/// A connect (or a connected UDP socket) started here in the last [`OWN_MEMORY`].
+struct Started {
+    id: u64,
+    /// Where it left from, once its connect has started; `None` just before.
+    from: Option<SocketAddr>,
+    to: SocketAddr,
+    at: Instant,
+}
+
+/// What [`is_own`] knows, oldest first.
+static OWN: Mutex<VecDeque<Started>> = Mutex::new(VecDeque::new());
+
+/// The next [`Started::id`].
+static NEXT_STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// How long a started connect is remembered: a firewall that sends it back
 /// to the local does so with its first packet, and the local accepts it at
@@ -134,51 +153,79 @@ pub const OWN_MEMORY: Duration = Duration::from_secs(10);
 const OWN_MAX: usize = 4096;
 
 /// Has every connect from now on remembered for [`OWN_MEMORY`], for
-/// [`is_own`]: for a local with a transparent listener. Each connect's
-/// socket is then bound to a port of its own before it connects, so that
-/// it is remembered before its first packet leaves (a system call more, and
-/// the port is the socket's alone, not shared among destinations).
+/// [`is_own`]: for a local with a transparent listener. A connect is noted
+/// just before it starts (by its destination), then by its source once
+/// the kernel has chosen it: a `getsockname(2)` more per connect.
 pub fn guard_loops() {
     GUARD.store(true, Ordering::Relaxed);
 }
 
 /// Whether a connection from `peer` to `dst` is one this process started
 /// (in the last [`OWN_MEMORY`]), which a firewall rule has sent back here:
-/// one of its connects to `dst` left from `peer`'s port, and `peer`'s
-/// address is one of this host's. Always false before [`guard_loops`].
+/// one of its connects left from `peer` for `dst`, or, in the moment
+/// between a connect's start and its noting, is leaving for `dst` and
+/// `peer` is an address of this host. Always false before [`guard_loops`].
 pub fn is_own(peer: SocketAddr, dst: SocketAddr) -> bool {
     if !GUARD.load(Ordering::Relaxed) {
         return false;
     }
     let (peer, dst) = (unmapped(peer), unmapped(dst));
-    let known = {
+    let (exact, starting) = {
         let own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
-        own.iter().any(|&(port, to, _)| port == peer.port() && to == dst)
+        let mine = own.iter().filter(|s| s.to == dst);
+        mine.fold((false, false), |(e, p), s| (e || s.from == Some(peer), p || s.from.is_none()))
     };
-    // Only a socket on this host can have left from it.
-    known && is_local_address(peer.ip())
+    exact || (starting && is_local_address(peer.ip()))
 }
 
-/// Whether `ip` is an address of this host: one a socket can be bound to.
+/// Whether `ip` is an address of this host: loopback, or one of its interfaces'.
 pub fn is_local_address(ip: IpAddr) -> bool {
-    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    ip.is_loopback() || interface_addresses().is_ok_and(|addrs| addrs.contains(&ip))
 }
 
-/// Binds `sock` to a port of its own, then remembers its connect to `to`.
-fn remember(sock: &Socket, to: SocketAddr) -> io::Result<()> {
-    let any: IpAddr = match to {
-        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    sock.bind(&SocketAddr::new(any, 0).into())?;
-    let Some(port) = sock.local_addr()?.as_socket().map(|a| a.port()) else { return Ok(()) };
+/// Notes that a socket is about to connect to `to`; [`started`] notes
+/// where it left from. Returns its id.
+fn starting(to: SocketAddr) -> u64 {
+    let id = NEXT_STARTED.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
     let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
-    while own.front().is_some_and(|&(_, _, at)| now.duration_since(at) > OWN_MEMORY) || own.len() >= OWN_MAX {
+    while own.front().is_some_and(|s| now.duration_since(s.at) > OWN_MEMORY) || own.len() >= OWN_MAX {
         own.pop_front();
     }
-    own.push_back((port, unmapped(to), now));
-    Ok(())
+    own.push_back(Started { id, from: None, to: unmapped(to), at: now });
+    id
+}
+
+/// Notes where the connect `id` left from: `sock`'s own address.
+fn started(id: u64, sock: &Socket) {
+    let from = sock.local_addr().ok().and_then(|a| a.as_socket()).map(unmapped);
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    match own.iter().position(|s| s.id == id) {
+        // Without its source it cannot be told from another's: forgotten.
+        Some(i) if from.is_none() => {
+            own.remove(i);
+        }
+        Some(i) => own[i].from = from,
+        None => {}
+    }
+}
+
+/// Forgets the connect `id`, which did not start.
+fn forget(id: u64) {
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    own.retain(|s| s.id != id);
+}
+
+/// Notes, with [`guard_loops`], a UDP socket of the local's own connected
+/// from `from` to `to` (a tproxy flow's direct datagrams), for [`is_own`].
+pub fn note_own(from: SocketAddr, to: SocketAddr) {
+    if GUARD.load(Ordering::Relaxed) {
+        let id = starting(to);
+        let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = own.iter_mut().find(|s| s.id == id) {
+            s.from = Some(unmapped(from));
+        }
+    }
 }
 
 /// `addr` with an IPv4-mapped IPv6 address written as IPv4 (what a
@@ -334,19 +381,24 @@ fn race(addrs: &[SocketAddr], until: Instant, delay: Duration) -> io::Result<Tcp
 
 /// Starts a connect to `addr` without waiting for it: a socket made
 /// non-blocking by `socket(2)` itself, so it costs no system call more than
-/// a blocking connect would (with [`guard_loops`], a `bind(2)` and a
-/// `getsockname(2)` more, to remember it).
+/// a blocking connect would (with [`guard_loops`], a `getsockname(2)`
+/// more, to note it).
 fn start(addr: &SocketAddr) -> io::Result<Socket> {
     let sock = socket(Domain::for_address(*addr), Type::STREAM.nonblocking())?;
-    if GUARD.load(Ordering::Relaxed) {
-        remember(&sock, *addr)?;
-    }
-    match sock.connect(&(*addr).into()) {
+    let noted = GUARD.load(Ordering::Relaxed).then(|| starting(*addr));
+    let connected = match sock.connect(&(*addr).into()) {
         // Connected at once (it can happen on loopback): the poll says so.
         Ok(()) => Ok(sock),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
         Err(e) => Err(e),
+    };
+    if let Some(id) = noted {
+        match &connected {
+            Ok(sock) => started(id, sock),
+            Err(_) => forget(id),
+        }
     }
+    connected
 }
 
 /// The error to keep once `e` has come after `failed`: the first refusal, or else the latest.
@@ -391,6 +443,7 @@ pub fn resolve<H: Clone + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn a_connect_started_here_is_known_by_both_its_ends() {
@@ -409,6 +462,11 @@ mod tests {
             !is_own(peer, SocketAddr::from(([127, 0, 0, 1], to.port().wrapping_add(1)))),
             "another destination"
         );
+        let (udp_from, udp_to) =
+            (SocketAddr::from(([127, 0, 0, 1], 40_000)), SocketAddr::from(([127, 0, 0, 9], 53)));
+        assert!(!is_own(udp_from, udp_to));
+        note_own(udp_from, udp_to);
+        assert!(is_own(udp_from, udp_to), "a direct UDP flow's socket");
         let other = TcpStream::connect_timeout(&to, crate::net::testing::TIMEOUT).unwrap();
         assert!(!is_own(other.local_addr().unwrap(), to), "not started here");
         drop(accepted);
