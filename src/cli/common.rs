@@ -16,6 +16,7 @@ use crate::file;
 use crate::metrics::Role;
 use crate::net::limits;
 use crate::proto::acl::Acl;
+use crate::proto::addr::Target;
 use crate::proto::users::User;
 use crate::tls::config::{parse_alpn, DEFAULT_ALPN};
 
@@ -64,10 +65,56 @@ impl Common {
     }
 }
 
-/// Starts logging to stderr at `level`; `RUST_LOG`, when set, wins.
+/// `--listen`, or `default`: an address and port, or a usage error that
+/// says how to write one.
+pub fn listen(m: &Matches, default: &str) -> Result<String, Exit> {
+    let Some(listen) = m.opt_str("listen") else { return Ok(default.to_owned()) };
+    match Target::parse(&listen) {
+        Some(_) => Ok(listen),
+        None => Err(usage(bad_address("listen", "ADDR:PORT", &listen))),
+    }
+}
+
+/// `value`, given to `--flag`, as HOST:PORT (a name, IPv4, or `[IPv6]`, and
+/// a port), or a usage error that says how to write it.
+pub fn host_port(flag: &str, value: &str) -> Result<Target, Exit> {
+    Target::parse(value).ok_or_else(|| usage(bad_address(flag, "HOST:PORT", value)))
+}
+
+/// The usage error for `value`, given to `--flag` where `form` (HOST:PORT,
+/// ADDR:PORT) was wanted: what is wrong with it and how to write it.
+pub fn bad_address(flag: &str, form: &str, value: &str) -> String {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hint = match value.rsplit_once(':') {
+        // A port alone, or with no address before its colon.
+        None if digits(value) => {
+            return format!("--{flag} wants {form}, such as 127.0.0.1:{value}, not {value:?}")
+        }
+        Some(("", port)) if digits(port) => {
+            return format!("--{flag} wants {form}, such as 127.0.0.1:{port} or [::]:{port}, not {value:?}")
+        }
+        Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+            format!(": write an IPv6 address in brackets: [{host}]:{port}")
+        }
+        Some((_, port)) if digits(port) && port.parse::<u32>().map_or(true, |p| p > 65_535) => {
+            format!(": port {port} is out of range (1 to 65535)")
+        }
+        _ => String::new(),
+    };
+    format!("--{flag} wants {form}, not {value:?}{hint}")
+}
+
+/// Starts logging to stderr at `level` for the proxy's own lines, and at
+/// most `info` for its libraries'; `RUST_LOG`, when set, wins.
 pub fn init_logging(level: log::LevelFilter) {
-    let _ =
-        env_logger::Builder::new().filter_level(level).format_target(false).parse_env("RUST_LOG").try_init();
+    // `-v` is for the proxy's own lines, which name their connection; the
+    // libraries' debug output (rustls's handshakes) stays behind RUST_LOG.
+    let _ = env_logger::Builder::new()
+        .filter_level(level.min(log::LevelFilter::Info))
+        .filter_module(env!("CARGO_CRATE_NAME"), level)
+        .format_target(false)
+        .parse_env("RUST_LOG")
+        .try_init();
 }
 
 /// `--NAME`'s value as seconds: fractional allowed, greater than zero.

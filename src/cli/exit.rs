@@ -34,8 +34,17 @@ impl From<Error> for Exit {
 }
 
 impl From<getopts::Fail> for Exit {
+    /// getopts' failures, said as the binaries say their own.
     fn from(e: getopts::Fail) -> Self {
-        Exit::Usage(e.to_string())
+        use getopts::Fail;
+        let flag = |o: &str| if o.chars().count() == 1 { format!("-{o}") } else { format!("--{o}") };
+        Exit::Usage(match e {
+            Fail::UnrecognizedOption(o) => format!("unknown option {}", flag(o.trim_start_matches('-'))),
+            Fail::ArgumentMissing(o) => format!("{} needs a value", flag(&o)),
+            Fail::OptionMissing(o) => format!("{} is required", flag(&o)),
+            Fail::OptionDuplicated(o) => format!("{} is given more than once", flag(&o)),
+            Fail::UnexpectedArgument(o) => format!("{} takes no value", flag(&o)),
+        })
     }
 }
 

@@ -228,7 +228,7 @@ pub const SERVER: &[Flag] = &[
     flag(
         "max-pending-per-ip",
         Takes::One("N"),
-        "once half the places are taken, connections from one address (IPv6: one /64) in the handshake or before a valid header",
+        "limit the connections one address (IPv6: one /64) may have in the handshake or before a valid header, once half the places are taken",
         Default::Is("64"),
     ),
     flag(
@@ -293,7 +293,7 @@ pub const COMMON: &[Flag] = &[
     ),
     Flag {
         short: Some('v'),
-        ..flag("verbose", Takes::Count, "log more: once for debug, twice for trace", Default::None)
+        ..flag("verbose", Takes::Count, "log more of the proxy's own lines: once for debug, twice for trace (RUST_LOG for its libraries')", Default::None)
     },
     Flag { short: Some('q'), ..flag("quiet", Takes::Nothing, "log only warnings and errors", Default::None) },
     Flag { short: Some('h'), ..flag("help", Takes::Nothing, "print the options and exit", Default::None) },

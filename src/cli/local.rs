@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 
@@ -25,6 +25,7 @@ use crate::net::limits::FDS_PER_CONNECTION;
 use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
 use crate::proto::wire::trojan_hash;
+use crate::text::Escaped;
 use crate::tls::config::{self as tls, Trust};
 
 use super::common::{self, Caps, Common, Passwords, Users};
@@ -85,15 +86,51 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     if let Some(mark) = args.mark {
         forwards.push_str(&format!(", its sockets marked {mark}"));
     }
+    let login = match reload.secrets.get().users.len() {
+        0 => "no login".to_owned(),
+        n => format!("login required ({n} user{})", if n == 1 { "" } else { "s" }),
+    };
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
-    let to: Vec<String> = args.servers.iter().map(|s| format!("{} as {}", s.addr, s.name.to_str())).collect();
+    warn_unresolved(&args.servers);
+    let to: Vec<String> =
+        args.servers.iter().map(|s| format!("{} ({})", s.addr, trusted(s, &args.trust))).collect();
     let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
     log::info!(
-        "listening on {addr} for socks5, socks4 and http{forwards}, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
+        "listening on {addr} for socks5, socks4 and http, {login}{forwards}, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
         to.join(", ")
     );
     local.run();
     Ok(())
+}
+
+/// How the local trusts `server`, for the start line: the name its
+/// certificate must hold, and against what it is checked.
+fn trusted(server: &Upstream, trust: &Trust) -> String {
+    let name = server.name.to_str();
+    match trust {
+        Trust::WebPki => format!("certificate for {name}, by the public roots"),
+        Trust::CaFile(ca) => format!("certificate for {name}, by the CA in {}", ca.display()),
+        Trust::Pin(_) => "certificate pinned by --pin".to_owned(),
+        Trust::Insecure => "certificate not checked: --insecure".to_owned(),
+    }
+}
+
+/// How long the start waits to resolve each server's name, to warn.
+const RESOLVE_AT_START: Duration = Duration::from_secs(2);
+
+/// Warns of each server whose name does not resolve now: every client
+/// would fail with a lookup error, and nothing else would say why.
+fn warn_unresolved(servers: &[Upstream]) {
+    for s in servers {
+        let Target::Domain(name, port) = &s.addr else { continue };
+        if let Err(e) = dial::resolve(name, *port, Instant::now() + RESOLVE_AT_START, &()) {
+            log::warn!(
+                "server {}: cannot resolve {} now ({e}): clients fail until it resolves; check the name and this machine's DNS",
+                s.addr,
+                Escaped(name)
+            );
+        }
+    }
 }
 
 /// blocking-local's command line, parsed and checked; the files it names
@@ -145,7 +182,7 @@ impl LocalArgs {
         let addrs = m
             .opt_strs("server")
             .iter()
-            .map(|s| Target::parse(s).ok_or_else(|| usage(format!("--server wants HOST:PORT, not {s:?}"))))
+            .map(|s| common::host_port("server", s))
             .collect::<Result<Vec<_>, _>>()?;
         if addrs.is_empty() {
             return Err(usage("--server is required"));
@@ -180,7 +217,9 @@ impl LocalArgs {
                 pins.iter()
                     .map(|p| tls::parse_fingerprint(p))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| usage("--pin wants 64 hex digits (a SHA-256 fingerprint)"))?,
+                    .ok_or_else(|| {
+                        usage("--pin wants 64 hex digits (a SHA-256 fingerprint: the one blocking-server logs at start, or openssl x509 -fingerprint -sha256 prints)")
+                    })?,
             ),
             (None, true, true) => Trust::Insecure,
             _ => return Err(usage("--ca, --pin and --insecure exclude each other")),
@@ -211,7 +250,7 @@ impl LocalArgs {
             .collect::<Result<Vec<_>, _>>()?;
         let redir = m.opt_str("redir");
         if let Some(r) = redir.as_deref().filter(|r| Target::parse(r).is_none()) {
-            return Err(usage(format!("--redir wants ADDR:PORT, not {r:?}")));
+            return Err(usage(common::bad_address("redir", "ADDR:PORT", r)));
         }
         let tproxy = m.opt_str("tproxy");
         if let Some(t) = tproxy.as_deref().filter(|t| t.parse::<SocketAddr>().is_err()) {
@@ -233,7 +272,7 @@ impl LocalArgs {
         Ok(LocalArgs {
             servers,
             balance,
-            listen: m.opt_str("listen").unwrap_or_else(|| LOCAL_LISTEN.into()),
+            listen: common::listen(&m, LOCAL_LISTEN)?,
             trust,
             alpn: common::alpn(&m)?,
             passwords: Passwords::parse(&m)?,
@@ -513,7 +552,7 @@ mod tests {
         assert_eq!((a.redir.as_deref(), a.mark), (Some("127.0.0.1:12345"), Some(u32::MAX)));
         assert_eq!(
             usage_error(&["--server", "h:1", "--redir", "12345"]),
-            "--redir wants ADDR:PORT, not \"12345\""
+            "--redir wants ADDR:PORT, such as 127.0.0.1:12345, not \"12345\""
         );
         for bad in ["-1", "4294967296", "0x7", ""] {
             assert!(

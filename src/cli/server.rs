@@ -129,7 +129,7 @@ impl ServerArgs {
             _ => return Err(usage("--cert and --key go together")),
         };
         let common = Common::parse(&m)?;
-        let listen = m.opt_str("listen").unwrap_or_else(|| SERVER_LISTEN.into());
+        let listen = common::listen(&m, SERVER_LISTEN)?;
         // Its key is public: anywhere but loopback, anyone could pose as this server.
         if matches!(identity, Identity::TestCertificate) && common::loopback_only(&listen) == Some(false) {
             return Err(usage(format!(
@@ -140,9 +140,7 @@ impl ServerArgs {
         }
         let passwords = Passwords::parse(&m)?;
         let fallback = match m.opt_str("fallback") {
-            Some(f) => Some(
-                Target::parse(&f).ok_or_else(|| usage(format!("--fallback wants HOST:PORT, not {f:?}")))?,
-            ),
+            Some(f) => Some(common::host_port("fallback", &f)?),
             None => None,
         };
         let cidrs = |name: &str| -> Result<Vec<Cidr>, Exit> {

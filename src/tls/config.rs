@@ -199,8 +199,15 @@ pub fn fingerprint_hex(f: &Fingerprint) -> String {
     hex(f)
 }
 
-/// Parses 64 hex digits, bare or with a colon between every two bytes (as openssl prints them).
+/// Parses 64 hex digits, bare or with a colon between every two bytes (as
+/// openssl prints them), alone or as the whole line `openssl x509
+/// -fingerprint -sha256` prints (`sha256 Fingerprint=AB:CD:…`).
 pub fn parse_fingerprint(s: &str) -> Option<Fingerprint> {
+    let s = s.trim();
+    let s = match s.split_once('=') {
+        Some((label, hex)) if label.trim().eq_ignore_ascii_case("sha256 fingerprint") => hex.trim(),
+        _ => s,
+    };
     let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
     let colons = !s.contains(':')
         || (s.len() == 95 && s.bytes().enumerate().all(|(i, b)| (b == b':') == (i % 3 == 2)));
@@ -261,7 +268,12 @@ pub fn server_config(
         .map_err(|e| Error::Config(format!("tls: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| Error::Config(format!("cannot use {what}: {e}")))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => Error::Config(format!(
+                "cannot use {what}: the key does not belong to the certificate (give the key made with it: privkey.pem beside fullchain.pem)"
+            )),
+            e => Error::Config(format!("cannot use {what}: {e}")),
+        })?;
     // The client's order of suites wins, as on nginx (`ssl_prefer_server_ciphers off`).
     config.ignore_client_order = false;
     config.alpn_protocols = alpn.to_vec();
@@ -365,6 +377,16 @@ impl ServerCertVerifier for KeyOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_may_be_the_whole_line_openssl_prints() {
+        let colons = ["ab"; 32].join(":");
+        let want = parse_fingerprint(&"ab".repeat(32));
+        assert!(want.is_some());
+        assert_eq!(parse_fingerprint(&format!("sha256 Fingerprint={colons}")), want);
+        assert_eq!(parse_fingerprint(&format!("SHA256 Fingerprint={}", colons.to_uppercase())), want);
+        assert_eq!(parse_fingerprint(&format!("sha1 Fingerprint={colons}")), None, "another hash");
+    }
 
     #[test]
     fn fingerprints_parse_with_or_without_colons() {

@@ -50,3 +50,129 @@ fn certificate_failures_say_what_is_wrong_and_how_to_trust_the_server() {
     eprintln!("wrong pin:\n  {line}");
     assert!(line.contains("not the one --pin names"), "{line}");
 }
+
+/// Runs `bin` with `args` until it exits (a usage error or a bad file
+/// ends it at once): its exit code and what it wrote to stderr.
+fn exits(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
+}
+
+const LOCAL_BIN: &str = env!("CARGO_BIN_EXE_blocking-local");
+const SERVER_BIN: &str = env!("CARGO_BIN_EXE_blocking-server");
+
+#[test]
+fn usage_errors_teach_the_right_form() {
+    let key = cert("server.key");
+    let other_key = cert("ca.key");
+    let server_pem = cert("server.pem");
+    let cases: &[(&str, &[&str], &str)] = &[
+        (LOCAL_BIN, &["--server", "::1:9012"], "write an IPv6 address in brackets: [::1]:9012"),
+        (LOCAL_BIN, &["--server", "127.0.0.1:99999"], "port 99999 is out of range (1 to 65535)"),
+        (
+            LOCAL_BIN,
+            &["--server", "h:1", "--listen", "1190"],
+            "--listen wants ADDR:PORT, such as 127.0.0.1:1190",
+        ),
+        (
+            LOCAL_BIN,
+            &["--server", "h:1", "--listen", ":1190"],
+            "--listen wants ADDR:PORT, such as 127.0.0.1:1190",
+        ),
+        (LOCAL_BIN, &["--bogus"], "unknown option --bogus"),
+        (LOCAL_BIN, &["--server"], "--server needs a value"),
+        (
+            SERVER_BIN,
+            &["--listen", "127.0.0.1:0", "--cert", &server_pem, "--key", &other_key],
+            "does not belong to the certificate",
+        ),
+        (
+            SERVER_BIN,
+            &["--listen", "127.0.0.1:0", "--cert", &server_pem, "--key", &key, "--bogus"],
+            "unknown option --bogus",
+        ),
+    ];
+    for (bin, args, says) in cases {
+        let (code, said) = exits(bin, args);
+        let name = if *bin == LOCAL_BIN { "blocking-local" } else { "blocking-server" };
+        eprintln!("$ {name} {}\n  exit {code:?}: {said}", args.join(" "));
+        assert!(said.contains(says), "{said}");
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+    }
+}
+
+#[test]
+fn the_start_line_says_how_the_server_is_trusted_and_whether_a_login_is_needed() {
+    let srv = server_with_certs().spawn();
+    for (extra, says) in [
+        (&[][..], "no login, server 127.0.0.1"),
+        (&["--user", "ann:secret"][..], "login required (1 user)"),
+        (&["--pin", &"ab".repeat(32)][..], "(certificate pinned by --pin)"),
+    ] {
+        let loc = local(srv.addr).args(extra).spawn();
+        let line = loc.wait_line(|l| l.contains("listening on"));
+        eprintln!("blocking-local {}:\n  {line}", extra.join(" "));
+        assert!(line.contains(says), "{line}");
+        if extra.is_empty() {
+            let ca =
+                format!("server {} (certificate for 127.0.0.1, by the CA in {})", srv.addr, cert("ca.pem"));
+            assert!(line.contains(&ca), "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_server_name_that_does_not_resolve_is_said_at_start() {
+    let dir = scratch("messages-resolv");
+    let (hosts, resolv) = (dir.join("hosts"), dir.join("resolv.conf"));
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    // Nothing answers there: every lookup fails at once, and nothing leaves the namespace.
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    let test = "messages::inside_a_server_name_that_does_not_resolve";
+    let setup = "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf &&";
+    if !in_namespace(&["-n", "-m"], setup, test, &[&hosts, &resolv]) {
+        eprintln!("skipped: `unshare -n -m` is not allowed here (it needs root)");
+    }
+}
+
+#[test]
+#[ignore = "run by a_server_name_that_does_not_resolve_is_said_at_start, inside its namespace"]
+fn inside_a_server_name_that_does_not_resolve() {
+    if !inside_namespace() {
+        return;
+    }
+    let loc = Proc::start(LOCAL_BIN, &["--server", "proxy.invalid:9012", "--listen", "127.0.0.1:0"]);
+    let line = loc.wait_line(|l| l.contains("cannot resolve"));
+    eprintln!("blocking-local --server proxy.invalid:9012:\n  {line}");
+    assert!(line.contains("server proxy.invalid:9012: cannot resolve proxy.invalid now"), "{line}");
+    assert!(line.contains("check the name and this machine's DNS"), "{line}");
+}
+
+#[test]
+fn verbose_shows_the_proxys_own_lines_not_its_libraries() {
+    let srv = server_with_certs().spawn();
+    let ca = cert("ca.pem");
+    let server = srv.addr.to_string();
+    let loc = Proc::start_with_env(
+        LOCAL_BIN,
+        &["-v", "--server", &server, "--ca", &ca, "--listen", "127.0.0.1:0", "--pool", "0"],
+        &[("RUST_LOG", "")],
+    );
+    let web = http("127.0.0.1:0");
+    let mut s = socks_connect(loc.addr, &web.to_string());
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let _ = read_answer(&mut s);
+    drop(s);
+    loc.wait_line(|l| l.contains(" closed "));
+    let debug: Vec<String> = loc.lines().into_iter().filter(|l| l.contains("DEBUG")).collect();
+    eprintln!("blocking-local -v, one connection: {} debug lines", debug.len());
+    for l in &debug {
+        eprintln!("  {l}");
+    }
+    assert!(!debug.is_empty());
+    let theirs: Vec<&String> = debug
+        .iter()
+        .filter(|l| !l.contains("] #") && !l.contains("] pool") && !l.contains("] server "))
+        .collect();
+    assert!(theirs.is_empty(), "lines without a connection: {theirs:#?}");
+}

@@ -306,15 +306,14 @@ impl Proc {
 
     /// Starts `bin`, its stderr's lines collected.
     fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut command = Command::new(bin);
+        command.args(args).env("RUST_LOG", "debug").envs(env.iter().copied());
+        // An empty RUST_LOG: none at all, so that the flags set the level.
+        if env.iter().any(|&(k, v)| k == "RUST_LOG" && v.is_empty()) {
+            command.env_remove("RUST_LOG");
+        }
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
