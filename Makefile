@@ -36,13 +36,31 @@ build:
 	$(CARGO) build --release
 
 # The server uses its built-in test certificate and, as it listens on loopback only,
-# may reach loopback and private targets. Both in the foreground: Ctrl-C reaches
-# the local directly and the trap stops the server.
+# may reach loopback and private targets. Both run in the background of a bash
+# shell, each line tagged with its program by a sed that outlives Ctrl-C. Ctrl-C
+# (SIGINT to the whole foreground group) reaches both programs, which drain and
+# exit; the shell only waits, so neither gets a second signal. A SIGTERM to make
+# reaches only this shell, which passes it on. If one program ends on its own (a
+# port in use, say), the other is stopped; the first nonzero status is the recipe's.
+run: SHELL := /bin/bash
 run: build
-	@echo "blocking-server on $(RUN_SERVER), SOCKS5 on $(RUN_LOCAL); Ctrl-C stops both"
-	@$(BIN)/blocking-server --listen $(RUN_SERVER) --allow-private & srv=$$!; \
-	trap 'kill $$srv 2>/dev/null; wait $$srv 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem
+	@echo "blocking-server on $(RUN_SERVER), SOCKS5/SOCKS4/HTTP proxy on $(RUN_LOCAL); Ctrl-C stops both"
+	@tag() { trap '' INT; exec sed -u "s/^/$$1 | /"; }; \
+	exec 3> >(tag "server"); tag_srv=$$!; exec 4> >(tag "local "); tag_loc=$$!; \
+	$(BIN)/blocking-server --listen $(RUN_SERVER) --allow-private >&3 2>&3 3>&- 4>&- & srv=$$!; \
+	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem >&4 2>&4 3>&- 4>&- & loc=$$!; \
+	exec 3>&- 4>&-; \
+	signalled=; trap 'signalled=1' INT; trap 'signalled=1; kill -TERM $$srv $$loc 2>/dev/null' TERM; \
+	first=; until [ -n "$$first" ]; do wait -n -p first $$srv $$loc; st=$$?; done; \
+	other=$$srv; other_name=server; first_name=local; \
+	if [ "$$first" = "$$srv" ]; then other=$$loc; other_name=local; first_name=server; fi; \
+	if [ -z "$$signalled" ]; then \
+	  echo "make run: $$first_name exited with status $$st; stopping $$other_name"; kill -TERM $$other 2>/dev/null; \
+	fi; \
+	done_=; until [ -n "$$done_" ]; do wait -n -p done_ $$other; st2=$$?; done; \
+	wait $$tag_srv $$tag_loc; \
+	echo "make run: $$first_name exited $$st, $$other_name exited $$st2"; \
+	[ $$st -ne 0 ] && exit $$st; exit $$st2
 
 test: deps
 	$(CARGO) test --release
