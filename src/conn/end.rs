@@ -306,6 +306,19 @@ impl End {
     }
 }
 
+impl End {
+    /// The level its close line is logged at: `debug` for a client that
+    /// closed after its TLS handshake without a header (a local's ready
+    /// connection that aged out unused, many a minute, counted in
+    /// `blocking_proxy_unused_connections_total`), `info` for every other end.
+    pub fn level(&self) -> log::Level {
+        match self {
+            End::ClosedBeforeHeader | End::ClosedBeforeRecord => log::Level::Debug,
+            _ => log::Level::Info,
+        }
+    }
+}
+
 /// The class of a failure by its error: a refusal by policy, TLS, a
 /// protocol error, or by the I/O error's kind.
 fn class_of(e: &Error) -> Closed {
@@ -626,6 +639,15 @@ mod tests {
         for (end, text, class) in every_end() {
             assert_eq!(end.to_string(), text);
             assert_eq!(end.class(), class, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_a_client_that_closed_before_its_header_is_logged_at_debug() {
+        for (end, text, _) in every_end() {
+            let quiet = matches!(end, End::ClosedBeforeHeader | End::ClosedBeforeRecord);
+            let want = if quiet { log::Level::Debug } else { log::Level::Info };
+            assert_eq!(end.level(), want, "{text}");
         }
     }
 
