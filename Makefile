@@ -11,8 +11,10 @@
 #   make bench    the pair (default flags, --pool 8, routing by an ACL, DNS through the tunnel) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 #   make profile  what one new connection costs each process: instructions, wake-ups, system calls, profile
-#   make install  the release binaries to $(PREFIX)/bin, the systemd units to
-#                 $(PREFIX)/lib/systemd/system (PREFIX=/usr/local; DESTDIR for staging)
+#   make install  the release binaries, stripped, to $(PREFIX)/bin (STRIP= keeps their
+#                 debug info), the systemd units to $(PREFIX)/lib/systemd/system
+#                 (PREFIX=/usr/local; DESTDIR for staging)
+#   make verify-units  systemd-analyze verify on the units make install put there (staged or not)
 #   make uninstall  remove exactly the files make install put there
 
 CARGO      ?= cargo
@@ -28,7 +30,7 @@ TEST_PYTHON := socks:python3-socks
 # nginx and haproxy live in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build run test soak deps certs lint layers fuzz bench bench-peers bench-deps profile install uninstall clean
+.PHONY: all build run test soak deps certs lint layers fuzz bench bench-peers bench-deps profile install verify-units uninstall clean
 
 all: build
 
@@ -169,11 +171,16 @@ bench-deps:
 	fi
 
 # Installs what `make` built (it does not build, so `make && sudo make install`
-# leaves no root-owned files in target/): both binaries, and the systemd units
-# from dist/systemd/ with @BINDIR@ replaced by where the binaries go. Units go
-# to $(PREFIX)/lib/systemd/system, which systemd reads for /usr/local and /usr.
+# leaves no root-owned files in target/): both binaries, stripped of their debug
+# info (31 MB each with it, 6 without; `make install STRIP=` keeps it, for
+# backtraces with line numbers and for perf), and the systemd units from
+# dist/systemd/ with @BINDIR@ replaced by where the binaries go. Units go to
+# $(PREFIX)/lib/systemd/system, which systemd reads for /usr/local and /usr.
+# STRIP is set here, not taken from the environment (where a toolchain's STRIP
+# names its strip program); only the command line changes it.
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+STRIP      := -s
 BINDIR     := $(PREFIX)/bin
 UNITDIR    := $(PREFIX)/lib/systemd/system
 PROGRAMS   := blocking-server blocking-local
@@ -184,13 +191,27 @@ install:
 	  [ -x $(BIN)/$$p ] || { echo "install: no $(BIN)/$$p; run make first" >&2; exit 1; }; \
 	done
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
-	install -m 755 $(PROGRAMS:%=$(BIN)/%) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(STRIP) $(PROGRAMS:%=$(BIN)/%) $(DESTDIR)$(BINDIR)/
 	@for u in $(UNITS); do \
 	  echo "install dist/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u (@BINDIR@ = $(BINDIR))"; \
 	  sed 's|@BINDIR@|$(BINDIR)|g' dist/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 	  mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
+
+# systemd-analyze verify on the units make install put under $(DESTDIR) (the same
+# PREFIX and DESTDIR). verify wants each ExecStart's binary where the unit names
+# it, $(BINDIR), which a staged install has under $(DESTDIR) instead: it checks
+# copies of the units whose $(BINDIR)/ is $(DESTDIR)$(BINDIR)/ (without DESTDIR,
+# the units as installed). Unknown keys and bad values are warnings: read them.
+verify-units:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for u in $(UNITS); do \
+	  [ -f $(DESTDIR)$(UNITDIR)/$$u ] || { echo "verify-units: no $(DESTDIR)$(UNITDIR)/$$u; run make install first" >&2; exit 1; }; \
+	  sed 's|=$(BINDIR)/|=$(abspath $(DESTDIR)$(BINDIR))/|' $(DESTDIR)$(UNITDIR)/$$u > "$$tmp/$$u" || exit 1; \
+	done && \
+	echo "systemd-analyze verify $(UNITS) (from $(DESTDIR)$(UNITDIR), binaries in $(abspath $(DESTDIR)$(BINDIR)))" && \
+	systemd-analyze verify $(UNITS:%="$$tmp/%")
 
 uninstall:
 	rm -f $(PROGRAMS:%=$(DESTDIR)$(BINDIR)/%) $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)
