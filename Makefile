@@ -11,8 +11,10 @@
 #   make bench    the pair (default flags, --pool 8, routing by an ACL, DNS through the tunnel) next to no proxy at all (target/bench/report.txt)
 #   make bench-peers  the same, with stunnel4+microsocks, trojan and shadowsocks-rust
 #   make profile  what one new connection costs each process: instructions, wake-ups, system calls, profile
-#   make install  the release binaries to $(PREFIX)/bin, the systemd units to
-#                 $(PREFIX)/lib/systemd/system (PREFIX=/usr/local; DESTDIR for staging)
+#   make install  the release binaries, stripped, to $(PREFIX)/bin (STRIP= keeps their
+#                 debug info), the systemd units to $(PREFIX)/lib/systemd/system
+#                 (PREFIX=/usr/local; DESTDIR for staging)
+#   make verify-units  systemd-analyze verify on the units make install put there (staged or not)
 #   make uninstall  remove exactly the files make install put there
 
 CARGO      ?= cargo
@@ -22,13 +24,13 @@ RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
 TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2 \
               systemd-analyze:systemd wget:wget haproxy:haproxy promtool:prometheus nft:nftables \
-              dnsmasq:dnsmasq-base dig:bind9-dnsutils
+              dnsmasq:dnsmasq-base dig:bind9-dnsutils nc:netcat-openbsd
 # Python modules the tests import with Debian's /usr/bin/python3, and their packages.
 TEST_PYTHON := socks:python3-socks
 # nginx and haproxy live in /usr/sbin, which a user's PATH may lack.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build run test soak deps certs lint layers fuzz bench bench-peers bench-deps profile install uninstall clean
+.PHONY: all build run test soak deps certs lint layers fuzz bench bench-peers bench-deps profile install verify-units uninstall clean
 
 all: build
 
@@ -36,13 +38,31 @@ build:
 	$(CARGO) build --release
 
 # The server uses its built-in test certificate and, as it listens on loopback only,
-# may reach loopback and private targets. Both in the foreground: Ctrl-C reaches
-# the local directly and the trap stops the server.
+# may reach loopback and private targets. Both run in the background of a bash
+# shell, each line tagged with its program by a sed that outlives Ctrl-C. Ctrl-C
+# (SIGINT to the whole foreground group) reaches both programs, which drain and
+# exit; the shell only waits, so neither gets a second signal. A SIGTERM to make
+# reaches only this shell, which passes it on. If one program ends on its own (a
+# port in use, say), the other is stopped; the first nonzero status is the recipe's.
+run: SHELL := /bin/bash
 run: build
-	@echo "blocking-server on $(RUN_SERVER), SOCKS5 on $(RUN_LOCAL); Ctrl-C stops both"
-	@$(BIN)/blocking-server --listen $(RUN_SERVER) --allow-private & srv=$$!; \
-	trap 'kill $$srv 2>/dev/null; wait $$srv 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem
+	@echo "blocking-server on $(RUN_SERVER), SOCKS5/SOCKS4/HTTP proxy on $(RUN_LOCAL); Ctrl-C stops both"
+	@tag() { trap '' INT; exec sed -u "s/^/$$1 | /"; }; \
+	exec 3> >(tag "server"); tag_srv=$$!; exec 4> >(tag "local "); tag_loc=$$!; \
+	$(BIN)/blocking-server --listen $(RUN_SERVER) --allow-private >&3 2>&3 3>&- 4>&- & srv=$$!; \
+	$(BIN)/blocking-local --listen $(RUN_LOCAL) --server $(RUN_SERVER) --ca certs/ca.pem >&4 2>&4 3>&- 4>&- & loc=$$!; \
+	exec 3>&- 4>&-; \
+	signalled=; trap 'signalled=1' INT; trap 'signalled=1; kill -TERM $$srv $$loc 2>/dev/null' TERM; \
+	first=; until [ -n "$$first" ]; do wait -n -p first $$srv $$loc; st=$$?; done; \
+	other=$$srv; other_name=server; first_name=local; \
+	if [ "$$first" = "$$srv" ]; then other=$$loc; other_name=local; first_name=server; fi; \
+	if [ -z "$$signalled" ]; then \
+	  echo "make run: $$first_name exited with status $$st; stopping $$other_name"; kill -TERM $$other 2>/dev/null; \
+	fi; \
+	done_=; until [ -n "$$done_" ]; do wait -n -p done_ $$other; st2=$$?; done; \
+	wait $$tag_srv $$tag_loc; \
+	echo "make run: $$first_name exited $$st, $$other_name exited $$st2"; \
+	[ $$st -ne 0 ] && exit $$st; exit $$st2
 
 test: deps
 	$(CARGO) test --release
@@ -151,11 +171,16 @@ bench-deps:
 	fi
 
 # Installs what `make` built (it does not build, so `make && sudo make install`
-# leaves no root-owned files in target/): both binaries, and the systemd units
-# from dist/systemd/ with @BINDIR@ replaced by where the binaries go. Units go
-# to $(PREFIX)/lib/systemd/system, which systemd reads for /usr/local and /usr.
+# leaves no root-owned files in target/): both binaries, stripped of their debug
+# info (31 MB each with it, 6 without; `make install STRIP=` keeps it, for
+# backtraces with line numbers and for perf), and the systemd units from
+# dist/systemd/ with @BINDIR@ replaced by where the binaries go. Units go to
+# $(PREFIX)/lib/systemd/system, which systemd reads for /usr/local and /usr.
+# STRIP is set here, not taken from the environment (where a toolchain's STRIP
+# names its strip program); only the command line changes it.
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+STRIP      := -s
 BINDIR     := $(PREFIX)/bin
 UNITDIR    := $(PREFIX)/lib/systemd/system
 PROGRAMS   := blocking-server blocking-local
@@ -166,13 +191,27 @@ install:
 	  [ -x $(BIN)/$$p ] || { echo "install: no $(BIN)/$$p; run make first" >&2; exit 1; }; \
 	done
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
-	install -m 755 $(PROGRAMS:%=$(BIN)/%) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(STRIP) $(PROGRAMS:%=$(BIN)/%) $(DESTDIR)$(BINDIR)/
 	@for u in $(UNITS); do \
 	  echo "install dist/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u (@BINDIR@ = $(BINDIR))"; \
 	  sed 's|@BINDIR@|$(BINDIR)|g' dist/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 	  mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
+
+# systemd-analyze verify on the units make install put under $(DESTDIR) (the same
+# PREFIX and DESTDIR). verify wants each ExecStart's binary where the unit names
+# it, $(BINDIR), which a staged install has under $(DESTDIR) instead: it checks
+# copies of the units whose $(BINDIR)/ is $(DESTDIR)$(BINDIR)/ (without DESTDIR,
+# the units as installed). Unknown keys and bad values are warnings: read them.
+verify-units:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for u in $(UNITS); do \
+	  [ -f $(DESTDIR)$(UNITDIR)/$$u ] || { echo "verify-units: no $(DESTDIR)$(UNITDIR)/$$u; run make install first" >&2; exit 1; }; \
+	  sed 's|=$(BINDIR)/|=$(abspath $(DESTDIR)$(BINDIR))/|' $(DESTDIR)$(UNITDIR)/$$u > "$$tmp/$$u" || exit 1; \
+	done && \
+	echo "systemd-analyze verify $(UNITS) (from $(DESTDIR)$(UNITDIR), binaries in $(abspath $(DESTDIR)$(BINDIR)))" && \
+	systemd-analyze verify $(UNITS:%="$$tmp/%")
 
 uninstall:
 	rm -f $(PROGRAMS:%=$(DESTDIR)$(BINDIR)/%) $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)

@@ -1,6 +1,7 @@
 //! Bytes made into text: what a peer controls (target names, SOCKS5
 //! usernames, SNI), made safe to put in a log line, and lowercase hex (trojan
-//! password hashes, certificate fingerprints).
+//! password hashes, certificate fingerprints), and counts with their nouns
+//! (`1 connection`, `2 connections`).
 //!
 //! [`Escaped`] writes a string as it is when it holds only letters (of any
 //! script), digits, `.`, `-` and `_`. Anything else is written in double
@@ -48,9 +49,27 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A count and its noun, singular for one: `1 connection`, `0 connections`.
+/// The noun takes an `s` for the plural.
+pub struct Count<'a>(pub usize, pub &'a str);
+
+impl fmt::Display for Count<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Count(n, noun) = *self;
+        write!(f, "{n} {noun}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{hex, Escaped};
+    use super::{hex, Count, Escaped};
+
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(Count(1, "connection").to_string(), "1 connection");
+        assert_eq!(Count(0, "connection").to_string(), "0 connections");
+        assert_eq!(Count(2, "connection").to_string(), "2 connections");
+    }
 
     fn esc(s: &str) -> String {
         Escaped(s).to_string()

@@ -17,6 +17,7 @@ use socket2::Socket;
 
 use crate::error::Error;
 use crate::net::dial::listen;
+use crate::text::Count;
 use crate::workers::SETUP_THREADS;
 
 use super::admission::{Fds, Gate, Place, Refused};
@@ -154,11 +155,15 @@ impl Acceptor {
         self.serve(admit, refuse);
         let open = gate.active();
         if open > 0 {
-            log::info!("listener closed; waiting up to {:.1}s for {open} connections", drain.as_secs_f64());
+            log::info!(
+                "listener closed; waiting up to {:.1}s for {}",
+                drain.as_secs_f64(),
+                Count(open, "connection")
+            );
         }
         let left = gate.wait_idle(drain);
         if left > 0 {
-            log::warn!("drain timeout: exiting with {left} connections open");
+            log::warn!("drain timeout: exiting with {} open", Count(left, "connection"));
         }
         left
     }

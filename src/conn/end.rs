@@ -23,6 +23,12 @@ use super::admission::Refused;
 pub enum End {
     /// Both directions of the relay reached their end: `eof`.
     Eof,
+    /// The first side reset (or was found gone) once the second had ended
+    /// and everything it sent had been passed on: an orderly end, as when a
+    /// client closes with bytes it has not read (Python's ssl, say, after
+    /// `Connection: close`, leaves the site's close_notify unread):
+    /// `eof (client reset after target closed)`.
+    ResetAfterEnd(Side, Side),
     /// No byte either way for the idle time: `idle timeout`.
     Idle,
     /// One direction ended and the other stayed quiet for the linger time: `linger timeout`.
@@ -276,6 +282,7 @@ impl End {
     pub fn class(&self) -> Closed {
         match self {
             End::Eof
+            | End::ResetAfterEnd(..)
             | End::ClosedBeforeRequest
             | End::ClosedBeforeHeader
             | End::ClosedBeforeRecord
@@ -302,6 +309,17 @@ impl End {
             | End::NoUdp
             | End::Draining
             | End::Stopped => Closed::Other,
+        }
+    }
+
+    /// The level its close line is logged at: `debug` for a client that
+    /// closed after its TLS handshake without a header (a local's ready
+    /// connection that aged out unused, many a minute, counted in
+    /// `blocking_proxy_unused_connections_total`), `info` for every other end.
+    pub fn level(&self) -> log::Level {
+        match self {
+            End::ClosedBeforeHeader | End::ClosedBeforeRecord => log::Level::Debug,
+            _ => log::Level::Info,
         }
     }
 }
@@ -333,6 +351,7 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Eof => f.write_str("eof"),
+            End::ResetAfterEnd(reset, ended) => write!(f, "eof ({reset} reset after {ended} closed)"),
             End::Idle => f.write_str("idle timeout"),
             End::Linger => f.write_str("linger timeout"),
             End::UdpIdle => f.write_str("udp timeout"),
@@ -558,6 +577,16 @@ mod tests {
                 Closed::TlsError,
             ),
             (End::Broke(Side::Client, Break::Reset), "client reset", Closed::Reset),
+            (
+                End::ResetAfterEnd(Side::Client, Side::Target),
+                "eof (client reset after target closed)",
+                Closed::Eof,
+            ),
+            (
+                End::ResetAfterEnd(Side::Client, Side::Fallback),
+                "eof (client reset after fallback closed)",
+                Closed::Eof,
+            ),
             (End::Broke(Side::Target, Break::Gone), "target gone", Closed::Reset),
             (
                 End::Broke(Side::Server, Break::NoCloseNotify),
@@ -626,6 +655,15 @@ mod tests {
         for (end, text, class) in every_end() {
             assert_eq!(end.to_string(), text);
             assert_eq!(end.class(), class, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_a_client_that_closed_before_its_header_is_logged_at_debug() {
+        for (end, text, _) in every_end() {
+            let quiet = matches!(end, End::ClosedBeforeHeader | End::ClosedBeforeRecord);
+            let want = if quiet { log::Level::Debug } else { log::Level::Info };
+            assert_eq!(end.level(), want, "{text}");
         }
     }
 

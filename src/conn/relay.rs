@@ -21,7 +21,10 @@
 //! (the end still says "closed without close_notify"): a reset would make the
 //! far end's kernel drop what its application has not read yet. An error in
 //! either direction (a reset, a TLS error, a write that times out) closes
-//! both at once, as a reset. No byte in either direction for the idle time
+//! both at once, as a reset. A side that resets once the other has ended
+//! and everything it sent has been passed on has closed in its own way (a
+//! client that leaves the site's close_notify unread): both are still
+//! reset, and the end says `eof (client reset after target closed)`. No byte in either direction for the idle time
 //! ends both.
 //!
 //! A second end that owes an answer ([`Owed`]: the local's server, asked
@@ -39,7 +42,7 @@ use std::time::{Duration, Instant};
 use rustls::Connection;
 use socket2::SockRef;
 
-use crate::net::poll::{wait, Ready};
+use crate::net::poll::{peer_finished, wait, Ready};
 use crate::workers::COPY_THREADS;
 
 use super::end::{Break, End, Side, Silent};
@@ -330,6 +333,11 @@ struct Relay {
     writing: [AtomicBool; 2],
     /// Whether each end has finished sending (an EOF read from it), by end.
     ended: [AtomicBool; 2],
+    /// Whether each end's socket error (a reset) was taken by the direction
+    /// that writes to it, watching it while it waited (see [`bursts`]), by
+    /// end: the other direction's read of it then ends as if cleanly, and
+    /// must not pass that end on as one.
+    reset: [AtomicBool; 2],
     end: Mutex<Option<End>>,
     /// Called with the outcome by whichever direction ends last.
     done: Mutex<Option<OnDone>>,
@@ -353,6 +361,7 @@ impl Relay {
             aborted: AtomicBool::new(false),
             writing: [AtomicBool::new(false), AtomicBool::new(false)],
             ended: [AtomicBool::new(false), AtomicBool::new(false)],
+            reset: [AtomicBool::new(false), AtomicBool::new(false)],
             end: Mutex::new(None),
             done: Mutex::new(Some(done)),
             silence: None,
@@ -540,15 +549,25 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         }
         return;
     }
+    // The source reset, and the other direction took the error while it
+    // watched it: what looks like an end here is that reset, which the
+    // other direction reports (and aborts on).
+    let source_reset = shared.reset[dir.source()].load(Ordering::SeqCst);
     match copied {
         // Woken by an abort: the end is a reset, not an EOF to pass on.
-        Ok(()) if shared.aborted.load(Ordering::SeqCst) => {}
+        Ok(()) if shared.aborted.load(Ordering::SeqCst) || source_reset => {}
         Ok(()) => {
             shared.ended[dir.source()].store(true, Ordering::SeqCst);
             match dst.inner.close_write() {
                 // A destination that had finished too and is gone by now (a
                 // client that closed at once) closed normally: not an error.
                 Err(e) if shared.ended[dir.destination()].load(Ordering::SeqCst) && is_gone(&e) => {}
+                // A destination that reset before its end was passed on
+                // (shutdown finds it not connected, ENOTCONN; a write, a
+                // reset or a broken pipe): everything the source sent had
+                // been written, so this is how the destination closed, not
+                // a failure to close.
+                Err(e) if is_gone(&e) => shared.abort(End::ResetAfterEnd(to, sides[dir.source()])),
                 Err(e) => shared.abort(End::Closing(to, e)),
                 Ok(()) => {}
             }
@@ -557,6 +576,7 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
         // has been written on, so its end is passed on as an EOF, not a
         // reset, which would make the far kernel drop what its application
         // has not read yet. The end still says how the source closed.
+        Err(e) if !dst.failed && e.kind() == io::ErrorKind::UnexpectedEof && source_reset => {}
         Err(e) if !dst.failed && e.kind() == io::ErrorKind::UnexpectedEof => {
             let from = sides[dir.source()];
             shared.ended[dir.source()].store(true, Ordering::SeqCst);
@@ -569,11 +589,50 @@ fn end_direction(copied: io::Result<()>, mut dst: Counted<'_>) {
                 shared.abort(End::Closing(to, e));
             }
         }
+        // A source that resets after the other end had finished and its
+        // end had been passed on to it: a client that closes with bytes
+        // unread (the site's close_notify, say) resets the connection, and
+        // that is its way of closing. Both ends are still reset, as for any
+        // reset: what else it was sending is cut short.
+        Err(e)
+            if !dst.failed
+                && e.kind() == io::ErrorKind::ConnectionReset
+                && has_ended(shared, dir.destination()) =>
+        {
+            shared.abort(End::ResetAfterEnd(sides[dir.source()], to));
+        }
+        // Likewise seen from the other direction, waiting for the last of
+        // its source (the tunnel's close_notify, say) while the destination resets.
+        Err(e)
+            if dst.failed
+                && e.kind() == io::ErrorKind::ConnectionReset
+                && has_ended(shared, dir.source()) =>
+        {
+            shared.abort(End::ResetAfterEnd(to, sides[dir.source()]));
+        }
         Err(e) => {
             let side = if dst.failed { to } else { sides[dir.source()] };
             shared.abort(End::Broke(side, Break::of(e)));
         }
     }
+}
+
+/// The most a peer may have left unread before its end and still count as
+/// finished in [`has_ended`]: a TLS alert record (close_notify: 24 bytes
+/// in TLS 1.3, 31 in TLS 1.2 with AES-GCM), with room to spare.
+const ALERT_RECORD: usize = 64;
+
+/// How long a reset waits for the other end's FIN in [`has_ended`]: the
+/// site's close_notify reaches the client just before the end of the
+/// tunnel does, and a client that closes at once may reset in between.
+const END_GRACE: Duration = Duration::from_millis(50);
+
+/// Whether end `end` (by index) has finished sending: its end was read and
+/// passed on, or (the copy thread that reads it has not got there yet) its
+/// FIN arrives within [`END_GRACE`], with at most a TLS alert record before
+/// it: the site's close_notify a client did not wait for.
+fn has_ended(shared: &Relay, end: usize) -> bool {
+    shared.ended[end].load(Ordering::SeqCst) || peer_finished(&shared.socks[end], ALERT_RECORD, END_GRACE)
 }
 
 /// Whether a write found its peer gone: reset, or no longer connected.
@@ -628,6 +687,7 @@ fn bursts(
                 // A byte, an end or an error: the next burst reads it.
                 Ready::First => break,
                 Ready::Second => {
+                    dst.shared.reset[dst.dir.destination()].store(true, Ordering::SeqCst);
                     let e = dst_sock
                         .take_error()
                         .ok()

@@ -1,8 +1,10 @@
-//! One connection's account: its one `info` line when it closes, its count
+//! One connection's account: its one close line when it closes, its count
 //! in the metrics, and its place under the cap, given back then.
 //!
 //! The line is written when the [`Report`] is dropped, whatever path the
-//! connection took, so every admitted connection has exactly one. Fields
+//! connection took, so every admitted connection has exactly one, at the
+//! level [`End::level`] gives (`info`, `debug` for a server's connection
+//! that closed before its header). Fields
 //! added later go after `end=`, so that the older ones keep their places:
 //!
 //! ```text
@@ -41,7 +43,7 @@ pub struct Outcome {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One connection's account, logged as a single `info` line when it is
+/// One connection's account, logged as a single line when it is
 /// dropped; it holds the connection's place under the cap until then.
 pub struct Report {
     /// The connection's number in this process, the `#id` of its log lines.
@@ -153,6 +155,12 @@ impl Report {
         self.datagrams = out.datagrams;
         self.end = Some(out.end);
     }
+
+    /// Starts `time=` again now: the server has the connection's header,
+    /// and a local's ready connection may have waited long before it.
+    pub fn restart_clock(&mut self) {
+        self.start = Instant::now();
+    }
 }
 
 impl Drop for Report {
@@ -162,7 +170,7 @@ impl Drop for Report {
         // Counted before the line is logged: whoever reads the line finds it counted.
         metrics::closed(class, self.up, self.down);
         let line = Line { report: self, end: &end, secs: self.start.elapsed().as_secs_f64() };
-        log::info!("{line}");
+        log::log!(end.level(), "{line}");
         if let Some(watch) = &self.watch {
             watch(&line.to_string(), class);
         }

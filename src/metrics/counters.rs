@@ -306,6 +306,9 @@ pub static DATAGRAMS_DROPPED: Counter = Counter::new();
 pub static HEADER_FAILURES: Counter = Counter::new();
 /// Server: connections handed to the fallback site.
 pub static FALLBACK_HANDOVERS: Counter = Counter::new();
+/// Server: connections that closed after their TLS handshake without a
+/// header (a local's ready connections that aged out unused).
+pub static UNUSED: Counter = Counter::new();
 /// Server: connections and datagrams refused by the egress policy.
 pub static EGRESS_DENIALS: Counter = Counter::new();
 /// Local: connections, by the route taken ([`Routed`]).

@@ -181,6 +181,14 @@ pub fn render(role: Role) -> String {
             let n = "blocking_proxy_fallback_handovers_total";
             family(o, n, Kind::Counter, "Connections handed to the fallback site.");
             sample(o, n, &[], FALLBACK_HANDOVERS.get());
+            let n = "blocking_proxy_unused_connections_total";
+            family(
+                o,
+                n,
+                Kind::Counter,
+                "Connections closed after their TLS handshake without a header: a local's ready connections that aged out unused (logged at debug).",
+            );
+            sample(o, n, &[], UNUSED.get());
             let n = "blocking_proxy_egress_denials_total";
             family(o, n, Kind::Counter, "Connections and datagrams refused by the egress policy.");
             sample(o, n, &[], EGRESS_DENIALS.get());

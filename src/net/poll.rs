@@ -1,12 +1,16 @@
 //! Waiting on two sockets (or a few) at once: one `poll(2)`, through nix,
 //! where a blocking thread must watch a second socket while it waits on its
-//! own, or wait for the first of the connects it races to end.
+//! own, or wait for the first of the connects it races to end, or for a
+//! peer to finish sending.
 
 use std::io;
+use std::mem::MaybeUninit;
+use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use socket2::SockRef;
 
 /// Which of two sockets [`wait`] found ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +68,27 @@ fn first_ready(fds: &[BorrowedFd<'_>], events: PollFlags, timeout: Duration) -> 
         Ok(_) => Ok(polled.iter().position(|p| p.any().unwrap_or(true))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the peer of `sock` has finished sending, or does within
+/// `within`: its FIN has arrived (`POLLRDHUP`), with at most `left` bytes
+/// before it still unread (looked at with `MSG_PEEK`, which takes nothing).
+/// Bytes that arrive meanwhile do not end the wait; only the FIN, an error
+/// or a hang-up does.
+pub fn peer_finished(sock: &TcpStream, left: usize, within: Duration) -> bool {
+    // nix names no POLLRDHUP (Linux's own), and gives no revents that hold
+    // it: `None` there is POLLRDHUP (with or without others).
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(sock.as_fd(), rdhup)];
+    let hung_up = matches!(poll(&mut fds, poll_timeout(within)), Ok(n) if n > 0)
+        && fds[0].revents().is_none_or(|r| r.contains(rdhup));
+    if !hung_up {
+        return false;
+    }
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); left + 1];
+    let unread = SockRef::from(sock).recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    // EAGAIN: nothing queued but the end.
+    matches!(unread, Ok(n) if n <= left) || unread.is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// A poll timeout, rounded up, so that a wait never ends a little early and spins.

@@ -15,7 +15,11 @@
 //! prober sees an ordinary web site; otherwise the connection is closed. A
 //! client that ends before its first record (a local's ready connection
 //! that aged out unused) is not handed over: it is closed with close_notify,
-//! as a web server closes it, and counted as an end, not a hand-over. A
+//! as a web server closes it, and counted as an end, not a hand-over; its
+//! close line is logged at `debug` (such closes would fill the log) and
+//! counted in `blocking_proxy_unused_connections_total`. The close line of
+//! a connection whose header came counts `time=` from the header, not from
+//! the handshake: a local's ready connection may have waited long for it. A
 //! client whose hash was right but whose request is not served (a malformed
 //! rest) is closed with close_notify, never handed over with its hash: the
 //! local reads that as "your request", not as a broken server.
@@ -97,6 +101,7 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
     };
     match next {
         Ok(Next::Target(target, early)) => {
+            report.restart_clock();
             report.place().authenticated();
             let mut io = Deadline::new(&incoming.sock, incoming.until);
             if let Err(e) = answer_key_update(&mut incoming.conn, &mut io) {
@@ -105,6 +110,7 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
             to_target(incoming, &target, &early, cfg, report)
         }
         Ok(Next::Udp(early)) => {
+            report.restart_clock();
             report.place().authenticated();
             associate(incoming, early, cfg, report)
         }
@@ -199,6 +205,7 @@ fn seed_header<'c>(
     // A client that closed before its first byte (a local's unused pooled
     // connection, say) sent no header at all.
     if seen.is_empty() && matches!(&e, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof) {
+        metrics::UNUSED.inc();
         return Err(End::ClosedBeforeHeader);
     }
     metrics::HEADER_FAILURES.inc();
@@ -295,6 +302,7 @@ fn trojan_header<'c>(
         // unused, and the client gets the close a web server gives it.
         Ok(First::End) => {
             goodbye(&incoming.sock, &mut incoming.conn, cfg);
+            metrics::UNUSED.inc();
             return Err(End::ClosedBeforeRecord);
         }
         Ok(First::FallbackSpoke) => {

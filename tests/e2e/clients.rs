@@ -521,3 +521,76 @@ fn http_busy() -> Vec<u8> {
 Connection: close\r\n\r\n503 Service Unavailable\n"
         .to_vec()
 }
+
+/// docs/CLIENTS.md as a person reads it: every flag of ours it names is in a
+/// binary's `--help`; it says that idle sessions are cut at `--idle-timeout`
+/// and gives the ssh recipe and Chromium's loopback note; and the recipe's
+/// ProxyCommand (OpenBSD netcat, `make deps` installs it) goes through the pair.
+#[test]
+fn clients_md_names_real_flags_and_its_ssh_proxy_command_goes_through() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLIENTS.md")).unwrap();
+    let help = |bin: &str| String::from_utf8(run(bin, &["--help"], &[]).stdout).unwrap();
+    let helps = [help(env!("CARGO_BIN_EXE_blocking-local")), help(env!("CARGO_BIN_EXE_blocking-server"))];
+    // Other programs' flags: curl's, Chromium's.
+    let theirs = ["--socks5-hostname", "--proxy-server", "--proxy-bypass-list"];
+    let mut ours = Vec::new();
+    for (at, _) in doc.match_indices("--") {
+        let flag: String = doc[at..].chars().take_while(|c| *c == '-' || c.is_ascii_alphanumeric()).collect();
+        if flag.len() > 2 && !theirs.contains(&flag.as_str()) && !ours.contains(&flag) {
+            ours.push(flag);
+        }
+    }
+    for flag in &ours {
+        // `      --flag ARG  text`, or `  -h, --help  text`.
+        let listed = helps.iter().any(|h| h.lines().any(|l| l.split_whitespace().take(2).any(|w| w == flag)));
+        assert!(listed, "docs/CLIENTS.md names {flag}, which neither binary's --help lists");
+    }
+    eprintln!("docs/CLIENTS.md names {ours:?}, all in --help");
+    for said in [
+        "is closed,\nand its close line says `end=idle timeout`",
+        "ProxyCommand nc -X 5 -x 127.0.0.1:1081 %h %p",
+        "ServerAliveInterval 30",
+        "--proxy-bypass-list=\"<-loopback>\"",
+    ] {
+        assert!(doc.contains(said), "docs/CLIENTS.md does not say {said:?}");
+    }
+    let section = |title: &str| {
+        let start = doc.find(title).unwrap();
+        let end = doc[start + title.len()..].find("\n## ").map_or(doc.len(), |e| start + title.len() + e);
+        doc[start..end].to_owned()
+    };
+    eprintln!("{}\n{}", section("## Long-lived idle sessions"), section("## ssh"));
+
+    let nc_help = Command::new("nc").arg("-h").output();
+    let openbsd = nc_help
+        .is_ok_and(|o| String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).contains("-X proxy_protocol"));
+    if !openbsd {
+        eprintln!("SKIPPED: the ProxyCommand through the pair (no OpenBSD netcat; `make deps` installs netcat-openbsd)");
+        return;
+    }
+    let pair = Pair::spawn(&[], &[]);
+    let echo = echo("127.0.0.1:0");
+    // What ssh runs for `ssh -p PORT localhost` with the recipe's ProxyCommand
+    // (-N: end the connection when the input ends, as ssh's would; timeout bounds it).
+    let proxy = pair.local.addr.to_string();
+    let port = echo.port().to_string();
+    let mut nc = Command::new("timeout")
+        .args(["20", "nc", "-N", "-X", "5", "-x", &proxy, "localhost", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nc.stdin.take().unwrap().write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let out = nc.wait_with_output().unwrap();
+    eprintln!(
+        "nc -X 5 -x {proxy} localhost {port}: exit {:?}, echoed {:?} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "nc failed");
+    assert_eq!(out.stdout, b"SSH-2.0-OpenSSH_9.2\r\n");
+    let line = pair.local.wait_line(|l| l.contains(&format!(" target=localhost:{port} ")));
+    assert!(line.contains(" proto=socks5 route=proxy"), "{line}");
+}

@@ -1,6 +1,17 @@
 //! Logs a peer cannot forge: a target name made to look like the end of one
 //! close line and the start of another goes through the pair, and every line
-//! both processes log still parses into its own fields.
+//! both processes log still parses into its own fields. And ordinary closes
+//! read as such: a client that resets once the other end has finished (it
+//! leaves the site's close_notify unread, as Python's urllib does) ends in
+//! `eof (client reset after … closed)`, through the pair and at the fallback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
 
 use crate::support::*;
 
@@ -105,4 +116,96 @@ fn a_forged_target_name_stays_one_field_in_both_logs() {
         assert_eq!(closes.len(), 1, "{who}: one close line: {:#?}", p.lines());
         assert_eq!(closes[0][0], "#1", "{who}");
     }
+}
+
+/// Waits (up to TIMEOUT) until the peer of `s` has finished sending: its FIN
+/// has arrived, whatever is still unread before it.
+fn await_fin(s: &TcpStream) {
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(s), rdhup)];
+    let ready = poll(&mut fds, PollTimeout::try_from(TIMEOUT.as_millis() as u64).unwrap()).unwrap();
+    // nix gives no revents with POLLRDHUP in them (it does not know the flag).
+    assert!(ready == 1 && fds[0].revents().is_none_or(|r| r.contains(rdhup)), "no FIN within {TIMEOUT:?}");
+}
+
+/// Closes `s` with bytes unread, which makes the kernel reset the
+/// connection, as a client that stops reading once it has its answer does.
+fn close_leaving_bytes_unread(s: TcpStream) {
+    let mut one = [0u8; 1];
+    assert_eq!(s.peek(&mut one).unwrap(), 1, "something is left unread");
+    drop(s);
+}
+
+#[test]
+fn a_client_that_resets_after_the_site_has_closed_ends_in_eof_on_both_sides() {
+    // The site answers, then sends a few bytes more (a stand-in for its TLS
+    // close_notify inside the tunnel) and closes.
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    const MORE: &[u8] = b"close_notify";
+    let site = target("127.0.0.1:0", |mut s| {
+        let mut req = [0u8; 4];
+        if s.read_exact(&mut req).is_ok() {
+            let _ = s.write_all(&[ANSWER, MORE].concat());
+        }
+    });
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
+    // An HTTP CONNECT, as urllib sends one.
+    let mut s = connect(pair.local.addr);
+    s.write_all(format!("CONNECT {site} HTTP/1.1\r\nHost: {site}\r\n\r\n").as_bytes()).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    s.write_all(b"GET ").unwrap();
+    let mut answer = vec![0u8; ANSWER.len()];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, ANSWER);
+    // The tunnel's end has reached the client; it closes with MORE unread.
+    await_fin(&s);
+    close_leaving_bytes_unread(s);
+    let mine = |l: &str| l.contains(&format!(" target={site} "));
+    let local = pair.local.wait_line(mine);
+    let server = pair.server.wait_line(mine);
+    eprintln!("local:  {local}\nserver: {server}");
+    assert!(local.contains(" end=eof (client reset after server closed) proto=http"), "{local}");
+    assert!(server.ends_with(" end=eof (client reset after target closed)"), "{server}");
+}
+
+#[test]
+fn a_visitor_that_resets_after_the_fallback_has_closed_ends_in_eof() {
+    let site = http("127.0.0.1:0").to_string();
+    let server = server_with_certs().args(&["--password", "pw", "--fallback", &site]).spawn();
+    let mut sock = connect(server.addr);
+    let trust = blocking_proxy::tls::config::Trust::CaFile(CA.into());
+    let config = blocking_proxy::tls::config::client_config(&trust, &[]).unwrap();
+    let mut conn =
+        ClientConnection::new(Arc::clone(&config), ServerName::try_from("localhost").unwrap()).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.writer().write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    // Record by record, until the whole page is in: the site's close_notify,
+    // which follows it, stays in the socket unread.
+    let mut page = Vec::new();
+    while !page.ends_with(PAGE.as_bytes()) {
+        let mut header = [0u8; 5];
+        sock.read_exact(&mut header).unwrap();
+        let mut record = header.to_vec();
+        record.resize(5 + usize::from(u16::from_be_bytes([header[3], header[4]])), 0);
+        sock.read_exact(&mut record[5..]).unwrap();
+        conn.read_tls(&mut &record[..]).unwrap();
+        conn.process_new_packets().unwrap();
+        let _ = conn.reader().read_to_end(&mut page);
+    }
+    await_fin(&sock);
+    close_leaving_bytes_unread(sock);
+    let line = server.wait_line(|l| l.contains(" closed client=") && l.contains(" target=fallback/"));
+    eprintln!("server: {line}");
+    assert!(line.ends_with(" end=eof (client reset after fallback closed)"), "{line}");
 }

@@ -379,20 +379,45 @@ fn a_default_local_keeps_nothing_ready_until_clients_come_then_as_many_as_came_a
 }
 
 #[test]
-fn ready_connections_that_age_out_unused_are_neither_hand_overs_nor_errors() {
+fn ready_connections_that_age_out_unused_are_counted_and_logged_at_debug_only() {
     const AGED: usize = 6;
     let site = http("127.0.0.1:0").to_string();
+    let echo = echo("127.0.0.1:0").to_string();
+    // -v: the server logs its debug lines too, where these close lines now are.
     let pair = Pair::spawn(
-        &["--password", "pw", "--fallback", &site, "--metrics", "127.0.0.1:0"],
+        &["--password", "pw", "--fallback", &site, "--metrics", "127.0.0.1:0", "-v"],
         &["--password", "pw", "--pool", "2", "--pool-age", "0.2"],
     );
     // The local replaces its two ready connections every 0.2 s; none is used.
-    let ends = pair.server.wait_lines(AGED, |l| l.contains("INFO") && l.contains(" end="));
+    let unused = |l: &str| l.contains(" closed client=") && l.contains(" end=header: client closed before");
+    let ends = pair.server.wait_lines(AGED, unused);
     let scrape = Scrape::of(&pair.server);
     for end in &ends {
+        eprintln!("server (-v), a ready connection that aged out: {end}");
+        assert!(end.contains(" DEBUG] "), "{end}");
         assert!(end.ends_with("end=header: client closed before its first record"), "{ends:#?}");
     }
+    // Counted before each line is logged: every line seen is in the scrape.
+    let counted = scrape.get("blocking_proxy_unused_connections_total");
+    eprintln!("blocking_proxy_unused_connections_total {counted}");
+    assert!(counted >= AGED as f64, "{}", scrape.text);
     assert_eq!(scrape.get("blocking_proxy_fallback_handovers_total"), 0.0);
+    promtool("server", &scrape.text);
+    // A request on a ready connection: its line is at info, and its time=
+    // counts from its header, not from when the connection was made ready.
+    let mut s = socks_connect(pair.local.addr, &echo);
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    drop(s);
+    let served = |l: &str| l.contains(&format!(" target={echo} "));
+    let server = pair.server.wait_line(served);
+    let local = pair.local.wait_line(served);
+    eprintln!("server, a request on a ready connection: {server}\nlocal, the same request: {local}");
+    assert!(server.contains(" INFO ] ") && server.contains(" end=eof"), "{server}");
+    let at_info: Vec<String> =
+        pair.server.lines().into_iter().filter(|l| unused(l) && !l.contains(" DEBUG] ")).collect();
+    assert!(at_info.is_empty(), "unused ready connections logged above debug: {at_info:#?}");
 }
 
 /// A connection to `addr` from the loopback address `source` (port 0: any).
