@@ -109,12 +109,15 @@ pub fn bad_address(flag: &str, form: &str, value: &str) -> String {
 pub fn init_logging(level: log::LevelFilter) {
     // `-v` is for the proxy's own lines, which name their connection; the
     // libraries' debug output (rustls's handshakes) stays behind RUST_LOG.
-    let _ = env_logger::Builder::new()
-        .filter_level(level.min(log::LevelFilter::Info))
-        .filter_module(env!("CARGO_CRATE_NAME"), level)
-        .format_target(false)
-        .parse_env("RUST_LOG")
-        .try_init();
+    let mut logger = env_logger::Builder::new();
+    logger.format_target(false);
+    match std::env::var("RUST_LOG") {
+        Ok(filters) if !filters.trim().is_empty() => logger.parse_filters(&filters),
+        _ => logger
+            .filter_level(level.min(log::LevelFilter::Info))
+            .filter_module(env!("CARGO_CRATE_NAME"), level),
+    };
+    let _ = logger.try_init();
 }
 
 /// `--NAME`'s value as seconds: fractional allowed, greater than zero.
