@@ -80,7 +80,8 @@ pub enum End {
     /// A UDP association's client sent bytes on its control connection:
     /// `client sent bytes on the control connection`.
     ControlBytes,
-    /// A UDP association could not be set up: `udp: no address or no password`.
+    /// A UDP association could not be set up: `udp: needs a password on
+    /// both sides (the trojan format carries it), or no address`.
     NoUdp,
     /// The server began to drain before the client's header arrived, and
     /// closed it with close_notify: `draining: closed before its header`.
@@ -361,10 +362,19 @@ impl fmt::Display for End {
             End::Failed(step, e) => write!(f, "{}: {e}", step.name()),
             End::Unreachable(hop, e) => write!(f, "{hop}: {e}"),
             End::Broke(side, b) => b.fmt_after(*side, f),
+            End::NoReply(Side::Server, None) => f.write_str(
+                "server closed before any byte (the target closed, refused or is unknown, or the server's rules deny it: the server's log says which)",
+            ),
             End::NoReply(side, None) => write!(f, "{side} closed before any byte"),
             End::NoReply(side, Some(b)) => {
                 b.fmt_after(*side, f)?;
-                f.write_str(" before any byte")
+                f.write_str(" before any byte")?;
+                match (side, b) {
+                    (Side::Server, Break::NoCloseNotify | Break::Reset) => f.write_str(
+                        " (does the password match the server's? a server cuts a header it does not take)",
+                    ),
+                    _ => Ok(()),
+                }
             }
             End::Closing(side, e) => write!(f, "closing {side}: {e}"),
             End::NoThread(e) => write!(f, "cannot start copy thread: {e}"),
@@ -379,7 +389,7 @@ impl fmt::Display for End {
             End::FallbackFirst => f.write_str("header: the fallback spoke first"),
             End::ControlClosed => f.write_str("client closed the control connection"),
             End::ControlBytes => f.write_str("client sent bytes on the control connection"),
-            End::NoUdp => f.write_str("udp: no address or no password"),
+            End::NoUdp => f.write_str("udp: needs a password on both sides (the trojan format carries it), or no address"),
             End::Stopped => f.write_str("stopped"),
         }
     }
@@ -613,8 +623,13 @@ mod tests {
             ),
             (
                 End::NoReply(Side::Server, Some(Break::NoCloseNotify)),
-                "server closed without close_notify before any byte",
+                "server closed without close_notify before any byte (does the password match the server's? a server cuts a header it does not take)",
                 Closed::Reset,
+            ),
+            (
+                End::NoReply(Side::Server, None),
+                "server closed before any byte (the target closed, refused or is unknown, or the server's rules deny it: the server's log says which)",
+                Closed::Eof,
             ),
             (End::Closing(Side::Client, os(32)), "closing client: Broken pipe (os error 32)", Closed::Reset),
             (
@@ -645,7 +660,7 @@ mod tests {
             (End::FallbackFirst, "header: the fallback spoke first", Closed::Protocol),
             (End::ControlClosed, "client closed the control connection", Closed::Eof),
             (End::ControlBytes, "client sent bytes on the control connection", Closed::Protocol),
-            (End::NoUdp, "udp: no address or no password", Closed::Other),
+            (End::NoUdp, "udp: needs a password on both sides (the trojan format carries it), or no address", Closed::Other),
             (End::Stopped, "stopped", Closed::Other),
         ]
     }

@@ -1409,7 +1409,10 @@ mod tests {
         let out = rx.recv_timeout(TIMEOUT).unwrap();
         assert_eq!(
             (out.end.to_string(), out.datagrams),
-            ("udp: no address or no password".into(), Some([0, 0, 2]))
+            (
+                "udp: needs a password on both sides (the trojan format carries it), or no address".into(),
+                Some([0, 0, 2])
+            )
         );
 
         // Stopped while its link is made: the link, once up (the query went

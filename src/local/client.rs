@@ -382,7 +382,7 @@ fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut repor
     };
     // A forwarded request's client gets a 502 should the server end without
     // a byte, rather than an empty reply.
-    let silence = body.as_ref().map(|_| http::SILENT_UPSTREAM);
+    let silence = body.as_ref().map(|_| http::SILENT_TUNNEL);
     let client = match body {
         Some(body) => Leg::tcp_message(app, Box::new(body)),
         None => Leg::tcp(app),
@@ -401,9 +401,19 @@ fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut repor
         &ctx.timeouts,
         silence,
         owed,
-        move |out| {
+        move |mut out| {
             if let Some(why) = server_fault(&out) {
                 upstreams.failed(server, why);
+            }
+            // Sent something, got nothing back: the server ended the tunnel
+            // first, and its close line says how (the relay's end, for a
+            // tunnel, only says that both ways ended).
+            if out.down == 0 && report.up + out.up > 0 {
+                out.end = match out.end {
+                    End::Eof => End::NoReply(Side::Server, None),
+                    End::Broke(Side::Server, b) => End::NoReply(Side::Server, Some(b)),
+                    end => end,
+                };
             }
             report.finish(out)
         },
@@ -604,7 +614,7 @@ fn server_fault(out: &Outcome) -> Option<&'static str> {
         End::Broke(Side::Server, b) | End::NoReply(Side::Server, Some(b))
             if !matches!(b, Break::WriteTimedOut) =>
         {
-            Some("a connection was cut before any reply byte")
+            Some("a connection was cut before any reply byte (if every one is, check that both sides have the same password, or both none)")
         }
         _ => None,
     }

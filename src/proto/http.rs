@@ -72,6 +72,12 @@ pub const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 pub const SILENT_UPSTREAM: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n";
 
+/// A 502 for a forwarded request whose tunnel the local's server ended
+/// before any reply byte, which says the likely causes.
+pub const SILENT_TUNNEL: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
+Content-Length: 163\r\nConnection: close\r\n\r\n502 Bad Gateway: the proxy's server ended the tunnel before any reply: \
+the site closed, refused the connection or is unknown there, or the server's rules deny it.\n";
+
 /// [`response`] for [`Status::GatewayTimeout`], for a relay to write when
 /// the server says nothing at all in time (see `relay::Owed`).
 pub const SILENT_SERVER: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\
@@ -1070,6 +1076,9 @@ X-Gone: 1\r\n\
             assert!(head.starts_with(&format!("HTTP/1.1 {} ", s.code())), "{r}");
         }
         assert_eq!(SILENT_UPSTREAM, response(Status::BadGateway));
+        let text = std::str::from_utf8(SILENT_TUNNEL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{text}");
         assert_eq!(SILENT_SERVER, response(Status::GatewayTimeout));
     }
 

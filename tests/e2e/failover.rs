@@ -170,7 +170,7 @@ fn a_server_that_breaks_off_before_any_reply_is_marked_down() {
     // The application closes at the end it was given, and the relay is over.
     drop(waiting);
     local.wait_line(|l| {
-        l.contains(&format!("server {} down: a connection was cut before any reply byte", servers[0]))
+        l.contains(&format!("server {} down: a connection was cut before any reply byte (", servers[0]))
     });
     round_trip(local.addr, echo);
     assert_eq!(served(&b, echo, 1), 1);

@@ -176,3 +176,49 @@ fn verbose_shows_the_proxys_own_lines_not_its_libraries() {
         .collect();
     assert!(theirs.is_empty(), "lines without a connection: {theirs:#?}");
 }
+
+#[test]
+fn a_tunnel_the_server_ends_before_any_reply_says_why_it_may_have() {
+    // A target nothing listens on: the server cannot reach it, and ends the tunnel.
+    let pair = Pair::spawn(&[], &["--pool", "0"]);
+    let closed = free_port();
+    let mut s = socks_connect(pair.local.addr, &format!("127.0.0.1:{closed}"));
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut s), b"");
+    drop(s);
+    let line = pair.local.wait_line(|l| l.contains(" closed ") && l.contains(&format!(":{closed} ")));
+    eprintln!("SOCKS5 to a closed port, the local:\n  {line}");
+    assert!(
+        line.contains("end=server closed before any byte (the target closed, refused or is unknown"),
+        "{line}"
+    );
+
+    // The same as an HTTP proxy request: the 502's body says why.
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--max-time", "20", "-x", &format!("http://{}", pair.local.addr)])
+        .arg(format!("http://127.0.0.1:{closed}/"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    eprintln!("curl -x through the local to a closed port:\n  {}", body.trim_end());
+    assert!(
+        body.starts_with("502 Bad Gateway: the proxy's server ended the tunnel before any reply"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_password_the_server_does_not_take_is_named_as_the_likely_cause() {
+    let pair = Pair::spawn(&["--password", "right"], &["--password", "wrong", "--pool", "0"]);
+    let web = http("127.0.0.1:0");
+    let mut s = socks_connect(pair.local.addr, &web.to_string());
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let _ = read_answer(&mut s);
+    drop(s);
+    let line = pair.local.wait_line(|l| l.contains(" closed ") && l.contains(&format!("target={web} ")));
+    eprintln!("a wrong password, the local's close line:\n  {line}");
+    assert!(line.contains("before any byte (does the password match the server's?"), "{line}");
+    let down = pair.local.wait_line(|l| l.contains("down: a connection was cut"));
+    eprintln!("and its server line:\n  {down}");
+    assert!(down.contains("the same password"), "{down}");
+}
