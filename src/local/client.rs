@@ -891,7 +891,7 @@ mod tests {
         );
         assert_eq!(
             end(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0], &open),
-            "socks5: protocol: udp associate is not supported"
+            "socks5: protocol: udp associate needs a password on both sides (udp travels in the trojan format; the seed format has none)"
         );
         let users = secrets(&["alice:wonder"], false);
         assert!(

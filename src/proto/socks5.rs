@@ -58,6 +58,11 @@ pub const REP_CONNECTION_REFUSED: u8 = 0x05;
 pub const REP_TTL_EXPIRED: u8 = 0x06;
 /// Reply: command not supported.
 pub const REP_COMMAND_NOT_SUPPORTED: u8 = 0x07;
+
+/// Why UDP ASSOCIATE is refused where it is not served: UDP travels in the
+/// trojan format, which a password on both sides turns on.
+pub const UDP_NEEDS_PASSWORD: &str =
+    "udp associate needs a password on both sides (udp travels in the trojan format; the seed format has none)";
 /// Reply: address type not supported.
 pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
 
@@ -74,7 +79,7 @@ pub fn accept<S: Read + Write>(s: &mut S, users: &[User]) -> Result<Target, Erro
     match accept_request(s, users, false)? {
         Request::Connect(target) => Ok(target),
         // Not asked for: accept_request has answered UDP ASSOCIATE with 0x07.
-        Request::UdpAssociate(_) => Err(Error::Protocol("udp associate is not supported")),
+        Request::UdpAssociate(_) => Err(Error::Protocol(UDP_NEEDS_PASSWORD)),
     }
 }
 
@@ -136,7 +141,7 @@ pub fn accept_request<S: Read + Write>(s: &mut S, users: &[User], udp: bool) -> 
             reply(s, REP_COMMAND_NOT_SUPPORTED)?;
             Err(Error::Protocol(match cmd {
                 CMD_BIND => "bind is not supported",
-                CMD_UDP_ASSOCIATE => "udp associate is not supported",
+                CMD_UDP_ASSOCIATE => UDP_NEEDS_PASSWORD,
                 _ => "unknown command",
             }))
         }

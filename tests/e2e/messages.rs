@@ -222,3 +222,15 @@ fn a_password_the_server_does_not_take_is_named_as_the_likely_cause() {
     eprintln!("and its server line:\n  {down}");
     assert!(down.contains("the same password"), "{down}");
 }
+
+#[test]
+fn udp_on_a_seed_pair_says_it_needs_a_password_on_both_sides() {
+    let pair = Pair::spawn(&[], &[]);
+    let mut control = connect(pair.local.addr);
+    std::io::Write::write_all(&mut control, &[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let answer = read_answer(&mut control);
+    assert_eq!(answer[..4], [5, 0, 5, 7], "command not supported");
+    let line = pair.local.wait_line(|l| l.contains(" closed ") && l.contains("udp associate"));
+    eprintln!("SOCKS5 UDP ASSOCIATE to a local without a password:\n  {line}");
+    assert!(line.contains("needs a password on both sides"), "{line}");
+}
