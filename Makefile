@@ -24,7 +24,7 @@ RUN_LOCAL  ?= 127.0.0.1:1081
 # Commands the tests run, and the Debian package that provides each.
 TEST_TOOLS := curl:curl openssl:openssl python3:python3 trojan:trojan prlimit:util-linux nginx:nginx-light ip:iproute2 \
               systemd-analyze:systemd wget:wget haproxy:haproxy promtool:prometheus nft:nftables \
-              dnsmasq:dnsmasq-base dig:bind9-dnsutils nc:netcat-openbsd
+              dnsmasq:dnsmasq-base dig:bind9-dnsutils nc:netcat-openbsd chromium:chromium
 # Python modules the tests import with Debian's /usr/bin/python3, and their packages.
 TEST_PYTHON := socks:python3-socks
 # nginx and haproxy live in /usr/sbin, which a user's PATH may lack.

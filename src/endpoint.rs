@@ -1,5 +1,7 @@
 //! The metrics endpoint (`--metrics ADDR:PORT`): `GET /metrics` answered
-//! with the Prometheus text exposition ([`crate::metrics`]).
+//! with the Prometheus text exposition ([`crate::metrics`]), and the live
+//! view of the open connections ([`crate::live_view`]): `GET /connections`
+//! as JSON, `GET /` as an HTML page.
 //!
 //! It is a listener like the proxies' and runs the same accept loop
 //! ([`Acceptor`]): at most [`MAX_SCRAPES`] scrapes at once, each on a setup
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::conn::accept::Acceptor;
 use crate::conn::admission::{Place, Refused};
 use crate::error::Error;
+use crate::live_view::View;
 use crate::metrics::{self, Role};
 use crate::net::deadline::Deadline;
 use crate::proto::http::{self, Fault};
@@ -66,18 +69,31 @@ fn answer(sock: &TcpStream, role: Role, place: Place) {
         Err(Fault::Status(status, _)) => Route::Status(status),
     };
     // HEAD gets the length of the body it would have had.
-    let (status, body, len) = match route {
-        Route::Metrics { with_body } => {
-            let body = metrics::render(role);
+    let (status, body, len, content_type) = match route {
+        Route::Found(doc, with_body) => {
+            let (body, content_type) = match doc {
+                Doc::Metrics => (metrics::render(role), metrics::EXPOSITION),
+                Doc::Connections => (View::now(role).json(), JSON),
+                Doc::Page => (View::now(role).html(), HTML),
+            };
             let len = body.len();
-            ("200 OK".to_owned(), if with_body { body } else { String::new() }, len)
+            ("200 OK".to_owned(), if with_body { body } else { String::new() }, len, content_type)
         }
-        Route::Status(status) => (format!("{} {}", status.code(), status.reason()), String::new(), 0),
+        Route::Status(status) => {
+            (format!("{} {}", status.code(), status.reason()), String::new(), 0, "text/plain; charset=utf-8")
+        }
     };
-    let content_type = if status == "200 OK" { metrics::EXPOSITION } else { "text/plain; charset=utf-8" };
     let allow = if status.starts_with("405") { "Allow: GET, HEAD\r\n" } else { "" };
+    // The live view changes from one request to the next, and its page runs only its own script.
+    let extra = if content_type == HTML {
+        PAGE_HEADERS
+    } else if content_type == JSON {
+        "Cache-Control: no-store\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}Connection: close\r\n\r\n"
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}{extra}Connection: close\r\n\r\n"
     );
     let sent = (&*sock).write_all(head.as_bytes()).and_then(|()| (&*sock).write_all(body.as_bytes()));
     // Before the scraper can see the end of the answer: its next scrape finds the place free.
@@ -97,17 +113,38 @@ fn too_busy(sock: TcpStream, _why: &Refused) {
     let _ = sock.shutdown(Shutdown::Write);
 }
 
+/// The live view's JSON.
+const JSON: &str = "application/json";
+/// The live view's page.
+const HTML: &str = "text/html; charset=utf-8";
+/// The page's headers: never cached, nothing loaded but itself and `/connections`.
+const PAGE_HEADERS: &str = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+connect-src 'self'; frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\n";
+
+/// What the endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doc {
+    /// `/metrics`: the exposition.
+    Metrics,
+    /// `/connections`: the open connections as JSON.
+    Connections,
+    /// `/`: the open connections as an HTML page.
+    Page,
+}
+
 /// What a request asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
-    /// The exposition, without its body for HEAD.
-    Metrics { with_body: bool },
+    /// A document, without its body for HEAD.
+    Found(Doc, bool),
     /// Anything else: this status, with no body.
     Status(http::Status),
 }
 
-/// Reads a request head and routes it: `GET` or `HEAD` of `/metrics` (a
-/// query is ignored); another method there is 405, another path 404, a
+/// Reads a request head and routes it: `GET` or `HEAD` of `/metrics`,
+/// `/connections` or `/` (a query is ignored); another method there is
+/// 405, another path 404, a
 /// request line that is not HTTP/1.x or a target not in origin form 400.
 fn read_route(r: &mut impl http::Peek) -> Result<Route, Fault> {
     let line = http::read_request_line(r)?;
@@ -116,11 +153,16 @@ fn read_route(r: &mut impl http::Peek) -> Result<Route, Fault> {
         return Ok(Route::Status(http::Status::BadRequest));
     }
     let path = line.target.split('?').next().unwrap_or_default();
-    Ok(match (path, line.method.as_str()) {
-        ("/metrics", "GET") => Route::Metrics { with_body: true },
-        ("/metrics", "HEAD") => Route::Metrics { with_body: false },
-        ("/metrics", _) => Route::Status(http::Status::MethodNotAllowed),
-        _ => Route::Status(http::Status::NotFound),
+    let doc = match path {
+        "/metrics" => Doc::Metrics,
+        "/connections" => Doc::Connections,
+        "/" => Doc::Page,
+        _ => return Ok(Route::Status(http::Status::NotFound)),
+    };
+    Ok(match line.method.as_str() {
+        "GET" => Route::Found(doc, true),
+        "HEAD" => Route::Found(doc, false),
+        _ => Route::Status(http::Status::MethodNotAllowed),
     })
 }
 
@@ -135,11 +177,14 @@ mod tests {
             Err(Fault::Status(status, _)) => Route::Status(status),
             Err(Fault::Io(e)) => panic!("{s:?}: {e}"),
         };
-        assert_eq!(r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics { with_body: true });
-        assert_eq!(r("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics { with_body: true });
-        assert_eq!(r("HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Metrics { with_body: false });
+        assert_eq!(r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Found(Doc::Metrics, true));
+        assert_eq!(r("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Found(Doc::Metrics, true));
+        assert_eq!(r("HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Found(Doc::Metrics, false));
         assert_eq!(r("POST /metrics HTTP/1.1\r\n\r\n"), Route::Status(http::Status::MethodNotAllowed));
-        assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Route::Status(http::Status::NotFound));
+        assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Route::Found(Doc::Page, true));
+        assert_eq!(r("GET /connections?x HTTP/1.1\r\n\r\n"), Route::Found(Doc::Connections, true));
+        assert_eq!(r("PUT /connections HTTP/1.1\r\n\r\n"), Route::Status(http::Status::MethodNotAllowed));
+        assert_eq!(r("GET /connections/ HTTP/1.1\r\n\r\n"), Route::Status(http::Status::NotFound));
         assert_eq!(r("GET /metricsx HTTP/1.1\r\n\r\n"), Route::Status(http::Status::NotFound));
         for bad in [
             "GET /metrics\r\n\r\n",

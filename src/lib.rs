@@ -9,6 +9,7 @@ pub mod cli;
 pub mod local;
 pub mod server;
 pub mod endpoint;
+pub mod live_view;
 pub mod conn;
 pub mod tls;
 pub mod net;

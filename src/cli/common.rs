@@ -299,16 +299,18 @@ pub fn cap(max_conns: Option<usize>, fds_per_connection: u64, kept: u64) -> Caps
 }
 
 /// Serves the metrics on `--metrics ADDR:PORT`, if given, from a thread of
-/// its own, and logs where (port 0 gets a free port, named in that line).
-/// A bind failure is an error; an address that is not loopback, a warning:
-/// the metrics are served to anyone who reaches them.
+/// its own, with the live view of the open connections beside them, and
+/// logs where (port 0 gets a free port, named in those lines). A bind
+/// failure is an error; an address that is not loopback, a warning: the
+/// metrics and the live view are served to anyone who reaches them.
 pub fn serve_metrics(addr: Option<&str>, role: Role) -> Result<(), Exit> {
     let Some(addr) = addr else { return Ok(()) };
     let bound = endpoint::serve(addr, role).map_err(|e| failed(format!("--metrics: {e}")))?;
     log::info!("metrics served on http://{bound}/metrics");
+    log::info!("open connections listed on http://{bound}/ (JSON: http://{bound}/connections)");
     if !bound.ip().is_loopback() {
         log::warn!(
-            "--metrics on {bound}: anyone who reaches it can read the metrics; keep it behind a firewall"
+            "--metrics on {bound}: anyone who reaches it can read the metrics and the open connections' addresses and targets; keep it behind a firewall"
         );
     }
     Ok(())

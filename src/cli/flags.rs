@@ -288,7 +288,7 @@ pub const COMMON: &[Flag] = &[
     flag(
         "metrics",
         Takes::One("ADDR:PORT"),
-        "serve Prometheus metrics at http://ADDR:PORT/metrics, unauthenticated: keep it private",
+        "serve Prometheus metrics at http://ADDR:PORT/metrics and the open connections at http://ADDR:PORT/, unauthenticated: keep it private",
         Default::None,
     ),
     Flag {

@@ -8,6 +8,7 @@ pub mod udp;
 pub mod relay;
 pub mod split;
 pub mod report;
+pub mod live;
 pub mod end;
 pub mod admission;
 pub mod timeouts;

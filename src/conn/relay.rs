@@ -46,6 +46,7 @@ use crate::net::poll::{peer_finished, wait, Ready};
 use crate::workers::COPY_THREADS;
 
 use super::end::{Break, End, Side, Silent};
+use super::live::Bytes;
 use super::report::Outcome;
 use super::split::{self, ReadHalf, WriteHalf};
 use super::timeouts::Timeouts;
@@ -113,6 +114,9 @@ pub fn relay_expecting_answer(
         let _ = s.set_write_timeout(Some(timeouts.idle));
     }
     let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
+    if let Some(counters) = a.counters.or(b.counters) {
+        shared.bytes = counters;
+    }
     shared.silence = silence;
     shared.owed = owed;
     let shared = Arc::new(shared);
@@ -274,19 +278,30 @@ pub struct Leg {
     /// Where bytes for this end go.
     pub writer: Writer,
     sock: Arc<TcpStream>,
+    /// Counters the relay adds its bytes to (see [`Leg::counting`]).
+    counters: Option<Arc<Bytes>>,
 }
 
 impl Leg {
+    /// This leg, with `counters` that the relay adds the bytes it moves
+    /// to, up then down, as it writes them: a live view's (see
+    /// [`super::live`]). A relay uses the first leg's, else the second's,
+    /// else counters of its own.
+    pub fn counting(mut self, counters: Arc<Bytes>) -> Leg {
+        self.counters = Some(counters);
+        self
+    }
+
     /// A plain TCP end.
     pub fn tcp(sock: TcpStream) -> Leg {
         let sock = Arc::new(sock);
-        Leg { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock }
+        Leg { reader: Reader::Tcp, writer: Writer::Tcp(Arc::clone(&sock)), sock, counters: None }
     }
 
     /// A plain TCP end whose bytes go through `message` (see [`Message`]).
     pub fn tcp_message(sock: TcpStream, message: Box<dyn Message>) -> Leg {
         let sock = Arc::new(sock);
-        Leg { reader: Reader::Message(message), writer: Writer::Tcp(Arc::clone(&sock)), sock }
+        Leg { reader: Reader::Message(message), writer: Writer::Tcp(Arc::clone(&sock)), sock, counters: None }
     }
 
     /// A TLS end whose handshake is complete. A TCP EOF that comes without
@@ -307,7 +322,7 @@ impl Leg {
     fn tls_ending(sock: TcpStream, conn: Connection, bare_eof_ends: bool) -> Leg {
         let sock = Arc::new(sock);
         let (read, write) = split::split(Arc::clone(&sock), conn, bare_eof_ends);
-        Leg { reader: Reader::Tls(read), writer: Writer::Tls(write), sock }
+        Leg { reader: Reader::Tls(read), writer: Writer::Tls(write), sock, counters: None }
     }
 }
 
@@ -324,8 +339,8 @@ struct Relay {
     start: Instant,
     /// Milliseconds from `start` to the last byte read in either direction.
     last: AtomicU64,
-    /// Bytes moved in each direction, by [`Dir::index`].
-    bytes: [AtomicU64; 2],
+    /// Bytes moved in each direction, by [`Dir::index`]; shared with a live view.
+    bytes: Arc<Bytes>,
     finished: Mutex<u8>,
     wake: Condvar,
     aborted: AtomicBool,
@@ -355,7 +370,7 @@ impl Relay {
             timeouts,
             start: Instant::now(),
             last: AtomicU64::new(0),
-            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            bytes: Arc::default(),
             finished: Mutex::new(0),
             wake: Condvar::new(),
             aborted: AtomicBool::new(false),

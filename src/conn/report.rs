@@ -23,6 +23,7 @@ use crate::proto::addr::Target;
 
 use super::admission::Place;
 use super::end::End;
+use super::live::{self, Bytes, Registered};
 
 /// Called with each close line as it is logged, and its class: how a
 /// program that embeds the proxies (the tests) watches connections end.
@@ -62,6 +63,8 @@ pub struct Report {
     route: Option<&'static str>,
     dst: Option<SocketAddr>,
     watch: Option<Watch>,
+    /// The connection's entry in the live view, taken out when this drops.
+    live: Registered,
 }
 
 impl Report {
@@ -69,8 +72,9 @@ impl Report {
     /// `place`; it gets the next `#id`.
     pub fn new(peer: SocketAddr, place: Place, watch: Option<Watch>) -> Report {
         metrics::ACCEPTED.inc();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Report {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             peer,
             start: Instant::now(),
             place,
@@ -84,6 +88,7 @@ impl Report {
             route: None,
             dst: None,
             watch,
+            live: live::Entry::register(id, peer),
         }
     }
 
@@ -160,6 +165,29 @@ impl Report {
     /// and a local's ready connection may have waited long before it.
     pub fn restart_clock(&mut self) {
         self.start = Instant::now();
+    }
+
+    /// The connection's entry in the live view ([`live`]).
+    pub fn live(&self) -> &live::Entry {
+        self.live.entry()
+    }
+
+    /// Names the user whose connection this is in the live view.
+    pub fn live_user(&self, name: &str) {
+        self.live().user(name);
+    }
+
+    /// The relay starts: the live view gets what the report knows so far
+    /// (client, target, protocol, route, bytes before the relay), and the
+    /// counters the relay is to add to ([`crate::conn::relay::Leg::counting`]).
+    pub fn relaying(&self) -> Arc<Bytes> {
+        self.live().describe(|a| {
+            a.client = Some(self.peer);
+            a.target.clone_from(&self.target);
+            a.protocol = self.proto;
+            a.route = self.route;
+        });
+        self.live().relaying(self.up, self.down)
     }
 }
 

@@ -393,7 +393,9 @@ fn proxied(app: TcpStream, ask: Ask, ctx: &Context, secrets: &Secrets, mut repor
         answer: silence.map(|_| http::SILENT_SERVER),
         prompt: upstreams.prompt(server),
     });
-    let legs = (client, Leg::tls(link.sock, link.conn));
+    let name = upstreams.server(server).addr.to_string();
+    report.live().describe(|a| a.server = Some(name));
+    let legs = (client.counting(report.relaying()), Leg::tls(link.sock, link.conn));
     relay::relay_expecting_answer(
         legs.0,
         legs.1,
@@ -484,7 +486,7 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
         _ => (Leg::tcp(app), None),
     };
     relay::relay_answering_silence(
-        client,
+        client.counting(report.relaying()),
         Leg::tcp(target),
         [Side::Client, Side::Target],
         &ctx.timeouts,
@@ -660,6 +662,8 @@ fn associate(app: TcpStream, ask: &Ask, ctx: &Context, secrets: &Secrets, mut re
         place: report.place().clone(),
     };
     let Link { sock, conn, .. } = opened.link;
+    // Listed with its target; its bytes show in its close line.
+    let _ = report.relaying();
     udp::local(client, sock, conn, &ctx.timeouts, move |out| {
         // Without an ACL, every datagram went through the server.
         let proxied = out.datagrams.is_some_and(|[up, ..]| up > 0);

@@ -206,6 +206,8 @@ impl Flows {
         report.proto(FORWARD);
         report.udp_to(&self.target);
         report.route(Route::Proxy.name());
+        // Listed with its target; its bytes show in its close line.
+        let _ = report.relaying();
         let (id, place) = (report.id, report.place().clone());
         log::debug!("#{id} forward udp from {from} to {}", self.target);
         let timeouts = &self.ctx.timeouts;

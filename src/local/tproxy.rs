@@ -211,6 +211,8 @@ impl Flows {
         report.proto(TPROXY);
         report.udp_to(&target);
         report.route(route.name());
+        // Listed with its target; its bytes show in its close line.
+        let _ = report.relaying();
         let (id, place) = (report.id, report.place().clone());
         log::debug!("#{id} tproxy udp from {from} to {dst}, {}", route.name());
         if route == Route::Direct {

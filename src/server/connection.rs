@@ -384,7 +384,7 @@ fn to_target(incoming: Incoming, target: &Target, early: &[u8], cfg: &Config, mu
         report.up = early.len() as u64;
     }
     relay::relay(
-        Leg::tls(sock, conn),
+        Leg::tls(sock, conn).counting(report.relaying()),
         Leg::tcp(out),
         [Side::Client, Side::Target],
         &cfg.timeouts,
@@ -402,6 +402,8 @@ fn associate(incoming: Incoming, early: Vec<u8>, cfg: &Config, mut report: Repor
         Err(e) => return report.end(End::Failed(Step::Udp, Error::Io(e))),
     };
     log::debug!("#{} udp association", report.id);
+    // Listed with its target; its bytes show in its close line.
+    let _ = report.relaying();
     let targets = Targets { udp, policy: cfg.egress.clone(), place: report.place().clone() };
     udp::server(incoming.sock, incoming.conn, early, targets, &cfg.timeouts, move |out| report.finish(out));
 }
@@ -426,7 +428,7 @@ fn to_fallback(
         return report.end(End::Unreachable(Hop::Fallback, Error::Io(e)));
     }
     report.up = seen.len() as u64;
-    let client = Leg::tls_web_client(incoming.sock, incoming.conn);
+    let client = Leg::tls_web_client(incoming.sock, incoming.conn).counting(report.relaying());
     relay::relay(client, Leg::tcp(out), [Side::Client, Side::Fallback], &cfg.timeouts, move |out| {
         report.finish(out)
     });

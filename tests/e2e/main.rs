@@ -22,6 +22,7 @@ mod haproxy;
 mod http_proxy;
 mod install;
 mod limits;
+mod live;
 mod logs;
 mod memory;
 mod messages;

@@ -237,7 +237,7 @@ fn a_pooled_connection_taken_by_a_client_is_counted() {
 fn another_path_is_404_another_method_405_and_a_bad_request_line_400() {
     let server = server().args(&["--metrics", "127.0.0.1:0"]).spawn();
     let at = metrics_addr(&server);
-    let (status, _) = ask(at, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (status, _) = ask(at, "GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _) = ask(at, "GET /metrics/x HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
