@@ -9,14 +9,19 @@ use std::time::SystemTime;
 use crate::conn::report::Watch;
 use crate::current::Current;
 use crate::error::Error;
+use crate::file;
+use crate::metrics;
 use crate::metrics::Role;
 use crate::net::egress::{Cidr, Policy};
 use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::accounts::{self, Account};
 use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
 use crate::proto::wire::{trojan_hash, TrojanHash};
 use crate::server::keys::{expiry_warning, watch_expiry};
+use crate::server::users::Roster;
 use crate::server::{Config, Keys, Server};
+use crate::text::Escaped;
 use crate::tls::config::{self as tls, Identity};
 
 use super::common::{self, Common, Passwords};
@@ -96,6 +101,10 @@ pub struct ServerArgs {
     pub listen: String,
     /// `--password`, `--password-file`.
     pub passwords: Passwords,
+    /// `--users`.
+    pub users: Option<PathBuf>,
+    /// `--cut-removed`.
+    pub cut_removed: bool,
     /// `--fallback`.
     pub fallback: Option<Target>,
     /// `--alpn`.
@@ -139,6 +148,11 @@ impl ServerArgs {
             )));
         }
         let passwords = Passwords::parse(&m)?;
+        let users = m.opt_str("users").map(PathBuf::from);
+        let cut_removed = m.opt_present("cut-removed");
+        if cut_removed && users.is_none() {
+            return Err(usage("--cut-removed needs --users"));
+        }
         let fallback = match m.opt_str("fallback") {
             Some(f) => Some(common::host_port("fallback", &f)?),
             None => None,
@@ -170,6 +184,8 @@ impl ServerArgs {
             identity,
             listen,
             passwords,
+            users,
+            cut_removed,
             fallback,
             alpn: common::alpn(&m)?,
             allow_private: m.opt_present("allow-private"),
@@ -216,7 +232,20 @@ pub struct Serving {
 /// before it serves, for a program that runs the server in its own process
 /// (the tests).
 pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, Serving), Exit> {
-    let passwords = hashes(&args.passwords)?;
+    let plain = hashes(&args.passwords)?;
+    let roster = Roster::new();
+    let (passwords, users) = match &args.users {
+        Some(path) => {
+            let accounts = read_users(path)?;
+            let users = roster.load(&accounts).users;
+            (with_users(&plain, &accounts, path)?, users)
+        }
+        None => (plain.clone(), Vec::new()),
+    };
+    if args.users.is_some() {
+        let collected = Arc::clone(&roster);
+        metrics::add_collector(Box::new(move |out| collected.collect(out)));
+    }
     let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
     let egress = Policy::new(args.allow_private, args.deny.clone())?.with_acl(Arc::clone(&acl));
     // With passwords and a fallback, a connection holds the fallback's socket
@@ -225,7 +254,7 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
     let caps = common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant), 0);
     let served = tls::server_config(&args.identity, &args.alpn, None)?;
     let open = passwords.is_empty();
-    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, expires: served.expires }));
+    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, users, expires: served.expires }));
     let cfg = Config {
         keys: Arc::clone(&keys),
         timeouts: args.common.timeouts,
@@ -247,7 +276,35 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         max_conns: caps.conns,
         cap_from: caps.why,
     };
-    Ok((server, Reload { args: args.clone(), keys, acl }, serving))
+    Ok((server, Reload { args: args.clone(), keys, acl, plain, roster }, serving))
+}
+
+/// The users of the `--users` file at `path`; a bad line is an error that names the file and the line.
+fn read_users(path: &std::path::Path) -> Result<Vec<Account>, Exit> {
+    let bytes = file::read(path, "users file")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("users file {} is not UTF-8", path.display())))?;
+    let accounts =
+        accounts::parse(text).map_err(|e| Error::Config(format!("users file {} {e}", path.display())))?;
+    Ok(accounts)
+}
+
+/// The hashes of `plain` (`--password`, `--password-file`) and of
+/// `accounts`; a password both give is an error, which names the user.
+fn with_users(
+    plain: &[TrojanHash],
+    accounts: &[Account],
+    path: &std::path::Path,
+) -> Result<Vec<TrojanHash>, Exit> {
+    if let Some(a) = accounts.iter().find(|a| plain.contains(&a.hash)) {
+        return Err(Error::Config(format!(
+            "users file {}: user {} has a password that --password or --password-file gives too; each user needs a password of its own",
+            path.display(),
+            Escaped(&a.name)
+        ))
+        .into());
+    }
+    Ok(plain.iter().copied().chain(accounts.iter().map(|a| a.hash)).collect())
 }
 
 /// The trojan hashes of every password.
@@ -264,11 +321,15 @@ fn expiry(expires: Option<SystemTime>) -> String {
     }
 }
 
-/// What SIGHUP reads again: `--cert`, `--key`, `--password-file` and `--acl`.
+/// What SIGHUP reads again: `--cert`, `--key`, `--password-file`, `--users` and `--acl`.
 pub struct Reload {
     args: ServerArgs,
     keys: Arc<Current<Keys>>,
     acl: Arc<Current<Option<Acl>>>,
+    /// The hashes of the passwords given without a name, as last read.
+    plain: Vec<TrojanHash>,
+    /// Every named user the process has known.
+    roster: Arc<Roster>,
 }
 
 impl Reload {
@@ -279,8 +340,8 @@ impl Reload {
         let args = &self.args;
         let files = matches!(args.identity, Identity::Files { .. });
         let password_file = args.passwords.file.is_some();
-        if !files && !password_file && args.acl.is_none() {
-            log::info!("reload: nothing to read again (no --cert/--key, --password-file or --acl)");
+        if !files && !password_file && args.acl.is_none() && args.users.is_none() {
+            log::info!("reload: nothing to read again (no --cert/--key, --password-file, --users or --acl)");
             return;
         }
         let old = self.keys.get();
@@ -296,7 +357,18 @@ impl Reload {
                 Ok(p) => p,
                 Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
             },
-            false => old.passwords.clone(),
+            false => self.plain.clone(),
+        };
+        let accounts = match args.users.as_deref().map(read_users).transpose() {
+            Ok(accounts) => accounts,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
+        let hashes = match (&accounts, &args.users) {
+            (Some(accounts), Some(path)) => match with_users(&passwords, accounts, path) {
+                Ok(hashes) => hashes,
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            _ => passwords.clone(),
         };
         let acl = match args.acl.as_deref().map(common::read_acl).transpose() {
             Ok(acl) => acl,
@@ -322,7 +394,24 @@ impl Reload {
             done.push(format!("ACL {} ({} rules)", path.display(), acl.rules()));
             self.acl.set(Some(acl));
         }
-        self.keys.set(Keys { tls, passwords, expires });
+        let (users, removed) = match &accounts {
+            Some(accounts) => {
+                let loaded = self.roster.load(accounts);
+                let n = loaded.users.len();
+                done.push(format!("{n} user{}", if n == 1 { "" } else { "s" }));
+                (loaded.users, loaded.removed)
+            }
+            None => (old.users.clone(), Vec::new()),
+        };
+        self.keys.set(Keys { tls, passwords: hashes, users, expires });
+        for name in removed {
+            let cut = self.args.cut_removed;
+            let open = if cut { "its open connections are cut" } else { "its open connections go on" };
+            log::info!("user {} removed: its password opens nothing new, {open}", Escaped(&name));
+            if let (true, Some(user)) = (cut, self.roster.get(&name)) {
+                user.cut_all(&format!("user {} was removed", Escaped(&name)));
+            }
+        }
         log::info!("reloaded {}; new connections use them", done.join(", "));
         if let Some(warning) = expires.and_then(|t| expiry_warning(t, SystemTime::now())) {
             log::warn!("{warning}");

@@ -38,3 +38,4 @@ mod tls_face;
 mod transparent;
 mod trojan;
 mod udp;
+mod users;
