@@ -207,6 +207,12 @@ pub const SERVER: &[Flag] = &[
         Default::None,
     ),
     flag(
+        "quota-state",
+        Takes::One("FILE"),
+        "keep what each --users user has used of its quota in FILE: read at start, written every minute, after a reload and at exit",
+        Default::Is("in memory: a restart starts every quota again"),
+    ),
+    flag(
         "cut-removed",
         Takes::Nothing,
         "when SIGHUP removes a user from --users, end its open connections too",

@@ -23,6 +23,7 @@ use crate::server::users::Roster;
 use crate::server::{Config, Keys, Server};
 use crate::text::Escaped;
 use crate::tls::config::{self as tls, Identity};
+use crate::workers::COPY_STACK;
 
 use super::common::{self, Common, Passwords};
 use super::exit::{usage, Exit};
@@ -67,6 +68,10 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         }
     }
     watch_expiry(Arc::clone(&reload.keys));
+    let saver = reload.quota_saver().map(Arc::new);
+    if let Some(saver) = &saver {
+        QuotaSaver::every_minute(Arc::clone(saver));
+    }
     let stopper = server.stopper().map_err(Error::Io)?;
     common::serve_metrics(args.common.metrics.as_deref(), Role::Server)?;
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
@@ -88,6 +93,9 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {pending} pending per source"
     );
     server.run();
+    if let Some(saver) = saver {
+        saver.save();
+    }
     Ok(())
 }
 
@@ -105,6 +113,8 @@ pub struct ServerArgs {
     pub users: Option<PathBuf>,
     /// `--cut-removed`.
     pub cut_removed: bool,
+    /// `--quota-state`.
+    pub quota_state: Option<PathBuf>,
     /// `--fallback`.
     pub fallback: Option<Target>,
     /// `--alpn`.
@@ -153,6 +163,10 @@ impl ServerArgs {
         if cut_removed && users.is_none() {
             return Err(usage("--cut-removed needs --users"));
         }
+        let quota_state = m.opt_str("quota-state").map(PathBuf::from);
+        if quota_state.is_some() && users.is_none() {
+            return Err(usage("--quota-state needs --users"));
+        }
         let fallback = match m.opt_str("fallback") {
             Some(f) => Some(common::host_port("fallback", &f)?),
             None => None,
@@ -186,6 +200,7 @@ impl ServerArgs {
             passwords,
             users,
             cut_removed,
+            quota_state,
             fallback,
             alpn: common::alpn(&m)?,
             allow_private: m.opt_present("allow-private"),
@@ -238,6 +253,9 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         Some(path) => {
             let accounts = read_users(path)?;
             let users = roster.load(&accounts).users;
+            if let Some(state) = &args.quota_state {
+                restore_quota(&roster, state)?;
+            }
             (with_users(&plain, &accounts, path)?, users)
         }
         None => (plain.clone(), Vec::new()),
@@ -277,6 +295,58 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         cap_from: caps.why,
     };
     Ok((server, Reload { args: args.clone(), keys, acl, plain, roster }, serving))
+}
+
+/// Reads the `--quota-state` file at `path` into `roster`, if there is one yet.
+fn restore_quota(roster: &Roster, path: &std::path::Path) -> Result<(), Exit> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = file::read(path, "quota state file")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("quota state file {} is not UTF-8", path.display())))?;
+    roster
+        .restore_quota(text)
+        .map_err(|e| Error::Config(format!("quota state file {} {e}", path.display())))?;
+    Ok(())
+}
+
+/// Writes what each user has used of its quota to `--quota-state`: to a
+/// new file beside it, then renamed over it, so that a crash leaves the old
+/// state or the new, never half of one.
+pub struct QuotaSaver {
+    roster: Arc<Roster>,
+    path: PathBuf,
+}
+
+impl QuotaSaver {
+    /// How often the state is written while the server runs.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Writes the state now; a failure is one warning.
+    pub fn save(&self) {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".new");
+        let written =
+            std::fs::write(&tmp, self.roster.quota_state()).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            log::warn!("cannot write the quota state file {}: {e}", self.path.display());
+        }
+    }
+
+    /// Writes the state every [`EVERY`](QuotaSaver::EVERY), on a thread of its own.
+    fn every_minute(saver: Arc<QuotaSaver>) {
+        let spawned =
+            std::thread::Builder::new().name("quota-state".into()).stack_size(COPY_STACK).spawn(move || {
+                loop {
+                    std::thread::sleep(QuotaSaver::EVERY);
+                    saver.save();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the quota state writer: {e}");
+        }
+    }
 }
 
 /// The users of the `--users` file at `path`; a bad line is an error that names the file and the line.
@@ -333,6 +403,12 @@ pub struct Reload {
 }
 
 impl Reload {
+    /// What writes `--quota-state`, if it is given.
+    pub fn quota_saver(&self) -> Option<QuotaSaver> {
+        let path = self.args.quota_state.clone()?;
+        Some(QuotaSaver { roster: Arc::clone(&self.roster), path })
+    }
+
     /// Reads the files again and puts what they hold in force for new
     /// connections. Anything that fails keeps everything as it was, with one
     /// warning that names the file and the reason.
@@ -404,6 +480,9 @@ impl Reload {
             None => (old.users.clone(), Vec::new()),
         };
         self.keys.set(Keys { tls, passwords: hashes, users, expires });
+        if let Some(saver) = self.quota_saver() {
+            saver.save();
+        }
         for name in removed {
             let cut = self.args.cut_removed;
             let open = if cut { "its open connections are cut" } else { "its open connections go on" };
@@ -487,6 +566,15 @@ mod tests {
         .unwrap();
         assert_eq!(a.proxy_from[0].to_string(), "127.0.0.3/32");
         assert!(a.fallback_proxy_protocol);
+    }
+
+    #[test]
+    fn the_users_flags_need_users() {
+        let lo = ["--listen", "127.0.0.1:0"];
+        assert_eq!(usage_error(&[&lo[..], &["--cut-removed"]].concat()), "--cut-removed needs --users");
+        assert_eq!(usage_error(&[&lo[..], &["--quota-state", "q"]].concat()), "--quota-state needs --users");
+        let a = parse(&[&lo[..], &["--users", "u", "--cut-removed", "--quota-state", "q"]].concat()).unwrap();
+        assert!(a.cut_removed && a.users.is_some() && a.quota_state.is_some());
     }
 
     #[test]

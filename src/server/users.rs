@@ -13,12 +13,14 @@
 //! user is the relay's [`Meter`]: `rate=` is a token bucket per direction
 //! shared by all its connections (a write waits for its bytes' turn, with a
 //! burst of [`BURST`]), and `quota=` counts the bytes of both directions;
-//! the write that would pass it ends every connection of the user.
+//! the write that would pass it ends every connection of the user. What
+//! each user has used can be written to a file and read back at start
+//! (`--quota-state`), so that a restart does not start it again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::conn::relay::{Cut, Dir, Meter};
 use crate::metrics::{self, Counter, Kind};
@@ -41,7 +43,15 @@ struct Limits {
 /// What a user has used of its quota in the current period.
 struct Used {
     since: Instant,
+    /// `since` on the wall clock, for the state file.
+    since_wall: SystemTime,
     bytes: u64,
+}
+
+impl Used {
+    fn new() -> Used {
+        Used { since: Instant::now(), since_wall: SystemTime::now(), bytes: 0 }
+    }
 }
 
 /// One named user, for the life of the process.
@@ -79,7 +89,7 @@ impl User {
             up: Counter::new(),
             down: Counter::new(),
             buckets: [Mutex::new(None), Mutex::new(None)],
-            used: Mutex::new(Used { since: Instant::now(), bytes: 0 }),
+            used: Mutex::new(Used::new()),
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -116,7 +126,7 @@ impl User {
     fn quota_left(&self, q: Quota) -> u64 {
         let mut used = lock(&self.used);
         if q.period.is_some_and(|p| used.since.elapsed() >= p) {
-            *used = Used { since: Instant::now(), bytes: 0 };
+            *used = Used::new();
         }
         q.bytes.saturating_sub(used.bytes)
     }
@@ -236,6 +246,43 @@ impl Roster {
         Loaded { users, removed }
     }
 
+    /// What each user has used of its quota, for `--quota-state`: one
+    /// `NAME BYTES SINCE` a line, SINCE the start of its period in seconds
+    /// since the Unix epoch.
+    pub fn quota_state(&self) -> String {
+        let all = lock(&self.users);
+        let mut names: Vec<&String> = all.keys().collect();
+        names.sort();
+        let mut out = String::new();
+        for name in names {
+            let used = lock(&all[name].used);
+            let since = used.since_wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            out.push_str(&format!("{name} {} {since}\n", used.bytes));
+        }
+        out
+    }
+
+    /// Takes what [`quota_state`](Roster::quota_state) wrote, for the users
+    /// the process knows (others are skipped). A line it cannot read is an
+    /// error, by its number.
+    pub fn restore_quota(&self, text: &str) -> Result<(), String> {
+        let all = lock(&self.users);
+        for (i, line) in text.lines().enumerate() {
+            let bad = || format!("line {}: wants NAME BYTES SINCE", i + 1);
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [name, bytes, since] = fields[..] else { return Err(bad()) };
+            let (Ok(bytes), Ok(since)) = (bytes.parse::<u64>(), since.parse::<u64>()) else {
+                return Err(bad());
+            };
+            let Some(user) = all.get(name) else { continue };
+            let since_wall = SystemTime::UNIX_EPOCH + Duration::from_secs(since);
+            let ago = SystemTime::now().duration_since(since_wall).unwrap_or_default();
+            let since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+            *lock(&user.used) = Used { since, since_wall, bytes };
+        }
+        Ok(())
+    }
+
     /// The user named `name`, if the process knows it.
     pub fn get(&self, name: &str) -> Option<Arc<User>> {
         lock(&self.users).get(name).cloned()
@@ -335,6 +382,23 @@ mod tests {
         assert_eq!(q.pass(Dir::Down, 40), Ok(Duration::ZERO));
         assert_eq!(q.pass(Dir::Up, 1), Err("user q reached its quota of 100 bytes".to_owned()));
         assert_eq!(q.open(2).err().unwrap(), "user q has used its quota of 100 bytes");
+    }
+
+    #[test]
+    fn the_quota_state_is_written_and_read_back() {
+        let roster = Roster::new();
+        let loaded = roster.load(&parse("q:x quota=100\nr:y").unwrap());
+        assert_eq!(loaded.users[0].1.pass(Dir::Up, 70), Ok(Duration::ZERO));
+        let state = roster.quota_state();
+        assert!(state.starts_with("q 70 ") && state.contains("\nr 0 "), "{state}");
+        let again = Roster::new();
+        let reloaded = again.load(&parse("q:x quota=100").unwrap());
+        again.restore_quota(&state).unwrap();
+        assert_eq!(
+            reloaded.users[0].1.pass(Dir::Up, 31),
+            Err("user q reached its quota of 100 bytes".to_owned())
+        );
+        assert_eq!(again.restore_quota("q 1"), Err("line 1: wants NAME BYTES SINCE".to_owned()));
     }
 
     #[test]

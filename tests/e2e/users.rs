@@ -347,3 +347,44 @@ fn a_bad_users_file_is_a_one_line_error_naming_the_file_and_line() {
         assert!(!err.contains("pw-"), "{err}");
     }
 }
+
+/// Runs one of dora's connections past her quota of 100 KiB; returns once it is cut.
+fn use_up_quota(local: SocketAddr, target: &str) {
+    let mut s = socks_connect(local, target);
+    let mut w = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let buf = vec![7u8; 16 * 1024];
+        for _ in 0..12 {
+            if w.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    let _ = read_until_closed(&mut s);
+    sender.join().unwrap();
+}
+
+#[test]
+fn with_quota_state_what_a_user_used_survives_a_restart() {
+    let dir = scratch("users-state");
+    let (file, state) = (dir.join("users"), dir.join("quota"));
+    write(&file, "dora:pw-dora quota=100KiB/30d\n");
+    let args = ["--users", file.to_str().unwrap(), "--quota-state", state.to_str().unwrap()];
+    let target = echo("127.0.0.1:0").to_string();
+    let mut first = server_with_certs().args(&args).spawn();
+    let dora = local_with(first.addr, "pw-dora");
+    use_up_quota(dora.addr, &target);
+    first.wait_line(|l| l.contains("reached its quota"));
+    let ok = Command::new("kill").args(["-TERM", &first.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert_eq!(first.wait_exit(), Some(0));
+    let saved = std::fs::read_to_string(&state).unwrap();
+    println!("{}: {saved:?}", state.display());
+    assert!(saved.starts_with("dora 102400 "), "{saved:?}");
+
+    let second = server_with_certs().args(&args).spawn();
+    let dora = local_with(second.addr, "pw-dora");
+    refused_through(dora.addr, &target);
+    let line = second.wait_line(|l| l.contains(" closed ") && l.contains("has used its quota"));
+    println!("{line}");
+}
