@@ -115,7 +115,7 @@ certs:
 	rm -f certs/server.csr certs/server.crt certs/ca.srl
 
 FUZZ_SECS    ?= 60
-FUZZ_TARGETS := socks5 seed trojan udp socks4 http http_body proxy_protocol x509 hello acl dns sniff
+FUZZ_TARGETS := socks5 seed trojan udp socks4 http http_body proxy_protocol x509 hello acl accounts dns sniff
 CARGO_FUZZ   := target/tools/bin/cargo-fuzz
 
 # cargo-fuzz, built once and kept under target/ (make clean removes it).

@@ -201,6 +201,24 @@ pub const SERVER: &[Flag] = &[
     ),
     flag("password-file", Takes::One("FILE"), "read passwords from FILE, one per line", Default::None),
     flag(
+        "users",
+        Takes::One("FILE"),
+        "accept trojan clients as the named users of FILE, one NAME:PASSWORD [max_conns=N] [rate=SIZE] [quota=SIZE[/PERIOD]] a line (docs/OPERATING.md); may be combined with --password; SIGHUP reads it again",
+        Default::None,
+    ),
+    flag(
+        "quota-state",
+        Takes::One("FILE"),
+        "keep what each --users user has used of its quota in FILE: read at start, written every minute, after a reload and at exit",
+        Default::Is("in memory: a restart starts every quota again"),
+    ),
+    flag(
+        "cut-removed",
+        Takes::Nothing,
+        "when SIGHUP removes a user from --users, end its open connections too",
+        Default::Is("they go on; only new ones are refused"),
+    ),
+    flag(
         "fallback",
         Takes::One("HOST:PORT"),
         "hand connections without a valid header to this plain-TCP web server",

@@ -9,15 +9,21 @@ use std::time::SystemTime;
 use crate::conn::report::Watch;
 use crate::current::Current;
 use crate::error::Error;
+use crate::file;
+use crate::metrics;
 use crate::metrics::Role;
 use crate::net::egress::{Cidr, Policy};
 use crate::net::limits::FDS_PER_CONNECTION;
+use crate::proto::accounts::{self, Account};
 use crate::proto::acl::Acl;
 use crate::proto::addr::Target;
 use crate::proto::wire::{trojan_hash, TrojanHash};
 use crate::server::keys::{expiry_warning, watch_expiry};
+use crate::server::users::Roster;
 use crate::server::{Config, Keys, Server};
+use crate::text::Escaped;
 use crate::tls::config::{self as tls, Identity};
+use crate::workers::COPY_STACK;
 
 use super::common::{self, Common, Passwords};
 use super::exit::{usage, Exit};
@@ -62,6 +68,10 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         }
     }
     watch_expiry(Arc::clone(&reload.keys));
+    let saver = reload.quota_saver().map(Arc::new);
+    if let Some(saver) = &saver {
+        QuotaSaver::every_minute(Arc::clone(saver));
+    }
     let stopper = server.stopper().map_err(Error::Io)?;
     common::serve_metrics(args.common.metrics.as_deref(), Role::Server)?;
     signals::watch(signals, move || stopper.stop(), move || reload.run())?;
@@ -83,6 +93,9 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
         "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {pending} pending per source"
     );
     server.run();
+    if let Some(saver) = saver {
+        saver.save();
+    }
     Ok(())
 }
 
@@ -96,6 +109,12 @@ pub struct ServerArgs {
     pub listen: String,
     /// `--password`, `--password-file`.
     pub passwords: Passwords,
+    /// `--users`.
+    pub users: Option<PathBuf>,
+    /// `--cut-removed`.
+    pub cut_removed: bool,
+    /// `--quota-state`.
+    pub quota_state: Option<PathBuf>,
     /// `--fallback`.
     pub fallback: Option<Target>,
     /// `--alpn`.
@@ -139,6 +158,15 @@ impl ServerArgs {
             )));
         }
         let passwords = Passwords::parse(&m)?;
+        let users = m.opt_str("users").map(PathBuf::from);
+        let cut_removed = m.opt_present("cut-removed");
+        if cut_removed && users.is_none() {
+            return Err(usage("--cut-removed needs --users"));
+        }
+        let quota_state = m.opt_str("quota-state").map(PathBuf::from);
+        if quota_state.is_some() && users.is_none() {
+            return Err(usage("--quota-state needs --users"));
+        }
         let fallback = match m.opt_str("fallback") {
             Some(f) => Some(common::host_port("fallback", &f)?),
             None => None,
@@ -170,6 +198,9 @@ impl ServerArgs {
             identity,
             listen,
             passwords,
+            users,
+            cut_removed,
+            quota_state,
             fallback,
             alpn: common::alpn(&m)?,
             allow_private: m.opt_present("allow-private"),
@@ -216,7 +247,23 @@ pub struct Serving {
 /// before it serves, for a program that runs the server in its own process
 /// (the tests).
 pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, Serving), Exit> {
-    let passwords = hashes(&args.passwords)?;
+    let plain = hashes(&args.passwords)?;
+    let roster = Roster::new();
+    let (passwords, users) = match &args.users {
+        Some(path) => {
+            let accounts = read_users(path)?;
+            let users = roster.load(&accounts).users;
+            if let Some(state) = &args.quota_state {
+                restore_quota(&roster, state)?;
+            }
+            (with_users(&plain, &accounts, path)?, users)
+        }
+        None => (plain.clone(), Vec::new()),
+    };
+    if args.users.is_some() {
+        let collected = Arc::clone(&roster);
+        metrics::add_collector(Box::new(move |out| collected.collect(out)));
+    }
     let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
     let egress = Policy::new(args.allow_private, args.deny.clone())?.with_acl(Arc::clone(&acl));
     // With passwords and a fallback, a connection holds the fallback's socket
@@ -225,7 +272,7 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
     let caps = common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant), 0);
     let served = tls::server_config(&args.identity, &args.alpn, None)?;
     let open = passwords.is_empty();
-    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, expires: served.expires }));
+    let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, users, expires: served.expires }));
     let cfg = Config {
         keys: Arc::clone(&keys),
         timeouts: args.common.timeouts,
@@ -247,7 +294,87 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         max_conns: caps.conns,
         cap_from: caps.why,
     };
-    Ok((server, Reload { args: args.clone(), keys, acl }, serving))
+    Ok((server, Reload { args: args.clone(), keys, acl, plain, roster }, serving))
+}
+
+/// Reads the `--quota-state` file at `path` into `roster`, if there is one yet.
+fn restore_quota(roster: &Roster, path: &std::path::Path) -> Result<(), Exit> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = file::read(path, "quota state file")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("quota state file {} is not UTF-8", path.display())))?;
+    roster
+        .restore_quota(text)
+        .map_err(|e| Error::Config(format!("quota state file {} {e}", path.display())))?;
+    Ok(())
+}
+
+/// Writes what each user has used of its quota to `--quota-state`: to a
+/// new file beside it, then renamed over it, so that a crash leaves the old
+/// state or the new, never half of one.
+pub struct QuotaSaver {
+    roster: Arc<Roster>,
+    path: PathBuf,
+}
+
+impl QuotaSaver {
+    /// How often the state is written while the server runs.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Writes the state now; a failure is one warning.
+    pub fn save(&self) {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".new");
+        let written =
+            std::fs::write(&tmp, self.roster.quota_state()).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            log::warn!("cannot write the quota state file {}: {e}", self.path.display());
+        }
+    }
+
+    /// Writes the state every [`EVERY`](QuotaSaver::EVERY), on a thread of its own.
+    fn every_minute(saver: Arc<QuotaSaver>) {
+        let spawned =
+            std::thread::Builder::new().name("quota-state".into()).stack_size(COPY_STACK).spawn(move || {
+                loop {
+                    std::thread::sleep(QuotaSaver::EVERY);
+                    saver.save();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the quota state writer: {e}");
+        }
+    }
+}
+
+/// The users of the `--users` file at `path`; a bad line is an error that names the file and the line.
+fn read_users(path: &std::path::Path) -> Result<Vec<Account>, Exit> {
+    let bytes = file::read(path, "users file")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("users file {} is not UTF-8", path.display())))?;
+    let accounts =
+        accounts::parse(text).map_err(|e| Error::Config(format!("users file {} {e}", path.display())))?;
+    Ok(accounts)
+}
+
+/// The hashes of `plain` (`--password`, `--password-file`) and of
+/// `accounts`; a password both give is an error, which names the user.
+fn with_users(
+    plain: &[TrojanHash],
+    accounts: &[Account],
+    path: &std::path::Path,
+) -> Result<Vec<TrojanHash>, Exit> {
+    if let Some(a) = accounts.iter().find(|a| plain.contains(&a.hash)) {
+        return Err(Error::Config(format!(
+            "users file {}: user {} has a password that --password or --password-file gives too; each user needs a password of its own",
+            path.display(),
+            Escaped(&a.name)
+        ))
+        .into());
+    }
+    Ok(plain.iter().copied().chain(accounts.iter().map(|a| a.hash)).collect())
 }
 
 /// The trojan hashes of every password.
@@ -264,14 +391,24 @@ fn expiry(expires: Option<SystemTime>) -> String {
     }
 }
 
-/// What SIGHUP reads again: `--cert`, `--key`, `--password-file` and `--acl`.
+/// What SIGHUP reads again: `--cert`, `--key`, `--password-file`, `--users` and `--acl`.
 pub struct Reload {
     args: ServerArgs,
     keys: Arc<Current<Keys>>,
     acl: Arc<Current<Option<Acl>>>,
+    /// The hashes of the passwords given without a name, as last read.
+    plain: Vec<TrojanHash>,
+    /// Every named user the process has known.
+    roster: Arc<Roster>,
 }
 
 impl Reload {
+    /// What writes `--quota-state`, if it is given.
+    pub fn quota_saver(&self) -> Option<QuotaSaver> {
+        let path = self.args.quota_state.clone()?;
+        Some(QuotaSaver { roster: Arc::clone(&self.roster), path })
+    }
+
     /// Reads the files again and puts what they hold in force for new
     /// connections. Anything that fails keeps everything as it was, with one
     /// warning that names the file and the reason.
@@ -279,8 +416,8 @@ impl Reload {
         let args = &self.args;
         let files = matches!(args.identity, Identity::Files { .. });
         let password_file = args.passwords.file.is_some();
-        if !files && !password_file && args.acl.is_none() {
-            log::info!("reload: nothing to read again (no --cert/--key, --password-file or --acl)");
+        if !files && !password_file && args.acl.is_none() && args.users.is_none() {
+            log::info!("reload: nothing to read again (no --cert/--key, --password-file, --users or --acl)");
             return;
         }
         let old = self.keys.get();
@@ -296,7 +433,18 @@ impl Reload {
                 Ok(p) => p,
                 Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
             },
-            false => old.passwords.clone(),
+            false => self.plain.clone(),
+        };
+        let accounts = match args.users.as_deref().map(read_users).transpose() {
+            Ok(accounts) => accounts,
+            Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+        };
+        let hashes = match (&accounts, &args.users) {
+            (Some(accounts), Some(path)) => match with_users(&passwords, accounts, path) {
+                Ok(hashes) => hashes,
+                Err(e) => return log::warn!("reload failed, keeping what was loaded: {e}"),
+            },
+            _ => passwords.clone(),
         };
         let acl = match args.acl.as_deref().map(common::read_acl).transpose() {
             Ok(acl) => acl,
@@ -322,7 +470,27 @@ impl Reload {
             done.push(format!("ACL {} ({} rules)", path.display(), acl.rules()));
             self.acl.set(Some(acl));
         }
-        self.keys.set(Keys { tls, passwords, expires });
+        let (users, removed) = match &accounts {
+            Some(accounts) => {
+                let loaded = self.roster.load(accounts);
+                let n = loaded.users.len();
+                done.push(format!("{n} user{}", if n == 1 { "" } else { "s" }));
+                (loaded.users, loaded.removed)
+            }
+            None => (old.users.clone(), Vec::new()),
+        };
+        self.keys.set(Keys { tls, passwords: hashes, users, expires });
+        if let Some(saver) = self.quota_saver() {
+            saver.save();
+        }
+        for name in removed {
+            let cut = self.args.cut_removed;
+            let open = if cut { "its open connections are cut" } else { "its open connections go on" };
+            log::info!("user {} removed: its password opens nothing new, {open}", Escaped(&name));
+            if let (true, Some(user)) = (cut, self.roster.get(&name)) {
+                user.cut_all(&format!("user {} was removed", Escaped(&name)));
+            }
+        }
         log::info!("reloaded {}; new connections use them", done.join(", "));
         if let Some(warning) = expires.and_then(|t| expiry_warning(t, SystemTime::now())) {
             log::warn!("{warning}");
@@ -398,6 +566,15 @@ mod tests {
         .unwrap();
         assert_eq!(a.proxy_from[0].to_string(), "127.0.0.3/32");
         assert!(a.fallback_proxy_protocol);
+    }
+
+    #[test]
+    fn the_users_flags_need_users() {
+        let lo = ["--listen", "127.0.0.1:0"];
+        assert_eq!(usage_error(&[&lo[..], &["--cut-removed"]].concat()), "--cut-removed needs --users");
+        assert_eq!(usage_error(&[&lo[..], &["--quota-state", "q"]].concat()), "--quota-state needs --users");
+        let a = parse(&[&lo[..], &["--users", "u", "--cut-removed", "--quota-state", "q"]].concat()).unwrap();
+        assert!(a.cut_removed && a.users.is_some() && a.quota_state.is_some());
     }
 
     #[test]

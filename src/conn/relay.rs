@@ -27,6 +27,11 @@
 //! reset, and the end says `eof (client reset after target closed)`. No byte in either direction for the idle time
 //! ends both.
 //!
+//! A relay may be metered ([`relay_metered`], the server's named users):
+//! before each write its [`Meter`] says how long to wait (a rate shared by
+//! a user's connections) or that the connection must end (a quota
+//! reached), and a [`Cut`] ends it from another thread (a user removed).
+//!
 //! A second end that owes an answer ([`Owed`]: the local's server, asked
 //! for a key update before the header) is waited for on the calling setup
 //! thread, after the first direction has started and before the second's
@@ -36,16 +41,17 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rustls::Connection;
 use socket2::SockRef;
 
+use crate::error::Error;
 use crate::net::poll::{peer_finished, wait, Ready};
 use crate::workers::COPY_THREADS;
 
-use super::end::{Break, End, Side, Silent};
+use super::end::{Break, End, Side, Silent, Step};
 use super::live::Bytes;
 use super::report::Outcome;
 use super::split::{self, ReadHalf, WriteHalf};
@@ -133,6 +139,55 @@ pub fn relay_expecting_answer(
         return;
     }
     spawn_pump(&shared, Dir::Down, down_reader, down_writer);
+}
+
+/// What a metered relay asks before each write (see [`relay_metered`]).
+pub trait Meter: Send + Sync {
+    /// `n` bytes are about to be written in `dir`: how long to wait first
+    /// (zero for at once), or why the connection must end instead.
+    fn pass(&self, dir: Dir, n: usize) -> Result<Duration, String>;
+}
+
+/// Ends a metered relay from another thread; does nothing once it has ended.
+#[derive(Clone)]
+pub struct Cut(Weak<Relay>);
+
+impl Cut {
+    /// Ends the relay at once, both ends reset, with the end
+    /// `stream: denied: WHY`.
+    pub fn cut(&self, why: String) {
+        if let Some(relay) = self.0.upgrade() {
+            relay.abort(End::Failed(Step::Stream, Error::Denied(why)));
+        }
+    }
+}
+
+/// The longest a write waits for its meter at once, between checks that the
+/// relay still runs.
+const METER_SLICE: Duration = Duration::from_millis(50);
+
+/// [`relay`], with each write passed by `meter` first; returns what cuts it.
+pub fn relay_metered(
+    a: Leg,
+    b: Leg,
+    sides: [Side; 2],
+    timeouts: &Timeouts,
+    meter: Arc<dyn Meter>,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) -> Cut {
+    for s in [&a.sock, &b.sock] {
+        let _ = s.set_write_timeout(Some(timeouts.idle));
+    }
+    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
+    if let Some(counters) = a.counters.or(b.counters) {
+        shared.bytes = counters;
+    }
+    shared.meter = Some(meter);
+    let shared = Arc::new(shared);
+    let cut = Cut(Arc::downgrade(&shared));
+    spawn_pump(&shared, Dir::Up, a.reader, b.writer);
+    spawn_pump(&shared, Dir::Down, b.reader, a.writer);
+    cut
 }
 
 /// Starts the copy thread of one direction.
@@ -360,6 +415,8 @@ struct Relay {
     silence: Option<&'static [u8]>,
     /// What the second leg owes, and by when.
     owed: Option<Owed>,
+    /// What passes each write first, for a metered relay.
+    meter: Option<Arc<dyn Meter>>,
 }
 
 impl Relay {
@@ -381,6 +438,7 @@ impl Relay {
             done: Mutex::new(Some(done)),
             silence: None,
             owed: None,
+            meter: None,
         }
     }
 
@@ -473,6 +531,9 @@ impl Write for Counted<'_> {
         // Marked before `aborted` is read, and `abort` sets `aborted` before
         // it reads the mark (both SeqCst): either this write does not start,
         // or `abort` knows to wake it.
+        if let Some(meter) = &self.shared.meter {
+            metered(&**meter, self.shared, self.dir, buf.len()).inspect_err(|_| self.failed = true)?;
+        }
         let writing = &self.shared.writing[self.dir.destination()];
         writing.store(true, Ordering::SeqCst);
         let written = if self.shared.aborted.load(Ordering::SeqCst) {
@@ -496,6 +557,31 @@ impl Write for Counted<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Waits as `meter` asks before `n` bytes go in `dir`, in slices, so that
+/// an abort meanwhile is seen; ends the relay if the meter says so.
+#[inline(never)]
+fn metered(meter: &dyn Meter, shared: &Relay, dir: Dir, n: usize) -> io::Result<()> {
+    let aborted = || io::Error::new(io::ErrorKind::ConnectionAborted, "aborted");
+    let wait = match meter.pass(dir, n) {
+        Ok(wait) => wait,
+        Err(why) => {
+            shared.abort(End::Failed(Step::Stream, Error::Denied(why)));
+            return Err(aborted());
+        }
+    };
+    let until = Instant::now() + wait;
+    loop {
+        if shared.aborted.load(Ordering::SeqCst) {
+            return Err(aborted());
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(METER_SLICE));
     }
 }
 

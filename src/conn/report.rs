@@ -10,6 +10,7 @@
 //! ```text
 //! #12 closed client=127.0.0.1:50000 target=example.com:443 up=79 down=732 time=0.042s end=eof proto=socks5 route=proxy
 //! #13 closed client=192.168.1.20:50001 target=example.com:443 up=517 down=4120 time=0.310s end=eof proto=tproxy route=proxy dst=93.184.215.14:443
+//! #14 closed client=198.51.100.7:50002 target=example.com:443 up=517 down=4120 time=0.310s end=eof user=alice
 //! ```
 
 use std::fmt;
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use crate::metrics::{self, Closed};
 use crate::proto::addr::Target;
+use crate::text::Escaped;
 
 use super::admission::Place;
 use super::end::End;
@@ -65,6 +67,7 @@ pub struct Report {
     watch: Option<Watch>,
     /// The connection's entry in the live view, taken out when this drops.
     live: Registered,
+    user: Option<Arc<str>>,
 }
 
 impl Report {
@@ -89,6 +92,7 @@ impl Report {
             dst: None,
             watch,
             live: live::Entry::register(id, peer),
+            user: None,
         }
     }
 
@@ -189,6 +193,13 @@ impl Report {
         });
         self.live().relaying(self.up, self.down)
     }
+
+    /// The server's named user the connection belongs to (`user=`, escaped),
+    /// also named in the live view.
+    pub fn user(&mut self, name: Arc<str>) {
+        self.live_user(&name);
+        self.user = Some(name);
+    }
 }
 
 impl Drop for Report {
@@ -237,6 +248,9 @@ impl fmt::Display for Line<'_> {
         }
         if let Some(dst) = r.dst {
             write!(f, " dst={dst}")?;
+        }
+        if let Some(user) = &r.user {
+            write!(f, " user={}", Escaped(user))?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@
 pub mod socks5;
 pub mod socks4;
 pub mod http;
+pub mod accounts;
 pub mod wire;
 pub mod proxy_protocol;
 pub mod x509;

@@ -26,6 +26,11 @@
 //!
 //! Without passwords the seed header is read with exact reads, across
 //! records, under the handshake deadline.
+//!
+//! A header whose hash is a named user's (`--users`) opens the connection
+//! for that user: its close line ends with `user=NAME`, and a user at its
+//! `max_conns` or out of quota is refused there, with close_notify, as a
+//! request that is not served. The user meters the relay ([`super::users`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -36,7 +41,7 @@ use rustls::ServerConnection;
 
 use crate::conn::admission::Fds;
 use crate::conn::end::{End, Hop, Side, Step};
-use crate::conn::relay::{self, Leg};
+use crate::conn::relay::{self, Leg, Meter};
 use crate::conn::report::Watch;
 use crate::conn::udp::{self, Targets};
 use crate::conn::{Report, Timeouts};
@@ -54,6 +59,7 @@ use crate::tls::handshake::{self, Records};
 use super::balancer;
 use super::fallback::{self, First};
 use super::keys::Keys;
+use super::users::Session;
 
 /// Everything a connection from a local needs.
 pub struct Config {
@@ -99,6 +105,20 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
     } else {
         trojan_header(&mut incoming, cfg, drain, &report)
     };
+    let session = match (&next, incoming.user.take()) {
+        (Ok(Next::Target(..) | Next::Udp(_)), Some(user)) => {
+            report.user(Arc::clone(&user.name));
+            match user.open(report.id) {
+                Ok(session) => Some(session),
+                Err(why) => {
+                    log::debug!("#{} refused: {why}", report.id);
+                    goodbye(&incoming.sock, &mut incoming.conn, cfg);
+                    return report.end(End::Failed(Step::Header, Error::Denied(why)));
+                }
+            }
+        }
+        _ => None,
+    };
     match next {
         Ok(Next::Target(target, early)) => {
             report.restart_clock();
@@ -107,12 +127,12 @@ pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
             if let Err(e) = answer_key_update(&mut incoming.conn, &mut io) {
                 return report.end(End::Failed(Step::Header, Error::Io(e)));
             }
-            to_target(incoming, &target, &early, cfg, report)
+            to_target(incoming, &target, &early, cfg, report, session)
         }
         Ok(Next::Udp(early)) => {
             report.restart_clock();
             report.place().authenticated();
-            associate(incoming, early, cfg, report)
+            associate(incoming, early, cfg, report, session)
         }
         Ok(Next::Fallback { out, seen, site }) => to_fallback(incoming, &seen, out, site, cfg, report),
         Err(End::Draining) => {
@@ -133,6 +153,8 @@ struct Incoming {
     to: SocketAddr,
     /// Without passwords when the handshake began: the seed format.
     seed: bool,
+    /// The named user whose password the header gave.
+    user: Option<Arc<super::users::User>>,
 }
 
 /// What a connection's header asks for.
@@ -176,7 +198,7 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
             return Err(End::Failed(Step::TlsHandshake, e));
         }
     };
-    Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty() })
+    Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty(), user: None })
 }
 
 /// The seed format: the header is read with exact reads, across records,
@@ -279,7 +301,11 @@ fn trojan_header<'c>(
             let keys = cfg.keys.get();
             let passwords = &keys.passwords[..];
             let mut rest = &bytes[..];
-            match wire::read_trojan_request(&mut rest, passwords, true) {
+            let request = wire::read_trojan_request(&mut rest, passwords, true);
+            if request.is_ok() {
+                incoming.user = keys.user(&bytes);
+            }
+            match request {
                 Ok((Command::Connect, target)) => return Ok(Next::Target(target, rest.to_vec())),
                 Ok((Command::UdpAssociate, _)) => return Ok(Next::Udp(rest.to_vec())),
                 // A client that presented a valid password is never handed
@@ -362,7 +388,14 @@ fn open_fallback(site: &Target, cfg: &Config, report: &Report, to: SocketAddr) -
 
 /// Connects to `target` and relays, starting with `early`: bytes that came
 /// in the same record as the header.
-fn to_target(incoming: Incoming, target: &Target, early: &[u8], cfg: &Config, mut report: Report) {
+fn to_target(
+    incoming: Incoming,
+    target: &Target,
+    early: &[u8],
+    cfg: &Config,
+    mut report: Report,
+    session: Option<Session>,
+) {
     let Incoming { sock, mut conn, .. } = incoming;
     let id = report.id;
     log::debug!("#{id} connect {target}");
@@ -383,19 +416,26 @@ fn to_target(incoming: Incoming, target: &Target, early: &[u8], cfg: &Config, mu
         }
         report.up = early.len() as u64;
     }
-    relay::relay(
-        Leg::tls(sock, conn).counting(report.relaying()),
-        Leg::tcp(out),
-        [Side::Client, Side::Target],
-        &cfg.timeouts,
-        move |out| report.finish(out),
-    );
+    let (client, target) = (Leg::tls(sock, conn).counting(report.relaying()), Leg::tcp(out));
+    let sides = [Side::Client, Side::Target];
+    let Some(session) = session else {
+        return relay::relay(client, target, sides, &cfg.timeouts, move |out| report.finish(out));
+    };
+    let meter: Arc<dyn Meter> = Arc::clone(session.user()) as Arc<dyn Meter>;
+    let user = Arc::clone(session.user());
+    let id = report.id;
+    let cut = relay::relay_metered(client, target, sides, &cfg.timeouts, meter, move |out| {
+        session.closed(report.up + out.up, out.down);
+        report.finish(out);
+        drop(session);
+    });
+    user.relaying(id, cut);
 }
 
 /// Serves a UDP association: datagrams framed in the stream, each sent to
 /// its target through a UDP socket of the association (see
 /// [`crate::conn::udp`]). `early` holds the first frames, which came with the header.
-fn associate(incoming: Incoming, early: Vec<u8>, cfg: &Config, mut report: Report) {
+fn associate(incoming: Incoming, early: Vec<u8>, cfg: &Config, mut report: Report, session: Option<Session>) {
     report.udp();
     let udp = match udp::server_socket() {
         Ok(s) => s,
@@ -405,7 +445,13 @@ fn associate(incoming: Incoming, early: Vec<u8>, cfg: &Config, mut report: Repor
     // Listed with its target; its bytes show in its close line.
     let _ = report.relaying();
     let targets = Targets { udp, policy: cfg.egress.clone(), place: report.place().clone() };
-    udp::server(incoming.sock, incoming.conn, early, targets, &cfg.timeouts, move |out| report.finish(out));
+    udp::server(incoming.sock, incoming.conn, early, targets, &cfg.timeouts, move |out| {
+        if let Some(session) = &session {
+            session.closed(report.up + out.up, out.down);
+        }
+        report.finish(out);
+        drop(session);
+    });
 }
 
 /// Relays a connection that did not present a valid header to the fallback,

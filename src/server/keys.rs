@@ -1,4 +1,4 @@
-//! What a reload replaces on the server: its certificate and passwords,
+//! What a reload replaces on the server: its certificate, passwords and named users,
 //! and the warnings that the certificate is about to expire.
 
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use crate::current::Current;
 use crate::proto::wire::TrojanHash;
 use crate::workers::COPY_STACK;
 
+use super::users::User;
+
 /// What a reload replaces: the certificate and the passwords. A connection
 /// takes the certificate (its TLS configuration) when it starts; its header
 /// is checked against the passwords in force when the header arrives, so a
@@ -17,10 +19,27 @@ use crate::workers::COPY_STACK;
 pub struct Keys {
     /// Built by [`crate::tls::config::server_config`].
     pub tls: Arc<ServerConfig>,
-    /// Known trojan password hashes; empty means the seed format, open to anyone.
+    /// Known trojan password hashes; empty means the seed format, open to
+    /// anyone. The named users' are among them.
     pub passwords: Vec<TrojanHash>,
+    /// The named users in force (`--users`), by the hash of their password.
+    pub users: Vec<(TrojanHash, Arc<User>)>,
     /// When the certificate expires, if that could be read.
     pub expires: Option<SystemTime>,
+}
+
+impl Keys {
+    /// The named user whose password hash `seen` starts with, if any
+    /// (compared in constant time, as the header's check is).
+    pub fn user(&self, seen: &[u8]) -> Option<Arc<User>> {
+        let mut found = None;
+        for (hash, user) in &self.users {
+            if crate::proto::wire::trojan_hash_known(seen, std::slice::from_ref(hash)) {
+                found = Some(Arc::clone(user));
+            }
+        }
+        found
+    }
 }
 
 /// How long before its certificate expires the server starts to warn.

@@ -5,12 +5,14 @@
 //! is served on its own thread ([`connection`]), behind a load balancer's
 //! PROXY header when there is one ([`balancer`]); connections without a
 //! valid header go to the fallback site ([`fallback`]). What a reload
-//! replaces, the certificate and the passwords, is in [`keys`].
+//! replaces, the certificate and the passwords, is in [`keys`]; the named
+//! users of `--users`, their counts and limits, in [`users`].
 
 pub mod connection;
 pub mod balancer;
 pub mod fallback;
 pub mod keys;
+pub mod users;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};

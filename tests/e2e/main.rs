@@ -39,3 +39,4 @@ mod tls_face;
 mod transparent;
 mod trojan;
 mod udp;
+mod users;

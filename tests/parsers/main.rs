@@ -9,6 +9,7 @@ mod generated;
 #[path = "../../fuzz/fuzz_targets/common/mod.rs"]
 mod input;
 
+mod accounts;
 mod acl;
 mod dns;
 mod hello;
