@@ -59,7 +59,7 @@ run: build
 	if [ -z "$$signalled" ]; then \
 	  echo "make run: $$first_name exited with status $$st; stopping $$other_name"; kill -TERM $$other 2>/dev/null; \
 	fi; \
-	done_=; until [ -n "$$done_" ]; do wait -n -p done_ $$other; st2=$$?; done; \
+	while :; do wait $$other; st2=$$?; [ $$st2 -gt 128 ] && kill -0 $$other 2>/dev/null || break; done; \
 	wait $$tag_srv $$tag_loc; \
 	echo "make run: $$first_name exited $$st, $$other_name exited $$st2"; \
 	[ $$st -ne 0 ] && exit $$st; exit $$st2
