@@ -69,11 +69,16 @@ fn refused_through(proxy: SocketAddr, target: &str) {
 
 /// Where `p` serves its metrics, as its start-up logs say.
 fn metrics_text(p: &Proc) -> String {
+    get(p, "/metrics")
+}
+
+/// The body of `path` on `p`'s metrics address (its start-up logs name it).
+fn get(p: &Proc, path: &str) -> String {
     let line = p.wait_line(|l| l.contains("metrics served on http://"));
     let url = line.split("http://").nth(1).unwrap();
     let addr: SocketAddr = url.strip_suffix("/metrics").unwrap().parse().unwrap();
     let mut s = connect(addr);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
     let answer = String::from_utf8(read_all(&mut s)).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -143,6 +148,12 @@ fn three_users_at_once_are_counted_exactly_and_held_to_their_limits() {
         s.read_exact(&mut pong).unwrap();
         assert_eq!(&pong, b"ping");
     }
+    // The live view names the user of each of her connections.
+    let live = get(&server, "/connections");
+    println!("server /connections while alice holds two: {live}");
+    assert_eq!(live.matches("\"user\":\"alice\"").count(), 2, "{live}");
+    assert!(live.contains("{\"name\":\"alice\",\"open\":2,\"up\":8,\"down\":8}"), "{live}");
+
     let timed = |proxy: SocketAddr, seed: u64| {
         let target = target.clone();
         thread::spawn(move || {
