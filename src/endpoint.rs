@@ -39,7 +39,7 @@ pub const MAX_SCRAPES_PER_SOURCE: usize = 2;
 /// How long a scraper has to send its request head (a scraper sends it
 /// as it connects).
 pub const REQUEST_TIME: Duration = Duration::from_secs(1);
-/// How long one write of the answer may wait for a scraper that does not read.
+/// How long the whole answer may take to write, to a scraper that reads slowly or not at all.
 const WRITE_TIME: Duration = Duration::from_secs(5);
 /// The stack of the thread that runs the endpoint's accept loop.
 const ACCEPT_STACK: usize = 64 * 1024;
@@ -62,7 +62,6 @@ pub fn serve(addr: &str, role: Role) -> Result<SocketAddr, Error> {
 /// closes. A scraper that closes, stalls past [`REQUEST_TIME`] or breaks
 /// off is closed unanswered.
 fn answer(sock: &TcpStream, role: Role, place: Place) {
-    let _ = sock.set_write_timeout(Some(WRITE_TIME));
     let route = match read_route(&mut Deadline::new(sock, Instant::now() + REQUEST_TIME)) {
         Ok(route) => route,
         Err(Fault::Io(_)) => return,
@@ -95,7 +94,10 @@ fn answer(sock: &TcpStream, role: Role, place: Place) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{allow}{extra}Connection: close\r\n\r\n"
     );
-    let sent = (&*sock).write_all(head.as_bytes()).and_then(|()| (&*sock).write_all(body.as_bytes()));
+    // One deadline for the whole answer, not one per write: a reader that
+    // takes a byte now and then cannot hold the place past it.
+    let mut out = Deadline::new(sock, Instant::now() + WRITE_TIME);
+    let sent = out.write_all(head.as_bytes()).and_then(|()| out.write_all(body.as_bytes()));
     // Before the scraper can see the end of the answer: its next scrape finds the place free.
     drop(place);
     if sent.is_ok() {

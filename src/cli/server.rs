@@ -266,12 +266,19 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
     }
     let acl = Arc::new(Current::new(args.acl.as_deref().map(common::read_acl).transpose()?));
     let egress = Policy::new(args.allow_private, args.deny.clone())?.with_acl(Arc::clone(&acl));
+    // The format is the flags' choice: a users file that names nobody (or
+    // that a reload empties) opens nothing; it never turns the seed format on.
+    let open = plain.is_empty() && args.users.is_none();
+    if !open && passwords.is_empty() {
+        log::warn!(
+            "--users names no user and no --password is given: no client can connect until a reload adds one"
+        );
+    }
     // With passwords and a fallback, a connection holds the fallback's socket
     // too until its first record has been read.
-    let probe_resistant = args.fallback.is_some() && !passwords.is_empty();
+    let probe_resistant = args.fallback.is_some() && !open;
     let caps = common::cap(args.common.max_conns, FDS_PER_CONNECTION + u64::from(probe_resistant), 0);
     let served = tls::server_config(&args.identity, &args.alpn, None)?;
-    let open = passwords.is_empty();
     let keys = Arc::new(Current::new(Keys { tls: served.config, passwords, users, expires: served.expires }));
     let cfg = Config {
         keys: Arc::clone(&keys),
@@ -285,6 +292,7 @@ pub fn bind(args: &ServerArgs, watch: Option<Watch>) -> Result<(Server, Reload, 
         proxy_from: args.proxy_from.clone(),
         fallback_proxy_protocol: args.fallback_proxy_protocol,
         watch,
+        seed: open,
     };
     let server = Server::bind(&args.listen, cfg)?;
     let serving = Serving {
@@ -319,12 +327,16 @@ pub struct QuotaSaver {
     path: PathBuf,
 }
 
+/// One save at a time: the minute's, a reload's and the exit's share the new file's name.
+static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl QuotaSaver {
     /// How often the state is written while the server runs.
     pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Writes the state now; a failure is one warning.
     pub fn save(&self) {
+        let _one = SAVING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".new");
         let written =
@@ -479,6 +491,9 @@ impl Reload {
             }
             None => (old.users.clone(), Vec::new()),
         };
+        if hashes.is_empty() && self.args.users.is_some() {
+            log::warn!("no user and no password left: no client can connect until a reload adds one");
+        }
         self.keys.set(Keys { tls, passwords: hashes, users, expires });
         if let Some(saver) = self.quota_saver() {
             saver.save();

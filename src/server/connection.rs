@@ -41,7 +41,7 @@ use rustls::ServerConnection;
 
 use crate::conn::admission::Fds;
 use crate::conn::end::{End, Hop, Side, Step};
-use crate::conn::relay::{self, Leg, Meter};
+use crate::conn::relay::{self, Dir, Leg, Meter};
 use crate::conn::report::Watch;
 use crate::conn::udp::{self, Targets};
 use crate::conn::{Report, Timeouts};
@@ -88,6 +88,10 @@ pub struct Config {
     pub fallback_proxy_protocol: bool,
     /// Called with each close line, for a program that embeds the server.
     pub watch: Option<Watch>,
+    /// The seed format, open to anyone: chosen once, at start, by the
+    /// absence of every password flag and of `--users`; a reload that
+    /// leaves no password (every user removed) never turns it on.
+    pub seed: bool,
 }
 
 /// Serves one connection from a local, up to the start of its relay (which
@@ -198,7 +202,7 @@ fn accept(sock: TcpStream, cfg: &Config, report: &mut Report) -> Result<Incoming
             return Err(End::Failed(Step::TlsHandshake, e));
         }
     };
-    Ok(Incoming { sock, conn, until, to, seed: keys.passwords.is_empty(), user: None })
+    Ok(Incoming { sock, conn, until, to, seed: cfg.seed, user: None })
 }
 
 /// The seed format: the header is read with exact reads, across records,
@@ -411,6 +415,14 @@ fn to_target(
         }
     };
     if !early.is_empty() {
+        // The bytes that came with the header count against the user's
+        // quota and rate like every byte after them.
+        if let Some(session) = &session {
+            match session.user().pass(Dir::Up, early.len()) {
+                Ok(wait) => std::thread::sleep(wait),
+                Err(why) => return report.end(End::Failed(Step::Stream, Error::Denied(why))),
+            }
+        }
         if let Err(e) = Deadline::new(&out, until).write_all(early) {
             return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
         }

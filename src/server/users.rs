@@ -275,7 +275,9 @@ impl Roster {
                 return Err(bad());
             };
             let Some(user) = all.get(name) else { continue };
-            let since_wall = SystemTime::UNIX_EPOCH + Duration::from_secs(since);
+            let Some(since_wall) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(since)) else {
+                return Err(bad());
+            };
             let ago = SystemTime::now().duration_since(since_wall).unwrap_or_default();
             let since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
             *lock(&user.used) = Used { since, since_wall, bytes };

@@ -399,3 +399,31 @@ fn with_quota_state_what_a_user_used_survives_a_restart() {
     let line = second.wait_line(|l| l.contains(" closed ") && l.contains("has used its quota"));
     println!("{line}");
 }
+
+#[test]
+fn a_users_file_that_names_nobody_opens_nothing_even_after_a_reload_empties_it() {
+    let dir = scratch("users-nobody");
+    let file = dir.join("users");
+    write(&file, "# nobody yet\n");
+    let server = server_with_certs().args(&["--users", file.to_str().unwrap()]).spawn();
+    let warned = server.wait_line(|l| l.contains("--users names no user"));
+    println!("{warned}");
+    let target = echo("127.0.0.1:0").to_string();
+    // Neither a trojan client nor a seed-format one gets through.
+    let (trojan, seed) =
+        (local_with(server.addr, "anything"), local(server.addr).args(&["--pool", "0"]).spawn());
+    refused_through(trojan.addr, &target);
+    refused_through(seed.addr, &target);
+
+    // A user added, then removed again: the seed format stays off.
+    write(&file, "erin:pw-erin\n");
+    println!("{}", reload(&server, 1));
+    let erin = local_with(server.addr, "pw-erin");
+    assert_eq!(round_trip(socks_connect(erin.addr, &target), 7, 1000), 1000);
+    write(&file, "# nobody again\n");
+    println!("{}", reload(&server, 2));
+    refused_through(erin.addr, &target);
+    refused_through(seed.addr, &target);
+    let opened = server.lines().iter().filter(|l| l.contains(" closed ") && l.contains("end=eof")).count();
+    assert_eq!(opened, 1, "only erin's connection, while she was a user: {:#?}", server.lines());
+}
