@@ -153,14 +153,20 @@ impl Meter for User {
         let limits = *lock(&self.limits);
         let n = n as u64;
         if let Some(q) = limits.quota {
-            let left = self.quota_left(q);
-            if n > left {
+            // Checked and charged under one lock: concurrent writers cannot
+            // all pass the same check.
+            let mut used = lock(&self.used);
+            if q.period.is_some_and(|p| used.since.elapsed() >= p) {
+                *used = Used::new();
+            }
+            if n > q.bytes.saturating_sub(used.bytes) {
+                used.bytes = q.bytes;
+                drop(used);
                 let why = format!("user {} reached its quota of {} bytes", Escaped(&self.name), q.bytes);
-                lock(&self.used).bytes = q.bytes;
                 self.cut_all(&why);
                 return Err(why);
             }
-            lock(&self.used).bytes += n;
+            used.bytes += n;
         }
         let Some(rate) = limits.rate else { return Ok(Duration::ZERO) };
         let slot = match dir {
