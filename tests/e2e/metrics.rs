@@ -59,27 +59,6 @@ impl Scrape {
     }
 }
 
-/// Runs `promtool check metrics` on `text`; prints what it says and fails unless it exits 0.
-fn promtool(who: &str, text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (make deps: Debian's prometheus)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let until = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "promtool did not finish");
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("promtool check metrics ({who}): exit {:?}; {:?}", out.status.code(), said.trim());
-    assert!(out.status.success(), "promtool rejects the {who}'s exposition: {said}\n{text}");
-}
-
 const CONNECTIONS: usize = 4;
 const UP: usize = 3_000;
 const DOWN: usize = 70_000;

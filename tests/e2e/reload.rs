@@ -10,18 +10,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn hup(p: &Proc) {
-    let ok = Command::new("kill").args(["-HUP", &p.pid().to_string()]).status().unwrap();
-    assert!(ok.success());
-}
-
-/// Sends SIGHUP and waits for the `n`th line that reports a reload, good or bad.
-fn reload(p: &Proc, n: usize) -> String {
-    hup(p);
-    let lines = p.wait_lines(n, |l| l.contains("reloaded ") || l.contains("reload failed"));
-    lines[n - 1].clone()
-}
-
 /// A SOCKS5 CONNECT after logging in as `name`; the reply code.
 fn login_and_connect(local: SocketAddr, name: &str, password: &str, target: SocketAddr) -> (TcpStream, u8) {
     let mut s = connect(local);

@@ -19,18 +19,6 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn hup(p: &Proc) {
-    let ok = Command::new("kill").args(["-HUP", &p.pid().to_string()]).status().unwrap();
-    assert!(ok.success());
-}
-
-/// Sends SIGHUP and waits for the `n`th line that reports a reload.
-fn reload(p: &Proc, n: usize) -> String {
-    hup(p);
-    let lines = p.wait_lines(n, |l| l.contains("reloaded ") || l.contains("reload failed"));
-    lines[n - 1].clone()
-}
-
 /// A local for `server` with `password`, no ready connections.
 fn local_with(server: SocketAddr, password: &str) -> Proc {
     local(server).args(&["--password", password, "--pool", "0"]).spawn()
@@ -90,27 +78,6 @@ fn value(text: &str, series: &str) -> u64 {
     let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
     let line = line.unwrap_or_else(|| panic!("no {series} in\n{text}"));
     line.rsplit_once(' ').unwrap().1.parse().unwrap()
-}
-
-/// `promtool check metrics` must accept `text`.
-fn promtool(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (make deps: Debian's prometheus)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let until = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "promtool did not finish");
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("promtool check metrics: exit {:?}; {:?}", out.status.code(), said.trim());
-    assert!(out.status.success(), "promtool rejects the exposition: {said}\n{text}");
 }
 
 /// The rate of `bob`, in bytes per second each way.
@@ -224,7 +191,7 @@ fn three_users_at_once_are_counted_exactly_and_held_to_their_limits() {
         );
         assert_eq!(value(&text, &format!("blocking_proxy_user_refused_total{{user=\"{user}\"}}")), refused);
     }
-    promtool(&text);
+    promtool("server with users", &text);
     assert!(!text.contains("pw-") && !server.lines().iter().any(|l| l.contains("pw-")));
 }
 

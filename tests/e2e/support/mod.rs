@@ -915,3 +915,37 @@ pub fn ip(args: &str) {
     let out = Command::new("ip").args(args.split_whitespace()).output().unwrap();
     assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Sends SIGHUP to `p`.
+pub fn hup(p: &Proc) {
+    let ok = Command::new("kill").args(["-HUP", &p.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+/// Sends SIGHUP and waits for the `n`th line that reports a reload, good or bad.
+pub fn reload(p: &Proc, n: usize) -> String {
+    hup(p);
+    let lines = p.wait_lines(n, |l| l.contains("reloaded ") || l.contains("reload failed"));
+    lines[n - 1].clone()
+}
+
+/// Runs `promtool check metrics` on `text`; prints what it says and fails unless it exits 0.
+pub fn promtool(who: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (make deps: Debian's prometheus)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let until = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "promtool did not finish");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("promtool check metrics ({who}): exit {:?}; {:?}", out.status.code(), said.trim());
+    assert!(out.status.success(), "promtool rejects the {who}'s exposition: {said}\n{text}");
+}
