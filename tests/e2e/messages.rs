@@ -51,13 +51,6 @@ fn certificate_failures_say_what_is_wrong_and_how_to_trust_the_server() {
     assert!(line.contains("not the one --pin names"), "{line}");
 }
 
-/// Runs `bin` with `args` until it exits (a usage error or a bad file
-/// ends it at once): its exit code and what it wrote to stderr.
-fn exits(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(bin).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
-}
-
 const LOCAL_BIN: &str = env!("CARGO_BIN_EXE_blocking-local");
 const SERVER_BIN: &str = env!("CARGO_BIN_EXE_blocking-server");
 
@@ -93,7 +86,8 @@ fn usage_errors_teach_the_right_form() {
         ),
     ];
     for (bin, args, says) in cases {
-        let (code, said) = exits(bin, args);
+        let (code, said) = run_to_exit(bin, args);
+        let said = said.trim_end();
         let name = if *bin == LOCAL_BIN { "blocking-local" } else { "blocking-server" };
         eprintln!("$ {name} {}\n  exit {code:?}: {said}", args.join(" "));
         assert!(said.contains(says), "{said}");

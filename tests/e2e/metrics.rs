@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -270,23 +269,11 @@ fn a_metrics_address_off_loopback_is_served_with_a_warning() {
 fn a_metrics_address_that_cannot_be_bound_is_a_one_line_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blocking-server"))
-        .args(["--listen", "127.0.0.1:0", "--metrics", &addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "the server did not exit");
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, err) =
+        run_to_exit(env!("CARGO_BIN_EXE_blocking-server"), &["--listen", "127.0.0.1:0", "--metrics", &addr]);
     let last = err.lines().last().unwrap_or_default();
     println!("{last}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         last.starts_with("blocking-server: --metrics: cannot listen on ") && last.contains(&addr),
         "{err}"

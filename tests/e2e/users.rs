@@ -9,9 +9,9 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::support::*;
 
@@ -303,22 +303,10 @@ fn a_bad_users_file_is_a_one_line_error_naming_the_file_and_line() {
         ("a:pw-same\nb:pw-same\n", "line 2: user b has the same password as user a on line 1"),
     ] {
         write(&file, text);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blocking-server"))
-            .args(["--listen", "127.0.0.1:0", "--users", file.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let until = Instant::now() + TIMEOUT;
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < until, "the server did not exit");
-            thread::sleep(Duration::from_millis(10));
-        }
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8(out.stderr).unwrap();
+        let args = ["--listen", "127.0.0.1:0", "--users", file.to_str().unwrap()];
+        let (code, err) = run_to_exit(env!("CARGO_BIN_EXE_blocking-server"), &args);
         println!("{}", err.trim());
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(code, Some(1), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         let expected = format!("blocking-server: users file {} {why}", file.display());
         assert!(err.starts_with(&expected), "{err}");

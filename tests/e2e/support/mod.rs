@@ -949,3 +949,23 @@ pub fn promtool(who: &str, text: &str) {
     println!("promtool check metrics ({who}): exit {:?}; {:?}", out.status.code(), said.trim());
     assert!(out.status.success(), "promtool rejects the {who}'s exposition: {said}\n{text}");
 }
+
+/// Runs `bin` with `args`, expecting it to exit by itself (a usage error,
+/// a bad file): its exit code and everything it wrote to stderr. Fails the
+/// test if it is still running after TIMEOUT.
+pub fn run_to_exit(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "{bin} did not exit");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
