@@ -116,13 +116,8 @@ pub fn relay_expecting_answer(
     owed: Option<Owed>,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
-    for s in [&a.sock, &b.sock] {
-        let _ = s.set_write_timeout(Some(timeouts.idle));
-    }
-    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
-    if let Some(counters) = a.counters.or(b.counters) {
-        shared.bytes = counters;
-    }
+    let counters = a.counters.or(b.counters);
+    let mut shared = Relay::between([a.sock, b.sock], counters, sides, timeouts, Box::new(done));
     shared.silence = silence;
     shared.owed = owed;
     let shared = Arc::new(shared);
@@ -175,13 +170,8 @@ pub fn relay_metered(
     meter: Arc<dyn Meter>,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) -> Cut {
-    for s in [&a.sock, &b.sock] {
-        let _ = s.set_write_timeout(Some(timeouts.idle));
-    }
-    let mut shared = Relay::new([a.sock, b.sock], sides, *timeouts, Box::new(done));
-    if let Some(counters) = a.counters.or(b.counters) {
-        shared.bytes = counters;
-    }
+    let counters = a.counters.or(b.counters);
+    let mut shared = Relay::between([a.sock, b.sock], counters, sides, timeouts, Box::new(done));
     shared.meter = Some(meter);
     let shared = Arc::new(shared);
     let cut = Cut(Arc::downgrade(&shared));
@@ -420,6 +410,26 @@ struct Relay {
 }
 
 impl Relay {
+    /// The state of a relay between `socks`, whose writes may wait up to
+    /// the idle time, counting into `counters` when given (a live view's,
+    /// see [`Leg::counting`]).
+    fn between(
+        socks: [Arc<TcpStream>; 2],
+        counters: Option<Arc<Bytes>>,
+        sides: [Side; 2],
+        timeouts: &Timeouts,
+        done: OnDone,
+    ) -> Relay {
+        for s in &socks {
+            let _ = s.set_write_timeout(Some(timeouts.idle));
+        }
+        let mut relay = Relay::new(socks, sides, *timeouts, done);
+        if let Some(counters) = counters {
+            relay.bytes = counters;
+        }
+        relay
+    }
+
     fn new(socks: [Arc<TcpStream>; 2], sides: [Side; 2], timeouts: Timeouts, done: OnDone) -> Relay {
         Relay {
             socks,
