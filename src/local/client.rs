@@ -90,7 +90,6 @@ pub struct Secrets {
 /// Serves one client, up to the start of its relay (which then owns
 /// `report`): the entry point of every connection the local accepts.
 pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
-    let _ = app.set_nodelay(true);
     let secrets = ctx.secrets.get();
     match handshake(&app, &secrets, ctx.timeouts.handshake, &mut report) {
         Ok(ask @ Ask::Udp(_)) => associate(app, &ask, ctx, &secrets, report),
@@ -106,7 +105,6 @@ pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
 /// SOCKS5 client's, with `proto=forward`; a client whose tunnel cannot be
 /// opened sees its connection close.
 pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Report) {
-    let _ = app.set_nodelay(true);
     let secrets = ctx.secrets.get();
     report.proto(FORWARD);
     log::debug!("#{} forward to {target}", report.id);
@@ -131,7 +129,6 @@ pub const FORWARD: &str = "forward";
 /// line is a SOCKS5 client's with `proto=redir` or `proto=tproxy` and
 /// `dst=` the original destination.
 pub fn redirected(app: TcpStream, dst: SocketAddr, how: Transparent, ctx: &Context, mut report: Report) {
-    let _ = app.set_nodelay(true);
     let secrets = ctx.secrets.get();
     report.proto(how.proto);
     report.dst(dst);

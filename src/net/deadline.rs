@@ -114,6 +114,14 @@ impl Write for Deadline<'_> {
         self.sock.write(buf).map_err(timed_out)
     }
 
+    /// One `writev` for every buffer: rustls hands a flight of records
+    /// (ServerHello to Finished; a key update, the header and the first
+    /// bytes) as one call, and they leave in one system call and one segment.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.write_armed = self.arm(self.write_armed, TcpStream::set_write_timeout)?;
+        self.sock.write_vectored(bufs).map_err(timed_out)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -40,7 +40,9 @@ use super::poll::wait_writable;
 /// Pending connections the kernel may queue before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// Binds a listening socket; the error names the address.
+/// Binds a listening socket; the error names the address. Its accepted
+/// connections have `TCP_NODELAY` already: Linux copies it from the listener
+/// to each, which spares a system call per connection.
 pub fn listen(addr: &str) -> Result<TcpListener, Error> {
     listen_as(addr, false)
 }
@@ -59,6 +61,7 @@ fn listen_as(addr: &str, transparent: bool) -> Result<TcpListener, Error> {
     let sa = addr.to_socket_addrs().map_err(|e| fail(&e))?.next().ok_or_else(|| fail(&"no such address"))?;
     let sock = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(|e| fail(&e))?;
     sock.set_reuse_address(true).map_err(|e| fail(&e))?;
+    sock.set_tcp_nodelay(true).map_err(|e| fail(&e))?;
     if sa.is_ipv6() && sa.ip().is_unspecified() {
         // `[::]` takes IPv4 too, whatever the host's default (net.ipv6.bindv6only).
         sock.set_only_v6(false).map_err(|e| fail(&e))?;
@@ -472,6 +475,16 @@ mod tests {
         drop(accepted);
     }
     use crate::net::testing::TIMEOUT;
+
+    #[test]
+    fn accepted_connections_have_nodelay_from_the_listener() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = listen(addr).unwrap();
+            let _client = TcpStream::connect_timeout(&listener.local_addr().unwrap(), TIMEOUT).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            assert!(accepted.nodelay().unwrap(), "{addr}");
+        }
+    }
     use socket2::SockRef;
 
     /// Addresses written short: `6.2` is `[2001:db8::2]:443`, `4.2` is `192.0.2.2:443`.

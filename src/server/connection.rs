@@ -99,7 +99,6 @@ pub struct Config {
 /// accepts. Once `drain` has started, a connection still waiting for its
 /// header is closed with close_notify instead.
 pub fn serve(sock: TcpStream, cfg: &Config, drain: &Drain, mut report: Report) {
-    let _ = sock.set_nodelay(true);
     let mut incoming = match accept(sock, cfg, &mut report) {
         Ok(incoming) => incoming,
         Err(end) => return report.end(end),

@@ -249,6 +249,10 @@ impl Write for Records<'_> {
         self.inner.write(buf)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
