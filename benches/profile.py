@@ -23,7 +23,9 @@ growth happen outside it. Each figure is for the measured batch, divided by N:
     (--held of them, each answered a 1-byte echo), as a cut must keep it.
 
 Usage: benches/profile.py [--n N] [--warm N] [--held N] [--configs default,pool0]
-       [--only perf,strace,record,callgrind,rss] [--keep DIR]
+       [--only perf,strace,record,callgrind,rss] [--keep DIR] [--bin DIR]
+--bin takes blocking-server and blocking-local from DIR instead of target/release
+(another build, to set its figures beside these).
 Run by `make profile`, which builds the release binaries first; about a minute on
 2 cores. Needs perf, strace and valgrind.
 """
@@ -394,7 +396,11 @@ def main():
     ap.add_argument("--only", default="perf,strace,record,callgrind,rss")
     ap.add_argument("--configs", default="default,pool0")
     ap.add_argument("--keep", help="keep logs, perf.data and callgrind files here")
+    ap.add_argument("--bin", help="the directory of the binaries (default target/release)")
     o = ap.parse_args()
+    if o.bin:
+        global BIN
+        BIN = os.path.abspath(o.bin)
     only = set(o.only.split(","))
     for tool in ["perf", "strace", "valgrind", "callgrind_control"]:
         if not shutil.which(tool):

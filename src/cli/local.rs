@@ -95,11 +95,12 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     let to: Vec<String> =
         args.servers.iter().map(|s| format!("{} ({})", s.addr, trusted(s, &args.trust))).collect();
     let balance = if to.len() > 1 { format!(" ({:?})", args.balance) } else { String::new() };
+    let running = local.start();
     log::info!(
         "listening on {addr} for socks5, socks4 and http, {login}{forwards}, server {}{balance}, {format} format{routes}, up to {max_conns} connections ({cap_from})",
         to.join(", ")
     );
-    local.run();
+    running.run();
     Ok(())
 }
 

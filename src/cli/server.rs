@@ -89,10 +89,11 @@ pub fn run(argv: &[String], signals: Signals) -> Result<(), Exit> {
     };
     let (max_conns, cap_from) = (serving.max_conns, serving.cap_from);
     let pending = args.max_pending_per_source;
+    let running = server.start();
     log::info!(
         "listening on {addr} for tls{balancer}, {format} format, fallback {fallback}, up to {max_conns} connections ({cap_from}), {pending} pending per source"
     );
-    server.run();
+    running.run();
     if let Some(saver) = saver {
         saver.save();
     }

@@ -2,14 +2,21 @@
 //! endpoint's): admission through the [`Gate`], a setup thread per
 //! connection, a way to stop ([`Stopper`]) and drain.
 //!
+//! The setup threads accept for themselves (leader/follower): a few of them
+//! wait in `accept` on the listener, and the one the kernel wakes for a
+//! client serves it; when none is left waiting, another is started in its
+//! place. A new connection thus starts on the thread woken for it, where an
+//! accept loop handing it to another thread would cost a wake-up and a
+//! context switch per connection.
+//!
 //! Several listeners may share one gate ([`Acceptor::sibling`]), so that
 //! one cap counts the connections of all of them: they stop together, and
 //! the first listener's drain waits for the connections of every one.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +42,15 @@ pub struct Stopper(Arc<Stop>);
 struct Stop {
     flag: AtomicBool,
     wake: Mutex<Vec<Socket>>,
+    /// Notified once the flag is set, with `wake` held.
+    stopped: Condvar,
+}
+
+impl Stop {
+    /// The lock [`Stop::stopped`] is waited on with.
+    fn flag_lock(&self) -> std::sync::MutexGuard<'_, Vec<Socket>> {
+        self.wake.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Stopper {
@@ -42,12 +58,15 @@ impl Stopper {
     /// and wakes whatever waits on a socket registered with
     /// [`Acceptor::wake_on_stop`].
     pub fn stop(&self) {
+        let wake = self.0.flag_lock();
         self.0.flag.store(true, Ordering::SeqCst);
-        // Shutting a listening socket down wakes a thread blocked in
-        // accept(); a UDP socket's read side, one blocked in recv().
-        for sock in self.0.wake.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        // Shutting a listening socket down wakes every thread blocked in
+        // accept() and refuses new clients; a UDP socket's read side wakes
+        // one blocked in recv().
+        for sock in wake.iter() {
             let _ = sock.shutdown(std::net::Shutdown::Read);
         }
+        self.0.stopped.notify_all();
     }
 
     /// Whether [`stop`](Stopper::stop) has been called.
@@ -86,7 +105,11 @@ impl Acceptor {
     /// one when `None`), which wakes it.
     fn on(listener: TcpListener, gate: Arc<Gate>, stop: Option<Stopper>) -> Result<Acceptor, Error> {
         let stop = stop.unwrap_or_else(|| {
-            Stopper(Arc::new(Stop { flag: AtomicBool::new(false), wake: Mutex::new(Vec::new()) }))
+            Stopper(Arc::new(Stop {
+                flag: AtomicBool::new(false),
+                wake: Mutex::new(Vec::new()),
+                stopped: Condvar::new(),
+            }))
         });
         stop.wake(Socket::from(listener.try_clone().map_err(Error::Io)?));
         Ok(Acceptor { listener, gate, stop, source_at_accept: true })
@@ -136,23 +159,96 @@ impl Acceptor {
     }
 
     /// Accepts until stopped. For each client admitted under the limits,
-    /// `admit(stream, peer, place)` runs here and returns the job that
-    /// serves it, which then runs on a setup thread; `place` holds the
+    /// `admit(stream, peer, place)` returns the job that serves it, and the
+    /// setup thread that accepted the client runs it ([`Acceptor::serve`]); `place` holds the
     /// client's place under the cap until every share of it is dropped.
-    /// Over a limit, `refuse(stream, why)` answers the client inline
-    /// instead, and must not wait. Resource errors and refusals are logged
+    /// Over a limit, `refuse(stream, why)` answers the client instead, and
+    /// must not wait. Resource errors and refusals are logged
     /// at most once a second and accept errors are backed off: the loop
     /// never spins and never panics. Once stopped, the listener is closed
     /// (new clients are refused) and open connections get up to `drain` to
     /// finish; returns how many were still open.
     pub fn run<A, J, R>(self, drain: Duration, admit: A, refuse: R) -> usize
     where
-        A: Fn(TcpStream, SocketAddr, Place) -> J,
+        A: Fn(TcpStream, SocketAddr, Place) -> J + Send + Sync + 'static,
         J: FnOnce() + Send + 'static,
-        R: Fn(TcpStream, &Refused),
+        R: Fn(TcpStream, &Refused) + Send + Sync + 'static,
     {
+        self.start(admit, refuse).drained(drain)
+    }
+
+    /// The accept loop of [`run`](Acceptor::run) without the drain: accepts
+    /// until stopped, then returns at once (a sibling's loop, whose
+    /// connections the first acceptor's drain waits for).
+    pub fn serve<A, J, R>(self, admit: A, refuse: R)
+    where
+        A: Fn(TcpStream, SocketAddr, Place) -> J + Send + Sync + 'static,
+        J: FnOnce() + Send + 'static,
+        R: Fn(TcpStream, &Refused) + Send + Sync + 'static,
+    {
+        self.start(admit, refuse).wait();
+    }
+
+    /// Starts accepting, as [`run`](Acceptor::run) does, and returns once
+    /// the threads that accept are up; [`Accepting`] waits for the stop.
+    ///
+    /// The connections are accepted by leaders: setup threads that wait
+    /// in `accept` on the listener themselves and each serve the connection
+    /// they accept, so a connection starts on the thread the kernel woke for
+    /// it, with no hand-off.
+    pub fn start<A, J, R>(self, admit: A, refuse: R) -> Accepting
+    where
+        A: Fn(TcpStream, SocketAddr, Place) -> J + Send + Sync + 'static,
+        J: FnOnce() + Send + 'static,
+        R: Fn(TcpStream, &Refused) + Send + Sync + 'static,
+    {
+        let (stop, gate) = (self.stop.clone(), Arc::clone(&self.gate));
+        let leaders = Arc::new(Leaders {
+            acceptor: self,
+            admit,
+            refuse,
+            waiting: AtomicUsize::new(0),
+            last_warning: Mutex::new(None),
+        });
+        for _ in 0..LEADERS_WAITING {
+            if let Err(e) = leaders.add() {
+                leaders.warn_limited(format!("cannot start a thread to accept connections: {e}"));
+            }
+        }
+        let fallback = (leaders.waiting.load(Ordering::SeqCst) == 0).then_some(leaders);
+        Accepting {
+            stop,
+            gate,
+            fallback: fallback.map(|l| Box::new(move || l.lead_here()) as Box<dyn FnOnce() + Send>),
+        }
+    }
+}
+
+/// A listener being served ([`Acceptor::start`]).
+pub struct Accepting {
+    stop: Stopper,
+    gate: Arc<Gate>,
+    /// When no thread could be started to accept: the loop, for the waiting thread to run.
+    fallback: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Accepting {
+    /// Waits until stopped.
+    pub fn wait(self) {
+        if let Some(accept_here) = self.fallback {
+            accept_here();
+        }
+        let mut stopped = self.stop.0.flag_lock();
+        while !self.stop.stopped() {
+            stopped = self.stop.0.stopped.wait(stopped).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits until stopped; then open connections get up to `drain` to
+    /// finish. Returns how many were still open.
+    pub fn drained(self, drain: Duration) -> usize {
         let gate = Arc::clone(&self.gate);
-        self.serve(admit, refuse);
+        self.wait();
         let open = gate.active();
         if open > 0 {
             log::info!(
@@ -167,51 +263,108 @@ impl Acceptor {
         }
         left
     }
+}
 
-    /// The accept loop of [`run`](Acceptor::run) without the drain: accepts
-    /// until stopped, then closes the listener and returns at once (a
-    /// sibling's loop, whose connections the first acceptor's drain waits for).
-    pub fn serve<A, J, R>(self, admit: A, refuse: R)
-    where
-        A: Fn(TcpStream, SocketAddr, Place) -> J,
-        J: FnOnce() + Send + 'static,
-        R: Fn(TcpStream, &Refused),
-    {
-        let mut last_warning: Option<Instant> = None;
-        let mut warn_limited = |what: String| {
-            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                log::warn!("{what}");
-                last_warning = Some(Instant::now());
+/// How many threads wait in `accept` on one listener when it is quiet. One
+/// that accepts leaves the others waiting, so a client that comes while it
+/// serves its own needs no thread started or woken; when the last one
+/// accepts, another is started in its place.
+pub const LEADERS_WAITING: usize = 2;
+
+/// The threads that accept a listener's connections and serve them.
+struct Leaders<A, R> {
+    acceptor: Acceptor,
+    admit: A,
+    refuse: R,
+    /// Threads blocked in (or about to call) `accept`.
+    waiting: AtomicUsize,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl<A, J, R> Leaders<A, R>
+where
+    A: Fn(TcpStream, SocketAddr, Place) -> J + Send + Sync + 'static,
+    J: FnOnce() + Send + 'static,
+    R: Fn(TcpStream, &Refused) + Send + Sync + 'static,
+{
+    /// No thread could be started to accept: the calling thread does, until others can.
+    fn lead_here(self: Arc<Self>) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.lead();
+    }
+
+    /// Starts one more thread waiting in `accept` (a parked setup thread, or a new one).
+    fn add(self: &Arc<Self>) -> io::Result<()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        SETUP_THREADS.spawn(move || me.lead()).inspect_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// A leader's life: accept a client, admit it under the limits and serve
+    /// it here, then wait in `accept` again, unless [`LEADERS_WAITING`]
+    /// others already do (then the thread goes back to the parked setup
+    /// threads). Resource errors and refusals are logged at most once a
+    /// second and accept errors are backed off: it never spins and never panics.
+    fn lead(self: Arc<Self>) {
+        loop {
+            if self.acceptor.stop.stopped() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return;
             }
-        };
-        while !self.stop.stopped() {
-            let (stream, peer) = match self.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(_) if self.stop.stopped() => break,
-                Err(e) if is_transient_accept_error(&e) => continue,
-                Err(e) => {
-                    warn_limited(format!("accept failed: {e}; backing off"));
-                    thread::sleep(ACCEPT_BACKOFF);
-                    continue;
-                }
-            };
-            let admitted =
-                if self.source_at_accept { self.gate.enter(peer.ip()) } else { self.gate.enter_unsourced() };
-            let place = match admitted {
-                Ok(place) => place,
-                Err(why) => {
-                    warn_limited(format!("{why}: refusing {peer}"));
-                    refuse(stream, &why);
-                    continue;
-                }
-            };
-            if let Err(e) = SETUP_THREADS.spawn(admit(stream, peer, place)) {
-                // The job, and the client socket with it, is dropped: the client sees a close.
-                warn_limited(format!("cannot start a thread for {peer}: {e}; backing off"));
-                thread::sleep(ACCEPT_BACKOFF);
+            self.serve_one();
+            let back = self
+                .waiting
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < LEADERS_WAITING).then_some(n + 1));
+            if back.is_err() {
+                return;
             }
         }
-        drop(self.listener);
+    }
+
+    /// Accepts one client and serves it (or refuses it, over a limit), up
+    /// to the start of its relay.
+    fn serve_one(self: &Arc<Self>) {
+        let a = &self.acceptor;
+        let (stream, peer) = match a.listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if a.stop.stopped() => return self.keep_waiting(),
+            Err(e) if is_transient_accept_error(&e) => return self.keep_waiting(),
+            Err(e) => {
+                self.warn_limited(format!("accept failed: {e}; backing off"));
+                thread::sleep(ACCEPT_BACKOFF);
+                return self.keep_waiting();
+            }
+        };
+        if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 && !a.stop.stopped() {
+            // Nobody else waits in accept now: start a thread that does.
+            if let Err(e) = self.add() {
+                self.warn_limited(format!("cannot start a thread to accept connections: {e}"));
+            }
+        }
+        let admitted = if a.source_at_accept { a.gate.enter(peer.ip()) } else { a.gate.enter_unsourced() };
+        match admitted {
+            Ok(place) => (self.admit)(stream, peer, place)(),
+            Err(why) => {
+                self.warn_limited(format!("{why}: refusing {peer}"));
+                (self.refuse)(stream, &why);
+            }
+        }
+    }
+
+    /// After an accept that gave no client: this thread still waits (the
+    /// count it leaves is taken back as it goes round again).
+    fn keep_waiting(&self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn warn_limited(&self, what: String) {
+        let mut last = self.last_warning.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            log::warn!("{what}");
+            *last = Some(Instant::now());
+        }
     }
 }
 
@@ -271,5 +424,37 @@ mod tests {
         assert!(!main.is_finished(), "the drain waits for the sibling's connection");
         drop(place);
         assert_eq!(main.join().unwrap(), 0, "drained");
+    }
+
+    #[test]
+    fn clients_keep_being_accepted_while_every_waiting_thread_serves_one() {
+        let main = Acceptor::bind("127.0.0.1:0", 100, None, None).unwrap();
+        let addr = main.local_addr().unwrap();
+        let stop = main.stopper();
+        // Each job holds its thread until told to go; it reports which thread serves it.
+        let (served_tx, served) = mpsc::channel::<thread::ThreadId>();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let go = Arc::new(Mutex::new(go));
+        let admit = move |sock: TcpStream, _, place| {
+            let (tx, go) = (served_tx.clone(), Arc::clone(&go));
+            move || {
+                tx.send(thread::current().id()).unwrap();
+                let _ = go.lock().unwrap().recv_timeout(TIMEOUT);
+                drop((sock, place));
+            }
+        };
+        let main = thread::spawn(move || main.run(TIMEOUT, admit, |_, _| panic!("nobody is refused")));
+        let clients: Vec<_> =
+            (0..LEADERS_WAITING + 3).map(|_| TcpStream::connect_timeout(&addr, TIMEOUT).unwrap()).collect();
+        let threads: Vec<_> = clients.iter().map(|_| served.recv_timeout(TIMEOUT).unwrap()).collect();
+        let mut distinct = threads.clone();
+        distinct.sort_by_key(|id| format!("{id:?}"));
+        distinct.dedup();
+        assert_eq!(distinct.len(), clients.len(), "each held client has a thread of its own");
+        for _ in &clients {
+            go_tx.send(()).unwrap();
+        }
+        stop.stop();
+        assert_eq!(main.join().unwrap(), 0);
     }
 }

@@ -22,11 +22,12 @@ pub mod upstream;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 
-use crate::conn::accept::{Acceptor, Stopper};
+use crate::conn::accept::{Accepting, Acceptor, Stopper};
 use crate::conn::admission::{Fds, Refused};
 use crate::conn::report::Watch;
 use crate::conn::{Report, Timeouts};
@@ -165,6 +166,12 @@ impl Local {
     /// Serves clients until stopped, then drains, and stops the pool and
     /// the check; returns the connections still open.
     pub fn run(self) -> usize {
+        self.start().run()
+    }
+
+    /// Starts serving clients (the pool, the check, every listener): returns
+    /// once the threads that accept are up.
+    pub fn start(self) -> Running {
         let Local { acceptor, forwards, transparent, tproxy_udp, cfg, upstreams, dns } = self;
         let pool = Pool::start(&upstreams, cfg.pool, cfg.pool_age);
         upstreams.start_check(pool.is_some());
@@ -234,14 +241,33 @@ impl Local {
         };
         // A reload never empties the users (an empty user file is refused).
         let login = !cfg.secrets.get().users.is_empty();
-        let left = acceptor.run(cfg.timeouts.drain, admit, move |app, why| refuse(app, why, login));
-        for thread in threads {
+        let accepting = acceptor.start(admit, move |app, why| refuse(app, why, login));
+        Running { accepting, drain: cfg.timeouts.drain, threads, pool: pool_stop, upstreams: upstreams_stop }
+    }
+}
+
+/// A local that serves ([`Local::start`]).
+pub struct Running {
+    accepting: Accepting,
+    drain: Duration,
+    /// The other listeners' threads, which return once stopped.
+    threads: Vec<JoinHandle<()>>,
+    pool: Option<Arc<Pool>>,
+    upstreams: Arc<Upstreams>,
+}
+
+impl Running {
+    /// Serves until stopped, then drains, and stops the pool and the
+    /// check; returns the connections still open.
+    pub fn run(self) -> usize {
+        let left = self.accepting.drained(self.drain);
+        for thread in self.threads {
             let _ = thread.join();
         }
-        if let Some(pool) = pool_stop {
+        if let Some(pool) = self.pool {
             pool.stop();
         }
-        upstreams_stop.stop();
+        self.upstreams.stop();
         left
     }
 }

@@ -17,8 +17,9 @@ pub mod users;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::conn::accept::{self, Acceptor};
+use crate::conn::accept::{self, Accepting, Acceptor};
 use crate::conn::admission::Refused;
 use crate::conn::Report;
 use crate::error::Error;
@@ -78,6 +79,11 @@ impl Server {
 
     /// Serves connections until stopped, then drains; returns the connections still open.
     pub fn run(self) -> usize {
+        self.start().run()
+    }
+
+    /// Starts serving connections: returns once the threads that accept are up.
+    pub fn start(self) -> Running {
         let Server { acceptor, cfg, drain } = self;
         let drain_time = cfg.timeouts.drain;
         let admit = move |sock, peer, place| {
@@ -85,7 +91,20 @@ impl Server {
             let (cfg, drain) = (Arc::clone(&cfg), Arc::clone(&drain));
             move || connection::serve(sock, &cfg, &drain, report)
         };
-        acceptor.run(drain_time, admit, refuse)
+        Running { accepting: acceptor.start(admit, refuse), drain_time }
+    }
+}
+
+/// A server that serves ([`Server::start`]).
+pub struct Running {
+    accepting: Accepting,
+    drain_time: Duration,
+}
+
+impl Running {
+    /// Serves until stopped, then drains; returns the connections still open.
+    pub fn run(self) -> usize {
+        self.accepting.drained(self.drain_time)
     }
 }
 

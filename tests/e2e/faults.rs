@@ -279,10 +279,10 @@ fn a_draining_server_closes_ready_connections_and_serves_nothing_new_on_them() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut server = server().args(&["--drain-timeout", "600"]).spawn();
-    let idle = server.threads();
+    let idle = server.fds();
     let _held = connect(server.addr); // keeps the drain waiting, once accepted
     let until = std::time::Instant::now() + TIMEOUT;
-    while server.threads() <= idle {
+    while server.fds() <= idle {
         assert!(std::time::Instant::now() < until, "the connection was not accepted");
         thread::sleep(Duration::from_millis(5));
     }

@@ -331,10 +331,10 @@ fn out_of_descriptors_the_local_backs_off_and_recovers() {
     let idle: Vec<TcpStream> = (0..12).map(|_| connect(pair.local.addr)).collect();
     pair.local.wait_line(|l| l.contains("accept failed") && l.contains("backing off"));
     // Out of descriptors, accept fails at once every time: the loop must rest, not spin.
-    let before = pair.local.main_thread_cpu_ticks();
+    let before = pair.local.cpu_ticks();
     thread::sleep(std::time::Duration::from_secs(1)); // a measurement window, not a wait for anything
-    let used = pair.local.main_thread_cpu_ticks() - before;
-    assert!(used < 30, "the accept loop used {used} ticks of 10 ms in one second");
+    let used = pair.local.cpu_ticks() - before;
+    assert!(used < 30, "the threads accepting used {used} ticks of 10 ms in one second");
     drop(idle);
     limit("4096");
     let body = curl(&["--socks5-hostname", &pair.local.addr.to_string(), &format!("http://{web}/")]);
@@ -360,12 +360,12 @@ fn the_pool_serves_clients_and_replaces_stale_connections() {
 #[test]
 fn ready_connections_the_server_closed_are_not_used() {
     let mut server = server_with_certs().spawn();
-    let idle = server.threads();
+    let idle = server.fds();
     let addr = server.addr.to_string();
     let local = local(server.addr).args(&["--pool", "2", "--pool-age", "60"]).spawn();
-    // Both ready connections wait on the server, each on a setup thread.
+    // Both ready connections wait on the server, each accepted.
     let until = std::time::Instant::now() + TIMEOUT;
-    while server.threads() < idle + 2 {
+    while server.fds() < idle + 2 {
         assert!(std::time::Instant::now() < until, "the pool did not fill");
         thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -385,9 +385,9 @@ impl Proc {
         }
     }
 
-    /// CPU time the main thread (the accept loop) has used, in clock ticks (1/100 s).
-    pub fn main_thread_cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{0}/task/{0}/stat", self.pid())).unwrap();
+    /// CPU time the process has used, every thread's, in clock ticks (1/100 s).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
         // Fields after the ")" of the command name; utime and stime are the 14th and 15th.
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after.split_whitespace().collect();
