@@ -77,6 +77,16 @@ pub struct Context {
     pub router: Arc<Router>,
 }
 
+impl Context {
+    /// Once a client is served: the pool's connection it took, replaced by
+    /// this thread ([`Pool::refill`]).
+    fn refill(&self) {
+        if let Some(pool) = &self.pool {
+            pool.refill();
+        }
+    }
+}
+
 /// What a client's login is checked against and what the server is told,
 /// as loaded at start or by the last reload. A connection takes them once,
 /// when it starts.
@@ -96,6 +106,7 @@ pub fn serve(app: TcpStream, ctx: &Context, mut report: Report) {
         Ok(ask) => tunnel(app, ask, ctx, &secrets, report),
         Err(end) => refused(&app, report, end),
     }
+    ctx.refill();
 }
 
 /// Serves one client of a fixed forward (`--forward`), up to the start of
@@ -112,6 +123,7 @@ pub fn forward(app: TcpStream, target: &Target, ctx: &Context, mut report: Repor
     route::count(Route::Proxy);
     report.route(Route::Proxy.name());
     proxied(app, Ask::Fixed(target.clone()), ctx, &secrets, report);
+    ctx.refill();
 }
 
 /// A fixed forward's connections and flows, in logs (`proto=forward`).
@@ -150,6 +162,7 @@ pub fn redirected(app: TcpStream, dst: SocketAddr, how: Transparent, ctx: &Conte
         None => Target::Ip(dst),
     };
     tunnel(app, Ask::Redirected { target, dst, head }, ctx, &secrets, report);
+    ctx.refill();
 }
 
 /// How a transparent listener's connections are served.

@@ -198,7 +198,8 @@ impl Pool {
 
     /// A ready connection for a new client, if one is fresh, still open,
     /// and to a server a new client would be sent to. Either way the client
-    /// counts as demand, and a filler is woken to make up for it.
+    /// counts as demand. The taker makes up for it itself ([`Pool::refill`]);
+    /// a filler is woken only when the pool lacks more than that one.
     pub fn take(&self) -> Option<Link> {
         let mut stock = self.lock();
         stock.demand.record(Instant::now());
@@ -211,10 +212,52 @@ impl Pool {
             }
         };
         metrics::POOL_READY.set(stock.ready.len() as i64);
+        let short = stock.ready.len() + stock.filling + 1 < stock.target(self.size);
         drop(stock);
         metrics::POOL_TAKEN.add(u64::from(found.is_some()));
-        self.wake.notify_one();
+        if short {
+            self.wake.notify_one();
+        }
         found
+    }
+
+    /// Makes one ready connection here, if the pool has fewer than it
+    /// should: called by the thread that served a client, once the client's
+    /// relay runs, so that no filler is woken (and switched to) to replace
+    /// the connection the client took. A failure is left to the fillers,
+    /// which back off.
+    pub fn refill(&self) {
+        let mut stock = self.lock();
+        if stock.stopped
+            || stock.ready.len() + stock.filling >= stock.target(self.size)
+            || !self.upstreams.any_up()
+        {
+            return;
+        }
+        stock.filling += 1;
+        drop(stock);
+        let made = self.make();
+        let mut stock = self.lock();
+        stock.filling -= 1;
+        match made {
+            Ok(link) if !stock.stopped => {
+                stock.ready.push_back(Spare { link, born: Instant::now() });
+                metrics::POOL_READY.set(stock.ready.len() as i64);
+            }
+            Ok(link) => Spare { link, born: Instant::now() }.discard(),
+            Err(_) => {
+                drop(stock);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// A new connection to a server, with its session tickets read.
+    fn make(&self) -> Result<Link, super::upstream::Unreachable> {
+        self.upstreams.connect(None).map(|mut link| {
+            take_tickets(&link.sock, &mut link.conn);
+            link
+        })
     }
 
     /// Stops the fillers; what is ready is closed.
@@ -252,10 +295,7 @@ impl Pool {
             }
             stock.filling += 1;
             drop(stock);
-            let made = self.upstreams.connect(None).map(|mut link| {
-                take_tickets(&link.sock, &mut link.conn);
-                link
-            });
+            let made = self.make();
             let mut stock = self.lock();
             stock.filling -= 1;
             match made {
