@@ -252,12 +252,13 @@ impl Pool {
         }
     }
 
-    /// A new connection to a server, with its session tickets read.
+    /// A new connection to a server. The session tickets a TLS 1.3 server
+    /// sends after the handshake are not waited for here (a blocking read,
+    /// a wake-up per connection): [`still_open`] reads them, without
+    /// waiting, when the connection is taken, which is before the
+    /// replacement's handshake ([`Pool::refill`]) needs one to resume.
     fn make(&self) -> Result<Link, super::upstream::Unreachable> {
-        self.upstreams.connect(None).map(|mut link| {
-            take_tickets(&link.sock, &mut link.conn);
-            link
-        })
+        self.upstreams.connect(None)
     }
 
     /// Stops the fillers; what is ready is closed.
@@ -314,23 +315,6 @@ impl Pool {
                 }
             }
         }
-    }
-}
-
-/// How long a filler waits for the session tickets a TLS 1.3 server sends
-/// right after the handshake (about one round trip).
-const TICKET_WAIT: Duration = Duration::from_millis(200);
-
-/// Reads the session tickets that follow a handshake, so that they are
-/// stored for resumption now and not on a client's path later. TLS 1.2
-/// servers send none: then this just waits [`TICKET_WAIT`] for nothing.
-fn take_tickets(sock: &TcpStream, conn: &mut ClientConnection) {
-    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return;
-    }
-    let _ = sock.set_read_timeout(Some(TICKET_WAIT));
-    if conn.read_tls(&mut &*sock).is_ok_and(|n| n > 0) {
-        let _ = conn.process_new_packets();
     }
 }
 
