@@ -46,7 +46,7 @@ use crate::conn::udp;
 use crate::conn::{Outcome, Report, Timeouts};
 use crate::current::Current;
 use crate::error::Error;
-use crate::net::deadline::{close_gently, Arrived, Deadline};
+use crate::net::deadline::{close_gently, Arrived, Buffered, Deadline};
 use crate::net::dial;
 use crate::net::limits::{FDS_PER_CONNECTION, FDS_PER_LOCAL_ASSOCIATION};
 use crate::proto::acl::Route;
@@ -252,7 +252,8 @@ impl Proto {
 /// (a forwarded HTTP request) the head to send first and how its body is framed.
 #[derive(Debug, PartialEq, Eq)]
 enum Ask {
-    Socks5(Target),
+    /// With what the client sent after its request, read along with it.
+    Socks5(Target, Vec<u8>),
     Socks4(Target),
     Connect(Target),
     Forward(Target, Vec<u8>, http::Framing),
@@ -274,7 +275,7 @@ impl Ask {
     /// Where the tunnel goes (for UDP, where datagrams come from).
     fn target(&self) -> &Target {
         match self {
-            Ask::Socks5(t)
+            Ask::Socks5(t, _)
             | Ask::Socks4(t)
             | Ask::Connect(t)
             | Ask::Forward(t, ..)
@@ -288,7 +289,7 @@ impl Ask {
     /// upstream answers; UDP names its socket, see [`socks5::reply_bound`]).
     fn grant(&self, w: &mut impl Write) -> io::Result<()> {
         match self {
-            Ask::Socks5(_) => socks5::reply(w, socks5::REP_SUCCEEDED),
+            Ask::Socks5(..) => socks5::reply(w, socks5::REP_SUCCEEDED),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_GRANTED),
             Ask::Connect(_) => w.write_all(http::ESTABLISHED),
             Ask::Forward(..) | Ask::Udp(_) | Ask::Fixed(_) | Ask::Redirected { .. } => Ok(()),
@@ -299,7 +300,7 @@ impl Ask {
     /// has none: it sees its connection close).
     fn refuse(&self, w: &mut impl Write, failure: Failure) -> io::Result<()> {
         match self {
-            Ask::Socks5(_) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
+            Ask::Socks5(..) | Ask::Udp(_) => socks5::reply(w, socks5::reply_code(failure)),
             Ask::Socks4(_) => socks4::reply(w, socks4::REQUEST_REJECTED),
             Ask::Connect(_) | Ask::Forward(..) => w.write_all(&http::response(http::Status::of(failure))),
             Ask::Fixed(_) | Ask::Redirected { .. } => Ok(()),
@@ -327,8 +328,12 @@ fn handshake(app: &TcpStream, secrets: &Secrets, timeout: Duration, report: &mut
     report.proto(name);
     let asked = match proto {
         Proto::Socks5 => {
-            socks5::accept_request(&mut io, &secrets.users, secrets.password.is_some()).map(|r| match r {
-                Request::Connect(t) => Ask::Socks5(t),
+            // The greeting and the request in one read each, not one per field.
+            let mut io = Buffered::new(&mut io);
+            let asked = socks5::accept_request(&mut io, &secrets.users, secrets.password.is_some());
+            asked.map(|r| match r {
+                Request::Connect(t) => Ask::Socks5(t, io.rest()),
+                // The control connection carries nothing after its request.
                 Request::UdpAssociate(from) => Ask::Udp(from),
             })
         }
@@ -486,7 +491,7 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
             report.up = first.len() as u64;
             (Leg::tcp_message(app, Box::new(body)), Some(http::SILENT_UPSTREAM))
         }
-        Ask::Redirected { head, .. } => {
+        Ask::Redirected { head, .. } | Ask::Socks5(_, head) => {
             if let Err(e) = Deadline::new(&target, until).write_all(&head) {
                 return report.end(End::Unreachable(Hop::Target, Error::Io(e)));
             }
@@ -556,10 +561,8 @@ fn granted(
     ask.grant(&mut Deadline::new(app, until)).map_err(client)?;
     let (target, head, mut body) = match ask {
         Ask::Forward(target, head, framing) => (target, head, Some(http::Body::new(framing))),
-        Ask::Redirected { target, head, .. } => (target, head, None),
-        Ask::Socks5(t) | Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) | Ask::Fixed(t) => {
-            (t, Vec::new(), None)
-        }
+        Ask::Redirected { target, head, .. } | Ask::Socks5(target, head) => (target, head, None),
+        Ask::Socks4(t) | Ask::Connect(t) | Ask::Udp(t) | Ask::Fixed(t) => (t, Vec::new(), None),
     };
     // On this short-lived thread's stack, not the heap: the connection keeps none of it.
     let mut early = [0u8; EARLY_DATA_MAX];
@@ -870,10 +873,9 @@ mod tests {
         let open = secrets(&[], false);
         let socks5 = [&[5, 1, 0, 5, 1, 0, 3, 4][..], b"a.io", &[0, 80], b"early"].concat();
         let (asked, rest) = handshake_and_rest(&socks5, &open, TIMEOUT);
-        assert_eq!(
-            (asked.unwrap(), rest.as_slice()),
-            (Ask::Socks5(Target::Domain("a.io".into(), 80)), &b"early"[..])
-        );
+        let Ask::Socks5(target, read) = asked.unwrap() else { panic!("not socks5") };
+        assert_eq!(target, Target::Domain("a.io".into(), 80));
+        assert_eq!([read, rest].concat(), b"early", "read with the request, or left on the socket");
         let socks4 = [&[4, 1, 0, 80, 0, 0, 0, 1, 0][..], b"a.io\0"].concat();
         assert_eq!(
             handshake_of(&socks4, &open, TIMEOUT).unwrap(),
@@ -942,7 +944,7 @@ mod tests {
             ask.grant(&mut out).unwrap();
             out
         };
-        assert_eq!(granted(Ask::Socks5(t())), [5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(granted(Ask::Socks5(t(), Vec::new())), [5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(granted(Ask::Socks4(t())), [0, 90, 0, 0, 0, 0, 0, 0]);
         assert_eq!(granted(Ask::Connect(t())), http::ESTABLISHED);
         assert_eq!(
@@ -955,7 +957,7 @@ mod tests {
             ask.refuse(&mut out, failure).unwrap();
             out
         };
-        assert_eq!(refused(Ask::Socks5(t()), Failure::Refused), [5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(refused(Ask::Socks5(t(), Vec::new()), Failure::Refused), [5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(refused(Ask::Udp(t()), Failure::TimedOut), [5, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(refused(Ask::Socks4(t()), Failure::TimedOut), [0, 91, 0, 0, 0, 0, 0, 0]);
         let status = |out: Vec<u8>| String::from_utf8(out).unwrap().lines().next().unwrap().to_owned();
