@@ -6,9 +6,13 @@
 //! Checks: no panic; on success the parser consumed exactly the greeting, the
 //! login (with users: alice's, and no other) and a CONNECT request whose
 //! address re-encodes to the bytes read (never a byte of the payload after it).
+//! Then the same through `net::deadline::Buffered`, as blocking-local reads
+//! it: the same result, and every byte after the message kept (in the buffer
+//! or unread).
 #![no_main]
 
 
+use blocking_proxy::net::deadline::Buffered;
 use blocking_proxy::proto::socks5::{accept, CMD_CONNECT, SOCKS_VERSION};
 use blocking_proxy::proto::users::User;
 use blocking_proxy::proto::addr::{self, Layout};
@@ -22,8 +26,16 @@ fuzz_target!(|data: &[u8]| {
     let with_users = flags & 1 != 0;
     let users =
         if with_users { vec![User { name: "alice".into(), password: "wonder".into() }] } else { Vec::new() };
-    let mut conn = Input::new(wire, if flags & 2 != 0 { 1 } else { usize::MAX });
-    let Ok(target) = accept(&mut conn, &users) else { return };
+    let chunk = if flags & 2 != 0 { 1 } else { usize::MAX };
+    let mut conn = Input::new(wire, chunk);
+    let plain = accept(&mut conn, &users);
+    let mut through = Input::new(wire, chunk);
+    let mut buffered = Buffered::new(&mut through);
+    let got = accept(&mut buffered, &users);
+    let rest = buffered.rest();
+    assert_eq!(got.as_ref().ok(), plain.as_ref().ok(), "the buffer changes nothing");
+    let Ok(target) = plain else { return };
+    assert_eq!([&rest[..], &wire[through.pos..]].concat(), &wire[conn.pos..], "bytes after the message are kept");
 
     let consumed = &wire[..conn.pos];
     // Greeting: VER NMETHODS METHODS...

@@ -7,6 +7,7 @@ use std::cell::Cell;
 
 use blocking_proxy::error::Error;
 use blocking_proxy::proto::addr::{self, Target};
+use blocking_proxy::net::deadline::Buffered;
 use blocking_proxy::proto::socks5;
 use blocking_proxy::proto::users::User;
 use blocking_proxy::proto::wire;
@@ -94,6 +95,18 @@ fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) 
             }
             Err(Error::Io(_) | Error::Protocol(_) | Error::Denied(_)) => {}
             Err(e) => panic!("unexpected error kind {e:?}"),
+        }
+        // Through the buffer the local reads it with: the same answer, and
+        // every byte after the message either in the buffer or still unread.
+        let mut plain = Input::new(data, chunk);
+        let want = socks5::accept(&mut plain, users).ok();
+        let mut inp = Input::new(data, chunk);
+        let mut io = Buffered::new(&mut inp);
+        let got = socks5::accept(&mut io, users).ok();
+        let rest = io.rest();
+        assert_eq!(got, want, "buffered socks5 {data:?}");
+        if got.is_some() {
+            assert_eq!([&rest[..], &data[inp.pos..]].concat(), &data[plain.pos..], "buffered socks5 {data:?}");
         }
     }
     accepted
