@@ -274,7 +274,7 @@ impl Running {
 
 /// Over the cap: an answer in the client's protocol when its first byte has
 /// already arrived, else none, then a close; nothing here waits, since the
-/// accept loop runs it. SOCKS5 without users gets method 0x00 and a general
+/// thread that accepts runs it. SOCKS5 without users gets method 0x00 and a general
 /// failure; with users, method 0xFF (no acceptable method): 0x00 is not what
 /// such a local serves, and a client that offered only username/password
 /// must not be answered with a method it did not offer. SOCKS4 gets

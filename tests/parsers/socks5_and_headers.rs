@@ -6,8 +6,8 @@
 use std::cell::Cell;
 
 use blocking_proxy::error::Error;
-use blocking_proxy::proto::addr::{self, Target};
 use blocking_proxy::net::deadline::Buffered;
+use blocking_proxy::proto::addr::{self, Target};
 use blocking_proxy::proto::socks5;
 use blocking_proxy::proto::users::User;
 use blocking_proxy::proto::wire;
@@ -106,7 +106,11 @@ fn check(data: &[u8], chunk: usize, users: &[User], known: &[wire::TrojanHash]) 
         let rest = io.rest();
         assert_eq!(got, want, "buffered socks5 {data:?}");
         if got.is_some() {
-            assert_eq!([&rest[..], &data[inp.pos..]].concat(), &data[plain.pos..], "buffered socks5 {data:?}");
+            assert_eq!(
+                [&rest[..], &data[inp.pos..]].concat(),
+                &data[plain.pos..],
+                "buffered socks5 {data:?}"
+            );
         }
     }
     accepted
