@@ -156,7 +156,7 @@ bench-peers: bench-deps
 
 # What a new connection costs each process, with the local's default flags and with
 # --pool 0: callgrind, perf stat, strace -c and perf record (benches/profile.py;
-# about a minute on 2 cores). PROFILE_ARGS passes options, e.g. "--only perf --n 500".
+# about two and a half minutes on 2 cores). PROFILE_ARGS passes options, e.g. "--only perf --n 500".
 PROFILE_ARGS ?=
 profile: build
 	python3 benches/profile.py $(PROFILE_ARGS)

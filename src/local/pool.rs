@@ -97,9 +97,10 @@ impl Demand {
 }
 
 /// TLS connections to the servers, handshaken ahead of time so that a new
-/// client does not wait for TCP and TLS. Filler threads keep the pool at
-/// its size (fixed, or from [`Demand`]) and replace any connection that
-/// reaches `age` unused. Each ready connection knows its server; one whose
+/// client does not wait for TCP and TLS. The thread that took a ready
+/// connection makes the next one ([`Pool::refill`]); filler threads make
+/// the rest when demand grows, keep the pool at its size (fixed, or from
+/// [`Demand`]) and replace any connection that reaches `age` unused. Each ready connection knows its server; one whose
 /// server is down, or no longer the one a new client would be sent to, is
 /// never handed out.
 pub struct Pool {
@@ -153,6 +154,12 @@ impl Spare {
     }
 }
 
+thread_local! {
+    /// Whether this thread took a ready connection that it is to replace
+    /// itself ([`Pool::refill`]).
+    static REFILL_OWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// How long a filler rests after it could not reach any server and none
 /// was marked down for it (the local itself was out of descriptors, say).
 const POOL_BACKOFF: Duration = Duration::from_secs(1);
@@ -198,8 +205,9 @@ impl Pool {
 
     /// A ready connection for a new client, if one is fresh, still open,
     /// and to a server a new client would be sent to. Either way the client
-    /// counts as demand. The taker makes up for it itself ([`Pool::refill`]);
-    /// a filler is woken only when the pool lacks more than that one.
+    /// counts as demand. When the pool lacks just the one taken, the taker
+    /// makes up for it itself ([`Pool::refill`]); when it lacks more, a
+    /// filler is woken.
     pub fn take(&self) -> Option<Link> {
         let mut stock = self.lock();
         stock.demand.record(Instant::now());
@@ -212,21 +220,29 @@ impl Pool {
             }
         };
         metrics::POOL_READY.set(stock.ready.len() as i64);
-        let short = stock.ready.len() + stock.filling + 1 < stock.target(self.size);
+        let lacking = stock.target(self.size).saturating_sub(stock.ready.len() + stock.filling);
         drop(stock);
         metrics::POOL_TAKEN.add(u64::from(found.is_some()));
-        if short {
+        // One short, the one just taken: the taker makes it. More (a burst
+        // of clients): the fillers, so that the threads that accept are
+        // not kept from accepting by handshakes.
+        let mine = found.is_some() && lacking == 1;
+        REFILL_OWED.with(|owed| owed.set(mine));
+        if !mine && lacking > 0 {
             self.wake.notify_one();
         }
         found
     }
 
-    /// Makes one ready connection here, if the pool has fewer than it
-    /// should: called by the thread that served a client, once the client's
-    /// relay runs, so that no filler is woken (and switched to) to replace
-    /// the connection the client took. A failure is left to the fillers,
-    /// which back off.
+    /// Makes one ready connection here, if this thread took the one the
+    /// pool lacks ([`Pool::take`]) and it still does: called by the thread
+    /// that served a client, once the client's relay runs, so that no filler
+    /// is woken (and switched to) to replace the connection the client
+    /// took. A failure is left to the fillers, which back off.
     pub fn refill(&self) {
+        if !REFILL_OWED.with(|owed| owed.replace(false)) {
+            return;
+        }
         let mut stock = self.lock();
         if stock.stopped
             || stock.ready.len() + stock.filling >= stock.target(self.size)

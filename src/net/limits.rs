@@ -39,7 +39,7 @@ pub fn connection_cap(fds: u64, per_connection: u64) -> usize {
 /// lookup, or its two copy threads, plus a lookup that outlived its deadline.
 pub const THREADS_PER_CONNECTION: u64 = 4;
 
-/// Threads a process keeps for itself: the accept loop, the signal thread,
+/// Threads a process keeps for itself: the threads waiting in accept, the signal thread,
 /// pool fillers, and the parked threads of both worker sets.
 pub const RESERVED_THREADS: u64 = 16 + 2 * workers::MAX_IDLE as u64;
 
