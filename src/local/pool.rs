@@ -16,7 +16,7 @@ use crate::net::deadline::{Arrived, Deadline};
 use crate::tls::handshake;
 use crate::workers::SETUP_STACK;
 
-use super::upstream::{Link, Upstreams};
+use super::upstream::{Link, Unreachable, Upstreams};
 
 /// How many ready connections a [`Pool`] keeps (`--pool`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,11 +250,7 @@ impl Pool {
         {
             return;
         }
-        stock.filling += 1;
-        drop(stock);
-        let made = self.make();
-        let mut stock = self.lock();
-        stock.filling -= 1;
+        let (mut stock, made) = self.make(stock);
         match made {
             Ok(link) if !stock.stopped => {
                 stock.ready.push_back(Spare { link, born: Instant::now() });
@@ -268,13 +264,23 @@ impl Pool {
         }
     }
 
-    /// A new connection to a server. The session tickets a TLS 1.3 server
-    /// sends after the handshake are not waited for here (a blocking read,
-    /// a wake-up per connection): [`still_open`] reads them, without
-    /// waiting, when the connection is taken, which is before the
-    /// replacement's handshake ([`Pool::refill`]) needs one to resume.
-    fn make(&self) -> Result<Link, super::upstream::Unreachable> {
-        self.upstreams.connect(None)
+    /// A new connection to a server, counted as being made (`filling`)
+    /// while `stock`'s lock is let go; returns the lock again with it. The
+    /// session tickets a TLS 1.3 server sends after the handshake are not
+    /// waited for here (a blocking read, a wake-up per connection):
+    /// [`still_open`] reads them, without waiting, when the connection is
+    /// taken, which is before the replacement's handshake
+    /// ([`Pool::refill`]) needs one to resume.
+    fn make<'a>(
+        &'a self,
+        mut stock: MutexGuard<'a, Stock>,
+    ) -> (MutexGuard<'a, Stock>, Result<Link, Unreachable>) {
+        stock.filling += 1;
+        drop(stock);
+        let made = self.upstreams.connect(None);
+        let mut stock = self.lock();
+        stock.filling -= 1;
+        (stock, made)
     }
 
     /// Stops the fillers; what is ready is closed.
@@ -310,11 +316,7 @@ impl Pool {
                 self.upstreams.wait_up(POOL_WAIT_UP);
                 continue;
             }
-            stock.filling += 1;
-            drop(stock);
-            let made = self.make();
-            let mut stock = self.lock();
-            stock.filling -= 1;
+            let (mut stock, made) = self.make(stock);
             match made {
                 Ok(link) => stock.ready.push_back(Spare { link, born: Instant::now() }),
                 Err(e) => {

@@ -229,66 +229,52 @@ pub fn close_gently(sock: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::addr::Target;
     use crate::proto::socks5::{self, Request};
+    use crate::proto::testing::{Duplex, OneByte};
 
-    /// A peer whose bytes arrive `step` at a time, then end; what is written to it is kept.
-    struct Trickle<'a> {
+    /// A reader that counts the reads it is asked for.
+    struct Counting<'a> {
         bytes: &'a [u8],
-        step: usize,
         reads: usize,
-        written: Vec<u8>,
     }
 
-    impl Read for Trickle<'_> {
+    impl Read for Counting<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.step).min(self.bytes.len());
-            buf[..n].copy_from_slice(&self.bytes[..n]);
-            self.bytes = &self.bytes[n..];
             self.reads += 1;
-            Ok(n)
-        }
-    }
-
-    impl Write for Trickle<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+            self.bytes.read(buf)
         }
     }
 
     #[test]
-    fn a_buffered_socks5_handshake_takes_one_read_per_message_and_keeps_what_follows() {
+    fn a_buffered_socks5_handshake_keeps_what_follows_and_takes_one_read_per_message() {
         let greeting = [5, 1, 0];
         let request = [&[5, 1, 0, 3, 4][..], b"a.io", &[0, 80]].concat();
         let input = [&greeting[..], &request, b"early"].concat();
-        for step in [1, 3, input.len()] {
-            let mut peer = Trickle { bytes: &input, step, reads: 0, written: Vec::new() };
+        // One byte per read: the buffer holds what the parser asked for, no more.
+        let mut peer = Duplex { input: OneByte(&input[..]), output: Vec::new() };
+        let mut io = Buffered::new(&mut peer);
+        let asked = socks5::accept_request(&mut io, &[], false).unwrap();
+        let rest = io.rest();
+        assert_eq!(asked, Request::Connect(Target::Domain("a.io".into(), 80)));
+        let mut left = Vec::new();
+        peer.read_to_end(&mut left).unwrap();
+        assert_eq!([rest, left].concat(), b"early");
+        assert_eq!(peer.output, [5, 0]);
+        // Each message at once, as a client that waits for the method sends
+        // them: read field by field, one read each; what follows is kept.
+        for (message, fields) in [(&greeting[..], &[2, 1][..]), (&request, &[4, 1, 4, 2])] {
+            let whole = [message, b"next"].concat();
+            let mut peer = Counting { bytes: &whole, reads: 0 };
             let mut io = Buffered::new(&mut peer);
-            let asked = socks5::accept_request(&mut io, &[], false).unwrap();
-            let rest = io.rest();
-            assert_eq!(asked, Request::Connect(crate::proto::addr::Target::Domain("a.io".into(), 80)));
-            let mut left = Vec::new();
-            peer.read_to_end(&mut left).unwrap();
-            assert_eq!([rest, left].concat(), b"early", "step {step}");
-            assert_eq!(peer.written, [5, 0], "step {step}");
-        }
-        // Each message in a read of its own, as a client that waits for the method sends them.
-        let mut both = Vec::new();
-        for message in [&greeting[..], &request] {
-            let mut peer = Trickle { bytes: message, step: usize::MAX, reads: 0, written: Vec::new() };
-            let mut io = Buffered::new(&mut peer);
-            let mut whole = vec![0u8; message.len()];
-            let mut field = 0;
-            for len in if message.len() == 3 { vec![2, 1] } else { vec![4, 1, 4, 2] } {
-                io.read_exact(&mut whole[field..field + len]).unwrap();
-                field += len;
+            let mut at = 0;
+            let mut got = vec![0u8; message.len()];
+            for len in fields {
+                io.read_exact(&mut got[at..at + len]).unwrap();
+                at += len;
             }
-            both.push(peer.reads);
+            assert_eq!((got.as_slice(), io.rest().as_slice()), (message, &b"next"[..]));
+            assert_eq!(peer.reads, 1, "one read for {message:?}");
         }
-        assert_eq!(both, [1, 1], "one read per message, field by field");
     }
 }

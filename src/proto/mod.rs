@@ -28,4 +28,4 @@ pub mod acl;
 pub mod dns;
 pub mod sniff;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

@@ -210,6 +210,6 @@ fn a_target_slower_than_the_connect_timeout_marks_no_server_down() {
         s.read_exact(&mut answer).unwrap_or_else(|e| panic!("through {name}: {e}"));
         assert_eq!(&answer, b"late!", "through {name}");
         let down = format!("server {server} down: ");
-        assert!(!local.lines().iter().any(|l| l.contains(&down)), "through {name}");
+        assert!(!local.lines().iter().any(|l| l.contains(&down)), "through {name}: {:#?}", local.lines());
     }
 }
