@@ -1,42 +1,13 @@
 //! Command lines: usage errors exit 2, failures exit 1, each with one line
 //! naming what is wrong; every key format the README promises loads.
 
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Command;
 
 use crate::support::*;
 
 const LOCAL: &str = env!("CARGO_BIN_EXE_blocking-local");
 const SERVER: &str = env!("CARGO_BIN_EXE_blocking-server");
-
-/// Runs a binary that is expected to exit at once (every case here fails
-/// before listening); one that goes on running is killed after TIMEOUT and
-/// fails the test.
-fn run(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    let text = rx.recv_timeout(TIMEOUT);
-    if text.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    (status.code(), text.unwrap_or_else(|_| panic!("{args:?}: still running after {TIMEOUT:?}")))
-}
 
 fn one_line(stderr: &str) -> &str {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
@@ -80,7 +51,7 @@ fn usage_errors_exit_2_with_one_line() {
         (LOCAL, &["--server", "h:1", "--pin", &format!("{}:", "ab".repeat(32))][..], "--pin wants"),
         (LOCAL, &["--server", "h:1", "--pin", &format!("a:b{}", "ab".repeat(31))][..], "--pin wants"),
     ] {
-        let (code, err) = run(bin, args);
+        let (code, err) = run_to_exit(bin, args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(one_line(&err).contains(says), "{args:?}: {err}");
     }
@@ -93,7 +64,7 @@ fn a_usage_error_never_echoes_a_stray_argument() {
         (LOCAL, &["--server", "h:1", "--password", "correct", "horse", "battery"][..]),
         (LOCAL, &["--server", "h:1", "--user", "alice:correct", "horse", "battery"][..]),
     ] {
-        let (code, err) = run(bin, args);
+        let (code, err) = run_to_exit(bin, args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         let line = one_line(&err);
         println!("{line}");
@@ -108,7 +79,7 @@ fn a_usage_error_never_echoes_a_stray_argument() {
 fn the_built_in_certificate_serves_loopback_only() {
     for listen in [None, Some("0.0.0.0:0"), Some("[::]:0")] {
         let args: Vec<&str> = listen.map(|l| vec!["--listen", l]).unwrap_or_default();
-        let (code, err) = run(SERVER, &args);
+        let (code, err) = run_to_exit(SERVER, &args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         let line = one_line(&err);
         println!("{line}");
@@ -138,25 +109,25 @@ fn help_and_version_exit_0() {
 #[test]
 fn unreadable_files_exit_1_naming_the_file() {
     let key = cert("server.key");
-    let (code, err) = run(SERVER, &["--cert", "/nonexistent/fullchain.pem", "--key", &key]);
+    let (code, err) = run_to_exit(SERVER, &["--cert", "/nonexistent/fullchain.pem", "--key", &key]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains("/nonexistent/fullchain.pem"), "{err}");
 
     let pem = cert("server.pem");
-    let (code, err) = run(SERVER, &["--cert", &pem, "--key", "/nonexistent/privkey.pem"]);
+    let (code, err) = run_to_exit(SERVER, &["--cert", &pem, "--key", "/nonexistent/privkey.pem"]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains("/nonexistent/privkey.pem"), "{err}");
 
     // A certificate file given as the key: no key in it.
-    let (code, err) = run(SERVER, &["--cert", &pem, "--key", &pem]);
+    let (code, err) = run_to_exit(SERVER, &["--cert", &pem, "--key", &pem]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains(&pem), "{err}");
 
-    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem"]);
+    let (code, err) = run_to_exit(LOCAL, &["--server", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem"]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains("/nonexistent/ca.pem"), "{err}");
 
-    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--ca", &key]);
+    let (code, err) = run_to_exit(LOCAL, &["--server", "127.0.0.1:1", "--ca", &key]);
     assert_eq!(code, Some(1), "a key file is not a CA file");
     assert!(one_line(&err).contains(&key), "{err}");
 }
@@ -166,7 +137,7 @@ fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
     let dir = scratch("mismatch");
     let other = dir.join("other.key").display().to_string();
     openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &other]);
-    let (code, err) = run(SERVER, &["--cert", &cert("server.pem"), "--key", &other]);
+    let (code, err) = run_to_exit(SERVER, &["--cert", &cert("server.pem"), "--key", &other]);
     assert_eq!(code, Some(1));
     let line = one_line(&err);
     assert!(line.contains(&other) && line.contains("server.pem"), "{line}");
@@ -177,10 +148,10 @@ fn bind_failure_exits_1_naming_the_address() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     // Without SO_REUSEPORT a second listener on the same port is refused.
-    let (code, err) = run(SERVER, &["--listen", &addr]);
+    let (code, err) = run_to_exit(SERVER, &["--listen", &addr]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains(&addr), "{err}");
-    let (code, err) = run(LOCAL, &["--server", "127.0.0.1:1", "--listen", &addr]);
+    let (code, err) = run_to_exit(LOCAL, &["--server", "127.0.0.1:1", "--listen", &addr]);
     assert_eq!(code, Some(1));
     assert!(one_line(&err).contains(&addr), "{err}");
 }

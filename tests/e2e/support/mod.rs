@@ -951,8 +951,8 @@ pub fn promtool(who: &str, text: &str) {
 }
 
 /// Runs `bin` with `args`, expecting it to exit by itself (a usage error,
-/// a bad file): its exit code and everything it wrote to stderr. Fails the
-/// test if it is still running after TIMEOUT.
+/// a bad file): its exit code and everything it wrote to stderr. One that is
+/// still running after TIMEOUT is killed, and fails the test.
 pub fn run_to_exit(bin: &str, args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(bin)
         .args(args)
@@ -961,11 +961,18 @@ pub fn run_to_exit(bin: &str, args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "{bin} did not exit");
-        thread::sleep(Duration::from_millis(10));
+    // Read on a thread of its own, so that a full pipe never stalls the child.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(TIMEOUT);
+    if text.is_err() {
+        let _ = child.kill();
     }
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    let status = child.wait().unwrap();
+    (status.code(), text.unwrap_or_else(|_| panic!("{bin} {args:?}: still running after {TIMEOUT:?}")))
 }
