@@ -231,20 +231,7 @@ mod tests {
     use super::*;
     use crate::proto::addr::Target;
     use crate::proto::socks5::{self, Request};
-    use crate::proto::testing::{Duplex, OneByte};
-
-    /// A reader that counts the reads it is asked for.
-    struct Counting<'a> {
-        bytes: &'a [u8],
-        reads: usize,
-    }
-
-    impl Read for Counting<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.reads += 1;
-            self.bytes.read(buf)
-        }
-    }
+    use crate::proto::testing::{Counted, Duplex, OneByte};
 
     #[test]
     fn a_buffered_socks5_handshake_keeps_what_follows_and_takes_one_read_per_message() {
@@ -265,7 +252,7 @@ mod tests {
         // them: read field by field, one read each; what follows is kept.
         for (message, fields) in [(&greeting[..], &[2, 1][..]), (&request, &[4, 1, 4, 2])] {
             let whole = [message, b"next"].concat();
-            let mut peer = Counting { bytes: &whole, reads: 0 };
+            let mut peer = Counted { input: &whole, calls: 0 };
             let mut io = Buffered::new(&mut peer);
             let mut at = 0;
             let mut got = vec![0u8; message.len()];
@@ -274,7 +261,7 @@ mod tests {
                 at += len;
             }
             assert_eq!((got.as_slice(), io.rest().as_slice()), (message, &b"next"[..]));
-            assert_eq!(peer.reads, 1, "one read for {message:?}");
+            assert_eq!(peer.calls, 1, "one read for {message:?}");
         }
     }
 }

@@ -882,7 +882,7 @@ pub fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::testing::{Duplex, OneByte};
+    use crate::proto::testing::{Counted, Duplex, OneByte};
 
     fn run_with(input: &[u8], users: &[User]) -> (Result<Request, Error>, String, Vec<u8>) {
         let mut d = Duplex { input: OneByte(input), output: Vec::new() };
@@ -1290,26 +1290,6 @@ transfer-encoding: , Chunked\r\n"
                     "{input:?} split {split}"
                 );
             }
-        }
-    }
-
-    /// A source that counts its reads and peeks.
-    struct Counted<'a> {
-        input: &'a [u8],
-        calls: usize,
-    }
-
-    impl Read for Counted<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.calls += 1;
-            self.input.read(buf)
-        }
-    }
-
-    impl Peek for Counted<'_> {
-        fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.calls += 1;
-            self.input.peek(buf)
         }
     }
 

@@ -49,3 +49,24 @@ impl Write for Duplex<'_> {
         Ok(())
     }
 }
+
+/// A source that counts the reads and peeks it is asked for: how many
+/// system calls a parser would make on a socket.
+pub(crate) struct Counted<'a> {
+    pub input: &'a [u8],
+    pub calls: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.calls += 1;
+        self.input.read(buf)
+    }
+}
+
+impl Peek for Counted<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.calls += 1;
+        self.input.peek(buf)
+    }
+}
