@@ -313,7 +313,10 @@ where
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-            self.serve_one();
+            if !self.serve_one() {
+                // No client: this thread is still one of those waiting.
+                continue;
+            }
             let back = self
                 .waiting
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < LEADERS_WAITING).then_some(n + 1));
@@ -324,17 +327,19 @@ where
     }
 
     /// Accepts one client and serves it (or refuses it, over a limit), up
-    /// to the start of its relay.
-    fn serve_one(self: &Arc<Self>) {
+    /// to the start of its relay; then this thread no longer counts as
+    /// waiting. Returns false, still counted as waiting, when accept gave
+    /// no client (an error, or the stop).
+    fn serve_one(self: &Arc<Self>) -> bool {
         let a = &self.acceptor;
         let (stream, peer) = match a.listener.accept() {
             Ok(accepted) => accepted,
-            Err(_) if a.stop.stopped() => return self.keep_waiting(),
-            Err(e) if is_transient_accept_error(&e) => return self.keep_waiting(),
+            Err(_) if a.stop.stopped() => return false,
+            Err(e) if is_transient_accept_error(&e) => return false,
             Err(e) => {
                 self.warn_limited(format!("accept failed: {e}; backing off"));
                 thread::sleep(ACCEPT_BACKOFF);
-                return self.keep_waiting();
+                return false;
             }
         };
         if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 && !a.stop.stopped() {
@@ -351,12 +356,7 @@ where
                 (self.refuse)(stream, &why);
             }
         }
-    }
-
-    /// After an accept that gave no client: this thread still waits (the
-    /// count it leaves is taken back as it goes round again).
-    fn keep_waiting(&self) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        true
     }
 
     fn warn_limited(&self, what: String) {
