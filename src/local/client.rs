@@ -513,7 +513,7 @@ fn direct(app: TcpStream, ask: Ask, ctx: &Context, mut report: Report) {
 /// A link to a server for the client of `ask`: see [`reach`]. When no
 /// server can be reached, the client is answered in its protocol.
 fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Link, End> {
-    reach(ctx, report.place(), report.id).map_err(|(end, failure)| {
+    reach(ctx, report.place(), report.id, true).map_err(|(end, failure)| {
         let until = Instant::now() + ctx.timeouts.handshake;
         let _ = ask.refuse(&mut Deadline::new(app, until), failure);
         end
@@ -521,10 +521,14 @@ fn link(app: &TcpStream, ask: &Ask, ctx: &Context, report: &Report) -> Result<Li
 }
 
 /// A link to a server for the connection `#id`, which holds `place`: a
-/// ready one from the pool, or a new one. When no server can be reached,
-/// the connection's end (logged) and the failure its client is told of.
-pub fn reach(ctx: &Context, place: &Place, id: u64) -> Result<Link, (End, Failure)> {
-    let ready = ctx.pool.as_deref().and_then(Pool::take);
+/// ready one from the pool, or a new one. With `replace_here`, the calling
+/// thread replaces a ready connection it takes once its client's relay runs
+/// (the module's entry points call `Context::refill`); else a filler does.
+/// When no server can be reached, the connection's end (logged) and the
+/// failure its client is told of.
+pub fn reach(ctx: &Context, place: &Place, id: u64, replace_here: bool) -> Result<Link, (End, Failure)> {
+    let take = if replace_here { Pool::take_to_replace } else { Pool::take };
+    let ready = ctx.pool.as_deref().and_then(take);
     let linked = ready.map_or_else(|| ctx.upstreams.connect(Some(place)), Ok);
     linked.map_err(|Unreachable { server, error }| {
         let failure = Failure::of(&error);

@@ -358,7 +358,7 @@ pub fn link(flow: &Arc<Flow>, ctx: &Context, target: &Target, place: &Place, id:
     let Some(hash) = ctx.secrets.get().password else {
         return flow.failed(End::NoUdp, flow.waiting());
     };
-    let mut link = match client::reach(ctx, place, id) {
+    let mut link = match client::reach(ctx, place, id, false) {
         Ok(link) => link,
         Err((end, _)) => return flow.failed(end, flow.waiting()),
     };

@@ -205,10 +205,20 @@ impl Pool {
 
     /// A ready connection for a new client, if one is fresh, still open,
     /// and to a server a new client would be sent to. Either way the client
-    /// counts as demand. When the pool lacks just the one taken, the taker
-    /// makes up for it itself ([`Pool::refill`]); when it lacks more, a
-    /// filler is woken.
+    /// counts as demand, and a filler is woken to make up for it.
     pub fn take(&self) -> Option<Link> {
+        self.take_for(false)
+    }
+
+    /// [`Pool::take`], for a thread that will call [`Pool::refill`] once
+    /// its client's relay runs: when the pool lacks just the one taken, that
+    /// thread makes it up itself and no filler is woken; when it lacks more
+    /// (a burst of clients), a filler is, as for [`Pool::take`].
+    pub fn take_to_replace(&self) -> Option<Link> {
+        self.take_for(true)
+    }
+
+    fn take_for(&self, replace_here: bool) -> Option<Link> {
         let mut stock = self.lock();
         stock.demand.record(Instant::now());
         let found = loop {
@@ -226,8 +236,10 @@ impl Pool {
         // One short, the one just taken: the taker makes it. More (a burst
         // of clients): the fillers, so that the threads that accept are
         // not kept from accepting by handshakes.
-        let mine = found.is_some() && lacking == 1;
-        REFILL_OWED.with(|owed| owed.set(mine));
+        let mine = replace_here && found.is_some() && lacking == 1;
+        if replace_here {
+            REFILL_OWED.with(|owed| owed.set(mine));
+        }
         if !mine && lacking > 0 {
             self.wake.notify_one();
         }
@@ -235,10 +247,10 @@ impl Pool {
     }
 
     /// Makes one ready connection here, if this thread took the one the
-    /// pool lacks ([`Pool::take`]) and it still does: called by the thread
-    /// that served a client, once the client's relay runs, so that no filler
-    /// is woken (and switched to) to replace the connection the client
-    /// took. A failure is left to the fillers, which back off.
+    /// pool lacks ([`Pool::take_to_replace`]) and it still does: called by
+    /// the thread that served a client, once the client's relay runs, so
+    /// that no filler is woken (and switched to) to replace the connection
+    /// the client took. A failure is left to the fillers, which back off.
     pub fn refill(&self) {
         if !REFILL_OWED.with(|owed| owed.replace(false)) {
             return;
