@@ -558,7 +558,7 @@ pub fn in_namespace(flags: &[&str], setup: &str, test: &str, files: &[&std::path
         .env(IN_NETNS, "1")
         .status()
         .unwrap();
-    assert!(status.success(), "the run inside the namespace failed");
+    assert!(status.success(), "the run inside the namespace failed: {status}");
     true
 }
 
